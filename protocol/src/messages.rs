@@ -1,0 +1,331 @@
+//! Request, response and event types. Every variant has one line saying what it does; the
+//! order of variants is part of the wire format (postcard encodes the index), so new variants
+//! go at the end and [`crate::PROTOCOL_VERSION`] is bumped on any incompatible change.
+
+use crate::chunk::ChunkId;
+use crate::error::WireError;
+use serde::{Deserialize, Serialize};
+
+/// A server-assigned node id. The client uses it as the FUSE inode number (the account's root
+/// is shown as inode 1).
+pub type NodeId = u64;
+
+/// Seconds and nanoseconds since the Unix epoch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Timestamp {
+    pub secs: i64,
+    pub nanos: u32,
+}
+
+impl Timestamp {
+    pub fn now() -> Timestamp {
+        Timestamp::from_system(std::time::SystemTime::now())
+    }
+
+    pub fn from_system(t: std::time::SystemTime) -> Timestamp {
+        match t.duration_since(std::time::UNIX_EPOCH) {
+            Ok(d) => Timestamp {
+                secs: d.as_secs() as i64,
+                nanos: d.subsec_nanos(),
+            },
+            Err(e) => {
+                let d = e.duration();
+                if d.subsec_nanos() == 0 {
+                    Timestamp {
+                        secs: -(d.as_secs() as i64),
+                        nanos: 0,
+                    }
+                } else {
+                    Timestamp {
+                        secs: -(d.as_secs() as i64) - 1,
+                        nanos: 1_000_000_000 - d.subsec_nanos(),
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn to_system(self) -> std::time::SystemTime {
+        let nanos = std::time::Duration::from_nanos(u64::from(self.nanos.min(999_999_999)));
+        if self.secs >= 0 {
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(self.secs as u64) + nanos
+        } else {
+            std::time::UNIX_EPOCH - std::time::Duration::from_secs(self.secs.unsigned_abs())
+                + nanos
+        }
+    }
+}
+
+/// What kind of node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NodeKind {
+    File,
+    Dir,
+    Symlink,
+}
+
+/// Account roles.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
+    /// Manages accounts; has a store like a user.
+    Admin,
+    /// Reads and writes their own store.
+    User,
+    /// Read-only.
+    Viewer,
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Role, String> {
+        match s {
+            "admin" => Ok(Role::Admin),
+            "user" => Ok(Role::User),
+            "viewer" => Ok(Role::Viewer),
+            other => Err(format!("unknown role {other:?}: use admin, user or viewer")),
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Role::Admin => "admin",
+            Role::User => "user",
+            Role::Viewer => "viewer",
+        })
+    }
+}
+
+/// The attributes of a node as the server holds them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attr {
+    pub node: NodeId,
+    pub kind: NodeKind,
+    /// Permission bits (the low 12 bits of st_mode).
+    pub mode: u32,
+    pub size: u64,
+    pub mtime: Timestamp,
+    pub ctime: Timestamp,
+    pub atime: Timestamp,
+    /// Number of directory entries naming this node (2 + subdirectories for a directory).
+    pub nlink: u32,
+    /// Current content version of a file; 0 while it has none.
+    pub version: u64,
+}
+
+/// One entry of a directory listing, with the attributes READDIRPLUS needs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirEntry {
+    pub name: String,
+    pub attr: Attr,
+}
+
+/// One chunk of a file version, in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkRef {
+    pub id: ChunkId,
+    pub len: u32,
+}
+
+/// How a rename treats an existing target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RenameMode {
+    /// Replace the target (POSIX rename).
+    Replace,
+    /// Fail with `Exists` if the target exists (RENAME_NOREPLACE).
+    NoReplace,
+    /// Swap source and target (RENAME_EXCHANGE).
+    Exchange,
+}
+
+/// setxattr's create/replace rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum XattrMode {
+    /// Create or replace.
+    Set,
+    /// Fail with `Exists` if present (XATTR_CREATE).
+    Create,
+    /// Fail with `NoAttribute` if absent (XATTR_REPLACE).
+    Replace,
+}
+
+/// Every request a client can make after the hello.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Request {
+    /// Password login; answers [`Response::Session`] with a fresh token for this device.
+    Login {
+        user: String,
+        password: String,
+        device: String,
+    },
+    /// Resume a session with a token from an earlier login; answers [`Response::Session`].
+    Resume { token: String },
+    /// End this session and revoke its token.
+    Logout,
+    /// Look a name up in a directory; answers [`Response::Attr`].
+    Lookup { parent: NodeId, name: String },
+    /// Attributes of a node; answers [`Response::Attr`].
+    GetAttr { node: NodeId },
+    /// Change mode or times (size changes are content changes and go through `Commit`).
+    SetAttr {
+        node: NodeId,
+        mode: Option<u32>,
+        atime: Option<Timestamp>,
+        mtime: Option<Timestamp>,
+    },
+    /// One page of a directory listing, names after `after` in name order, at most `limit`.
+    ReadDir {
+        dir: NodeId,
+        after: Option<String>,
+        limit: u32,
+    },
+    /// Create a directory; answers its [`Response::Attr`].
+    Mkdir {
+        parent: NodeId,
+        name: String,
+        mode: u32,
+    },
+    /// Create an empty file; answers its [`Response::Attr`]. `exclusive` fails on an existing name.
+    Create {
+        parent: NodeId,
+        name: String,
+        mode: u32,
+        exclusive: bool,
+    },
+    /// Create a symbolic link; answers its [`Response::Attr`].
+    Symlink {
+        parent: NodeId,
+        name: String,
+        target: String,
+    },
+    /// The target of a symbolic link; answers [`Response::Target`].
+    ReadLink { node: NodeId },
+    /// Remove a file or symlink entry.
+    Unlink { parent: NodeId, name: String },
+    /// Remove an empty directory.
+    Rmdir { parent: NodeId, name: String },
+    /// Move an entry, replacing, refusing or exchanging with an existing target.
+    Rename {
+        parent: NodeId,
+        name: String,
+        new_parent: NodeId,
+        new_name: String,
+        mode: RenameMode,
+    },
+    /// Set a `user.*` extended attribute.
+    SetXattr {
+        node: NodeId,
+        name: String,
+        value: Vec<u8>,
+        mode: XattrMode,
+    },
+    /// One extended attribute's value; answers [`Response::Bytes`].
+    GetXattr { node: NodeId, name: String },
+    /// Names of a node's extended attributes; answers [`Response::Names`].
+    ListXattr { node: NodeId },
+    /// Remove an extended attribute.
+    RemoveXattr { node: NodeId, name: String },
+    /// Space figures for statfs; answers [`Response::StatFs`].
+    StatFs,
+    /// Which of these chunks the server lacks; answers [`Response::Missing`] (indices).
+    HaveChunks { ids: Vec<ChunkId> },
+    /// Upload one chunk body; the server checks it against its id.
+    PutChunk { id: ChunkId, data: Vec<u8> },
+    /// Download one chunk body; answers [`Response::Bytes`].
+    GetChunk { id: ChunkId },
+    /// The chunk list of a file's current version; answers [`Response::Manifest`].
+    GetManifest { node: NodeId },
+    /// Make a new version of a file from uploaded chunks; answers the new [`Response::Attr`].
+    /// `durable` asks the server to flush to disk before answering (fsync).
+    Commit {
+        node: NodeId,
+        base_version: u64,
+        chunks: Vec<ChunkRef>,
+        mtime: Timestamp,
+        durable: bool,
+    },
+    /// Account and server status; answers [`Response::Status`].
+    Status,
+}
+
+/// A successful answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Response {
+    /// Done, nothing to return.
+    Ok,
+    /// A logged-in session: its token, the account and its root directory.
+    Session {
+        token: String,
+        user: String,
+        role: Role,
+        root: Attr,
+    },
+    /// A node's attributes.
+    Attr(Attr),
+    /// A page of directory entries; `more` says whether another page follows.
+    DirPage { entries: Vec<DirEntry>, more: bool },
+    /// A symlink target.
+    Target(String),
+    /// Raw bytes (chunk body, xattr value).
+    Bytes(Vec<u8>),
+    /// A list of names (xattrs).
+    Names(Vec<String>),
+    /// Indices into a `HaveChunks` list of the chunks the server lacks.
+    Missing(Vec<u32>),
+    /// A file version's chunk list.
+    Manifest {
+        version: u64,
+        size: u64,
+        chunks: Vec<ChunkRef>,
+    },
+    /// Space figures for statfs.
+    StatFs {
+        used_bytes: u64,
+        free_bytes: u64,
+        files: u64,
+    },
+    /// Account and server status.
+    Status(ServerStatus),
+}
+
+/// What `shelf status` shows about the server side.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerStatus {
+    pub server_version: String,
+    pub user: String,
+    pub role: Role,
+    pub files: u64,
+    pub dirs: u64,
+    /// Sum of the current versions' sizes.
+    pub logical_bytes: u64,
+    /// Bytes of chunk bodies stored for this account (after dedup).
+    pub stored_bytes: u64,
+}
+
+/// Frames a client sends.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ClientFrame {
+    /// First frame on a connection. Variant 0 forever, so every version can read it.
+    Hello {
+        magic: [u8; 4],
+        version: u32,
+        client: String,
+    },
+    /// A request; the response carries the same id.
+    Request { id: u64, body: Request },
+}
+
+/// Frames a server sends.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ServerFrame {
+    /// The hello was accepted. Variant 0 forever.
+    Hello { version: u32, server: String },
+    /// The hello was refused (wrong magic or version); the server closes after sending it.
+    HelloRejected { version: u32, message: String },
+    /// The answer to request `id`.
+    Response {
+        id: u64,
+        result: Result<Response, WireError>,
+    },
+}

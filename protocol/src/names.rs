@@ -1,0 +1,72 @@
+//! File-name validation, applied by the client before it sends and by the server before it
+//! writes, so a bad name is refused with the same clear error on both sides and nothing is
+//! written on rejection.
+
+use crate::error::ErrorCode;
+
+/// Longest name in bytes, as on ext4 and most POSIX filesystems.
+pub const MAX_NAME: usize = 255;
+
+/// The reserved name of the per-directory virtual history folder.
+pub const VERSIONS_DIR: &str = ".versions";
+
+/// Longest symlink target in bytes (Linux's PATH_MAX).
+pub const MAX_SYMLINK: usize = 4095;
+
+/// Checks one path component. `Err` carries the code to send back.
+pub fn validate_name(name: &str) -> Result<(), ErrorCode> {
+    if name.is_empty() || name == "." || name == ".." {
+        return Err(ErrorCode::InvalidName);
+    }
+    if name.len() > MAX_NAME {
+        return Err(ErrorCode::NameTooLong);
+    }
+    if name.bytes().any(|b| b == b'/' || b == 0) {
+        return Err(ErrorCode::InvalidName);
+    }
+    if name == VERSIONS_DIR {
+        return Err(ErrorCode::Reserved);
+    }
+    Ok(())
+}
+
+/// Checks a symlink target: any bytes but NUL, at most [`MAX_SYMLINK`].
+pub fn validate_symlink_target(target: &str) -> Result<(), ErrorCode> {
+    if target.is_empty() || target.contains('\0') {
+        return Err(ErrorCode::InvalidArgument);
+    }
+    if target.len() > MAX_SYMLINK {
+        return Err(ErrorCode::NameTooLong);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_ordinary_names() {
+        for n in ["a", "report.txt", ".hidden", "..x", "名前.jpg", &"x".repeat(255)] {
+            assert_eq!(validate_name(n), Ok(()), "{n}");
+        }
+    }
+
+    #[test]
+    fn rejects_bad_names() {
+        assert_eq!(validate_name(""), Err(ErrorCode::InvalidName));
+        assert_eq!(validate_name("."), Err(ErrorCode::InvalidName));
+        assert_eq!(validate_name(".."), Err(ErrorCode::InvalidName));
+        assert_eq!(validate_name("a/b"), Err(ErrorCode::InvalidName));
+        assert_eq!(validate_name("a\0b"), Err(ErrorCode::InvalidName));
+        assert_eq!(validate_name(&"x".repeat(256)), Err(ErrorCode::NameTooLong));
+        assert_eq!(validate_name(".versions"), Err(ErrorCode::Reserved));
+    }
+
+    #[test]
+    fn symlink_targets() {
+        assert!(validate_symlink_target("../a/b").is_ok());
+        assert!(validate_symlink_target("").is_err());
+        assert!(validate_symlink_target(&"x".repeat(4096)).is_err());
+    }
+}

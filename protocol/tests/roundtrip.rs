@@ -1,0 +1,319 @@
+//! Property tests: every message variant survives encode → frame → decode unchanged, and no
+//! byte string makes the decoder panic.
+
+use proptest::prelude::*;
+use shelf_protocol::*;
+
+fn ts() -> impl Strategy<Value = Timestamp> {
+    (any::<i64>(), 0u32..1_000_000_000).prop_map(|(secs, nanos)| Timestamp { secs, nanos })
+}
+
+fn chunk_id() -> impl Strategy<Value = ChunkId> {
+    any::<[u8; 32]>().prop_map(ChunkId)
+}
+
+fn name() -> impl Strategy<Value = String> {
+    "[^/\u{0}]{1,40}"
+}
+
+fn kind() -> impl Strategy<Value = NodeKind> {
+    prop_oneof![
+        Just(NodeKind::File),
+        Just(NodeKind::Dir),
+        Just(NodeKind::Symlink)
+    ]
+}
+
+fn role() -> impl Strategy<Value = Role> {
+    prop_oneof![Just(Role::Admin), Just(Role::User), Just(Role::Viewer)]
+}
+
+fn attr() -> impl Strategy<Value = Attr> {
+    (
+        any::<u64>(),
+        kind(),
+        any::<u32>(),
+        any::<u64>(),
+        ts(),
+        ts(),
+        ts(),
+        any::<u32>(),
+        any::<u64>(),
+    )
+        .prop_map(
+            |(node, kind, mode, size, mtime, ctime, atime, nlink, version)| Attr {
+                node,
+                kind,
+                mode,
+                size,
+                mtime,
+                ctime,
+                atime,
+                nlink,
+                version,
+            },
+        )
+}
+
+fn chunk_refs() -> impl Strategy<Value = Vec<ChunkRef>> {
+    prop::collection::vec(
+        (chunk_id(), any::<u32>()).prop_map(|(id, len)| ChunkRef { id, len }),
+        0..20,
+    )
+}
+
+fn request() -> impl Strategy<Value = Request> {
+    let rename_mode = prop_oneof![
+        Just(RenameMode::Replace),
+        Just(RenameMode::NoReplace),
+        Just(RenameMode::Exchange)
+    ];
+    let xattr_mode = prop_oneof![
+        Just(XattrMode::Set),
+        Just(XattrMode::Create),
+        Just(XattrMode::Replace)
+    ];
+    prop_oneof![
+        (name(), name(), name()).prop_map(|(user, password, device)| Request::Login {
+            user,
+            password,
+            device
+        }),
+        name().prop_map(|token| Request::Resume { token }),
+        Just(Request::Logout),
+        (any::<u64>(), name()).prop_map(|(parent, name)| Request::Lookup { parent, name }),
+        any::<u64>().prop_map(|node| Request::GetAttr { node }),
+        (
+            any::<u64>(),
+            proptest::option::of(any::<u32>()),
+            proptest::option::of(ts()),
+            proptest::option::of(ts())
+        )
+            .prop_map(|(node, mode, atime, mtime)| Request::SetAttr {
+                node,
+                mode,
+                atime,
+                mtime
+            }),
+        (any::<u64>(), proptest::option::of(name()), any::<u32>())
+            .prop_map(|(dir, after, limit)| Request::ReadDir { dir, after, limit }),
+        (any::<u64>(), name(), any::<u32>()).prop_map(|(parent, name, mode)| Request::Mkdir {
+            parent,
+            name,
+            mode
+        }),
+        (any::<u64>(), name(), any::<u32>(), any::<bool>()).prop_map(
+            |(parent, name, mode, exclusive)| Request::Create {
+                parent,
+                name,
+                mode,
+                exclusive
+            }
+        ),
+        (any::<u64>(), name(), name()).prop_map(|(parent, name, target)| Request::Symlink {
+            parent,
+            name,
+            target
+        }),
+        any::<u64>().prop_map(|node| Request::ReadLink { node }),
+        (any::<u64>(), name()).prop_map(|(parent, name)| Request::Unlink { parent, name }),
+        (any::<u64>(), name()).prop_map(|(parent, name)| Request::Rmdir { parent, name }),
+        (any::<u64>(), name(), any::<u64>(), name(), rename_mode).prop_map(
+            |(parent, name, new_parent, new_name, mode)| Request::Rename {
+                parent,
+                name,
+                new_parent,
+                new_name,
+                mode
+            }
+        ),
+        (
+            any::<u64>(),
+            name(),
+            prop::collection::vec(any::<u8>(), 0..64),
+            xattr_mode
+        )
+            .prop_map(|(node, name, value, mode)| Request::SetXattr {
+                node,
+                name,
+                value,
+                mode
+            }),
+        (any::<u64>(), name()).prop_map(|(node, name)| Request::GetXattr { node, name }),
+        any::<u64>().prop_map(|node| Request::ListXattr { node }),
+        (any::<u64>(), name()).prop_map(|(node, name)| Request::RemoveXattr { node, name }),
+        Just(Request::StatFs),
+        prop::collection::vec(chunk_id(), 0..10).prop_map(|ids| Request::HaveChunks { ids }),
+        (chunk_id(), prop::collection::vec(any::<u8>(), 0..256))
+            .prop_map(|(id, data)| Request::PutChunk { id, data }),
+        chunk_id().prop_map(|id| Request::GetChunk { id }),
+        any::<u64>().prop_map(|node| Request::GetManifest { node }),
+        (any::<u64>(), any::<u64>(), chunk_refs(), ts(), any::<bool>()).prop_map(
+            |(node, base_version, chunks, mtime, durable)| Request::Commit {
+                node,
+                base_version,
+                chunks,
+                mtime,
+                durable
+            }
+        ),
+        Just(Request::Status),
+    ]
+}
+
+fn error_code() -> impl Strategy<Value = ErrorCode> {
+    prop_oneof![
+        Just(ErrorCode::NotFound),
+        Just(ErrorCode::Exists),
+        Just(ErrorCode::NotEmpty),
+        Just(ErrorCode::NotDir),
+        Just(ErrorCode::IsDir),
+        Just(ErrorCode::PermissionDenied),
+        Just(ErrorCode::ReadOnly),
+        Just(ErrorCode::QuotaExceeded),
+        Just(ErrorCode::NoSpace),
+        Just(ErrorCode::InvalidName),
+        Just(ErrorCode::NameTooLong),
+        Just(ErrorCode::Reserved),
+        Just(ErrorCode::InvalidArgument),
+        Just(ErrorCode::AuthFailed),
+        Just(ErrorCode::AuthRequired),
+        Just(ErrorCode::SessionExpired),
+        Just(ErrorCode::Locked),
+        Just(ErrorCode::VersionMismatch),
+        Just(ErrorCode::TooLarge),
+        Just(ErrorCode::Conflict),
+        Just(ErrorCode::NoAttribute),
+        Just(ErrorCode::Unsupported),
+        Just(ErrorCode::Busy),
+        Just(ErrorCode::Corrupt),
+        Just(ErrorCode::MissingChunk),
+        Just(ErrorCode::Internal),
+    ]
+}
+
+fn response() -> impl Strategy<Value = Response> {
+    prop_oneof![
+        Just(Response::Ok),
+        (name(), name(), role(), attr()).prop_map(|(token, user, role, root)| {
+            Response::Session {
+                token,
+                user,
+                role,
+                root,
+            }
+        }),
+        attr().prop_map(Response::Attr),
+        (
+            prop::collection::vec((name(), attr()).prop_map(|(name, attr)| DirEntry { name, attr }), 0..5),
+            any::<bool>()
+        )
+            .prop_map(|(entries, more)| Response::DirPage { entries, more }),
+        name().prop_map(Response::Target),
+        prop::collection::vec(any::<u8>(), 0..128).prop_map(Response::Bytes),
+        prop::collection::vec(name(), 0..5).prop_map(Response::Names),
+        prop::collection::vec(any::<u32>(), 0..5).prop_map(Response::Missing),
+        (any::<u64>(), any::<u64>(), chunk_refs()).prop_map(|(version, size, chunks)| {
+            Response::Manifest {
+                version,
+                size,
+                chunks,
+            }
+        }),
+        (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(used_bytes, free_bytes, files)| {
+            Response::StatFs {
+                used_bytes,
+                free_bytes,
+                files,
+            }
+        }),
+        (name(), name(), role(), any::<[u64; 4]>()).prop_map(|(server_version, user, role, n)| {
+            Response::Status(ServerStatus {
+                server_version,
+                user,
+                role,
+                files: n[0],
+                dirs: n[1],
+                logical_bytes: n[2],
+                stored_bytes: n[3],
+            })
+        }),
+    ]
+}
+
+fn round_trip<T>(value: &T) -> T
+where
+    T: serde::Serialize + serde::de::DeserializeOwned,
+{
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let (a, b) = tokio::io::duplex(1 << 20);
+        let mut w = FrameWriter::new(a);
+        let mut r = FrameReader::new(b);
+        w.send(value).await.expect("send");
+        r.read::<T>().await.expect("read").expect("a frame")
+    })
+}
+
+proptest! {
+    #[test]
+    fn requests_round_trip(id in any::<u64>(), body in request()) {
+        let f = ClientFrame::Request { id, body };
+        prop_assert_eq!(round_trip(&f), f);
+    }
+
+    #[test]
+    fn responses_round_trip(id in any::<u64>(), resp in response()) {
+        let f = ServerFrame::Response { id, result: Ok(resp) };
+        prop_assert_eq!(round_trip(&f), f);
+    }
+
+    #[test]
+    fn errors_round_trip(id in any::<u64>(), code in error_code(), message in ".{0,40}") {
+        let f = ServerFrame::Response { id, result: Err(WireError::new(code, message)) };
+        prop_assert_eq!(round_trip(&f), f);
+    }
+
+    #[test]
+    fn hellos_round_trip(version in any::<u32>(), s in ".{0,20}") {
+        let c = ClientFrame::Hello { magic: MAGIC, version, client: s.clone() };
+        prop_assert_eq!(round_trip(&c), c);
+        let h = ServerFrame::Hello { version, server: s.clone() };
+        prop_assert_eq!(round_trip(&h), h);
+        let r = ServerFrame::HelloRejected { version, message: s };
+        prop_assert_eq!(round_trip(&r), r);
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic_the_decoder(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+        let _ = postcard::from_bytes::<ClientFrame>(&bytes);
+        let _ = postcard::from_bytes::<ServerFrame>(&bytes);
+    }
+
+    #[test]
+    fn timestamps_convert(secs in -4_000_000_000i64..4_000_000_000, nanos in 0u32..1_000_000_000) {
+        let t = Timestamp { secs, nanos };
+        prop_assert_eq!(Timestamp::from_system(t.to_system()), t);
+    }
+}
+
+#[test]
+fn hello_is_variant_zero_forever() {
+    // Older and newer peers must be able to read the hello; postcard encodes the variant index
+    // first, so Hello must stay variant 0 of both frame enums.
+    let c = postcard::to_stdvec(&ClientFrame::Hello {
+        magic: MAGIC,
+        version: 1,
+        client: String::new(),
+    })
+    .expect("encode");
+    assert_eq!(c[0], 0);
+    let s = postcard::to_stdvec(&ServerFrame::Hello {
+        version: 1,
+        server: String::new(),
+    })
+    .expect("encode");
+    assert_eq!(s[0], 0);
+}
