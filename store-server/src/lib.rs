@@ -1,1 +1,25 @@
-pub fn x(){}
+//! `shelf-server`: the store behind every Shelf mount.
+//!
+//! Data flows one way: [`server`] accepts TLS 1.3 connections and decodes frames,
+//! [`handler`] turns each request into a store call after [`authz::authorize`] has approved
+//! it, and [`store`] keeps accounts, sessions, the namespace and versions in sled and chunk
+//! bodies in a [`chunkstore::ChunkStore`] (append-only pack files).
+//!
+//! * [`datadir`] — the on-disk layout of a data folder and `init`.
+//! * [`tls`] — certificate generation, fingerprints, the TLS-1.3-only server config.
+//! * [`store`] — the sled database: accounts, sessions, nodes, directory entries, versions.
+//! * [`chunkstore`] — content-addressed chunk bodies in pack files.
+//! * [`authz`] — the one authorisation function every request passes.
+//! * [`handler`] — request → store call → response.
+//! * [`server`] — listener, per-connection task, limits, timeouts, graceful shutdown.
+
+pub mod authz;
+pub mod chunkstore;
+pub mod datadir;
+pub mod error;
+pub mod handler;
+pub mod server;
+pub mod store;
+pub mod tls;
+
+pub use error::StoreError;

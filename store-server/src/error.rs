@@ -1,0 +1,56 @@
+//! The server library's error type. Anything that reaches a client is turned into a
+//! [`shelf_protocol::WireError`] by [`StoreError::to_wire`], which never leaks internals
+//! beyond a short message (details go to the log, once, at the handler boundary).
+
+use shelf_protocol::{ErrorCode, WireError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A refusal with a protocol error code (not found, exists, denied, …).
+    #[error("{0:?}")]
+    Refused(ErrorCode),
+    #[error("database error: {0}")]
+    Db(#[from] sled::Error),
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+    #[error("password hashing failed: {0}")]
+    Hash(String),
+}
+
+impl From<ErrorCode> for StoreError {
+    fn from(code: ErrorCode) -> StoreError {
+        StoreError::Refused(code)
+    }
+}
+
+impl From<postcard::Error> for StoreError {
+    fn from(e: postcard::Error) -> StoreError {
+        StoreError::Corrupt(e.to_string())
+    }
+}
+
+impl StoreError {
+    pub fn to_wire(&self) -> WireError {
+        match self {
+            StoreError::Refused(code) => WireError::from(*code),
+            StoreError::Io(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
+                WireError::from(ErrorCode::NoSpace)
+            }
+            StoreError::Io(e) if e.raw_os_error() == Some(libc::EDQUOT) => {
+                WireError::from(ErrorCode::NoSpace)
+            }
+            StoreError::Corrupt(_) => WireError::from(ErrorCode::Corrupt),
+            StoreError::Db(_) | StoreError::Io(_) | StoreError::Hash(_) => {
+                WireError::from(ErrorCode::Internal)
+            }
+        }
+    }
+
+    pub fn code(&self) -> ErrorCode {
+        self.to_wire().code
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -1,0 +1,307 @@
+//! Turns one request into one store call. The session of a connection lives in a
+//! [`Session`]; every request except `Login`/`Resume` needs one, and every request passes
+//! [`authorize`] here before the store sees it (the store checks each node again).
+//! Errors are logged once, here, and sent as [`WireError`]s; no secret (password, token) is
+//! ever logged.
+
+use crate::authz::{authorize, Action};
+use crate::error::StoreError;
+use crate::store::{Ctx, Store};
+use shelf_protocol::{ErrorCode, NodeKind, Request, Response, WireError, MAX_CHUNK};
+use std::sync::Mutex;
+
+/// Most chunk ids one `HaveChunks` may ask about.
+pub const MAX_HAVE_CHUNKS: usize = 65_536;
+
+/// The logged-in state of one connection.
+#[derive(Default)]
+pub struct Session {
+    state: Mutex<Option<(Ctx, String)>>,
+}
+
+impl Session {
+    pub fn ctx(&self) -> Option<Ctx> {
+        self.state
+            .lock()
+            .ok()
+            .and_then(|s| s.as_ref().map(|(c, _)| c.clone()))
+    }
+    fn set(&self, value: Option<(Ctx, String)>) {
+        if let Ok(mut s) = self.state.lock() {
+            *s = value;
+        }
+    }
+    fn token(&self) -> Option<String> {
+        self.state
+            .lock()
+            .ok()
+            .and_then(|s| s.as_ref().map(|(_, t)| t.clone()))
+    }
+}
+
+/// A short description of a request for logs: the variant, never its secrets.
+fn describe(req: &Request) -> &'static str {
+    match req {
+        Request::Login { .. } => "login",
+        Request::Resume { .. } => "resume",
+        Request::Logout => "logout",
+        Request::Lookup { .. } => "lookup",
+        Request::GetAttr { .. } => "getattr",
+        Request::SetAttr { .. } => "setattr",
+        Request::ReadDir { .. } => "readdir",
+        Request::Mkdir { .. } => "mkdir",
+        Request::Create { .. } => "create",
+        Request::Symlink { .. } => "symlink",
+        Request::ReadLink { .. } => "readlink",
+        Request::Unlink { .. } => "unlink",
+        Request::Rmdir { .. } => "rmdir",
+        Request::Rename { .. } => "rename",
+        Request::SetXattr { .. } => "setxattr",
+        Request::GetXattr { .. } => "getxattr",
+        Request::ListXattr { .. } => "listxattr",
+        Request::RemoveXattr { .. } => "removexattr",
+        Request::StatFs => "statfs",
+        Request::HaveChunks { .. } => "have-chunks",
+        Request::PutChunk { .. } => "put-chunk",
+        Request::GetChunk { .. } => "get-chunk",
+        Request::GetManifest { .. } => "get-manifest",
+        Request::Commit { .. } => "commit",
+        Request::Status => "status",
+    }
+}
+
+/// Handles one request for the connection whose session is `session`.
+pub fn handle(store: &Store, session: &Session, req: Request) -> Result<Response, WireError> {
+    let what = describe(&req);
+    let result = dispatch(store, session, req);
+    if let Err(e) = &result {
+        match e {
+            StoreError::Refused(code) => tracing::debug!(request = what, ?code, "refused"),
+            other => tracing::warn!(request = what, error = %other, "request failed"),
+        }
+    }
+    result.map_err(|e| e.to_wire())
+}
+
+fn dispatch(store: &Store, session: &Session, req: Request) -> Result<Response, StoreError> {
+    // Requests that establish a session.
+    match req {
+        Request::Login {
+            user,
+            password,
+            device,
+        } => {
+            let (token, ctx) = store.login(&user, &password, &device).inspect_err(|e| {
+                if e.code() == ErrorCode::AuthFailed {
+                    tracing::info!(user = %user, device = %device, "failed login");
+                }
+            })?;
+            tracing::info!(user = %ctx.user, device = %ctx.device, "login");
+            let root = store.getattr(&ctx, ctx.root)?;
+            let resp = Response::Session {
+                token: token.clone(),
+                user: ctx.user.clone(),
+                role: ctx.role,
+                root,
+            };
+            session.set(Some((ctx, token)));
+            return Ok(resp);
+        }
+        Request::Resume { token } => {
+            let ctx = store.resume(&token)?;
+            let root = store.getattr(&ctx, ctx.root)?;
+            let resp = Response::Session {
+                token: token.clone(),
+                user: ctx.user.clone(),
+                role: ctx.role,
+                root,
+            };
+            session.set(Some((ctx, token)));
+            return Ok(resp);
+        }
+        _ => {}
+    }
+    let Some(ctx) = session.ctx() else {
+        return Err(ErrorCode::AuthRequired.into());
+    };
+    authorize(&ctx, Action::of(&req), None)?;
+    let ctx = &ctx;
+    Ok(match req {
+        Request::Login { .. } | Request::Resume { .. } => unreachable_session(),
+        Request::Logout => {
+            if let Some(token) = session.token() {
+                store.logout(&token)?;
+            }
+            session.set(None);
+            Response::Ok
+        }
+        Request::Lookup { parent, name } => Response::Attr(store.lookup(ctx, parent, &name)?),
+        Request::GetAttr { node } => Response::Attr(store.getattr(ctx, node)?),
+        Request::SetAttr {
+            node,
+            mode,
+            atime,
+            mtime,
+        } => Response::Attr(store.setattr(ctx, node, mode, atime, mtime)?),
+        Request::ReadDir { dir, after, limit } => {
+            let (entries, more) = store.readdir(ctx, dir, after.as_deref(), limit)?;
+            Response::DirPage { entries, more }
+        }
+        Request::Mkdir { parent, name, mode } => Response::Attr(store.create_node(
+            ctx,
+            parent,
+            &name,
+            NodeKind::Dir,
+            mode,
+            None,
+            true,
+        )?),
+        Request::Create {
+            parent,
+            name,
+            mode,
+            exclusive,
+        } => Response::Attr(store.create_node(
+            ctx,
+            parent,
+            &name,
+            NodeKind::File,
+            mode,
+            None,
+            exclusive,
+        )?),
+        Request::Symlink {
+            parent,
+            name,
+            target,
+        } => Response::Attr(store.create_node(
+            ctx,
+            parent,
+            &name,
+            NodeKind::Symlink,
+            0o777,
+            Some(&target),
+            true,
+        )?),
+        Request::ReadLink { node } => Response::Target(store.readlink(ctx, node)?),
+        Request::Unlink { parent, name } => {
+            store.remove(ctx, parent, &name, false)?;
+            Response::Ok
+        }
+        Request::Rmdir { parent, name } => {
+            store.remove(ctx, parent, &name, true)?;
+            Response::Ok
+        }
+        Request::Rename {
+            parent,
+            name,
+            new_parent,
+            new_name,
+            mode,
+        } => {
+            store.rename(ctx, parent, &name, new_parent, &new_name, mode)?;
+            Response::Ok
+        }
+        Request::SetXattr {
+            node,
+            name,
+            value,
+            mode,
+        } => {
+            store.set_xattr(ctx, node, &name, &value, mode)?;
+            Response::Ok
+        }
+        Request::GetXattr { node, name } => Response::Bytes(store.get_xattr(ctx, node, &name)?),
+        Request::ListXattr { node } => Response::Names(store.list_xattr(ctx, node)?),
+        Request::RemoveXattr { node, name } => {
+            store.remove_xattr(ctx, node, &name)?;
+            Response::Ok
+        }
+        Request::StatFs => {
+            let used = store.chunks.stored_bytes(ctx.account)?;
+            Response::StatFs {
+                used_bytes: used,
+                free_bytes: free_space(store),
+                files: 0,
+            }
+        }
+        Request::HaveChunks { ids } => {
+            if ids.len() > MAX_HAVE_CHUNKS {
+                return Err(ErrorCode::TooLarge.into());
+            }
+            let mut missing = Vec::new();
+            for (i, id) in ids.iter().enumerate() {
+                if !store.chunks.contains(ctx.account, id)? {
+                    missing.push(i as u32);
+                }
+            }
+            Response::Missing(missing)
+        }
+        Request::PutChunk { id, data } => {
+            if data.len() > MAX_CHUNK {
+                return Err(ErrorCode::TooLarge.into());
+            }
+            if blake3::hash(&data).as_bytes() != &id.0 {
+                tracing::warn!(user = %ctx.user, "uploaded chunk does not match its id");
+                return Err(ErrorCode::Corrupt.into());
+            }
+            store.chunks.put(ctx.account, &id, &data)?;
+            Response::Ok
+        }
+        Request::GetChunk { id } => {
+            let data = store.chunks.get(ctx.account, &id)?;
+            if blake3::hash(&data).as_bytes() != &id.0 {
+                tracing::error!(user = %ctx.user, chunk = %id, "stored chunk failed verification");
+                return Err(ErrorCode::Corrupt.into());
+            }
+            Response::Bytes(data)
+        }
+        Request::GetManifest { node } => {
+            let (version, size, chunks) = store.manifest(ctx, node)?;
+            Response::Manifest {
+                version,
+                size,
+                chunks,
+            }
+        }
+        Request::Commit {
+            node,
+            base_version,
+            chunks,
+            mtime,
+            durable,
+        } => {
+            let attr = store.commit(ctx, node, base_version, chunks, mtime)?;
+            if durable {
+                store.sync()?;
+            }
+            Response::Attr(attr)
+        }
+        Request::Status => Response::Status(store.status(ctx)?),
+    })
+}
+
+fn unreachable_session() -> Response {
+    // Login and Resume return early above.
+    Response::Ok
+}
+
+/// Free bytes on the filesystem holding the data folder (0 if unknown).
+fn free_space(store: &Store) -> u64 {
+    use std::os::unix::ffi::OsStrExt;
+    let Some(root) = &store.data_root else {
+        return 0;
+    };
+    let Ok(path) = std::ffi::CString::new(root.as_os_str().as_bytes()) else {
+        return 0;
+    };
+    // SAFETY: statvfs writes into a zeroed struct we own; path is a valid C string.
+    unsafe {
+        let mut st: libc::statvfs = std::mem::zeroed();
+        if libc::statvfs(path.as_ptr(), &mut st) == 0 {
+            st.f_bavail as u64 * st.f_frsize as u64
+        } else {
+            0
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! The network side: a TCP listener, a TLS 1.3 handshake per connection (with a timeout), the
+//! protocol hello, then a loop that reads request frames and runs each on the blocking pool,
+//! so many requests of one connection are in flight at once. Responses go back through one
+//! writer task per connection. Limits: connections (semaphore), requests in flight per
+//! connection, frame size (in the protocol crate). Shutdown: a watch channel stops the
+//! accept loop and every connection; the store is synced before `run` returns.
+
+use crate::handler::{handle, Session};
+use crate::store::Store;
+use shelf_protocol::{
+    ClientFrame, ErrorCode, FrameReader, FrameWriter, ServerFrame, WireError, MAGIC,
+    PROTOCOL_VERSION,
+};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio_rustls::TlsAcceptor;
+
+/// Most simultaneous connections.
+pub const MAX_CONNECTIONS: usize = 1024;
+/// Most requests of one connection being worked on at once.
+pub const MAX_IN_FLIGHT: usize = 64;
+/// Time a client has to finish the TLS handshake and send its hello.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often committed data is made durable in the background (pack files, then sled).
+pub const FLUSH_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Serves `listener` until `shutdown` turns true.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    store: Arc<Store>,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let acceptor = TlsAcceptor::from(tls);
+    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let flusher = spawn_flusher(store.clone(), shutdown.clone());
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        let permit = tokio::select! {
+            p = limit.clone().acquire_owned() => p.map_err(std::io::Error::other)?,
+            _ = shutdown.changed() => break,
+        };
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.changed() => break,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(x) => {
+                backoff = Duration::from_millis(10);
+                x
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed; backing off");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let store = store.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(e) = connection(acceptor, tcp, store, shutdown).await {
+                tracing::debug!(%peer, error = %e, "connection ended");
+            }
+            drop(permit);
+        });
+    }
+    tracing::info!("shutting down");
+    let _ = flusher.await;
+    let s = store.clone();
+    tokio::task::spawn_blocking(move || s.sync())
+        .await
+        .map_err(std::io::Error::other)?
+        .map_err(std::io::Error::other)?;
+    Ok(())
+}
+
+fn spawn_flusher(store: Arc<Store>, mut shutdown: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(FLUSH_INTERVAL) => {}
+                _ = shutdown.changed() => return,
+            }
+            let s = store.clone();
+            match tokio::task::spawn_blocking(move || s.sync()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "background flush failed"),
+                Err(e) => tracing::error!(error = %e, "background flush panicked"),
+            }
+        }
+    })
+}
+
+async fn connection(
+    acceptor: TlsAcceptor,
+    tcp: TcpStream,
+    store: Arc<Store>,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await??;
+    let (r, w) = tokio::io::split(stream);
+    let mut reader = FrameReader::new(r);
+    let mut writer = FrameWriter::new(w);
+
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.read::<ClientFrame>()).await?? {
+        Some(ClientFrame::Hello { magic, version, .. })
+            if magic == MAGIC && version == PROTOCOL_VERSION =>
+        {
+            writer
+                .send(&ServerFrame::Hello {
+                    version: PROTOCOL_VERSION,
+                    server: format!("shelf-server {}", env!("CARGO_PKG_VERSION")),
+                })
+                .await?;
+        }
+        Some(ClientFrame::Hello { version, .. }) => {
+            writer
+                .send(&ServerFrame::HelloRejected {
+                    version: PROTOCOL_VERSION,
+                    message: format!(
+                        "this server speaks Shelf protocol {PROTOCOL_VERSION}, the client speaks {version}; \
+                         upgrade the older side"
+                    ),
+                })
+                .await?;
+            let _ = writer.shutdown().await;
+            anyhow::bail!("protocol version mismatch (client {version})");
+        }
+        _ => anyhow::bail!("connection did not start with a hello"),
+    }
+
+    let (tx, mut rx) = mpsc::channel::<ServerFrame>(MAX_IN_FLIGHT * 2);
+    let write_task = tokio::spawn(async move {
+        while let Some(frame) = rx.recv().await {
+            writer.write(&frame).await?;
+            while let Ok(frame) = rx.try_recv() {
+                writer.write(&frame).await?;
+            }
+            writer.flush().await?;
+        }
+        let _ = writer.shutdown().await;
+        Ok::<_, shelf_protocol::FrameError>(())
+    });
+
+    let session = Arc::new(Session::default());
+    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let result = loop {
+        let frame = tokio::select! {
+            f = reader.read::<ClientFrame>() => f,
+            _ = shutdown.changed() => break Ok(()),
+        };
+        match frame {
+            Ok(Some(ClientFrame::Request { id, body })) => {
+                let permit = in_flight.clone().acquire_owned().await?;
+                let (store, session, tx) = (store.clone(), session.clone(), tx.clone());
+                tokio::spawn(async move {
+                    let result = tokio::task::spawn_blocking(move || handle(&store, &session, body))
+                        .await
+                        .unwrap_or_else(|e| {
+                            tracing::error!(error = %e, "request handler panicked");
+                            Err(WireError::from(ErrorCode::Internal))
+                        });
+                    let _ = tx.send(ServerFrame::Response { id, result }).await;
+                    drop(permit);
+                });
+            }
+            Ok(Some(ClientFrame::Hello { .. })) => break Err(anyhow::anyhow!("second hello")),
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(e.into()),
+        }
+    };
+    drop(tx);
+    let _ = write_task.await;
+    result
+}

@@ -1,0 +1,585 @@
+//! The namespace: lookups, listings, creates, removes, renames, attributes, extended
+//! attributes and file versions. Every change is one sled transaction over the trees it
+//! touches, and every node it reads or changes passes [`authorize`].
+
+use super::{
+    check_format, decode, dirent_key, node_key, version_key, Ctx, NodeRec, Store, VersionRec,
+    FORMAT,
+};
+use crate::authz::{authorize, Action};
+use crate::error::{Result, StoreError};
+use shelf_protocol::names::{validate_name, validate_symlink_target};
+use shelf_protocol::{
+    Attr, ChunkRef, DirEntry, ErrorCode, NodeId, NodeKind, RenameMode, ServerStatus, Timestamp,
+    XattrMode,
+};
+use sled::transaction::{
+    ConflictableTransactionError, TransactionError, TransactionalTree, UnabortableTransactionError,
+};
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+type TxResult<T> = std::result::Result<T, ConflictableTransactionError<StoreError>>;
+
+/// Largest total size of one node's extended attributes.
+pub const MAX_XATTR_BYTES: usize = 64 << 10;
+/// Largest page of a directory listing.
+pub const MAX_DIR_PAGE: u32 = 4096;
+
+pub(crate) fn tx_error(e: TransactionError<StoreError>) -> StoreError {
+    match e {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(e) => StoreError::Db(e),
+    }
+}
+
+fn abort<T>(code: ErrorCode) -> TxResult<T> {
+    Err(ConflictableTransactionError::Abort(code.into()))
+}
+
+fn tx_decode<T: for<'de> serde::Deserialize<'de>>(bytes: &[u8]) -> TxResult<T> {
+    decode(bytes).map_err(ConflictableTransactionError::Abort)
+}
+
+fn encode<T: serde::Serialize>(v: &T) -> TxResult<Vec<u8>> {
+    postcard::to_stdvec(v).map_err(|e| ConflictableTransactionError::Abort(e.into()))
+}
+
+/// Reads a node inside a transaction and authorises `action` on it.
+fn tx_node(ctx: &Ctx, nodes: &TransactionalTree, id: NodeId, action: Action) -> TxResult<NodeRec> {
+    let Some(bytes) = nodes.get(node_key(id))? else {
+        return abort(ErrorCode::NotFound);
+    };
+    let rec: NodeRec = tx_decode(&bytes)?;
+    if rec.format != FORMAT {
+        return Err(ConflictableTransactionError::Abort(StoreError::Corrupt(
+            "node record of unknown format".into(),
+        )));
+    }
+    authorize(ctx, action, Some(&rec)).or_else(abort)?;
+    Ok(rec)
+}
+
+fn tx_put(nodes: &TransactionalTree, id: NodeId, rec: &NodeRec) -> TxResult<()> {
+    nodes.insert(&node_key(id), encode(rec)?)?;
+    Ok(())
+}
+
+fn tx_dir(ctx: &Ctx, nodes: &TransactionalTree, id: NodeId, action: Action) -> TxResult<NodeRec> {
+    let rec = tx_node(ctx, nodes, id, action)?;
+    if rec.kind != NodeKind::Dir {
+        return abort(ErrorCode::NotDir);
+    }
+    Ok(rec)
+}
+
+fn child_of(v: &[u8]) -> std::result::Result<NodeId, UnabortableTransactionError> {
+    Ok(<[u8; 8]>::try_from(v).map(u64::from_be_bytes).unwrap_or(0))
+}
+
+fn check_name(name: &str) -> Result<()> {
+    validate_name(name).map_err(StoreError::from)
+}
+
+impl Store {
+    fn node(&self, ctx: &Ctx, id: NodeId, action: Action) -> Result<NodeRec> {
+        let Some(bytes) = self.nodes.get(node_key(id))? else {
+            return Err(ErrorCode::NotFound.into());
+        };
+        let rec: NodeRec = decode(&bytes)?;
+        check_format(rec.format, "node")?;
+        authorize(ctx, action, Some(&rec))?;
+        if rec.deleted.is_some() {
+            return Err(ErrorCode::NotFound.into());
+        }
+        Ok(rec)
+    }
+
+    pub fn getattr(&self, ctx: &Ctx, id: NodeId) -> Result<Attr> {
+        Ok(self.node(ctx, id, Action::Read)?.attr(id))
+    }
+
+    pub fn lookup(&self, ctx: &Ctx, parent: NodeId, name: &str) -> Result<Attr> {
+        let dir = self.node(ctx, parent, Action::Read)?;
+        if dir.kind != NodeKind::Dir {
+            return Err(ErrorCode::NotDir.into());
+        }
+        check_name(name)?;
+        let Some(child) = self.dirents.get(dirent_key(parent, name))? else {
+            return Err(ErrorCode::NotFound.into());
+        };
+        let id = <[u8; 8]>::try_from(child.as_ref())
+            .map(u64::from_be_bytes)
+            .map_err(|_| StoreError::Corrupt("directory entry".into()))?;
+        self.getattr(ctx, id)
+    }
+
+    pub fn readdir(
+        &self,
+        ctx: &Ctx,
+        dir: NodeId,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<(Vec<DirEntry>, bool)> {
+        let rec = self.node(ctx, dir, Action::Read)?;
+        if rec.kind != NodeKind::Dir {
+            return Err(ErrorCode::NotDir.into());
+        }
+        let limit = limit.clamp(1, MAX_DIR_PAGE) as usize;
+        let prefix = dir.to_be_bytes();
+        let lo = match after {
+            Some(name) => Bound::Excluded(dirent_key(dir, name)),
+            None => Bound::Included(prefix.to_vec()),
+        };
+        let hi = Bound::Excluded((dir + 1).to_be_bytes().to_vec());
+        let mut entries = Vec::new();
+        let mut more = false;
+        for item in self.dirents.range::<Vec<u8>, _>((lo, hi)) {
+            let (k, v) = item?;
+            if entries.len() == limit {
+                more = true;
+                break;
+            }
+            let name = String::from_utf8(k[8..].to_vec())
+                .map_err(|_| StoreError::Corrupt("directory entry name".into()))?;
+            let id = <[u8; 8]>::try_from(v.as_ref())
+                .map(u64::from_be_bytes)
+                .map_err(|_| StoreError::Corrupt("directory entry".into()))?;
+            let attr = self.getattr(ctx, id)?;
+            entries.push(DirEntry { name, attr });
+        }
+        Ok((entries, more))
+    }
+
+    /// Creates a directory, empty file or symlink named `name` in `parent`.
+    pub fn create_node(
+        &self,
+        ctx: &Ctx,
+        parent: NodeId,
+        name: &str,
+        kind: NodeKind,
+        mode: u32,
+        target: Option<&str>,
+        exclusive: bool,
+    ) -> Result<Attr> {
+        check_name(name)?;
+        if let Some(t) = target {
+            validate_symlink_target(t)?;
+        }
+        let id = self.new_node_id()?;
+        let now = Timestamp::now();
+        let rec = NodeRec {
+            format: FORMAT,
+            owner: ctx.account,
+            parent,
+            kind,
+            mode: match kind {
+                NodeKind::Symlink => 0o777,
+                _ => mode & 0o7777,
+            },
+            size: target.map(|t| t.len() as u64).unwrap_or(0),
+            mtime: now,
+            ctime: now,
+            atime: now,
+            nlink: if kind == NodeKind::Dir { 2 } else { 1 },
+            version: 0,
+            entries: 0,
+            target: target.map(str::to_string),
+            xattrs: BTreeMap::new(),
+            deleted: None,
+        };
+        let key = dirent_key(parent, name);
+        use sled::Transactional;
+        (&self.nodes, &self.dirents)
+            .transaction(|(nodes, dirents)| {
+                let mut dir = tx_dir(ctx, nodes, parent, Action::Write)?;
+                if let Some(existing) = dirents.get(&key)? {
+                    // O_CREAT without O_EXCL on an existing file opens it.
+                    let existing = child_of(&existing)?;
+                    let old = tx_node(ctx, nodes, existing, Action::Read)?;
+                    if exclusive || kind != NodeKind::File || old.kind != NodeKind::File {
+                        return abort(ErrorCode::Exists);
+                    }
+                    return Ok(old.attr(existing));
+                }
+                dirents.insert(key.clone(), &id.to_be_bytes())?;
+                dir.entries += 1;
+                if kind == NodeKind::Dir {
+                    dir.nlink += 1;
+                }
+                dir.mtime = now;
+                dir.ctime = now;
+                tx_put(nodes, parent, &dir)?;
+                tx_put(nodes, id, &rec)?;
+                Ok(rec.attr(id))
+            })
+            .map_err(tx_error)
+    }
+
+    pub fn readlink(&self, ctx: &Ctx, id: NodeId) -> Result<String> {
+        let rec = self.node(ctx, id, Action::Read)?;
+        rec.target.ok_or_else(|| ErrorCode::InvalidArgument.into())
+    }
+
+    /// Removes a name: a file or symlink (`want_dir == false`) or an empty directory.
+    pub fn remove(&self, ctx: &Ctx, parent: NodeId, name: &str, want_dir: bool) -> Result<()> {
+        check_name(name)?;
+        let key = dirent_key(parent, name);
+        let now = Timestamp::now();
+        use sled::Transactional;
+        (&self.nodes, &self.dirents)
+            .transaction(|(nodes, dirents)| {
+                let mut dir = tx_dir(ctx, nodes, parent, Action::Write)?;
+                let Some(child) = dirents.get(&key)? else {
+                    return abort(ErrorCode::NotFound);
+                };
+                let child = child_of(&child)?;
+                let mut rec = tx_node(ctx, nodes, child, Action::Write)?;
+                match (want_dir, rec.kind == NodeKind::Dir) {
+                    (true, false) => return abort(ErrorCode::NotDir),
+                    (false, true) => return abort(ErrorCode::IsDir),
+                    (true, true) if rec.entries > 0 => return abort(ErrorCode::NotEmpty),
+                    _ => {}
+                }
+                dirents.remove(key.clone())?;
+                dir.entries = dir.entries.saturating_sub(1);
+                if rec.kind == NodeKind::Dir {
+                    dir.nlink = dir.nlink.saturating_sub(1);
+                }
+                dir.mtime = now;
+                dir.ctime = now;
+                tx_put(nodes, parent, &dir)?;
+                Self::tx_unlink_node(nodes, child, &mut rec, now)?;
+                Ok(())
+            })
+            .map_err(tx_error)
+    }
+
+    /// Drops a node's last name: files keep their record (marked deleted) so their versions
+    /// stay restorable; directories and symlinks, which have no versions, go.
+    fn tx_unlink_node(
+        nodes: &TransactionalTree,
+        id: NodeId,
+        rec: &mut NodeRec,
+        now: Timestamp,
+    ) -> TxResult<()> {
+        if rec.kind == NodeKind::File && rec.version > 0 {
+            rec.nlink = 0;
+            rec.deleted = Some(now);
+            rec.ctime = now;
+            tx_put(nodes, id, rec)
+        } else {
+            nodes.remove(&node_key(id))?;
+            Ok(())
+        }
+    }
+
+    pub fn rename(
+        &self,
+        ctx: &Ctx,
+        parent: NodeId,
+        name: &str,
+        new_parent: NodeId,
+        new_name: &str,
+        mode: RenameMode,
+    ) -> Result<()> {
+        check_name(name)?;
+        check_name(new_name)?;
+        let from_key = dirent_key(parent, name);
+        let to_key = dirent_key(new_parent, new_name);
+        let now = Timestamp::now();
+        use sled::Transactional;
+        (&self.nodes, &self.dirents)
+            .transaction(|(nodes, dirents)| {
+                let mut src_dir = tx_dir(ctx, nodes, parent, Action::Write)?;
+                let Some(src) = dirents.get(&from_key)? else {
+                    return abort(ErrorCode::NotFound);
+                };
+                let src = child_of(&src)?;
+                let mut src_rec = tx_node(ctx, nodes, src, Action::Write)?;
+                let same_dir = parent == new_parent;
+                let mut dst_dir = if same_dir {
+                    None
+                } else {
+                    Some(tx_dir(ctx, nodes, new_parent, Action::Write)?)
+                };
+                if from_key == to_key {
+                    return Ok(());
+                }
+                let is_dir = i64::from(src_rec.kind == NodeKind::Dir);
+                // A directory may not move into itself or below itself.
+                if is_dir == 1 && !same_dir {
+                    let mut cur = new_parent;
+                    loop {
+                        if cur == src {
+                            return abort(ErrorCode::Busy);
+                        }
+                        let r = tx_node(ctx, nodes, cur, Action::Read)?;
+                        if r.parent == cur {
+                            break;
+                        }
+                        cur = r.parent;
+                    }
+                }
+                // (entries, nlink) changes of the source and destination directories.
+                let (mut src_delta, mut dst_delta) = ((0i64, 0i64), (0i64, 0i64));
+                let existing = dirents.get(&to_key)?.map(|v| child_of(&v)).transpose()?;
+                match (existing, mode) {
+                    (Some(_), RenameMode::NoReplace) => return abort(ErrorCode::Exists),
+                    (None, RenameMode::Exchange) => return abort(ErrorCode::NotFound),
+                    (Some(dst), RenameMode::Exchange) => {
+                        let mut dst_rec = tx_node(ctx, nodes, dst, Action::Write)?;
+                        let dst_is_dir = i64::from(dst_rec.kind == NodeKind::Dir);
+                        dirents.insert(from_key.clone(), &dst.to_be_bytes())?;
+                        dirents.insert(to_key.clone(), &src.to_be_bytes())?;
+                        src_delta.1 = dst_is_dir - is_dir;
+                        dst_delta.1 = is_dir - dst_is_dir;
+                        dst_rec.parent = parent;
+                        dst_rec.ctime = now;
+                        tx_put(nodes, dst, &dst_rec)?;
+                    }
+                    (Some(dst), RenameMode::Replace) => {
+                        let mut dst_rec = tx_node(ctx, nodes, dst, Action::Write)?;
+                        let dst_is_dir = i64::from(dst_rec.kind == NodeKind::Dir);
+                        match (is_dir, dst_is_dir) {
+                            (1, 0) => return abort(ErrorCode::NotDir),
+                            (0, 1) => return abort(ErrorCode::IsDir),
+                            (1, 1) if dst_rec.entries > 0 => return abort(ErrorCode::NotEmpty),
+                            _ => {}
+                        }
+                        dirents.remove(from_key.clone())?;
+                        dirents.insert(to_key.clone(), &src.to_be_bytes())?;
+                        Self::tx_unlink_node(nodes, dst, &mut dst_rec, now)?;
+                        src_delta = (-1, -is_dir);
+                        dst_delta = (0, is_dir - dst_is_dir);
+                    }
+                    (None, _) => {
+                        dirents.remove(from_key.clone())?;
+                        dirents.insert(to_key.clone(), &src.to_be_bytes())?;
+                        src_delta = (-1, -is_dir);
+                        dst_delta = (1, is_dir);
+                    }
+                }
+                src_rec.parent = new_parent;
+                src_rec.ctime = now;
+                tx_put(nodes, src, &src_rec)?;
+                let apply = |dir: &mut NodeRec, (entries, nlink): (i64, i64)| {
+                    dir.entries = (dir.entries as i64 + entries).max(0) as u64;
+                    dir.nlink = (i64::from(dir.nlink) + nlink).max(2) as u32;
+                    dir.mtime = now;
+                    dir.ctime = now;
+                };
+                match dst_dir.as_mut() {
+                    None => apply(&mut src_dir, (src_delta.0 + dst_delta.0, src_delta.1 + dst_delta.1)),
+                    Some(d) => {
+                        apply(&mut src_dir, src_delta);
+                        apply(d, dst_delta);
+                        tx_put(nodes, new_parent, d)?;
+                    }
+                }
+                tx_put(nodes, parent, &src_dir)?;
+                Ok(())
+            })
+            .map_err(tx_error)
+    }
+
+    pub fn setattr(
+        &self,
+        ctx: &Ctx,
+        id: NodeId,
+        mode: Option<u32>,
+        atime: Option<Timestamp>,
+        mtime: Option<Timestamp>,
+    ) -> Result<Attr> {
+        self.update_node(ctx, id, |rec| {
+            if let Some(m) = mode {
+                rec.mode = m & 0o7777;
+            }
+            if let Some(t) = atime {
+                rec.atime = t;
+            }
+            if let Some(t) = mtime {
+                rec.mtime = t;
+            }
+            rec.ctime = Timestamp::now();
+            Ok(())
+        })
+    }
+
+    fn update_node(
+        &self,
+        ctx: &Ctx,
+        id: NodeId,
+        f: impl Fn(&mut NodeRec) -> std::result::Result<(), ErrorCode>,
+    ) -> Result<Attr> {
+        self.nodes
+            .transaction(|nodes| {
+                let mut rec = tx_node(ctx, nodes, id, Action::Write)?;
+                if rec.deleted.is_some() {
+                    return abort(ErrorCode::NotFound);
+                }
+                f(&mut rec).or_else(abort)?;
+                tx_put(nodes, id, &rec)?;
+                Ok(rec.attr(id))
+            })
+            .map_err(tx_error)
+    }
+
+    pub fn set_xattr(
+        &self,
+        ctx: &Ctx,
+        id: NodeId,
+        name: &str,
+        value: &[u8],
+        mode: XattrMode,
+    ) -> Result<()> {
+        if !name.starts_with("user.") || name.len() > 255 || name.len() <= 5 {
+            return Err(ErrorCode::Unsupported.into());
+        }
+        self.update_node(ctx, id, |rec| {
+            let exists = rec.xattrs.contains_key(name);
+            match (mode, exists) {
+                (XattrMode::Create, true) => return Err(ErrorCode::Exists),
+                (XattrMode::Replace, false) => return Err(ErrorCode::NoAttribute),
+                _ => {}
+            }
+            let total: usize = rec
+                .xattrs
+                .iter()
+                .filter(|(k, _)| k.as_str() != name)
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>()
+                + name.len()
+                + value.len();
+            if total > MAX_XATTR_BYTES {
+                return Err(ErrorCode::TooLarge);
+            }
+            rec.xattrs.insert(name.to_string(), value.to_vec());
+            rec.ctime = Timestamp::now();
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    pub fn get_xattr(&self, ctx: &Ctx, id: NodeId, name: &str) -> Result<Vec<u8>> {
+        let rec = self.node(ctx, id, Action::Read)?;
+        rec.xattrs
+            .get(name)
+            .cloned()
+            .ok_or_else(|| ErrorCode::NoAttribute.into())
+    }
+
+    pub fn list_xattr(&self, ctx: &Ctx, id: NodeId) -> Result<Vec<String>> {
+        Ok(self
+            .node(ctx, id, Action::Read)?
+            .xattrs
+            .keys()
+            .cloned()
+            .collect())
+    }
+
+    pub fn remove_xattr(&self, ctx: &Ctx, id: NodeId, name: &str) -> Result<()> {
+        self.update_node(ctx, id, |rec| {
+            rec.xattrs.remove(name).ok_or(ErrorCode::NoAttribute)?;
+            rec.ctime = Timestamp::now();
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    /// The chunk list of a file's current version.
+    pub fn manifest(&self, ctx: &Ctx, id: NodeId) -> Result<(u64, u64, Vec<ChunkRef>)> {
+        let rec = self.node(ctx, id, Action::Read)?;
+        if rec.kind != NodeKind::File {
+            return Err(ErrorCode::IsDir.into());
+        }
+        if rec.version == 0 {
+            return Ok((0, 0, Vec::new()));
+        }
+        let Some(bytes) = self.versions.get(version_key(id, rec.version))? else {
+            return Err(StoreError::Corrupt(format!("node {id} lacks its current version")));
+        };
+        let v: VersionRec = decode(&bytes)?;
+        check_format(v.format, "version")?;
+        Ok((rec.version, v.size, v.chunks))
+    }
+
+    /// Records a new version of a file from chunks the account already holds.
+    pub fn commit(
+        &self,
+        ctx: &Ctx,
+        id: NodeId,
+        base: u64,
+        chunks: Vec<ChunkRef>,
+        mtime: Timestamp,
+    ) -> Result<Attr> {
+        // Authorise before looking at chunks, so nothing is learnt about other accounts.
+        let rec = self.node(ctx, id, Action::Write)?;
+        if rec.kind != NodeKind::File {
+            return Err(ErrorCode::IsDir.into());
+        }
+        for c in &chunks {
+            if !self.chunks.contains(ctx.account, &c.id)? {
+                return Err(ErrorCode::MissingChunk.into());
+            }
+        }
+        let size: u64 = chunks.iter().map(|c| u64::from(c.len)).sum();
+        let now = Timestamp::now();
+        let body = postcard::to_stdvec(&VersionRec {
+            format: FORMAT,
+            size,
+            mtime,
+            created: now,
+            device: ctx.device.clone(),
+            base,
+            chunks,
+        })?;
+        use sled::Transactional;
+        (&self.nodes, &self.versions)
+            .transaction(|(nodes, versions)| {
+                let mut rec = tx_node(ctx, nodes, id, Action::Write)?;
+                if rec.deleted.is_some() {
+                    return abort(ErrorCode::NotFound);
+                }
+                if rec.version != base {
+                    return abort(ErrorCode::Conflict);
+                }
+                rec.version += 1;
+                rec.size = size;
+                rec.mtime = mtime;
+                rec.ctime = now;
+                versions.insert(&version_key(id, rec.version), body.clone())?;
+                tx_put(nodes, id, &rec)?;
+                Ok(rec.attr(id))
+            })
+            .map_err(tx_error)
+    }
+
+    pub fn status(&self, ctx: &Ctx) -> Result<ServerStatus> {
+        let (mut files, mut dirs, mut logical) = (0u64, 0u64, 0u64);
+        for item in self.nodes.iter() {
+            let (_, v) = item?;
+            let rec: NodeRec = decode(&v)?;
+            if rec.owner != ctx.account || rec.deleted.is_some() {
+                continue;
+            }
+            match rec.kind {
+                NodeKind::Dir => dirs += 1,
+                NodeKind::File => {
+                    files += 1;
+                    logical += rec.size;
+                }
+                NodeKind::Symlink => {}
+            }
+        }
+        Ok(ServerStatus {
+            server_version: env!("CARGO_PKG_VERSION").to_string(),
+            user: ctx.user.clone(),
+            role: ctx.role,
+            files,
+            dirs,
+            logical_bytes: logical,
+            stored_bytes: self.chunks.stored_bytes(ctx.account)?,
+        })
+    }
+}
