@@ -1,1 +1,15 @@
-pub fn x(){}
+//! `shelf`: the Shelf client. Mounts a user's store with FUSE and a local write-back cache.
+//!
+//! * [`config`] — config/cache folders and the login record.
+//! * [`remote`] — the multiplexed TLS connection to the server.
+//! * [`core`] — the filesystem core (no fuser, testable without a mount).
+//! * [`cache`] — chunk cache, staging files, upload journal.
+//! * [`chunker`] — FastCDC + BLAKE3.
+//! * [`fuse`] — the thin fuser adapter.
+
+pub mod cache;
+pub mod chunker;
+pub mod config;
+pub mod core;
+pub mod fuse;
+pub mod remote;

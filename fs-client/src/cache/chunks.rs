@@ -1,0 +1,167 @@
+//! The on-disk chunk cache: one file per chunk, named by its id, bounded in bytes and evicted
+//! least-recently-used first (the `lru` crate keeps the order). Only verified chunks are
+//! written here (the caller checks the BLAKE3 id of every downloaded body), and a write is
+//! tmp-file-then-rename, so a killed client never leaves a torn chunk.
+
+use lru::LruCache;
+use shelf_protocol::ChunkId;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+pub struct ChunkCache {
+    dir: PathBuf,
+    capacity: u64,
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    lru: LruCache<ChunkId, u64>,
+    bytes: u64,
+    /// The most recently read bodies, so a chunk read in several kernel-sized pieces is read
+    /// from disk once.
+    hot: LruCache<ChunkId, Arc<Vec<u8>>>,
+}
+
+impl ChunkCache {
+    /// Opens the cache, indexing the chunks already on disk.
+    pub fn open(dir: PathBuf, capacity: u64) -> std::io::Result<ChunkCache> {
+        let mut lru = LruCache::unbounded();
+        let mut bytes = 0;
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            match ChunkId::from_hex(&name) {
+                Some(id) => {
+                    let len = entry.metadata()?.len();
+                    bytes += len;
+                    lru.put(id, len);
+                }
+                None => {
+                    // Leftover temporary file of a killed client.
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
+        let cache = ChunkCache {
+            dir,
+            capacity,
+            inner: Mutex::new(Inner {
+                lru,
+                bytes,
+                hot: LruCache::new(std::num::NonZeroUsize::new(32).expect("nonzero")),
+            }),
+        };
+        cache.evict();
+        Ok(cache)
+    }
+
+    fn path(&self, id: &ChunkId) -> PathBuf {
+        self.dir.join(id.to_hex())
+    }
+
+    pub fn get(&self, id: &ChunkId) -> Option<Arc<Vec<u8>>> {
+        {
+            let mut inner = self.inner.lock().ok()?;
+            if let Some(body) = inner.hot.get(id) {
+                let body = body.clone();
+                inner.lru.get(id);
+                return Some(body);
+            }
+            inner.lru.get(id)?;
+        }
+        match std::fs::read(self.path(id)) {
+            Ok(body) => {
+                let body = Arc::new(body);
+                if let Ok(mut inner) = self.inner.lock() {
+                    inner.hot.put(*id, body.clone());
+                }
+                Some(body)
+            }
+            Err(_) => {
+                if let Ok(mut inner) = self.inner.lock() {
+                    if let Some(len) = inner.lru.pop(id) {
+                        inner.bytes -= len;
+                    }
+                }
+                None
+            }
+        }
+    }
+
+    pub fn contains(&self, id: &ChunkId) -> bool {
+        self.inner
+            .lock()
+            .map(|i| i.lru.contains(id))
+            .unwrap_or(false)
+    }
+
+    /// Stores a verified body. A full disk is not an error for the caller: the chunk is
+    /// simply not cached.
+    pub fn put(&self, id: &ChunkId, body: Arc<Vec<u8>>) {
+        if let Ok(mut inner) = self.inner.lock() {
+            inner.hot.put(*id, body.clone());
+            if inner.lru.contains(id) {
+                return;
+            }
+        }
+        let tmp = self.dir.join(format!("{}.tmp", id.to_hex()));
+        let ok = std::fs::write(&tmp, body.as_slice())
+            .and_then(|_| std::fs::rename(&tmp, self.path(id)));
+        if let Err(e) = ok {
+            let _ = std::fs::remove_file(&tmp);
+            tracing::warn!(error = %e, "could not store a chunk in the cache");
+            return;
+        }
+        if let Ok(mut inner) = self.inner.lock() {
+            inner.bytes += body.len() as u64;
+            inner.lru.put(*id, body.len() as u64);
+        }
+        self.evict();
+    }
+
+    fn evict(&self) {
+        let mut victims = Vec::new();
+        if let Ok(mut inner) = self.inner.lock() {
+            while inner.bytes > self.capacity {
+                let Some((id, len)) = inner.lru.pop_lru() else {
+                    break;
+                };
+                inner.bytes -= len;
+                inner.hot.pop(&id);
+                victims.push(id);
+            }
+        }
+        for id in victims {
+            let _ = std::fs::remove_file(self.path(&id));
+        }
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.inner.lock().map(|i| i.bytes).unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn evicts_least_recently_used_beyond_capacity() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = ChunkCache::open(dir.path().to_path_buf(), 250).unwrap();
+        let ids: Vec<ChunkId> = (0..3u8).map(|i| ChunkId([i; 32])).collect();
+        cache.put(&ids[0], Arc::new(vec![0; 100]));
+        cache.put(&ids[1], Arc::new(vec![1; 100]));
+        assert!(cache.get(&ids[0]).is_some()); // 0 is now more recent than 1
+        cache.put(&ids[2], Arc::new(vec![2; 100]));
+        assert!(cache.contains(&ids[0]));
+        assert!(!cache.contains(&ids[1]), "least recently used is evicted");
+        assert!(cache.contains(&ids[2]));
+        assert!(cache.bytes() <= 250);
+        drop(cache);
+        let reopened = ChunkCache::open(dir.path().to_path_buf(), 250).unwrap();
+        assert_eq!(reopened.bytes(), 200);
+        assert_eq!(reopened.get(&ids[2]).unwrap().as_slice(), &[2u8; 100][..]);
+    }
+}

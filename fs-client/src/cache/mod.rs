@@ -1,0 +1,91 @@
+//! The per-account cache folder of a mount:
+//!
+//! ```text
+//! CACHE/chunks/<hex>     downloaded chunk bodies, LRU-bounded by bytes (chunks.rs)
+//! CACHE/staging/<node>   local copies of files being written or recently written
+//! CACHE/journal/<node>   one record per file whose close has returned but whose upload
+//!                        has not been committed (journal.rs)
+//! CACHE/lock             flock'd by the mount using the folder
+//! ```
+
+pub mod chunks;
+pub mod journal;
+
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+
+pub struct CacheDir {
+    pub root: PathBuf,
+    _lock: std::fs::File,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("the cache folder {0} is in use by another shelf mount")]
+    InUse(PathBuf),
+    #[error("cache folder {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl CacheDir {
+    /// Creates the folder layout and takes the folder's lock.
+    pub fn open(root: &Path) -> Result<CacheDir, CacheError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| CacheError::Io { path, source }
+        };
+        for sub in ["chunks", "staging", "journal"] {
+            let p = root.join(sub);
+            std::fs::create_dir_all(&p).map_err(io(&p))?;
+        }
+        let lock_path = root.join("lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io(&lock_path))?;
+        // SAFETY: flock on a valid fd we own.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Err(CacheError::InUse(root.to_path_buf()));
+        }
+        Ok(CacheDir {
+            root: root.to_path_buf(),
+            _lock: lock,
+        })
+    }
+
+    pub fn chunks(&self) -> PathBuf {
+        self.root.join("chunks")
+    }
+    pub fn staging(&self) -> PathBuf {
+        self.root.join("staging")
+    }
+    pub fn journal(&self) -> PathBuf {
+        self.root.join("journal")
+    }
+
+    /// Flushes everything written to the cache filesystem (one syscall for a batch of closes).
+    pub fn syncfs(&self) -> std::io::Result<()> {
+        let f = std::fs::File::open(&self.root)?;
+        // SAFETY: syncfs on a valid fd we own.
+        if unsafe { libc::syncfs(f.as_raw_fd()) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+/// Number of pending uploads recorded in a cache folder (for `shelf status` and `umount`).
+pub fn pending_uploads(root: &Path) -> usize {
+    std::fs::read_dir(root.join("journal"))
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter(|e| !e.file_name().to_string_lossy().ends_with(".tmp"))
+                .count()
+        })
+        .unwrap_or(0)
+}

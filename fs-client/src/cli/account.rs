@@ -1,0 +1,149 @@
+//! `shelf login` and `shelf status`.
+
+use anyhow::{bail, Context};
+use shelf::config::{self, Login};
+use shelf::remote::{Endpoint, Remote, RemoteError};
+use shelf_protocol::{Request, Response};
+use std::io::IsTerminal;
+
+pub fn password(prompt: &str) -> anyhow::Result<String> {
+    if let Ok(p) = std::env::var("SHELF_PASSWORD") {
+        return Ok(p);
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!("no password: set SHELF_PASSWORD or run in a terminal");
+    }
+    rpassword::prompt_password(prompt).context("reading the password")
+}
+
+/// Connects without a pin to learn the server's fingerprint.
+fn probe_fingerprint(server: &str) -> anyhow::Result<String> {
+    let remote = Remote::new(
+        Endpoint {
+            addr: server.to_string(),
+            fingerprint: None,
+        },
+        None,
+    )?;
+    remote.connect()?;
+    let fp = remote.seen_fingerprint.lock().ok().and_then(|f| f.clone());
+    fp.context("the server presented no certificate")
+}
+
+/// Logs in and saves the login record. `password` overrides SHELF_PASSWORD / the prompt.
+pub fn login(
+    server: &str,
+    user: &str,
+    device: &str,
+    fingerprint: Option<String>,
+    accept: bool,
+    password_given: Option<String>,
+) -> anyhow::Result<Login> {
+    let pinned = match fingerprint {
+        Some(fp) => shelf::remote::tls::normalise_fingerprint(&fp),
+        None => {
+            let fp = probe_fingerprint(server)?;
+            if !accept {
+                eprintln!("The server at {server} presents the certificate\n  {fp}");
+                if !std::io::stdin().is_terminal() {
+                    bail!("refusing an unverified certificate: pass --fingerprint {fp} (check it with `shelf-server fingerprint` on the server) or --accept-fingerprint");
+                }
+                eprint!("Trust it and pin it? [y/N] ");
+                let mut answer = String::new();
+                std::io::stdin().read_line(&mut answer)?;
+                if !matches!(answer.trim(), "y" | "Y" | "yes") {
+                    bail!("not trusted; nothing saved");
+                }
+            }
+            fp
+        }
+    };
+    let password = match password_given {
+        Some(p) => p,
+        None => password(&format!("Password for {user}@{server}: "))?,
+    };
+    let remote = Remote::new(
+        Endpoint {
+            addr: server.to_string(),
+            fingerprint: Some(pinned.clone()),
+        },
+        None,
+    )?;
+    let resp = remote
+        .call(Request::Login {
+            user: user.to_string(),
+            password,
+            device: device.to_string(),
+        })
+        .map_err(|e| match e {
+            RemoteError::Server(w) => anyhow::anyhow!("login refused: {}", w.message),
+            other => anyhow::anyhow!("{other}"),
+        })?;
+    let Response::Session { token, .. } = resp else {
+        bail!("unexpected answer to login");
+    };
+    let login = Login {
+        server: server.to_string(),
+        fingerprint: pinned,
+        user: user.to_string(),
+        device: device.to_string(),
+        token,
+    };
+    login.save()?;
+    Ok(login)
+}
+
+/// Opens a logged-in connection from the saved login record.
+pub fn connect(login: &Login) -> anyhow::Result<(Remote, shelf_protocol::Attr)> {
+    let remote = Remote::new(
+        Endpoint {
+            addr: login.server.clone(),
+            fingerprint: Some(login.fingerprint.clone()),
+        },
+        None,
+    )?;
+    let resp = remote
+        .call(Request::Resume {
+            token: login.token.clone(),
+        })
+        .map_err(|e| match e {
+            RemoteError::Server(w) => anyhow::anyhow!("{}", w.message),
+            other => anyhow::anyhow!("{other}"),
+        })?;
+    let Response::Session { root, .. } = resp else {
+        bail!("unexpected answer to resume");
+    };
+    remote.set_token(Some(login.token.clone()));
+    Ok((remote, root))
+}
+
+pub fn status() -> anyhow::Result<()> {
+    let login = Login::load()?;
+    println!("server:   {} (certificate {})", login.server, login.fingerprint);
+    println!("account:  {} on device {}", login.user, login.device);
+    match connect(&login) {
+        Ok((remote, _)) => match remote.call(Request::Status)? {
+            Response::Status(s) => println!(
+                "store:    online, {} files in {} folders, {} bytes ({} stored), server {}",
+                s.files, s.dirs, s.logical_bytes, s.stored_bytes, s.server_version
+            ),
+            _ => println!("store:    online"),
+        },
+        Err(e) => println!("store:    offline ({e})"),
+    }
+    let cache = super::mount::account_cache(&login, None);
+    println!("cache:    {}", cache.display());
+    let mounts = super::mount::shelf_mounts();
+    if mounts.is_empty() {
+        println!("mounts:   none");
+    }
+    for m in mounts {
+        println!("mounted:  {m}");
+    }
+    println!(
+        "pending:  {} file(s) waiting for upload",
+        shelf::cache::pending_uploads(&cache)
+    );
+    let _ = config::config_dir();
+    Ok(())
+}

@@ -1,0 +1,129 @@
+//! The `shelf` commands. This is the binary's edge: `anyhow` errors, printing, processes.
+
+mod account;
+mod mount;
+mod up;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Shelf: your own storage server, mounted as an ordinary folder on every device.
+///
+/// A newcomer runs `shelf up`: it starts a local server, creates your account and mounts
+/// ~/Shelf. To use an existing server: `shelf login HOST:PORT --user NAME --device NAME`,
+/// then `shelf mount DIR`. `umount DIR` (or `shelf umount DIR`) disconnects.
+#[derive(Parser)]
+#[command(name = "shelf", version, verbatim_doc_comment)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Log in to a server and remember it (address, pinned certificate, session token).
+    /// The password comes from SHELF_PASSWORD, else it is prompted for.
+    Login {
+        /// HOST:PORT of the server.
+        server: String,
+        #[arg(long)]
+        user: String,
+        /// A name for this device (letters, digits, . _ -).
+        #[arg(long)]
+        device: String,
+        /// The server certificate's SHA-256 fingerprint, as `shelf-server init` printed it.
+        #[arg(long, conflicts_with = "accept_fingerprint")]
+        fingerprint: Option<String>,
+        /// Trust whatever certificate the server presents now, and pin it.
+        #[arg(long)]
+        accept_fingerprint: bool,
+    },
+    /// Mount your store at DIR. Returns once the mount is ready; keeps serving in the
+    /// background unless --foreground. The mount goes away if the client dies.
+    Mount {
+        dir: PathBuf,
+        /// FUSE options, comma separated: ro, allow_other, fsname=NAME, …
+        #[arg(short = 'o')]
+        options: Vec<String>,
+        /// Stay in the foreground (logs to stderr).
+        #[arg(long)]
+        foreground: bool,
+        /// Cache folder (default: see `shelf status`).
+        #[arg(long)]
+        cache: Option<PathBuf>,
+        /// Size limit of the downloaded-chunk cache, in MiB.
+        #[arg(long, default_value_t = 2048)]
+        cache_size_mib: u64,
+    },
+    /// Upload pending changes, then unmount DIR.
+    Umount {
+        dir: PathBuf,
+        /// Unmount at once; pending uploads stay journaled for the next mount.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Show the server, the account, mounts and pending uploads.
+    Status,
+    /// Set up and run Shelf on this machine: a local server, your account, and ~/Shelf.
+    Up {
+        /// Where to mount (default ~/Shelf).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Unmount ~/Shelf (or --dir) and stop the local server `shelf up` started.
+    Down {
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+pub fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let foreground_mount = matches!(cli.command, Command::Mount { foreground: true, .. });
+    init_logging(foreground_mount);
+    match cli.command {
+        Command::Login {
+            server,
+            user,
+            device,
+            fingerprint,
+            accept_fingerprint,
+        } => {
+            let login =
+                account::login(&server, &user, &device, fingerprint, accept_fingerprint, None)?;
+            println!(
+                "logged in to {} as {} (device {}); certificate {}",
+                login.server, login.user, login.device, login.fingerprint
+            );
+            Ok(())
+        }
+        Command::Mount {
+            dir,
+            options,
+            foreground,
+            cache,
+            cache_size_mib,
+        } => mount::mount(mount::MountArgs {
+            dir,
+            options,
+            foreground,
+            cache,
+            cache_bytes: cache_size_mib << 20,
+        }),
+        Command::Umount { dir, force } => mount::umount(&dir, force),
+        Command::Status => account::status(),
+        Command::Up { dir } => up::up(dir),
+        Command::Down { dir } => up::down(dir),
+    }
+}
+
+fn init_logging(to_stderr: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SHELF_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(if to_stderr { "info" } else { "warn" })
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}

@@ -1,0 +1,297 @@
+//! `shelf mount` and `shelf umount`.
+//!
+//! `shelf mount DIR` starts itself again with `--foreground` in a new session, waits for the
+//! child to say the mount is ready on a pipe, and returns; the child's log goes to
+//! `CACHE/shelf.log`. The mount uses fusermount3's auto_unmount, so a killed client leaves no
+//! dead mount point behind. After the kernel unmounts (`umount`), the client finishes the
+//! uploads that are still queued before it exits.
+
+use super::account;
+use anyhow::{bail, Context};
+use shelf::cache::{pending_uploads, CacheDir};
+use shelf::config::Login;
+use shelf::core::{CoreOptions, FsCore};
+use shelf::fuse::ShelfFs;
+use std::io::{BufRead, Write};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub struct MountArgs {
+    pub dir: PathBuf,
+    pub options: Vec<String>,
+    pub foreground: bool,
+    pub cache: Option<PathBuf>,
+    pub cache_bytes: u64,
+}
+
+/// The cache folder of an account: one per server and user.
+pub fn account_cache(login: &Login, explicit: Option<&Path>) -> PathBuf {
+    if let Some(p) = explicit {
+        return p.to_path_buf();
+    }
+    let server: String = login
+        .server
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '.' { c } else { '_' })
+        .collect();
+    shelf::config::cache_dir(None).join(format!("{}@{server}", login.user))
+}
+
+/// Mount points of every Shelf mount on this machine.
+pub fn shelf_mounts() -> Vec<String> {
+    std::fs::read_to_string("/proc/mounts")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() > 2 && f[2] == "fuse.shelf").then(|| f[1].replace("\\040", " "))
+        })
+        .collect()
+}
+
+fn is_mounted(dir: &Path) -> bool {
+    let d = dir.to_string_lossy();
+    shelf_mounts().iter().any(|m| *m == d)
+}
+
+struct Parsed {
+    read_only: bool,
+    allow_other: bool,
+    fsname: String,
+}
+
+fn parse_options(options: &[String]) -> anyhow::Result<Parsed> {
+    let mut p = Parsed {
+        read_only: false,
+        allow_other: false,
+        fsname: "shelf".into(),
+    };
+    for opt in options.iter().flat_map(|o| o.split(',')) {
+        match opt {
+            "" | "rw" | "auto_unmount" | "default_permissions" => {}
+            "ro" => p.read_only = true,
+            "allow_other" | "allow_root" => p.allow_other = true,
+            o if o.starts_with("fsname=") => p.fsname = o["fsname=".len()..].to_string(),
+            other => bail!("unknown mount option {other:?} (known: ro, rw, allow_other, fsname=NAME)"),
+        }
+    }
+    Ok(p)
+}
+
+pub fn mount(args: MountArgs) -> anyhow::Result<()> {
+    let dir = std::fs::canonicalize(&args.dir)
+        .with_context(|| format!("mount point {}", args.dir.display()))?;
+    if !dir.is_dir() {
+        bail!("{} is not a folder", dir.display());
+    }
+    if is_mounted(&dir) {
+        bail!("{} is already a Shelf mount", dir.display());
+    }
+    parse_options(&args.options)?;
+    let login = Login::load()?;
+    let cache = account_cache(&login, args.cache.as_deref());
+    if args.foreground {
+        return run_foreground(&dir, &args, &login, &cache);
+    }
+    std::fs::create_dir_all(&cache).with_context(|| format!("cache folder {}", cache.display()))?;
+    let log_path = cache.join("shelf.log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("log file {}", log_path.display()))?;
+    let log_start = log.metadata()?.len();
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.arg("mount").arg(&dir).arg("--foreground");
+    for o in &args.options {
+        cmd.arg("-o").arg(o);
+    }
+    cmd.arg("--cache")
+        .arg(&cache)
+        .arg("--cache-size-mib")
+        .arg((args.cache_bytes >> 20).to_string())
+        .env("SHELF_MOUNT_NOTIFY", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log);
+    // SAFETY: setsid is async-signal-safe; it detaches the daemon from our terminal.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().context("starting the mount process")?;
+    let stdout = child.stdout.take().context("no pipe to the mount process")?;
+    let mut line = String::new();
+    let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+    if line.trim() == "ready" {
+        println!("mounted {} (pid {}, log {})", dir.display(), child.id(), log_path.display());
+        return Ok(());
+    }
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+    let tail = text.get(log_start as usize..).unwrap_or("").trim();
+    let last = tail
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("shelf: "))
+        .map(|l| l.trim_start_matches("shelf: ").to_string())
+        .unwrap_or_else(|| tail.lines().last().unwrap_or("unknown error").to_string());
+    bail!("mounting {} failed: {last}", dir.display())
+}
+
+fn run_foreground(dir: &Path, args: &MountArgs, login: &Login, cache_root: &Path) -> anyhow::Result<()> {
+    let opts = parse_options(&args.options)?;
+    let (remote, root) = account::connect(login)?;
+    let cache = CacheDir::open(cache_root)?;
+    // SAFETY: getuid/getgid cannot fail.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let core = FsCore::new(
+        Arc::new(remote),
+        root,
+        cache,
+        CoreOptions {
+            uid,
+            gid,
+            read_only: opts.read_only,
+            chunk_cache_bytes: args.cache_bytes,
+        },
+    )?;
+    let threads = core.start_background(2);
+
+    let mut config = fuser::Config::default();
+    config.mount_options = vec![
+        fuser::MountOption::FSName(opts.fsname.clone()),
+        fuser::MountOption::Subtype("shelf".into()),
+        fuser::MountOption::DefaultPermissions,
+        fuser::MountOption::NoAtime,
+    ];
+    if opts.read_only {
+        config.mount_options.push(fuser::MountOption::RO);
+    }
+    // auto_unmount needs fusermount3's allow_other, which root (or user_allow_other) has.
+    let may_allow_other = uid == 0
+        || std::fs::read_to_string("/etc/fuse.conf")
+            .map(|t| t.lines().any(|l| l.trim() == "user_allow_other"))
+            .unwrap_or(false);
+    if may_allow_other {
+        config.mount_options.push(fuser::MountOption::AutoUnmount);
+        config.acl = if opts.allow_other {
+            fuser::SessionACL::All
+        } else {
+            fuser::SessionACL::RootAndOwner
+        };
+    } else {
+        tracing::warn!("auto_unmount needs user_allow_other in /etc/fuse.conf; a killed client will leave the mount point to be unmounted by hand");
+        if opts.allow_other {
+            bail!("allow_other needs user_allow_other in /etc/fuse.conf");
+        }
+    }
+    config.n_threads = Some(4);
+
+    let mut session = fuser::Session::new(ShelfFs::new(core.clone()), dir, &config)
+        .with_context(|| format!("mounting {}", dir.display()))?;
+    let pid_file = cache_root.join("mount.pid");
+    std::fs::write(&pid_file, format!("{}\n{}\n", std::process::id(), dir.display()))?;
+    let mut unmounter = session.unmount_callable();
+    std::thread::spawn(move || {
+        if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            rt.block_on(async {
+                let Ok(mut term) =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                else {
+                    return;
+                };
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            });
+            tracing::info!("signal received: unmounting");
+            let _ = unmounter.unmount();
+        }
+    });
+    if std::env::var_os("SHELF_MOUNT_NOTIFY").is_some() {
+        println!("ready");
+        std::io::stdout().flush()?;
+        // Close the pipe so the parent returns; later prints go nowhere.
+        if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+            use std::os::unix::io::AsRawFd;
+            // SAFETY: dup2 onto stdout with a valid fd.
+            unsafe { libc::dup2(null.as_raw_fd(), 1) };
+        }
+    }
+    tracing::info!(dir = %dir.display(), "mounted");
+    let run = session.run();
+    tracing::info!("unmounted; finishing pending uploads");
+    let left = core.drain(Duration::from_secs(300));
+    if left > 0 {
+        tracing::warn!(left, "uploads still pending; they stay journaled for the next mount");
+    }
+    core.stop_background();
+    for t in threads {
+        let _ = t.join();
+    }
+    let _ = std::fs::remove_file(&pid_file);
+    run.context("serving the mount")?;
+    Ok(())
+}
+
+fn mount_pid(cache: &Path, dir: &Path) -> Option<i32> {
+    let text = std::fs::read_to_string(cache.join("mount.pid")).ok()?;
+    let mut lines = text.lines();
+    let pid: i32 = lines.next()?.parse().ok()?;
+    (lines.next()? == dir.to_string_lossy()).then_some(pid)
+}
+
+fn alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    unsafe { libc::kill(pid, 0) == 0 }
+}
+
+pub fn umount(dir: &Path, force: bool) -> anyhow::Result<()> {
+    let dir = std::fs::canonicalize(dir).with_context(|| format!("{}", dir.display()))?;
+    if !is_mounted(&dir) {
+        bail!("{} is not a Shelf mount", dir.display());
+    }
+    let cache = Login::load().ok().map(|l| account_cache(&l, None));
+    let pid = cache.as_deref().and_then(|c| mount_pid(c, &dir));
+    if !force {
+        if let Some(cache) = &cache {
+            let mut last = usize::MAX;
+            loop {
+                let n = pending_uploads(cache);
+                if n == 0 || pid.is_some_and(|p| !alive(p)) {
+                    break;
+                }
+                if n != last {
+                    eprint!("\ruploading {n} file(s) before unmounting…   ");
+                    last = n;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            if last != usize::MAX {
+                eprintln!("\ruploads done.                               ");
+            }
+        }
+    }
+    let status = Command::new("fusermount3").arg("-u").arg(&dir).status();
+    if !status.map(|s| s.success()).unwrap_or(false) {
+        let status = Command::new("umount").arg(&dir).status()?;
+        if !status.success() {
+            bail!("could not unmount {}", dir.display());
+        }
+    }
+    if let Some(pid) = pid {
+        let start = Instant::now();
+        while alive(pid) && start.elapsed() < Duration::from_secs(60) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    println!("unmounted {}", dir.display());
+    Ok(())
+}

@@ -1,0 +1,240 @@
+//! `shelf up` and `shelf down`: the newcomer's path. `up` initialises and starts a local
+//! `shelf-server` under the XDG data folder (found beside the `shelf` binary or on PATH),
+//! creates an admin account for the current user, logs in, and mounts ~/Shelf. Each step is
+//! skipped when already done, so running `up` again is safe.
+
+use super::{account, mount};
+use anyhow::{bail, Context};
+use shelf::config::{self, ConfigError, Login};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn server_binary() -> anyhow::Result<PathBuf> {
+    if let Ok(exe) = std::env::current_exe() {
+        let beside = exe.with_file_name("shelf-server");
+        if beside.exists() {
+            return Ok(beside);
+        }
+    }
+    for dir in std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()) {
+        let p = dir.join("shelf-server");
+        if p.exists() {
+            return Ok(p);
+        }
+    }
+    bail!("shelf-server not found beside shelf or on PATH (build it with `cargo build --release`)")
+}
+
+fn default_mountpoint() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/root"))
+        .join("Shelf")
+}
+
+fn sanitize(s: &str) -> String {
+    let s: String = s
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        .take(64)
+        .collect();
+    if s.is_empty() || s.starts_with('.') {
+        "me".into()
+    } else {
+        s
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|h| sanitize(h.trim()))
+        .unwrap_or_else(|_| "this-device".into())
+}
+
+fn run(cmd: &mut Command) -> anyhow::Result<String> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+                .trim()
+                .trim_start_matches("Error: ")
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn server_pid(data: &Path) -> Option<i32> {
+    let pid: i32 = std::fs::read_to_string(data.join("server.pid"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    String::from_utf8_lossy(&cmdline)
+        .contains("shelf-server")
+        .then_some(pid)
+}
+
+/// Starts the local server in the background; returns the address it listens on.
+fn start_server(bin: &Path, data: &Path, listen: &str) -> anyhow::Result<String> {
+    let out_path = data.join("server.out");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(data.join("server.log"))?;
+    let out = std::fs::File::create(&out_path)?;
+    let mut cmd = Command::new(bin);
+    cmd.args(["run", "--data"])
+        .arg(data)
+        .args(["--listen", listen])
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(log);
+    // SAFETY: setsid is async-signal-safe; the server outlives this command.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().context("starting shelf-server")?;
+    let start = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(&out_path).unwrap_or_default();
+        if let Some(addr) = text
+            .lines()
+            .find_map(|l| l.strip_prefix("shelf-server listening on "))
+        {
+            std::fs::write(data.join("server.pid"), child.id().to_string())?;
+            std::fs::write(data.join("server.addr"), addr)?;
+            return Ok(addr.to_string());
+        }
+        if let Some(status) = child.try_wait()? {
+            bail!(
+                "shelf-server exited ({status}); see {}",
+                data.join("server.log").display()
+            );
+        }
+        if start.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            bail!("shelf-server did not start within 20 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn up(dir: Option<PathBuf>) -> anyhow::Result<()> {
+    let mountpoint = dir.unwrap_or_else(default_mountpoint);
+    let data = config::data_dir().join("server");
+    let mut notes = Vec::new();
+    let login = match Login::load() {
+        Ok(login) => {
+            let local = std::fs::read_to_string(data.join("server.addr")).ok();
+            if local.as_deref() == Some(login.server.as_str()) && server_pid(&data).is_none() {
+                start_server(&server_binary()?, &data, &login.server)?;
+                notes.push(format!("started the local server on {}", login.server));
+            }
+            login
+        }
+        Err(ConfigError::NotLoggedIn) => {
+            let bin = server_binary()?;
+            std::fs::create_dir_all(&data)?;
+            if !data.join("tls").join("cert.pem").exists() {
+                run(Command::new(&bin).args(["init", "--data"]).arg(&data))?;
+                notes.push(format!("created a server data folder in {}", data.display()));
+            }
+            let user = sanitize(&std::env::var("USER").unwrap_or_else(|_| "me".into()));
+            let (password, generated) = match std::env::var("SHELF_PASSWORD") {
+                Ok(p) => (p, false),
+                Err(_) => {
+                    let mut raw = [0u8; 12];
+                    getrandom::getrandom(&mut raw)
+                        .map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+                    (hex::encode(raw), true)
+                }
+            };
+            if server_pid(&data).is_none() {
+                let users = run(Command::new(&bin).args(["user", "list", "--data"]).arg(&data))?;
+                if !users.lines().any(|l| l.split('\t').next() == Some(user.as_str())) {
+                    run(Command::new(&bin)
+                        .args(["user", "add", &user, "--role", "admin", "--data"])
+                        .arg(&data)
+                        .env("SHELF_PASSWORD", &password))?;
+                    notes.push(format!("created the account {user} (admin)"));
+                    if generated {
+                        notes.push(format!(
+                            "your password is {password} — keep it to log in from other devices"
+                        ));
+                    }
+                } else if generated {
+                    bail!("the account {user} exists already: set SHELF_PASSWORD to its password and run `shelf up` again");
+                }
+            }
+            let addr = match std::fs::read_to_string(data.join("server.addr")) {
+                Ok(a) if server_pid(&data).is_some() => a,
+                _ => {
+                    let preferred = std::env::var("SHELF_LISTEN").unwrap_or_else(|_| "127.0.0.1:7443".into());
+                    match start_server(&bin, &data, &preferred) {
+                        Ok(a) => a,
+                        Err(_) => start_server(&bin, &data, "127.0.0.1:0")?,
+                    }
+                }
+            };
+            notes.push(format!("started the local server on {addr}"));
+            let fp = run(Command::new(&bin).args(["fingerprint", "--data"]).arg(&data))?;
+            let login = account::login(&addr, &user, &hostname(), Some(fp.trim().to_string()), false, Some(password))?;
+            notes.push(format!("logged in as {user} on device {}", login.device));
+            login
+        }
+        Err(e) => return Err(e.into()),
+    };
+    std::fs::create_dir_all(&mountpoint)
+        .with_context(|| format!("creating {}", mountpoint.display()))?;
+    let canonical = std::fs::canonicalize(&mountpoint)?;
+    if mount::shelf_mounts()
+        .iter()
+        .any(|m| Path::new(m) == canonical)
+    {
+        notes.push(format!("{} was already mounted", canonical.display()));
+    } else {
+        mount::mount(mount::MountArgs {
+            dir: canonical.clone(),
+            options: Vec::new(),
+            foreground: false,
+            cache: None,
+            cache_bytes: 2048 << 20,
+        })?;
+    }
+    println!("Shelf is up.");
+    for n in notes {
+        println!("  - {n}");
+    }
+    println!("  - your store: {} (photos/ files/ videos/ shared/)", canonical.display());
+    println!("  - server {} as {}; `shelf status` shows more", login.server, login.user);
+    println!("To stop: `shelf down` (unmounts after uploading, and stops the local server).");
+    Ok(())
+}
+
+pub fn down(dir: Option<PathBuf>) -> anyhow::Result<()> {
+    let mountpoint = dir.unwrap_or_else(default_mountpoint);
+    if let Ok(canonical) = std::fs::canonicalize(&mountpoint) {
+        if mount::shelf_mounts().iter().any(|m| Path::new(m) == canonical) {
+            mount::umount(&canonical, false)?;
+        }
+    }
+    let data = config::data_dir().join("server");
+    if let Some(pid) = server_pid(&data) {
+        // SAFETY: plain kill(2) of the server this tool started (pid from its pid file).
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let start = Instant::now();
+        while server_pid(&data).is_some() && start.elapsed() < Duration::from_secs(20) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = std::fs::remove_file(data.join("server.pid"));
+        println!("stopped the local server (pid {pid})");
+    }
+    Ok(())
+}

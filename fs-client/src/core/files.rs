@@ -1,0 +1,581 @@
+//! File content: write-back staging, reads, and what close and fsync promise.
+//!
+//! A file gets a staging file (`CACHE/staging/<node>`) at its first write or truncate; from
+//! then on reads and writes go to it at local-disk speed. `flush` (every `close`) records the
+//! file in the journal, so a killed client uploads it at the next mount; the last `release`
+//! queues the upload. `fsync` uploads at once and returns when the server has committed and
+//! flushed the version. After an upload the staging file stays as a clean local copy.
+//!
+//! Files without a staging file are read from the server chunk by chunk: only the chunks a
+//! read touches (plus a few ahead when reading sequentially) are fetched, verified against
+//! their BLAKE3 ids and kept in the chunk cache.
+
+use super::{FsCore, FsError, Stat};
+use crate::cache::journal::Record;
+use shelf_protocol::{ChunkId, ChunkRef, NodeId, NodeKind, Request, Response, Timestamp};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+/// Chunks fetched ahead of a sequential reader.
+const READ_AHEAD_CHUNKS: usize = 8;
+
+/// An open file.
+pub struct Handle {
+    pub node: NodeId,
+    pub writable: bool,
+    /// Where the last read ended, to detect sequential reading.
+    pub last_end: u64,
+}
+
+/// A version's chunk list with the offset where each chunk starts.
+pub struct Manifest {
+    pub version: u64,
+    pub size: u64,
+    pub chunks: Vec<ChunkRef>,
+    pub offsets: Vec<u64>,
+}
+
+impl Manifest {
+    pub fn new(version: u64, chunks: Vec<ChunkRef>) -> Manifest {
+        let mut offsets = Vec::with_capacity(chunks.len());
+        let mut at = 0u64;
+        for c in &chunks {
+            offsets.push(at);
+            at += u64::from(c.len);
+        }
+        Manifest {
+            version,
+            size: at,
+            chunks,
+            offsets,
+        }
+    }
+
+    /// Index of the chunk holding byte `offset`.
+    fn chunk_at(&self, offset: u64) -> usize {
+        match self.offsets.binary_search(&offset) {
+            Ok(i) => i,
+            Err(i) => i.saturating_sub(1),
+        }
+    }
+}
+
+/// Local content of one file.
+pub struct Staging {
+    pub path: PathBuf,
+    pub file: Arc<File>,
+    /// Server version this content started from.
+    pub base_version: u64,
+    pub size: u64,
+    pub mtime: Timestamp,
+    /// Bumped by every change of the content.
+    pub gen: u64,
+    /// The generation last committed on the server (equal to `gen` when clean).
+    pub committed_gen: u64,
+    /// The generation last recorded in the journal.
+    pub journaled_gen: u64,
+}
+
+impl Staging {
+    pub fn dirty(&self) -> bool {
+        self.gen != self.committed_gen
+    }
+}
+
+#[derive(Default)]
+pub struct FileInner {
+    pub staging: Option<Staging>,
+    pub open_writers: u32,
+    /// Writes in progress (the uploader only takes a snapshot when none are).
+    pub writing: u32,
+    pub uploading: bool,
+}
+
+/// Per-file state with its own lock, so one file's download never blocks another file.
+#[derive(Default)]
+pub struct FileState {
+    pub inner: Mutex<FileInner>,
+    pub changed: Condvar,
+}
+
+impl FileState {
+    pub fn lock(&self) -> MutexGuard<'_, FileInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// What `open` answers.
+pub struct Opened {
+    pub fh: u64,
+    pub keep_cache: bool,
+}
+
+impl FsCore {
+    pub(crate) fn file_state(&self, node: NodeId) -> Arc<FileState> {
+        let mut files = self.files.lock().unwrap_or_else(|p| p.into_inner());
+        files.entry(node).or_default().clone()
+    }
+
+    fn existing_file_state(&self, node: NodeId) -> Option<Arc<FileState>> {
+        self.files.lock().ok()?.get(&node).cloned()
+    }
+
+    /// Size and mtime of unsent local content, if any.
+    pub(crate) fn local_overlay(&self, node: NodeId) -> Option<(u64, Timestamp)> {
+        let st = self.existing_file_state(node)?;
+        let inner = st.lock();
+        let s = inner.staging.as_ref()?;
+        s.dirty().then_some((s.size, s.mtime))
+    }
+
+    pub fn open(&self, ino: u64, flags: i32) -> Result<Opened, FsError> {
+        let node = self.node_of(ino);
+        let acc = flags & libc::O_ACCMODE;
+        let writable = acc == libc::O_WRONLY || acc == libc::O_RDWR;
+        if writable {
+            self.check_writable()?;
+        }
+        let attr = self.server_attr(node)?;
+        if attr.kind == NodeKind::Dir && writable {
+            return Err(FsError::Remote(crate::remote::RemoteError::Server(
+                shelf_protocol::ErrorCode::IsDir.into(),
+            )));
+        }
+        if writable {
+            let st = self.file_state(node);
+            let mut inner = st.lock();
+            inner.open_writers += 1;
+            if flags & libc::O_TRUNC != 0 {
+                if let Err(e) = self.resize_locked(node, &mut inner, 0) {
+                    inner.open_writers -= 1;
+                    return Err(e);
+                }
+            }
+        }
+        let stat = self.stat_of(&attr);
+        let keep_cache = self.keep_cache(node, attr.version, stat.size);
+        let fh = self.new_fh();
+        if let Ok(mut h) = self.handles.lock() {
+            h.insert(
+                fh,
+                Handle {
+                    node,
+                    writable,
+                    last_end: 0,
+                },
+            );
+        }
+        Ok(Opened { fh, keep_cache })
+    }
+
+    /// Creates (or, without O_EXCL, opens) a file and opens it.
+    pub fn create(
+        &self,
+        parent: u64,
+        name: &std::ffi::OsStr,
+        mode: u32,
+        flags: i32,
+    ) -> Result<(Stat, Opened), FsError> {
+        self.check_writable()?;
+        let name = super::check_name(name)?;
+        let parent_node = self.node_of(parent);
+        let attr = match self.remote.call(Request::Create {
+            parent: parent_node,
+            name: name.to_string(),
+            mode,
+            exclusive: flags & libc::O_EXCL != 0,
+        })? {
+            Response::Attr(a) => a,
+            _ => return Err(FsError::Unexpected("create")),
+        };
+        self.remember(attr.clone());
+        self.forget_attr(parent_node);
+        let opened = self.open(self.ino_of_node(attr.node), flags)?;
+        let attr = self.server_attr(attr.node)?;
+        Ok((self.stat_of(&attr), opened))
+    }
+
+    fn ino_of_node(&self, node: NodeId) -> u64 {
+        self.stat_of_ino(node)
+    }
+
+    fn stat_of_ino(&self, node: NodeId) -> u64 {
+        if node == self.node_of(super::ROOT_INO) {
+            super::ROOT_INO
+        } else {
+            node
+        }
+    }
+
+    fn handle(&self, fh: u64) -> Result<(NodeId, bool, u64), FsError> {
+        let h = self.handles.lock().map_err(|_| FsError::BadHandle)?;
+        let h = h.get(&fh).ok_or(FsError::BadHandle)?;
+        Ok((h.node, h.writable, h.last_end))
+    }
+
+    /// Makes sure `node` has a staging file, filling it with the current content unless the
+    /// caller is about to cut it to `keep` bytes (only the first `keep` bytes are fetched).
+    fn ensure_staging(
+        &self,
+        node: NodeId,
+        inner: &mut FileInner,
+        keep: u64,
+    ) -> Result<(), FsError> {
+        if inner.staging.is_some() {
+            return Ok(());
+        }
+        let attr = self.server_attr(node)?;
+        let path = self.cache.staging().join(node.to_string());
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)?;
+        let manifest = if attr.version > 0 && keep > 0 {
+            Some(self.manifest(node)?)
+        } else {
+            None
+        };
+        let mut base_version = attr.version;
+        let mut size = 0;
+        if let Some(m) = manifest {
+            base_version = m.version;
+            let mut idx = 0;
+            while idx < m.chunks.len() && m.offsets[idx] < keep {
+                let end = (idx + 64).min(m.chunks.len());
+                let bodies = self.fetch_chunks(&m.chunks[idx..end])?;
+                for (i, body) in bodies.iter().enumerate() {
+                    file.write_all_at(body, m.offsets[idx + i])?;
+                }
+                idx = end;
+            }
+            size = m.size;
+            file.set_len(size)?;
+        }
+        inner.staging = Some(Staging {
+            path,
+            file: Arc::new(file),
+            base_version,
+            size,
+            mtime: attr.mtime,
+            gen: 0,
+            committed_gen: 0,
+            journaled_gen: 0,
+        });
+        Ok(())
+    }
+
+    fn resize_locked(&self, node: NodeId, inner: &mut FileInner, size: u64) -> Result<(), FsError> {
+        self.ensure_staging(node, inner, size)?;
+        let s = inner.staging.as_mut().ok_or(FsError::Invalid)?;
+        s.file.set_len(size)?;
+        s.size = size;
+        s.gen += 1;
+        s.mtime = Timestamp::now();
+        Ok(())
+    }
+
+    /// truncate(2) / ftruncate(2): a content change like a write. When no handle is open for
+    /// writing it counts as closed at once (journaled and queued).
+    pub(crate) fn truncate(&self, node: NodeId, size: u64) -> Result<(), FsError> {
+        let st = self.file_state(node);
+        let mut inner = st.lock();
+        self.resize_locked(node, &mut inner, size)?;
+        if inner.open_writers == 0 {
+            self.journal_locked(node, &mut inner)?;
+            drop(inner);
+            self.queue.push(node);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn set_local_mtime(&self, node: NodeId, t: Timestamp) -> Result<(), FsError> {
+        let Some(st) = self.existing_file_state(node) else {
+            return Ok(());
+        };
+        let mut inner = st.lock();
+        let mut rejournal = false;
+        if let Some(s) = inner.staging.as_mut() {
+            s.mtime = t;
+            rejournal = s.dirty() && s.journaled_gen == s.gen;
+        }
+        if rejournal {
+            if let Some(s) = inner.staging.as_mut() {
+                s.journaled_gen = 0;
+            }
+            self.journal_locked(node, &mut inner)?;
+        }
+        Ok(())
+    }
+
+    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32, FsError> {
+        let (node, writable, _) = self.handle(fh)?;
+        if !writable {
+            return Err(FsError::BadHandle);
+        }
+        let st = self.file_state(node);
+        let file = {
+            let mut inner = st.lock();
+            self.ensure_staging(node, &mut inner, u64::MAX)?;
+            inner.writing += 1;
+            inner.staging.as_ref().map(|s| s.file.clone())
+        };
+        let result = match &file {
+            Some(f) => f.write_all_at(data, offset),
+            None => Err(std::io::Error::from_raw_os_error(libc::EIO)),
+        };
+        let mut inner = st.lock();
+        inner.writing -= 1;
+        if let Some(s) = inner.staging.as_mut() {
+            s.gen += 1;
+            if result.is_ok() {
+                s.size = s.size.max(offset + data.len() as u64);
+                s.mtime = Timestamp::now();
+            }
+        }
+        drop(inner);
+        st.changed.notify_all();
+        result?;
+        Ok(data.len() as u32)
+    }
+
+    pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>, FsError> {
+        let (node, _, last_end) = self.handle(fh)?;
+        let sequential = offset == last_end;
+        if let Ok(mut h) = self.handles.lock() {
+            if let Some(h) = h.get_mut(&fh) {
+                h.last_end = offset + u64::from(size);
+            }
+        }
+        // Local content first.
+        if let Some(st) = self.existing_file_state(node) {
+            let mut inner = st.lock();
+            let stale = match inner.staging.as_ref() {
+                Some(s) if !s.dirty() => self
+                    .cached_attr(node)
+                    .is_some_and(|a| a.version != s.base_version),
+                _ => false,
+            };
+            if stale && inner.open_writers == 0 {
+                // Another device committed a newer version: drop the old local copy.
+                if let Some(s) = inner.staging.take() {
+                    let _ = std::fs::remove_file(&s.path);
+                }
+            }
+            if let Some(s) = inner.staging.as_ref() {
+                let file = s.file.clone();
+                let len = s.size.saturating_sub(offset).min(u64::from(size)) as usize;
+                drop(inner);
+                let mut buf = vec![0u8; len];
+                let mut got = 0;
+                while got < len {
+                    let n = file.read_at(&mut buf[got..], offset + got as u64)?;
+                    if n == 0 {
+                        break;
+                    }
+                    got += n;
+                }
+                buf.truncate(got);
+                return Ok(buf);
+            }
+        }
+        self.read_remote(node, offset, size, sequential)
+    }
+
+    pub(crate) fn manifest(&self, node: NodeId) -> Result<Arc<Manifest>, FsError> {
+        let attr = self.server_attr(node)?;
+        if let Ok(mut m) = self.manifests.lock() {
+            if let Some(found) = m.get(&node) {
+                if found.version == attr.version {
+                    return Ok(found.clone());
+                }
+            }
+        }
+        let Response::Manifest {
+            version, chunks, ..
+        } = self.remote.call(Request::GetManifest { node })?
+        else {
+            return Err(FsError::Unexpected("get-manifest"));
+        };
+        let m = Arc::new(Manifest::new(version, chunks));
+        if let Ok(mut cache) = self.manifests.lock() {
+            cache.put(node, m.clone());
+        }
+        Ok(m)
+    }
+
+    fn read_remote(
+        &self,
+        node: NodeId,
+        offset: u64,
+        size: u32,
+        sequential: bool,
+    ) -> Result<Vec<u8>, FsError> {
+        let m = self.manifest(node)?;
+        if offset >= m.size || size == 0 {
+            return Ok(Vec::new());
+        }
+        let end = (offset + u64::from(size)).min(m.size);
+        let first = m.chunk_at(offset);
+        let last = m.chunk_at(end - 1);
+        let mut want_end = last + 1;
+        if sequential {
+            // Fetch ahead, in the same parallel batch, the next chunks not yet cached.
+            let mut extra = last + 1;
+            while extra < m.chunks.len() && extra <= last + READ_AHEAD_CHUNKS {
+                extra += 1;
+            }
+            if m.chunks[last + 1..extra]
+                .iter()
+                .any(|c| !self.chunks.contains(&c.id))
+            {
+                want_end = extra;
+            }
+        }
+        let bodies = self.fetch_chunks(&m.chunks[first..want_end])?;
+        let mut out = Vec::with_capacity((end - offset) as usize);
+        for (i, body) in bodies.iter().enumerate().take(last - first + 1) {
+            let start = m.offsets[first + i];
+            let from = offset.saturating_sub(start) as usize;
+            let to = ((end - start) as usize).min(body.len());
+            if from < to {
+                out.extend_from_slice(&body[from..to]);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Bodies of `refs`, from the cache or fetched in parallel and verified.
+    pub(crate) fn fetch_chunks(&self, refs: &[ChunkRef]) -> Result<Vec<Arc<Vec<u8>>>, FsError> {
+        let mut out: Vec<Option<Arc<Vec<u8>>>> = refs.iter().map(|r| self.chunks.get(&r.id)).collect();
+        let tickets: Vec<(usize, ChunkId, crate::remote::Ticket)> = out
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.is_none())
+            .map(|(i, _)| {
+                let id = refs[i].id;
+                (i, id, self.remote.submit(Request::GetChunk { id }))
+            })
+            .collect();
+        for (i, id, t) in tickets {
+            let Response::Bytes(body) = t.wait()? else {
+                return Err(FsError::Unexpected("get-chunk"));
+            };
+            if crate::chunker::chunk_id(&body) != id {
+                tracing::error!(chunk = %id, "downloaded chunk failed verification");
+                return Err(FsError::Io(std::io::Error::from_raw_os_error(libc::EIO)));
+            }
+            let body = Arc::new(body);
+            self.chunks.put(&id, body.clone());
+            out[i] = Some(body);
+        }
+        out.into_iter()
+            .map(|b| b.ok_or(FsError::Unexpected("get-chunk")))
+            .collect()
+    }
+
+    /// Records a dirty file in the journal (once per generation).
+    pub(crate) fn journal_locked(&self, node: NodeId, inner: &mut FileInner) -> Result<(), FsError> {
+        let Some(s) = inner.staging.as_mut() else {
+            return Ok(());
+        };
+        if !s.dirty() || s.journaled_gen == s.gen {
+            return Ok(());
+        }
+        self.journal
+            .write(&Record::new(node, s.base_version, s.mtime, s.size))?;
+        s.journaled_gen = s.gen;
+        self.needs_sync
+            .store(true, std::sync::atomic::Ordering::Release);
+        Ok(())
+    }
+
+    /// Every close(2): what was written is recorded in the journal before close returns.
+    pub fn flush(&self, fh: u64) -> Result<(), FsError> {
+        let (node, writable, _) = self.handle(fh)?;
+        if !writable {
+            return Ok(());
+        }
+        let st = self.file_state(node);
+        let mut inner = st.lock();
+        self.journal_locked(node, &mut inner)
+    }
+
+    /// The last reference to an open file went away: queue its upload.
+    pub fn release(&self, fh: u64) -> Result<(), FsError> {
+        let handle = self
+            .handles
+            .lock()
+            .ok()
+            .and_then(|mut h| h.remove(&fh))
+            .ok_or(FsError::BadHandle)?;
+        if !handle.writable {
+            return Ok(());
+        }
+        let st = self.file_state(handle.node);
+        let mut inner = st.lock();
+        inner.open_writers = inner.open_writers.saturating_sub(1);
+        let dirty = inner.staging.as_ref().is_some_and(Staging::dirty);
+        if dirty {
+            // mmap writers may never flush; journal here too.
+            self.journal_locked(handle.node, &mut inner)?;
+        }
+        let queue = dirty && inner.open_writers == 0;
+        drop(inner);
+        if queue {
+            self.queue.push(handle.node);
+        }
+        Ok(())
+    }
+
+    /// fsync(2): returns once the current content is committed on the server and flushed there.
+    pub fn fsync(&self, fh: u64) -> Result<(), FsError> {
+        let (node, _, _) = self.handle(fh)?;
+        self.upload(node, true)
+    }
+
+    /// Restores the state of files whose close returned before the client was killed.
+    pub(crate) fn replay_journal(&self) -> Result<(), FsError> {
+        let records = self.journal.load()?;
+        let mut keep = std::collections::HashSet::new();
+        for rec in &records {
+            let path = self.cache.staging().join(rec.node.to_string());
+            let file = match std::fs::OpenOptions::new().read(true).write(true).open(&path) {
+                Ok(f) => f,
+                Err(e) => {
+                    tracing::error!(node = rec.node, error = %e, "journaled file has no staging copy; it cannot be uploaded");
+                    self.journal.remove(rec.node)?;
+                    continue;
+                }
+            };
+            let size = file.metadata()?.len();
+            let st = self.file_state(rec.node);
+            st.lock().staging = Some(Staging {
+                path,
+                file: Arc::new(file),
+                base_version: rec.base_version,
+                size,
+                mtime: rec.mtime,
+                gen: 1,
+                committed_gen: 0,
+                journaled_gen: 1,
+            });
+            keep.insert(rec.node.to_string());
+            self.queue.push(rec.node);
+        }
+        // Staging files without a record were never closed (or are clean copies): drop them.
+        for entry in std::fs::read_dir(self.cache.staging())? {
+            let entry = entry?;
+            if !keep.contains(&*entry.file_name().to_string_lossy()) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        if !records.is_empty() {
+            tracing::info!(files = records.len(), "replaying uploads from the journal");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,569 @@
+//! The filesystem core: every filesystem operation as a plain method returning
+//! `Result<_, FsError>`, independent of fuser and of the kernel, so tests drive it without a
+//! mount. The fuser adapter (`crate::fuse`) only translates.
+//!
+//! * Inode numbers are server node ids, except the account's root, which is inode 1.
+//! * Namespace changes (mkdir, create, rename, unlink, …) go to the server at once.
+//! * File content is write-back ([`files`]): writes land in a local staging file, `close`
+//!   records the file in the journal, and the uploader ([`upload`]) commits it later.
+//! * Reads of files without local content fetch only the chunks they touch and keep them in
+//!   the chunk cache.
+
+mod error;
+pub mod files;
+pub mod upload;
+
+pub use error::FsError;
+
+use crate::cache::chunks::ChunkCache;
+use crate::cache::journal::Journal;
+use crate::cache::CacheDir;
+use crate::remote::Remote;
+use files::FileState;
+use shelf_protocol::names::{validate_name, VERSIONS_DIR};
+use shelf_protocol::{
+    Attr, NodeId, NodeKind, RenameMode, Request, Response, Timestamp, XattrMode,
+};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+/// The inode number the kernel uses for the root.
+pub const ROOT_INO: u64 = 1;
+/// How long the kernel and the core may trust attributes and names without asking again.
+pub const TTL: Duration = Duration::from_secs(1);
+/// Entries per directory page requested from the server.
+const DIR_PAGE: u32 = 1024;
+
+/// Attributes as the kernel wants them, without fuser types.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Stat {
+    pub ino: u64,
+    pub kind: NodeKind,
+    pub perm: u16,
+    pub size: u64,
+    pub blocks: u64,
+    pub atime: SystemTime,
+    pub mtime: SystemTime,
+    pub ctime: SystemTime,
+    pub nlink: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// One entry of an open directory.
+#[derive(Clone, Debug)]
+pub struct DirItem {
+    pub name: String,
+    pub stat: Stat,
+}
+
+/// Filesystem figures for statfs.
+#[derive(Clone, Debug)]
+pub struct FsStats {
+    pub blocks: u64,
+    pub bfree: u64,
+    pub bavail: u64,
+    pub files: u64,
+    pub bsize: u32,
+}
+
+/// Mount-time choices.
+#[derive(Clone, Debug)]
+pub struct CoreOptions {
+    pub uid: u32,
+    pub gid: u32,
+    pub read_only: bool,
+    /// Bytes of downloaded chunks kept on disk.
+    pub chunk_cache_bytes: u64,
+}
+
+pub struct FsCore {
+    pub(crate) remote: Arc<Remote>,
+    root: NodeId,
+    opts: CoreOptions,
+    pub(crate) cache: CacheDir,
+    pub(crate) chunks: ChunkCache,
+    pub(crate) journal: Journal,
+    /// Local state of files with staging content or open handles, one lock each.
+    pub(crate) files: Mutex<HashMap<NodeId, Arc<FileState>>>,
+    /// Recently seen server attributes.
+    attrs: Mutex<HashMap<NodeId, (Attr, Instant)>>,
+    pub(crate) handles: Mutex<HashMap<u64, files::Handle>>,
+    dirs: Mutex<HashMap<u64, Arc<Vec<DirItem>>>>,
+    next_fh: AtomicU64,
+    /// (version, size) of each file when it was last opened, to decide keep_cache.
+    opened: Mutex<HashMap<NodeId, (u64, u64)>>,
+    pub(crate) manifests: Mutex<lru::LruCache<NodeId, Arc<files::Manifest>>>,
+    /// Set when a close recorded something the syncer has not yet made durable.
+    pub(crate) needs_sync: AtomicBool,
+    pub(crate) queue: upload::Queue,
+}
+
+fn name_str(name: &std::ffi::OsStr) -> Result<&str, FsError> {
+    name.to_str().ok_or(FsError::Invalid)
+}
+
+fn check_name(name: &std::ffi::OsStr) -> Result<&str, FsError> {
+    let s = name_str(name)?;
+    validate_name(s).map_err(|code| {
+        FsError::Remote(crate::remote::RemoteError::Server(code.into()))
+    })?;
+    Ok(s)
+}
+
+impl FsCore {
+    /// A core over a logged-in `remote` whose session root is `root`.
+    pub fn new(
+        remote: Arc<Remote>,
+        root: Attr,
+        cache: CacheDir,
+        opts: CoreOptions,
+    ) -> Result<Arc<FsCore>, FsError> {
+        let chunks = ChunkCache::open(cache.chunks(), opts.chunk_cache_bytes)?;
+        let journal = Journal::new(cache.journal());
+        let core = Arc::new(FsCore {
+            remote,
+            root: root.node,
+            opts,
+            chunks,
+            journal,
+            cache,
+            files: Mutex::new(HashMap::new()),
+            attrs: Mutex::new(HashMap::new()),
+            handles: Mutex::new(HashMap::new()),
+            dirs: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            opened: Mutex::new(HashMap::new()),
+            manifests: Mutex::new(lru::LruCache::new(
+                std::num::NonZeroUsize::new(256).expect("nonzero"),
+            )),
+            needs_sync: AtomicBool::new(false),
+            queue: upload::Queue::default(),
+        });
+        core.remember(root);
+        core.replay_journal()?;
+        Ok(core)
+    }
+
+    pub fn read_only(&self) -> bool {
+        self.opts.read_only
+    }
+
+    pub(crate) fn node_of(&self, ino: u64) -> NodeId {
+        if ino == ROOT_INO {
+            self.root
+        } else {
+            ino
+        }
+    }
+
+    fn ino_of(&self, node: NodeId) -> u64 {
+        if node == self.root {
+            ROOT_INO
+        } else {
+            node
+        }
+    }
+
+    pub(crate) fn new_fh(&self) -> u64 {
+        self.next_fh.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn check_writable(&self) -> Result<(), FsError> {
+        if self.opts.read_only {
+            Err(FsError::ReadOnly)
+        } else {
+            Ok(())
+        }
+    }
+
+    pub(crate) fn remember(&self, attr: Attr) {
+        if let Ok(mut a) = self.attrs.lock() {
+            a.insert(attr.node, (attr, Instant::now()));
+        }
+    }
+
+    pub(crate) fn forget_attr(&self, node: NodeId) {
+        if let Ok(mut a) = self.attrs.lock() {
+            a.remove(&node);
+        }
+    }
+
+    pub(crate) fn cached_attr(&self, node: NodeId) -> Option<Attr> {
+        let a = self.attrs.lock().ok()?;
+        let (attr, at) = a.get(&node)?;
+        (at.elapsed() < TTL).then(|| attr.clone())
+    }
+
+    fn call_attr(&self, what: &'static str, req: Request) -> Result<Attr, FsError> {
+        match self.remote.call(req)? {
+            Response::Attr(a) => {
+                self.remember(a.clone());
+                Ok(a)
+            }
+            _ => Err(FsError::Unexpected(what)),
+        }
+    }
+
+    fn call_ok(&self, what: &'static str, req: Request) -> Result<(), FsError> {
+        match self.remote.call(req)? {
+            Response::Ok => Ok(()),
+            _ => Err(FsError::Unexpected(what)),
+        }
+    }
+
+    /// The server's attributes of a node (from the short-lived cache when fresh).
+    pub(crate) fn server_attr(&self, node: NodeId) -> Result<Attr, FsError> {
+        if let Some(a) = self.cached_attr(node) {
+            return Ok(a);
+        }
+        self.call_attr("getattr", Request::GetAttr { node })
+    }
+
+    /// Kernel attributes: the server's, with local unsent content (size, mtime) laid over.
+    pub(crate) fn stat_of(&self, attr: &Attr) -> Stat {
+        let (mut size, mut mtime) = (attr.size, attr.mtime);
+        if let Some((s, m)) = self.local_overlay(attr.node) {
+            size = s;
+            mtime = m;
+        }
+        Stat {
+            ino: self.ino_of(attr.node),
+            kind: attr.kind,
+            perm: (attr.mode & 0o7777) as u16,
+            size,
+            blocks: size.div_ceil(512),
+            atime: attr.atime.to_system(),
+            mtime: mtime.to_system(),
+            ctime: attr.ctime.to_system(),
+            nlink: attr.nlink,
+            uid: self.opts.uid,
+            gid: self.opts.gid,
+        }
+    }
+
+    pub fn lookup(&self, parent: u64, name: &std::ffi::OsStr) -> Result<Stat, FsError> {
+        let name = name_str(name)?;
+        if name == VERSIONS_DIR {
+            return Err(FsError::NotFound);
+        }
+        if validate_name(name).is_err() {
+            // A name the store can never hold simply does not exist.
+            return Err(FsError::NotFound);
+        }
+        let attr = self.call_attr(
+            "lookup",
+            Request::Lookup {
+                parent: self.node_of(parent),
+                name: name.to_string(),
+            },
+        )?;
+        Ok(self.stat_of(&attr))
+    }
+
+    pub fn getattr(&self, ino: u64) -> Result<Stat, FsError> {
+        let attr = self.server_attr(self.node_of(ino))?;
+        Ok(self.stat_of(&attr))
+    }
+
+    /// Changes mode, size or times. A size change is a content change: it goes through the
+    /// staging file like a write.
+    pub fn setattr(
+        &self,
+        ino: u64,
+        mode: Option<u32>,
+        size: Option<u64>,
+        atime: Option<Timestamp>,
+        mtime: Option<Timestamp>,
+    ) -> Result<Stat, FsError> {
+        self.check_writable()?;
+        let node = self.node_of(ino);
+        if let Some(size) = size {
+            self.truncate(node, size)?;
+        }
+        if mode.is_some() || atime.is_some() || mtime.is_some() {
+            if let Some(t) = mtime {
+                self.set_local_mtime(node, t)?;
+            }
+            self.call_attr(
+                "setattr",
+                Request::SetAttr {
+                    node,
+                    mode,
+                    atime,
+                    mtime,
+                },
+            )?;
+        }
+        self.getattr(ino)
+    }
+
+    pub fn mkdir(&self, parent: u64, name: &std::ffi::OsStr, mode: u32) -> Result<Stat, FsError> {
+        self.check_writable()?;
+        let name = check_name(name)?;
+        let parent = self.node_of(parent);
+        let attr = self.call_attr(
+            "mkdir",
+            Request::Mkdir {
+                parent,
+                name: name.to_string(),
+                mode,
+            },
+        )?;
+        self.forget_attr(parent);
+        Ok(self.stat_of(&attr))
+    }
+
+    pub fn symlink(
+        &self,
+        parent: u64,
+        name: &std::ffi::OsStr,
+        target: &std::path::Path,
+    ) -> Result<Stat, FsError> {
+        self.check_writable()?;
+        let name = check_name(name)?;
+        let target = target.to_str().ok_or(FsError::Invalid)?;
+        let parent = self.node_of(parent);
+        let attr = self.call_attr(
+            "symlink",
+            Request::Symlink {
+                parent,
+                name: name.to_string(),
+                target: target.to_string(),
+            },
+        )?;
+        self.forget_attr(parent);
+        Ok(self.stat_of(&attr))
+    }
+
+    pub fn readlink(&self, ino: u64) -> Result<String, FsError> {
+        match self.remote.call(Request::ReadLink {
+            node: self.node_of(ino),
+        })? {
+            Response::Target(t) => Ok(t),
+            _ => Err(FsError::Unexpected("readlink")),
+        }
+    }
+
+    pub fn unlink(&self, parent: u64, name: &std::ffi::OsStr) -> Result<(), FsError> {
+        self.check_writable()?;
+        let name = name_str(name)?;
+        let parent = self.node_of(parent);
+        self.call_ok(
+            "unlink",
+            Request::Unlink {
+                parent,
+                name: name.to_string(),
+            },
+        )?;
+        self.forget_attr(parent);
+        Ok(())
+    }
+
+    pub fn rmdir(&self, parent: u64, name: &std::ffi::OsStr) -> Result<(), FsError> {
+        self.check_writable()?;
+        let name = name_str(name)?;
+        let parent = self.node_of(parent);
+        self.call_ok(
+            "rmdir",
+            Request::Rmdir {
+                parent,
+                name: name.to_string(),
+            },
+        )?;
+        self.forget_attr(parent);
+        Ok(())
+    }
+
+    pub fn rename(
+        &self,
+        parent: u64,
+        name: &std::ffi::OsStr,
+        new_parent: u64,
+        new_name: &std::ffi::OsStr,
+        mode: RenameMode,
+    ) -> Result<(), FsError> {
+        self.check_writable()?;
+        let name = name_str(name)?;
+        let new_name = check_name(new_name)?;
+        let (parent, new_parent) = (self.node_of(parent), self.node_of(new_parent));
+        self.call_ok(
+            "rename",
+            Request::Rename {
+                parent,
+                name: name.to_string(),
+                new_parent,
+                new_name: new_name.to_string(),
+                mode,
+            },
+        )?;
+        self.forget_attr(parent);
+        self.forget_attr(new_parent);
+        Ok(())
+    }
+
+    /// Lists a directory into a handle; [`FsCore::readdir`] then pages through it.
+    pub fn opendir(&self, ino: u64) -> Result<u64, FsError> {
+        let dir = self.node_of(ino);
+        let me = self.server_attr(dir)?;
+        if me.kind != NodeKind::Dir {
+            return Err(FsError::Remote(crate::remote::RemoteError::Server(
+                shelf_protocol::ErrorCode::NotDir.into(),
+            )));
+        }
+        let mut items = vec![
+            DirItem {
+                name: ".".into(),
+                stat: self.stat_of(&me),
+            },
+            DirItem {
+                name: "..".into(),
+                stat: self.stat_of(&me),
+            },
+        ];
+        let mut after = None;
+        loop {
+            let page = self.remote.call(Request::ReadDir {
+                dir,
+                after: after.clone(),
+                limit: DIR_PAGE,
+            })?;
+            let Response::DirPage { entries, more } = page else {
+                return Err(FsError::Unexpected("readdir"));
+            };
+            after = entries.last().map(|e| e.name.clone());
+            for e in entries {
+                let stat = self.stat_of(&e.attr);
+                self.remember(e.attr);
+                items.push(DirItem { name: e.name, stat });
+            }
+            if !more || after.is_none() {
+                break;
+            }
+        }
+        let fh = self.new_fh();
+        if let Ok(mut d) = self.dirs.lock() {
+            d.insert(fh, Arc::new(items));
+        }
+        Ok(fh)
+    }
+
+    /// Entries of an open directory from position `offset` on; each entry's position + 1 is
+    /// the offset the kernel passes to continue after it.
+    pub fn readdir(&self, fh: u64, offset: u64) -> Result<Vec<(u64, DirItem)>, FsError> {
+        let items = self
+            .dirs
+            .lock()
+            .ok()
+            .and_then(|d| d.get(&fh).cloned())
+            .ok_or(FsError::BadHandle)?;
+        Ok(items
+            .iter()
+            .enumerate()
+            .skip(offset as usize)
+            .map(|(i, item)| (i as u64 + 1, item.clone()))
+            .collect())
+    }
+
+    pub fn releasedir(&self, fh: u64) {
+        if let Ok(mut d) = self.dirs.lock() {
+            d.remove(&fh);
+        }
+    }
+
+    pub fn statfs(&self) -> Result<FsStats, FsError> {
+        let Response::StatFs {
+            used_bytes,
+            free_bytes,
+            files,
+        } = self.remote.call(Request::StatFs)?
+        else {
+            return Err(FsError::Unexpected("statfs"));
+        };
+        let bsize = 4096u64;
+        let bfree = free_bytes / bsize;
+        Ok(FsStats {
+            blocks: used_bytes.div_ceil(bsize) + bfree,
+            bfree,
+            bavail: bfree,
+            files,
+            bsize: bsize as u32,
+        })
+    }
+
+    pub fn setxattr(
+        &self,
+        ino: u64,
+        name: &std::ffi::OsStr,
+        value: &[u8],
+        mode: XattrMode,
+    ) -> Result<(), FsError> {
+        self.check_writable()?;
+        let name = name_str(name)?;
+        if !name.starts_with("user.") {
+            return Err(FsError::Unsupported);
+        }
+        self.call_ok(
+            "setxattr",
+            Request::SetXattr {
+                node: self.node_of(ino),
+                name: name.to_string(),
+                value: value.to_vec(),
+                mode,
+            },
+        )
+    }
+
+    pub fn getxattr(&self, ino: u64, name: &std::ffi::OsStr) -> Result<Vec<u8>, FsError> {
+        let name = name_str(name)?;
+        if !name.starts_with("user.") {
+            // security.*, system.* etc. are never stored: answer locally, without a round trip
+            // (the kernel asks for security.capability on writes).
+            return Err(FsError::NoAttribute);
+        }
+        match self.remote.call(Request::GetXattr {
+            node: self.node_of(ino),
+            name: name.to_string(),
+        })? {
+            Response::Bytes(b) => Ok(b),
+            _ => Err(FsError::Unexpected("getxattr")),
+        }
+    }
+
+    pub fn listxattr(&self, ino: u64) -> Result<Vec<String>, FsError> {
+        match self.remote.call(Request::ListXattr {
+            node: self.node_of(ino),
+        })? {
+            Response::Names(n) => Ok(n),
+            _ => Err(FsError::Unexpected("listxattr")),
+        }
+    }
+
+    pub fn removexattr(&self, ino: u64, name: &std::ffi::OsStr) -> Result<(), FsError> {
+        self.check_writable()?;
+        let name = name_str(name)?;
+        if !name.starts_with("user.") {
+            return Err(FsError::NoAttribute);
+        }
+        self.call_ok(
+            "removexattr",
+            Request::RemoveXattr {
+                node: self.node_of(ino),
+                name: name.to_string(),
+            },
+        )
+    }
+
+    /// Whether the kernel may keep its cached pages of `node` on this open: yes when the file
+    /// is unchanged since the last open on this client.
+    pub(crate) fn keep_cache(&self, node: NodeId, version: u64, size: u64) -> bool {
+        let Ok(mut o) = self.opened.lock() else {
+            return false;
+        };
+        let keep = o.get(&node) == Some(&(version, size));
+        o.insert(node, (version, size));
+        keep
+    }
+}

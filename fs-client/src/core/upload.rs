@@ -1,0 +1,430 @@
+//! The uploader: turns a dirty staging file into a committed version.
+//!
+//! 1. Take a snapshot point: no write in progress, remember the generation.
+//! 2. Chunk the staging file (FastCDC + BLAKE3), ask the server which chunks it lacks, in
+//!    batches, and upload only those, many in flight at once.
+//! 3. If the file changed while it was read, start over (a torn mix of old and new bytes is
+//!    never committed).
+//! 4. Commit against the version the content was based on. The commit is one server
+//!    transaction; a `durable` commit (fsync) is flushed to disk before the answer.
+//! 5. If nothing changed meanwhile, drop the journal record: the file is clean.
+//!
+//! Background threads take files from a [`Queue`] after their last writer closed them; a
+//! failed upload stays journaled and is retried with backoff. A syncer thread makes the
+//! journal and staging files durable about once a second, in one `syncfs`.
+
+use super::files::Manifest;
+use super::{FsCore, FsError};
+use crate::chunker;
+use crate::remote::{RemoteError, Ticket};
+use shelf_protocol::{ChunkRef, ErrorCode, NodeId, Request, Response};
+use std::collections::{HashSet, VecDeque};
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+/// Chunk ids asked about per `HaveChunks`.
+const HAVE_BATCH: usize = 64;
+/// Chunk uploads in flight at once.
+const MAX_PUTS_IN_FLIGHT: usize = 32;
+
+/// Files waiting for upload, each at most once.
+#[derive(Default)]
+pub struct Queue {
+    inner: Mutex<QueueInner>,
+    cv: Condvar,
+}
+
+#[derive(Default)]
+struct QueueInner {
+    order: VecDeque<NodeId>,
+    queued: HashSet<NodeId>,
+    busy: usize,
+    stopping: bool,
+}
+
+impl Queue {
+    pub fn push(&self, node: NodeId) {
+        let mut q = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if q.queued.insert(node) {
+            q.order.push_back(node);
+        }
+        self.cv.notify_all();
+    }
+
+    fn pop(&self) -> Option<NodeId> {
+        let mut q = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if q.stopping {
+                return None;
+            }
+            if let Some(n) = q.order.pop_front() {
+                q.queued.remove(&n);
+                q.busy += 1;
+                return Some(n);
+            }
+            q = self.cv.wait(q).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    fn done(&self) {
+        let mut q = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        q.busy -= 1;
+        self.cv.notify_all();
+    }
+
+    /// Files queued or being uploaded.
+    pub fn pending(&self) -> usize {
+        let q = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        q.order.len() + q.busy
+    }
+
+    pub fn stop(&self) {
+        let mut q = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        q.stopping = true;
+        self.cv.notify_all();
+    }
+
+    /// Waits until nothing is queued or in progress, or `timeout` passes. Returns what is left.
+    pub fn wait_idle(&self, timeout: Duration) -> usize {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut q = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            let left = q.order.len() + q.busy;
+            let now = std::time::Instant::now();
+            if left == 0 || now >= deadline {
+                return left;
+            }
+            q = self
+                .cv
+                .wait_timeout(q, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+}
+
+/// Reads a staging file from a snapshot, up to its size, with positional reads.
+struct SnapshotReader {
+    file: Arc<std::fs::File>,
+    pos: u64,
+    end: u64,
+}
+
+impl std::io::Read for SnapshotReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let want = (self.end - self.pos).min(buf.len() as u64) as usize;
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = self.file.read_at(&mut buf[..want], self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl FsCore {
+    /// Uploads `node`'s local content if it is dirty. `durable` (fsync) uploads even while
+    /// the file is open and waits for the server's flush.
+    pub fn upload(&self, node: NodeId, durable: bool) -> Result<(), FsError> {
+        let st = self.file_state(node);
+        // One upload of a file at a time.
+        {
+            let mut inner = st.lock();
+            while inner.uploading {
+                inner = st.changed.wait(inner).unwrap_or_else(|p| p.into_inner());
+            }
+            inner.uploading = true;
+        }
+        let result = self.upload_exclusive(node, durable);
+        st.lock().uploading = false;
+        st.changed.notify_all();
+        result
+    }
+
+    fn upload_exclusive(&self, node: NodeId, durable: bool) -> Result<(), FsError> {
+        let st = self.file_state(node);
+        for _attempt in 0..100 {
+            // 1. Snapshot point.
+            let (file, gen, base, mtime, size) = {
+                let mut inner = st.lock();
+                while inner.writing > 0 {
+                    inner = st.changed.wait(inner).unwrap_or_else(|p| p.into_inner());
+                }
+                if !durable && inner.open_writers > 0 {
+                    // Reopened for writing: the last release queues it again.
+                    return Ok(());
+                }
+                match inner.staging.as_ref() {
+                    Some(s) if s.dirty() => {
+                        (s.file.clone(), s.gen, s.base_version, s.mtime, s.size)
+                    }
+                    _ => return Ok(()),
+                }
+            };
+            // 2. Chunk and send what the server lacks.
+            let chunks = self.send_chunks(SnapshotReader {
+                file,
+                pos: 0,
+                end: size,
+            })?;
+            // 3. Changed while we read it? Then take a new snapshot.
+            {
+                let inner = st.lock();
+                let same = inner.writing == 0
+                    && inner.staging.as_ref().is_some_and(|s| s.gen == gen);
+                if !same {
+                    continue;
+                }
+            }
+            // 4. Commit.
+            let commit = |base_version| {
+                self.remote.call(Request::Commit {
+                    node,
+                    base_version,
+                    chunks: chunks.clone(),
+                    mtime,
+                    durable,
+                })
+            };
+            let attr = match commit(base) {
+                Ok(Response::Attr(a)) => a,
+                Ok(_) => return Err(FsError::Unexpected("commit")),
+                Err(e) if e.code() == Some(ErrorCode::Conflict) => {
+                    // Another device committed meanwhile. Until conflicted copies exist,
+                    // last writer wins and the other content stays as the previous version.
+                    tracing::warn!(node, "file changed on the server meanwhile; keeping both as versions");
+                    self.forget_attr(node);
+                    let current = self.server_attr(node)?;
+                    match commit(current.version)? {
+                        Response::Attr(a) => a,
+                        _ => return Err(FsError::Unexpected("commit")),
+                    }
+                }
+                Err(e) if e.code() == Some(ErrorCode::NotFound) => {
+                    // Deleted or replaced on the server: nothing left to upload to.
+                    self.drop_local(node);
+                    return Ok(());
+                }
+                Err(e) => return Err(e.into()),
+            };
+            // 5. Mark clean (or re-journal on the new base if written meanwhile).
+            self.remember(attr.clone());
+            if let Ok(mut m) = self.manifests.lock() {
+                m.put(node, Arc::new(Manifest::new(attr.version, chunks)));
+            }
+            let mut inner = st.lock();
+            // A utimens that raced the upload set the server's mtime before this commit
+            // overwrote it with the snapshot's: send it again.
+            let newer_mtime = inner
+                .staging
+                .as_ref()
+                .map(|s| s.mtime)
+                .filter(|m| *m != mtime);
+            let mut still_dirty = false;
+            if let Some(s) = inner.staging.as_mut() {
+                s.base_version = attr.version;
+                s.committed_gen = gen;
+                still_dirty = s.dirty();
+                if still_dirty && s.journaled_gen == s.gen {
+                    s.journaled_gen = 0; // rewrite with the new base below
+                }
+            }
+            if still_dirty {
+                if inner.open_writers == 0 || inner.staging.as_ref().is_some_and(|s| s.journaled_gen == 0) {
+                    self.journal_locked(node, &mut inner)?;
+                }
+                if durable {
+                    continue;
+                }
+                let reopened = inner.open_writers > 0;
+                drop(inner);
+                if !reopened {
+                    self.queue.push(node);
+                }
+            } else {
+                self.journal.remove(node)?;
+                drop(inner);
+                if let Some(m) = newer_mtime {
+                    let _ = self.remote.call(Request::SetAttr {
+                        node,
+                        mode: None,
+                        atime: None,
+                        mtime: Some(m),
+                    });
+                    self.forget_attr(node);
+                }
+                // The kernel's pages of this file are what we just committed.
+                self.note_committed(node, attr.version, attr.size);
+            }
+            return Ok(());
+        }
+        Err(FsError::Io(std::io::Error::other(
+            "the file kept changing while it was uploaded",
+        )))
+    }
+
+    fn note_committed(&self, node: NodeId, version: u64, size: u64) {
+        let _ = self.keep_cache(node, version, size);
+    }
+
+    /// Forgets local content of a node that no longer exists on the server.
+    fn drop_local(&self, node: NodeId) {
+        let st = self.file_state(node);
+        let mut inner = st.lock();
+        if let Some(s) = inner.staging.take() {
+            let _ = std::fs::remove_file(&s.path);
+        }
+        let _ = self.journal.remove(node);
+    }
+
+    /// Chunks a stream and uploads every chunk the server lacks. Returns the chunk list.
+    fn send_chunks(&self, reader: SnapshotReader) -> Result<Vec<ChunkRef>, FsError> {
+        let mut refs = Vec::new();
+        let mut batch: Vec<(ChunkRef, Vec<u8>)> = Vec::new();
+        let mut puts: VecDeque<Ticket> = VecDeque::new();
+        let flush = |batch: &mut Vec<(ChunkRef, Vec<u8>)>,
+                         puts: &mut VecDeque<Ticket>|
+         -> Result<(), FsError> {
+            if batch.is_empty() {
+                return Ok(());
+            }
+            let ids = batch.iter().map(|(r, _)| r.id).collect();
+            let Response::Missing(missing) = self.remote.call(Request::HaveChunks { ids })? else {
+                return Err(FsError::Unexpected("have-chunks"));
+            };
+            let mut seen = HashSet::new();
+            for i in missing {
+                let Some((r, data)) = batch.get_mut(i as usize) else {
+                    return Err(FsError::Unexpected("have-chunks"));
+                };
+                if !seen.insert(r.id) {
+                    continue; // the same chunk twice in one batch
+                }
+                while puts.len() >= MAX_PUTS_IN_FLIGHT {
+                    if let Some(t) = puts.pop_front() {
+                        expect_ok(t)?;
+                    }
+                }
+                puts.push_back(self.remote.submit(Request::PutChunk {
+                    id: r.id,
+                    data: std::mem::take(data),
+                }));
+            }
+            batch.clear();
+            Ok(())
+        };
+        let mut err = None;
+        chunker::chunk_stream(reader, |r, data| {
+            refs.push(r);
+            batch.push((r, data));
+            if batch.len() >= HAVE_BATCH {
+                if let Err(e) = flush(&mut batch, &mut puts) {
+                    err = Some(e);
+                    return Err(std::io::Error::other("upload failed"));
+                }
+            }
+            Ok(())
+        })
+        .or_else(|e| if err.is_some() { Ok(()) } else { Err(e) })?;
+        if let Some(e) = err {
+            return Err(e);
+        }
+        flush(&mut batch, &mut puts)?;
+        for t in puts {
+            expect_ok(t)?;
+        }
+        Ok(refs)
+    }
+
+    /// Starts `n` uploader threads and the syncer. They stop when [`Queue::stop`] is called.
+    pub fn start_background(self: &Arc<Self>, n: usize) -> Vec<std::thread::JoinHandle<()>> {
+        let mut threads = Vec::new();
+        for i in 0..n {
+            let core = self.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("shelf-upload-{i}"))
+                    .spawn(move || core.upload_loop())
+                    .expect("spawning an uploader thread"),
+            );
+        }
+        let core = self.clone();
+        threads.push(
+            std::thread::Builder::new()
+                .name("shelf-sync".into())
+                .spawn(move || core.sync_loop())
+                .expect("spawning the syncer thread"),
+        );
+        threads
+    }
+
+    fn upload_loop(&self) {
+        let mut backoff = Duration::from_millis(200);
+        while let Some(node) = self.queue.pop() {
+            match self.upload(node, false) {
+                Ok(()) => backoff = Duration::from_millis(200),
+                Err(e) => {
+                    let transient = matches!(&e, FsError::Remote(r) if r.is_transient());
+                    tracing::warn!(node, error = %e, retry_in = ?backoff, "upload failed; it stays journaled");
+                    if transient || matches!(e, FsError::Io(_)) {
+                        let core_queue = &self.queue;
+                        std::thread::sleep(backoff);
+                        backoff = (backoff * 2).min(Duration::from_secs(30));
+                        core_queue.push(node);
+                    }
+                }
+            }
+            self.queue.done();
+        }
+    }
+
+    fn sync_loop(&self) {
+        loop {
+            std::thread::sleep(Duration::from_millis(500));
+            if self.needs_sync.swap(false, Ordering::AcqRel) {
+                if let Err(e) = self.cache.syncfs() {
+                    tracing::error!(error = %e, "syncing the cache folder failed");
+                    self.needs_sync.store(true, Ordering::Release);
+                }
+            }
+            if self.queue.is_stopping() {
+                let _ = self.cache.syncfs();
+                return;
+            }
+        }
+    }
+
+    /// Stops the uploader and syncer threads (after a final sync).
+    pub fn stop_background(&self) {
+        self.queue.stop();
+    }
+
+    /// Uploads everything pending and waits, up to `timeout`. Returns how many files are left.
+    pub fn drain(&self, timeout: Duration) -> usize {
+        self.queue.wait_idle(timeout)
+    }
+}
+
+impl Queue {
+    fn is_stopping(&self) -> bool {
+        self.inner
+            .lock()
+            .map(|q| q.stopping)
+            .unwrap_or(true)
+    }
+}
+
+fn expect_ok(t: Ticket) -> Result<(), FsError> {
+    match t.wait() {
+        Ok(Response::Ok) => Ok(()),
+        Ok(_) => Err(FsError::Unexpected("put-chunk")),
+        Err(e) => Err(FsError::Remote(e)),
+    }
+}
+
+#[allow(dead_code)]
+fn is_transient(e: &RemoteError) -> bool {
+    e.is_transient()
+}

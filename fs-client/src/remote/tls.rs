@@ -1,0 +1,126 @@
+//! Server certificate pinning: the client accepts exactly the certificate whose SHA-256
+//! fingerprint it pinned at `shelf login` (like ssh's known_hosts). TLS 1.3 only; the
+//! handshake signature is still verified against that certificate.
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{verify_tls13_signature, CryptoProvider};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, Error, SignatureScheme};
+use std::sync::{Arc, Mutex};
+
+/// SHA-256 of a DER certificate as colon-separated upper-case hex.
+pub fn fingerprint(der: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, der)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// Normalises a user-typed fingerprint (any case, with or without colons).
+pub fn normalise_fingerprint(fp: &str) -> String {
+    let hex: String = fp
+        .chars()
+        .filter(|c| c.is_ascii_hexdigit())
+        .map(|c| c.to_ascii_uppercase())
+        .collect();
+    hex.as_bytes()
+        .chunks(2)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+#[derive(Debug)]
+pub struct PinnedVerifier {
+    /// The pinned fingerprint; `None` accepts any certificate and records what it saw
+    /// (only for a first login with `--accept-fingerprint` or an interactive prompt).
+    pinned: Option<String>,
+    /// The fingerprint the server presented.
+    pub seen: Mutex<Option<String>>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl PinnedVerifier {
+    pub fn new(pinned: Option<String>) -> Arc<PinnedVerifier> {
+        Arc::new(PinnedVerifier {
+            pinned: pinned.map(|p| normalise_fingerprint(&p)),
+            seen: Mutex::new(None),
+            provider: Arc::new(rustls::crypto::ring::default_provider()),
+        })
+    }
+}
+
+impl ServerCertVerifier for PinnedVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, Error> {
+        let fp = fingerprint(end_entity.as_ref());
+        if let Ok(mut seen) = self.seen.lock() {
+            *seen = Some(fp.clone());
+        }
+        match &self.pinned {
+            Some(p) if *p != fp => Err(Error::General(format!(
+                "the server's certificate changed: pinned {p}, presented {fp}"
+            ))),
+            _ => Ok(ServerCertVerified::assertion()),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        Err(Error::General("TLS 1.2 is not allowed".into()))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// A TLS 1.3-only client config using `verifier`.
+pub fn client_config(verifier: Arc<PinnedVerifier>) -> Result<Arc<rustls::ClientConfig>, Error> {
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])?
+    .dangerous()
+    .with_custom_certificate_verifier(verifier)
+    .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn normalises() {
+        assert_eq!(normalise_fingerprint("ab:cd:EF"), "AB:CD:EF");
+        assert_eq!(normalise_fingerprint("abcdef"), "AB:CD:EF");
+    }
+}
