@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("not logged in: run `shelf login HOST:PORT --user NAME --device NAME` (or `shelf up`)")]
+    #[error(
+        "not logged in: run `shelf login HOST:PORT --user NAME --device NAME` (or `shelf up`)"
+    )]
     NotLoggedIn,
     #[error("the login record {path} is damaged: {why}")]
     Damaged { path: PathBuf, why: String },

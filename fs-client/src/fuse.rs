@@ -6,8 +6,8 @@ use crate::core::{FsCore, FsError, Stat, TTL};
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
     KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
-    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
+    ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use shelf_protocol::{NodeKind, RenameMode, Timestamp, XattrMode};
 use std::ffi::OsStr;
@@ -319,7 +319,12 @@ impl Filesystem for ShelfFs {
         match self.core.readdir(fh.0, offset) {
             Ok(items) => {
                 for (next, item) in items {
-                    if reply.add(INodeNo(item.stat.ino), next, kind(item.stat.kind), &item.name) {
+                    if reply.add(
+                        INodeNo(item.stat.ino),
+                        next,
+                        kind(item.stat.kind),
+                        &item.name,
+                    ) {
                         break;
                     }
                 }
@@ -377,7 +382,16 @@ impl Filesystem for ShelfFs {
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
         match self.core.statfs() {
-            Ok(s) => reply.statfs(s.blocks, s.bfree, s.bavail, s.files, u64::MAX / 2, s.bsize, 255, s.bsize),
+            Ok(s) => reply.statfs(
+                s.blocks,
+                s.bfree,
+                s.bavail,
+                s.files,
+                u64::MAX / 2,
+                s.bsize,
+                255,
+                s.bsize,
+            ),
             Err(e) => reply.error(errno(&e)),
         }
     }

@@ -91,7 +91,9 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     /// Queues one frame; call [`FrameWriter::flush`] to send what is queued.
     pub async fn write<T: Serialize>(&mut self, value: &T) -> Result<(), FrameError> {
         let body = encode(value)?;
-        self.inner.write_all(&(body.len() as u32).to_be_bytes()).await?;
+        self.inner
+            .write_all(&(body.len() as u32).to_be_bytes())
+            .await?;
         self.inner.write_all(&body).await?;
         Ok(())
     }

@@ -50,8 +50,7 @@ impl Timestamp {
         if self.secs >= 0 {
             std::time::UNIX_EPOCH + std::time::Duration::from_secs(self.secs as u64) + nanos
         } else {
-            std::time::UNIX_EPOCH - std::time::Duration::from_secs(self.secs.unsigned_abs())
-                + nanos
+            std::time::UNIX_EPOCH - std::time::Duration::from_secs(self.secs.unsigned_abs()) + nanos
         }
     }
 }
@@ -201,11 +200,12 @@ pub enum Request {
     },
     /// The target of a symbolic link; answers [`Response::Target`].
     ReadLink { node: NodeId },
-    /// Remove a file or symlink entry.
+    /// Remove a file or symlink entry; answers [`Response::Removed`].
     Unlink { parent: NodeId, name: String },
     /// Remove an empty directory.
     Rmdir { parent: NodeId, name: String },
-    /// Move an entry, replacing, refusing or exchanging with an existing target.
+    /// Move an entry, replacing, refusing or exchanging with an existing target; answers
+    /// [`Response::Removed`] with the replaced node.
     Rename {
         parent: NodeId,
         name: String,
@@ -287,6 +287,9 @@ pub enum Response {
     },
     /// Account and server status.
     Status(ServerStatus),
+    /// A name was removed (unlink, rmdir, rename over a target); carries the node that lost
+    /// its last name, so the client can drop local state of it.
+    Removed(Option<NodeId>),
 }
 
 /// What `shelf status` shows about the server side.

@@ -47,7 +47,14 @@ mod tests {
 
     #[test]
     fn accepts_ordinary_names() {
-        for n in ["a", "report.txt", ".hidden", "..x", "名前.jpg", &"x".repeat(255)] {
+        for n in [
+            "a",
+            "report.txt",
+            ".hidden",
+            "..x",
+            "名前.jpg",
+            &"x".repeat(255),
+        ] {
             assert_eq!(validate_name(n), Ok(()), "{n}");
         }
     }

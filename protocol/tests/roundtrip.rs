@@ -148,15 +148,22 @@ fn request() -> impl Strategy<Value = Request> {
             .prop_map(|(id, data)| Request::PutChunk { id, data }),
         chunk_id().prop_map(|id| Request::GetChunk { id }),
         any::<u64>().prop_map(|node| Request::GetManifest { node }),
-        (any::<u64>(), any::<u64>(), chunk_refs(), ts(), any::<bool>()).prop_map(
-            |(node, base_version, chunks, mtime, durable)| Request::Commit {
-                node,
-                base_version,
-                chunks,
-                mtime,
-                durable
-            }
-        ),
+        (
+            any::<u64>(),
+            any::<u64>(),
+            chunk_refs(),
+            ts(),
+            any::<bool>()
+        )
+            .prop_map(
+                |(node, base_version, chunks, mtime, durable)| Request::Commit {
+                    node,
+                    base_version,
+                    chunks,
+                    mtime,
+                    durable
+                }
+            ),
         Just(Request::Status),
     ]
 }
@@ -205,7 +212,10 @@ fn response() -> impl Strategy<Value = Response> {
         }),
         attr().prop_map(Response::Attr),
         (
-            prop::collection::vec((name(), attr()).prop_map(|(name, attr)| DirEntry { name, attr }), 0..5),
+            prop::collection::vec(
+                (name(), attr()).prop_map(|(name, attr)| DirEntry { name, attr }),
+                0..5
+            ),
             any::<bool>()
         )
             .prop_map(|(entries, more)| Response::DirPage { entries, more }),
@@ -238,6 +248,7 @@ fn response() -> impl Strategy<Value = Response> {
                 stored_bytes: n[3],
             })
         }),
+        proptest::option::of(any::<u64>()).prop_map(Response::Removed),
     ]
 }
 

@@ -202,14 +202,13 @@ impl ChunkStore for PackStore {
         };
         self.index.insert(key, postcard::to_stdvec(&loc)?)?;
         drop(w);
-        self.usage
-            .fetch_and_update(account.to_be_bytes(), |old| {
-                let n = old
-                    .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                    .map(u64::from_be_bytes)
-                    .unwrap_or(0);
-                Some((n + data.len() as u64).to_be_bytes().to_vec())
-            })?;
+        self.usage.fetch_and_update(account.to_be_bytes(), |old| {
+            let n = old
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map(u64::from_be_bytes)
+                .unwrap_or(0);
+            Some((n + data.len() as u64).to_be_bytes().to_vec())
+        })?;
         Ok(true)
     }
 
@@ -277,10 +276,16 @@ mod tests {
         let store = PackStore::open(dir.path().join("packs"), &db).unwrap();
         let a = b"hello chunk".to_vec();
         assert!(store.put(1, &id(&a), &a).unwrap());
-        assert!(!store.put(1, &id(&a), &a).unwrap(), "second put is deduplicated");
+        assert!(
+            !store.put(1, &id(&a), &a).unwrap(),
+            "second put is deduplicated"
+        );
         assert_eq!(store.get(1, &id(&a)).unwrap(), a);
         assert!(store.contains(1, &id(&a)).unwrap());
-        assert!(!store.contains(2, &id(&a)).unwrap(), "accounts do not share chunks");
+        assert!(
+            !store.contains(2, &id(&a)).unwrap(),
+            "accounts do not share chunks"
+        );
         assert!(matches!(
             store.get(2, &id(&a)),
             Err(StoreError::Refused(ErrorCode::NotFound))
@@ -305,6 +310,9 @@ mod tests {
         let f = OpenOptions::new().write(true).open(&pack).unwrap();
         f.set_len(100).unwrap();
         let store = PackStore::open(dir.path().join("packs"), &db).unwrap();
-        assert!(matches!(store.get(7, &id(&data)), Err(StoreError::Corrupt(_))));
+        assert!(matches!(
+            store.get(7, &id(&data)),
+            Err(StoreError::Corrupt(_))
+        ));
     }
 }

@@ -185,12 +185,10 @@ fn dispatch(store: &Store, session: &Session, req: Request) -> Result<Response, 
         )?),
         Request::ReadLink { node } => Response::Target(store.readlink(ctx, node)?),
         Request::Unlink { parent, name } => {
-            store.remove(ctx, parent, &name, false)?;
-            Response::Ok
+            Response::Removed(Some(store.remove(ctx, parent, &name, false)?))
         }
         Request::Rmdir { parent, name } => {
-            store.remove(ctx, parent, &name, true)?;
-            Response::Ok
+            Response::Removed(Some(store.remove(ctx, parent, &name, true)?))
         }
         Request::Rename {
             parent,
@@ -198,10 +196,7 @@ fn dispatch(store: &Store, session: &Session, req: Request) -> Result<Response, 
             new_parent,
             new_name,
             mode,
-        } => {
-            store.rename(ctx, parent, &name, new_parent, &new_name, mode)?;
-            Response::Ok
-        }
+        } => Response::Removed(store.rename(ctx, parent, &name, new_parent, &new_name, mode)?),
         Request::SetXattr {
             node,
             name,

@@ -113,7 +113,10 @@ fn main() -> anyhow::Result<()> {
             println!("fingerprint {fp}");
         }
         Command::Fingerprint { data } => {
-            println!("{}", shelf_server::tls::fingerprint_of_file(&DataDir::new(&data).cert())?);
+            println!(
+                "{}",
+                shelf_server::tls::fingerprint_of_file(&DataDir::new(&data).cert())?
+            );
         }
         Command::User { command } => match command {
             UserCommand::Add { name, role, data } => {
@@ -143,7 +146,10 @@ fn main() -> anyhow::Result<()> {
                     .with_context(|| format!("cannot listen on {listen}"))?;
                 let addr = listener.local_addr()?;
                 println!("shelf-server listening on {addr}");
-                println!("fingerprint {}", shelf_server::tls::fingerprint_of_file(&dir.cert())?);
+                println!(
+                    "fingerprint {}",
+                    shelf_server::tls::fingerprint_of_file(&dir.cert())?
+                );
                 use std::io::Write;
                 std::io::stdout().flush()?;
                 let (tx, rx) = tokio::sync::watch::channel(false);

@@ -79,7 +79,10 @@ pub async fn serve(
     Ok(())
 }
 
-fn spawn_flusher(store: Arc<Store>, mut shutdown: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+fn spawn_flusher(
+    store: Arc<Store>,
+    mut shutdown: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
             tokio::select! {
@@ -159,12 +162,13 @@ async fn connection(
                 let permit = in_flight.clone().acquire_owned().await?;
                 let (store, session, tx) = (store.clone(), session.clone(), tx.clone());
                 tokio::spawn(async move {
-                    let result = tokio::task::spawn_blocking(move || handle(&store, &session, body))
-                        .await
-                        .unwrap_or_else(|e| {
-                            tracing::error!(error = %e, "request handler panicked");
-                            Err(WireError::from(ErrorCode::Internal))
-                        });
+                    let result =
+                        tokio::task::spawn_blocking(move || handle(&store, &session, body))
+                            .await
+                            .unwrap_or_else(|e| {
+                                tracing::error!(error = %e, "request handler panicked");
+                                Err(WireError::from(ErrorCode::Internal))
+                            });
                     let _ = tx.send(ServerFrame::Response { id, result }).await;
                     drop(permit);
                 });

@@ -27,7 +27,8 @@ pub fn fingerprint(der: &[u8]) -> String {
 
 fn load_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
     let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let certs: Result<Vec<_>, _> = rustls::pki_types::pem::PemObject::pem_slice_iter(&pem).collect();
+    let certs: Result<Vec<_>, _> =
+        rustls::pki_types::pem::PemObject::pem_slice_iter(&pem).collect();
     let certs = certs.with_context(|| format!("parsing {}", path.display()))?;
     if certs.is_empty() {
         anyhow::bail!("no certificate in {}", path.display());

@@ -50,8 +50,12 @@ impl Journal {
     pub fn write(&self, rec: &Record) -> std::io::Result<()> {
         let tmp = self.dir.join(format!("{}.tmp", rec.node));
         let bytes = postcard::to_stdvec(rec).map_err(std::io::Error::other)?;
-        std::fs::write(&tmp, bytes)?;
-        std::fs::rename(&tmp, self.path(rec.node))
+        let written =
+            std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, self.path(rec.node)));
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written
     }
 
     pub fn remove(&self, node: NodeId) -> std::io::Result<()> {
@@ -73,7 +77,9 @@ impl Journal {
             }
             match read_record(&path) {
                 Ok(rec) => out.push((entry.metadata()?.modified()?, rec)),
-                Err(e) => tracing::error!(path = %path.display(), error = %e, "unreadable journal record"),
+                Err(e) => {
+                    tracing::error!(path = %path.display(), error = %e, "unreadable journal record")
+                }
             }
         }
         out.sort_by_key(|(t, _)| *t);
@@ -85,7 +91,10 @@ fn read_record(path: &Path) -> std::io::Result<Record> {
     let bytes = std::fs::read(path)?;
     let rec: Record = postcard::from_bytes(&bytes).map_err(std::io::Error::other)?;
     if rec.format != FORMAT {
-        return Err(std::io::Error::other(format!("record format {}", rec.format)));
+        return Err(std::io::Error::other(format!(
+            "record format {}",
+            rec.format
+        )));
     }
     Ok(rec)
 }

@@ -119,7 +119,10 @@ pub fn connect(login: &Login) -> anyhow::Result<(Remote, shelf_protocol::Attr)> 
 
 pub fn status() -> anyhow::Result<()> {
     let login = Login::load()?;
-    println!("server:   {} (certificate {})", login.server, login.fingerprint);
+    println!(
+        "server:   {} (certificate {})",
+        login.server, login.fingerprint
+    );
     println!("account:  {} on device {}", login.user, login.device);
     match connect(&login) {
         Ok((remote, _)) => match remote.call(Request::Status)? {

@@ -79,7 +79,13 @@ enum Command {
 
 pub fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let foreground_mount = matches!(cli.command, Command::Mount { foreground: true, .. });
+    let foreground_mount = matches!(
+        cli.command,
+        Command::Mount {
+            foreground: true,
+            ..
+        }
+    );
     init_logging(foreground_mount);
     match cli.command {
         Command::Login {
@@ -89,8 +95,14 @@ pub fn main() -> anyhow::Result<()> {
             fingerprint,
             accept_fingerprint,
         } => {
-            let login =
-                account::login(&server, &user, &device, fingerprint, accept_fingerprint, None)?;
+            let login = account::login(
+                &server,
+                &user,
+                &device,
+                fingerprint,
+                accept_fingerprint,
+                None,
+            )?;
             println!(
                 "logged in to {} as {} (device {}); certificate {}",
                 login.server, login.user, login.device, login.fingerprint

@@ -19,6 +19,9 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// How long `shelf umount` waits for a pending-upload count that does not move.
+const STALL_LIMIT: Duration = Duration::from_secs(60);
+
 pub struct MountArgs {
     pub dir: PathBuf,
     pub options: Vec<String>,
@@ -35,7 +38,13 @@ pub fn account_cache(login: &Login, explicit: Option<&Path>) -> PathBuf {
     let server: String = login
         .server
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '.' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     shelf::config::cache_dir(None).join(format!("{}@{server}", login.user))
 }
@@ -75,7 +84,9 @@ fn parse_options(options: &[String]) -> anyhow::Result<Parsed> {
             "ro" => p.read_only = true,
             "allow_other" | "allow_root" => p.allow_other = true,
             o if o.starts_with("fsname=") => p.fsname = o["fsname=".len()..].to_string(),
-            other => bail!("unknown mount option {other:?} (known: ro, rw, allow_other, fsname=NAME)"),
+            other => {
+                bail!("unknown mount option {other:?} (known: ro, rw, allow_other, fsname=NAME)")
+            }
         }
     }
     Ok(p)
@@ -125,11 +136,19 @@ pub fn mount(args: MountArgs) -> anyhow::Result<()> {
         });
     }
     let mut child = cmd.spawn().context("starting the mount process")?;
-    let stdout = child.stdout.take().context("no pipe to the mount process")?;
+    let stdout = child
+        .stdout
+        .take()
+        .context("no pipe to the mount process")?;
     let mut line = String::new();
     let _ = std::io::BufReader::new(stdout).read_line(&mut line);
     if line.trim() == "ready" {
-        println!("mounted {} (pid {}, log {})", dir.display(), child.id(), log_path.display());
+        println!(
+            "mounted {} (pid {}, log {})",
+            dir.display(),
+            child.id(),
+            log_path.display()
+        );
         return Ok(());
     }
     let _ = child.wait();
@@ -144,7 +163,12 @@ pub fn mount(args: MountArgs) -> anyhow::Result<()> {
     bail!("mounting {} failed: {last}", dir.display())
 }
 
-fn run_foreground(dir: &Path, args: &MountArgs, login: &Login, cache_root: &Path) -> anyhow::Result<()> {
+fn run_foreground(
+    dir: &Path,
+    args: &MountArgs,
+    login: &Login,
+    cache_root: &Path,
+) -> anyhow::Result<()> {
     let opts = parse_options(&args.options)?;
     let (remote, root) = account::connect(login)?;
     let cache = CacheDir::open(cache_root)?;
@@ -196,10 +220,16 @@ fn run_foreground(dir: &Path, args: &MountArgs, login: &Login, cache_root: &Path
     let mut session = fuser::Session::new(ShelfFs::new(core.clone()), dir, &config)
         .with_context(|| format!("mounting {}", dir.display()))?;
     let pid_file = cache_root.join("mount.pid");
-    std::fs::write(&pid_file, format!("{}\n{}\n", std::process::id(), dir.display()))?;
+    std::fs::write(
+        &pid_file,
+        format!("{}\n{}\n", std::process::id(), dir.display()),
+    )?;
     let mut unmounter = session.unmount_callable();
     std::thread::spawn(move || {
-        if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
             rt.block_on(async {
                 let Ok(mut term) =
                     tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -230,7 +260,10 @@ fn run_foreground(dir: &Path, args: &MountArgs, login: &Login, cache_root: &Path
     tracing::info!("unmounted; finishing pending uploads");
     let left = core.drain(Duration::from_secs(300));
     if left > 0 {
-        tracing::warn!(left, "uploads still pending; they stay journaled for the next mount");
+        tracing::warn!(
+            left,
+            "uploads still pending; they stay journaled for the next mount"
+        );
     }
     core.stop_background();
     for t in threads {
@@ -263,6 +296,7 @@ pub fn umount(dir: &Path, force: bool) -> anyhow::Result<()> {
     if !force {
         if let Some(cache) = &cache {
             let mut last = usize::MAX;
+            let mut progress = Instant::now();
             loop {
                 let n = pending_uploads(cache);
                 if n == 0 || pid.is_some_and(|p| !alive(p)) {
@@ -271,6 +305,16 @@ pub fn umount(dir: &Path, force: bool) -> anyhow::Result<()> {
                 if n != last {
                     eprint!("\ruploading {n} file(s) before unmounting…   ");
                     last = n;
+                    progress = Instant::now();
+                }
+                if progress.elapsed() > STALL_LIMIT {
+                    eprintln!();
+                    bail!(
+                        "uploads made no progress for {} s (is the server reachable? see {}); \
+                         `shelf umount --force` unmounts now and keeps them for the next mount",
+                        STALL_LIMIT.as_secs(),
+                        cache.join("shelf.log").display()
+                    );
                 }
                 std::thread::sleep(Duration::from_millis(200));
             }

@@ -144,7 +144,10 @@ pub fn up(dir: Option<PathBuf>) -> anyhow::Result<()> {
             std::fs::create_dir_all(&data)?;
             if !data.join("tls").join("cert.pem").exists() {
                 run(Command::new(&bin).args(["init", "--data"]).arg(&data))?;
-                notes.push(format!("created a server data folder in {}", data.display()));
+                notes.push(format!(
+                    "created a server data folder in {}",
+                    data.display()
+                ));
             }
             let user = sanitize(&std::env::var("USER").unwrap_or_else(|_| "me".into()));
             let (password, generated) = match std::env::var("SHELF_PASSWORD") {
@@ -157,8 +160,13 @@ pub fn up(dir: Option<PathBuf>) -> anyhow::Result<()> {
                 }
             };
             if server_pid(&data).is_none() {
-                let users = run(Command::new(&bin).args(["user", "list", "--data"]).arg(&data))?;
-                if !users.lines().any(|l| l.split('\t').next() == Some(user.as_str())) {
+                let users = run(Command::new(&bin)
+                    .args(["user", "list", "--data"])
+                    .arg(&data))?;
+                if !users
+                    .lines()
+                    .any(|l| l.split('\t').next() == Some(user.as_str()))
+                {
                     run(Command::new(&bin)
                         .args(["user", "add", &user, "--role", "admin", "--data"])
                         .arg(&data)
@@ -176,7 +184,8 @@ pub fn up(dir: Option<PathBuf>) -> anyhow::Result<()> {
             let addr = match std::fs::read_to_string(data.join("server.addr")) {
                 Ok(a) if server_pid(&data).is_some() => a,
                 _ => {
-                    let preferred = std::env::var("SHELF_LISTEN").unwrap_or_else(|_| "127.0.0.1:7443".into());
+                    let preferred =
+                        std::env::var("SHELF_LISTEN").unwrap_or_else(|_| "127.0.0.1:7443".into());
                     match start_server(&bin, &data, &preferred) {
                         Ok(a) => a,
                         Err(_) => start_server(&bin, &data, "127.0.0.1:0")?,
@@ -184,8 +193,17 @@ pub fn up(dir: Option<PathBuf>) -> anyhow::Result<()> {
                 }
             };
             notes.push(format!("started the local server on {addr}"));
-            let fp = run(Command::new(&bin).args(["fingerprint", "--data"]).arg(&data))?;
-            let login = account::login(&addr, &user, &hostname(), Some(fp.trim().to_string()), false, Some(password))?;
+            let fp = run(Command::new(&bin)
+                .args(["fingerprint", "--data"])
+                .arg(&data))?;
+            let login = account::login(
+                &addr,
+                &user,
+                &hostname(),
+                Some(fp.trim().to_string()),
+                false,
+                Some(password),
+            )?;
             notes.push(format!("logged in as {user} on device {}", login.device));
             login
         }
@@ -212,8 +230,14 @@ pub fn up(dir: Option<PathBuf>) -> anyhow::Result<()> {
     for n in notes {
         println!("  - {n}");
     }
-    println!("  - your store: {} (photos/ files/ videos/ shared/)", canonical.display());
-    println!("  - server {} as {}; `shelf status` shows more", login.server, login.user);
+    println!(
+        "  - your store: {} (photos/ files/ videos/ shared/)",
+        canonical.display()
+    );
+    println!(
+        "  - server {} as {}; `shelf status` shows more",
+        login.server, login.user
+    );
     println!("To stop: `shelf down` (unmounts after uploading, and stops the local server).");
     Ok(())
 }
@@ -221,7 +245,10 @@ pub fn up(dir: Option<PathBuf>) -> anyhow::Result<()> {
 pub fn down(dir: Option<PathBuf>) -> anyhow::Result<()> {
     let mountpoint = dir.unwrap_or_else(default_mountpoint);
     if let Ok(canonical) = std::fs::canonicalize(&mountpoint) {
-        if mount::shelf_mounts().iter().any(|m| Path::new(m) == canonical) {
+        if mount::shelf_mounts()
+            .iter()
+            .any(|m| Path::new(m) == canonical)
+        {
             mount::umount(&canonical, false)?;
         }
     }

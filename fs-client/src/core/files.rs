@@ -450,7 +450,8 @@ impl FsCore {
 
     /// Bodies of `refs`, from the cache or fetched in parallel and verified.
     pub(crate) fn fetch_chunks(&self, refs: &[ChunkRef]) -> Result<Vec<Arc<Vec<u8>>>, FsError> {
-        let mut out: Vec<Option<Arc<Vec<u8>>>> = refs.iter().map(|r| self.chunks.get(&r.id)).collect();
+        let mut out: Vec<Option<Arc<Vec<u8>>>> =
+            refs.iter().map(|r| self.chunks.get(&r.id)).collect();
         let tickets: Vec<(usize, ChunkId, crate::remote::Ticket)> = out
             .iter()
             .enumerate()
@@ -478,7 +479,11 @@ impl FsCore {
     }
 
     /// Records a dirty file in the journal (once per generation).
-    pub(crate) fn journal_locked(&self, node: NodeId, inner: &mut FileInner) -> Result<(), FsError> {
+    pub(crate) fn journal_locked(
+        &self,
+        node: NodeId,
+        inner: &mut FileInner,
+    ) -> Result<(), FsError> {
         let Some(s) = inner.staging.as_mut() else {
             return Ok(());
         };
@@ -519,16 +524,19 @@ impl FsCore {
         let mut inner = st.lock();
         inner.open_writers = inner.open_writers.saturating_sub(1);
         let dirty = inner.staging.as_ref().is_some_and(Staging::dirty);
-        if dirty {
-            // mmap writers may never flush; journal here too.
-            self.journal_locked(handle.node, &mut inner)?;
-        }
+        // mmap writers may never flush; journal here too. Queue the upload even if the
+        // journal cannot be written (cache disk full): the data is still in staging.
+        let journaled = if dirty {
+            self.journal_locked(handle.node, &mut inner)
+        } else {
+            Ok(())
+        };
         let queue = dirty && inner.open_writers == 0;
         drop(inner);
         if queue {
             self.queue.push(handle.node);
         }
-        Ok(())
+        journaled
     }
 
     /// fsync(2): returns once the current content is committed on the server and flushed there.
@@ -543,7 +551,11 @@ impl FsCore {
         let mut keep = std::collections::HashSet::new();
         for rec in &records {
             let path = self.cache.staging().join(rec.node.to_string());
-            let file = match std::fs::OpenOptions::new().read(true).write(true).open(&path) {
+            let file = match std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)
+            {
                 Ok(f) => f,
                 Err(e) => {
                     tracing::error!(node = rec.node, error = %e, "journaled file has no staging copy; it cannot be uploaded");

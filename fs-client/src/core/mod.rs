@@ -21,9 +21,7 @@ use crate::cache::CacheDir;
 use crate::remote::Remote;
 use files::FileState;
 use shelf_protocol::names::{validate_name, VERSIONS_DIR};
-use shelf_protocol::{
-    Attr, NodeId, NodeKind, RenameMode, Request, Response, Timestamp, XattrMode,
-};
+use shelf_protocol::{Attr, NodeId, NodeKind, RenameMode, Request, Response, Timestamp, XattrMode};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -107,9 +105,8 @@ fn name_str(name: &std::ffi::OsStr) -> Result<&str, FsError> {
 
 fn check_name(name: &std::ffi::OsStr) -> Result<&str, FsError> {
     let s = name_str(name)?;
-    validate_name(s).map_err(|code| {
-        FsError::Remote(crate::remote::RemoteError::Server(code.into()))
-    })?;
+    validate_name(s)
+        .map_err(|code| FsError::Remote(crate::remote::RemoteError::Server(code.into())))?;
     Ok(s)
 }
 
@@ -202,6 +199,20 @@ impl FsCore {
             Response::Attr(a) => {
                 self.remember(a.clone());
                 Ok(a)
+            }
+            _ => Err(FsError::Unexpected(what)),
+        }
+    }
+
+    /// Sends a removing request and drops local state of the node that lost its last name.
+    fn call_removed(&self, what: &'static str, req: Request) -> Result<(), FsError> {
+        match self.remote.call(req)? {
+            Response::Removed(node) => {
+                if let Some(node) = node {
+                    self.drop_local(node);
+                    self.forget_attr(node);
+                }
+                Ok(())
             }
             _ => Err(FsError::Unexpected(what)),
         }
@@ -351,7 +362,7 @@ impl FsCore {
         self.check_writable()?;
         let name = name_str(name)?;
         let parent = self.node_of(parent);
-        self.call_ok(
+        self.call_removed(
             "unlink",
             Request::Unlink {
                 parent,
@@ -366,7 +377,7 @@ impl FsCore {
         self.check_writable()?;
         let name = name_str(name)?;
         let parent = self.node_of(parent);
-        self.call_ok(
+        self.call_removed(
             "rmdir",
             Request::Rmdir {
                 parent,
@@ -389,7 +400,7 @@ impl FsCore {
         let name = name_str(name)?;
         let new_name = check_name(new_name)?;
         let (parent, new_parent) = (self.node_of(parent), self.node_of(new_parent));
-        self.call_ok(
+        self.call_removed(
             "rename",
             Request::Rename {
                 parent,

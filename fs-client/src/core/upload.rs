@@ -172,8 +172,8 @@ impl FsCore {
             // 3. Changed while we read it? Then take a new snapshot.
             {
                 let inner = st.lock();
-                let same = inner.writing == 0
-                    && inner.staging.as_ref().is_some_and(|s| s.gen == gen);
+                let same =
+                    inner.writing == 0 && inner.staging.as_ref().is_some_and(|s| s.gen == gen);
                 if !same {
                     continue;
                 }
@@ -194,7 +194,10 @@ impl FsCore {
                 Err(e) if e.code() == Some(ErrorCode::Conflict) => {
                     // Another device committed meanwhile. Until conflicted copies exist,
                     // last writer wins and the other content stays as the previous version.
-                    tracing::warn!(node, "file changed on the server meanwhile; keeping both as versions");
+                    tracing::warn!(
+                        node,
+                        "file changed on the server meanwhile; keeping both as versions"
+                    );
                     self.forget_attr(node);
                     let current = self.server_attr(node)?;
                     match commit(current.version)? {
@@ -232,7 +235,9 @@ impl FsCore {
                 }
             }
             if still_dirty {
-                if inner.open_writers == 0 || inner.staging.as_ref().is_some_and(|s| s.journaled_gen == 0) {
+                if inner.open_writers == 0
+                    || inner.staging.as_ref().is_some_and(|s| s.journaled_gen == 0)
+                {
                     self.journal_locked(node, &mut inner)?;
                 }
                 if durable {
@@ -269,14 +274,19 @@ impl FsCore {
         let _ = self.keep_cache(node, version, size);
     }
 
-    /// Forgets local content of a node that no longer exists on the server.
-    fn drop_local(&self, node: NodeId) {
-        let st = self.file_state(node);
+    /// Forgets local content of a node that no longer exists on the server. Open handles
+    /// keep working on their own (unlinked) staging file descriptor.
+    pub(crate) fn drop_local(&self, node: NodeId) {
+        let Some(st) = self.files.lock().ok().and_then(|f| f.get(&node).cloned()) else {
+            return;
+        };
         let mut inner = st.lock();
         if let Some(s) = inner.staging.take() {
             let _ = std::fs::remove_file(&s.path);
         }
-        let _ = self.journal.remove(node);
+        if let Err(e) = self.journal.remove(node) {
+            tracing::warn!(node, error = %e, "could not remove a journal record");
+        }
     }
 
     /// Chunks a stream and uploads every chunk the server lacks. Returns the chunk list.
@@ -285,7 +295,7 @@ impl FsCore {
         let mut batch: Vec<(ChunkRef, Vec<u8>)> = Vec::new();
         let mut puts: VecDeque<Ticket> = VecDeque::new();
         let flush = |batch: &mut Vec<(ChunkRef, Vec<u8>)>,
-                         puts: &mut VecDeque<Ticket>|
+                     puts: &mut VecDeque<Ticket>|
          -> Result<(), FsError> {
             if batch.is_empty() {
                 return Ok(());
@@ -361,6 +371,11 @@ impl FsCore {
     }
 
     fn upload_loop(&self) {
+        // Fault injection for tests: hold background uploads back so a test can kill the
+        // client between close and upload. fsync still uploads.
+        while std::env::var_os("SHELF_TEST_HOLD_UPLOADS").is_some() {
+            std::thread::sleep(Duration::from_millis(100));
+        }
         let mut backoff = Duration::from_millis(200);
         while let Some(node) = self.queue.pop() {
             match self.upload(node, false) {
@@ -409,10 +424,7 @@ impl FsCore {
 
 impl Queue {
     fn is_stopping(&self) -> bool {
-        self.inner
-            .lock()
-            .map(|q| q.stopping)
-            .unwrap_or(true)
+        self.inner.lock().map(|q| q.stopping).unwrap_or(true)
     }
 }
 

@@ -53,7 +53,9 @@ impl RemoteError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            RemoteError::Unreachable { .. } | RemoteError::Disconnected(_) | RemoteError::Timeout(_)
+            RemoteError::Unreachable { .. }
+                | RemoteError::Disconnected(_)
+                | RemoteError::Timeout(_)
         )
     }
 }
@@ -160,8 +162,9 @@ impl Remote {
             tls::client_config(verifier.clone()).map_err(|e| unreachable(e.to_string()))?;
         let connector = tokio_rustls::TlsConnector::from(config);
         let host = addr.rsplit_once(':').map(|(h, _)| h).unwrap_or(&addr);
-        let name = rustls::pki_types::ServerName::try_from(host.to_string())
-            .unwrap_or_else(|_| rustls::pki_types::ServerName::try_from("shelf").expect("valid name"));
+        let name = rustls::pki_types::ServerName::try_from(host.to_string()).unwrap_or_else(|_| {
+            rustls::pki_types::ServerName::try_from("shelf").expect("valid name")
+        });
         let tls = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, tcp))
             .await
             .map_err(|_| unreachable("TLS handshake timed out".into()))?;

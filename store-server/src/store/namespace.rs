@@ -222,7 +222,7 @@ impl Store {
     }
 
     /// Removes a name: a file or symlink (`want_dir == false`) or an empty directory.
-    pub fn remove(&self, ctx: &Ctx, parent: NodeId, name: &str, want_dir: bool) -> Result<()> {
+    pub fn remove(&self, ctx: &Ctx, parent: NodeId, name: &str, want_dir: bool) -> Result<NodeId> {
         check_name(name)?;
         let key = dirent_key(parent, name);
         let now = Timestamp::now();
@@ -250,7 +250,7 @@ impl Store {
                 dir.ctime = now;
                 tx_put(nodes, parent, &dir)?;
                 Self::tx_unlink_node(nodes, child, &mut rec, now)?;
-                Ok(())
+                Ok(child)
             })
             .map_err(tx_error)
     }
@@ -282,7 +282,7 @@ impl Store {
         new_parent: NodeId,
         new_name: &str,
         mode: RenameMode,
-    ) -> Result<()> {
+    ) -> Result<Option<NodeId>> {
         check_name(name)?;
         check_name(new_name)?;
         let from_key = dirent_key(parent, name);
@@ -304,7 +304,7 @@ impl Store {
                     Some(tx_dir(ctx, nodes, new_parent, Action::Write)?)
                 };
                 if from_key == to_key {
-                    return Ok(());
+                    return Ok(None);
                 }
                 let is_dir = i64::from(src_rec.kind == NodeKind::Dir);
                 // A directory may not move into itself or below itself.
@@ -323,6 +323,7 @@ impl Store {
                 }
                 // (entries, nlink) changes of the source and destination directories.
                 let (mut src_delta, mut dst_delta) = ((0i64, 0i64), (0i64, 0i64));
+                let mut replaced = None;
                 let existing = dirents.get(&to_key)?.map(|v| child_of(&v)).transpose()?;
                 match (existing, mode) {
                     (Some(_), RenameMode::NoReplace) => return abort(ErrorCode::Exists),
@@ -350,6 +351,7 @@ impl Store {
                         dirents.remove(from_key.clone())?;
                         dirents.insert(to_key.clone(), &src.to_be_bytes())?;
                         Self::tx_unlink_node(nodes, dst, &mut dst_rec, now)?;
+                        replaced = Some(dst);
                         src_delta = (-1, -is_dir);
                         dst_delta = (0, is_dir - dst_is_dir);
                     }
@@ -370,7 +372,10 @@ impl Store {
                     dir.ctime = now;
                 };
                 match dst_dir.as_mut() {
-                    None => apply(&mut src_dir, (src_delta.0 + dst_delta.0, src_delta.1 + dst_delta.1)),
+                    None => apply(
+                        &mut src_dir,
+                        (src_delta.0 + dst_delta.0, src_delta.1 + dst_delta.1),
+                    ),
                     Some(d) => {
                         apply(&mut src_dir, src_delta);
                         apply(d, dst_delta);
@@ -378,7 +383,7 @@ impl Store {
                     }
                 }
                 tx_put(nodes, parent, &src_dir)?;
-                Ok(())
+                Ok(replaced)
             })
             .map_err(tx_error)
     }
@@ -497,7 +502,9 @@ impl Store {
             return Ok((0, 0, Vec::new()));
         }
         let Some(bytes) = self.versions.get(version_key(id, rec.version))? else {
-            return Err(StoreError::Corrupt(format!("node {id} lacks its current version")));
+            return Err(StoreError::Corrupt(format!(
+                "node {id} lacks its current version"
+            )));
         };
         let v: VersionRec = decode(&bytes)?;
         check_format(v.format, "version")?;

@@ -1,0 +1,148 @@
+//! End-to-end: bad input gets a clear message or the right errno, never a panic or a hang.
+
+use shelf_tests::*;
+use std::time::Duration;
+
+#[test]
+fn wrong_password_and_unknown_user_are_refused_clearly() {
+    let server = Server::start(&[("alice", "right", "user")]);
+    let dev = Device::new();
+    for (user, pw) in [("alice", "wrong"), ("mallory", "right")] {
+        let out = dev.login_output(&server, user, pw, "laptop");
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("wrong user name or password"), "{err}");
+    }
+    assert!(
+        !dev.config.join("login").exists(),
+        "nothing saved on failure"
+    );
+    // The login record holds a token, never the password, and is private.
+    dev.login(&server, "alice", "right", "laptop");
+    let record = std::fs::read_to_string(dev.config.join("login")).expect("login record");
+    assert!(!record.contains("right"), "{record}");
+    assert!(record.contains("token="));
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dev.config.join("login"))
+        .expect("meta")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
+
+#[test]
+fn a_changed_certificate_is_refused() {
+    let server = Server::start(&[("alice", "pw", "user")]);
+    let dev = Device::new();
+    let out = dev
+        .shelf()
+        .args(["login", &server.addr, "--user", "alice", "--device", "d"])
+        .args(["--fingerprint", "00:11:22:33"])
+        .env("SHELF_PASSWORD", "pw")
+        .output()
+        .expect("shelf login");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("certificate changed"));
+    // Without a pin and without a terminal, login refuses to guess.
+    let out = dev
+        .shelf()
+        .args(["login", &server.addr, "--user", "alice", "--device", "d"])
+        .env("SHELF_PASSWORD", "pw")
+        .output()
+        .expect("shelf login");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--accept-fingerprint"));
+}
+
+#[test]
+fn dead_server_at_mount_time_is_a_clear_error() {
+    let mut server = Server::start(&[("alice", "pw", "user")]);
+    let dev = Device::new();
+    dev.login(&server, "alice", "pw", "laptop");
+    server.stop();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let start = std::time::Instant::now();
+    let out = dev
+        .shelf()
+        .arg("mount")
+        .arg(dir.path())
+        .output()
+        .expect("shelf mount");
+    assert!(start.elapsed() < Duration::from_secs(15), "no hang");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot reach the server"), "{err}");
+    assert!(!is_mounted(dir.path()));
+}
+
+#[test]
+fn invalid_names_get_the_right_errno() {
+    let server = Server::start(&[("alice", "pw", "user")]);
+    let dev = Device::new();
+    dev.login(&server, "alice", "pw", "laptop");
+    let m = dev.mount();
+    m.sh(r#"python3 - <<'PY'
+import errno, os
+def fails(f, code):
+    try:
+        f()
+    except OSError as e:
+        assert e.errno == code, (e, code)
+        return
+    raise SystemExit(f'{f} did not fail')
+long = 'x' * 256
+fails(lambda: open('files/' + long, 'w'), errno.ENAMETOOLONG)
+fails(lambda: os.mkdir('files/' + long), errno.ENAMETOOLONG)
+open('files/' + 'y' * 255, 'w').write('ok')           # 255 bytes is fine
+fails(lambda: os.mkdir('files/.versions'), errno.EROFS)  # reserved for history
+fails(lambda: os.rename('files/' + 'y' * 255, 'files/.versions'), errno.EROFS)
+fails(lambda: os.rmdir('files'), errno.ENOTEMPTY)
+fails(lambda: os.mkdir('files'), errno.EEXIST)
+fails(lambda: os.unlink('files'), errno.EISDIR)
+fails(lambda: os.rmdir('files/' + 'y' * 255), errno.ENOTDIR)
+fails(lambda: os.rename('files', 'files/work/inside'), errno.EINVAL)
+fails(lambda: open('files/missing'), errno.ENOENT)
+fails(lambda: os.link('files/' + 'y' * 255, 'files/hard'), errno.EPERM)
+PY"#);
+    m.unmount();
+}
+
+#[test]
+fn full_cache_disk_is_enospc_and_loses_nothing_already_closed() {
+    let server = Server::start(&[("alice", "pw", "user")]);
+    let dev = Device::new();
+    dev.login(&server, "alice", "pw", "laptop");
+    // Put the device's cache on a 4 MiB tmpfs.
+    let cache = dev.cache();
+    std::fs::create_dir_all(&cache).expect("mkdir");
+    let ok = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=4m", "shelf-test-cache"])
+        .arg(&cache)
+        .status()
+        .expect("mount tmpfs");
+    assert!(ok.success());
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+    let _guard = Unmount(cache.clone());
+    {
+        let m = dev.mount();
+        m.sh("printf 'small and safe\\n' > files/kept.txt");
+        let err = sh_fails(&m.path, "head -c 8000000 /dev/zero > files/huge.bin");
+        assert!(err.contains("No space left on device"), "{err}");
+        // The mount still works and the earlier file is intact.
+        m.sh("rm -f files/huge.bin; test \"$(cat files/kept.txt)\" = 'small and safe'");
+        m.unmount();
+    }
+    let other = Device::new();
+    other.login(&server, "alice", "pw", "desktop");
+    let m = other.mount();
+    assert_eq!(m.sh("cat files/kept.txt"), "small and safe\n");
+    m.unmount();
+}

@@ -1,0 +1,134 @@
+//! End-to-end: ordinary shell tools on a real mount against a real server, compared with the
+//! same script run on a local folder; the data survives unmount + mount on another device and
+//! a server restart.
+
+use shelf_tests::*;
+
+/// Builds a tree with the tools users run. Deterministic so that its digest can be compared
+/// with the same script run on a local folder.
+const WORKLOAD: &str = r#"
+cd files/work
+mkdir -p proj/src/deep
+printf 'hello\n' > proj/README
+cp /etc/services proj/services.txt
+cat proj/README proj/services.txt > proj/both.txt
+mv proj/both.txt proj/src/both.txt
+head -c 3000000 /dev/zero | tr '\0' 'a' > big.bin
+dd if=/dev/zero of=big.bin bs=1 seek=1000000 count=5 conv=notrunc status=none
+truncate -s 2500000 big.bin
+truncate -s 100 proj/services.txt
+chmod 640 proj/README
+chmod 700 proj/src
+touch -d '2021-03-04 05:06:07' proj/README
+mkdir tarsrc && printf 'one\n' > tarsrc/1 && printf 'two\n' > tarsrc/2 && mkdir tarsrc/sub && printf 'three\n' > tarsrc/sub/3
+tar -cf /tmp/shelf-e2e-$$.tar tarsrc && rm -r tarsrc && mkdir untar && tar -xf /tmp/shelf-e2e-$$.tar -C untar && rm /tmp/shelf-e2e-$$.tar
+rsync -a untar/ synced/
+mkdir repo && cd repo && git init -q && printf 'code\n' > main.rs && git add main.rs \
+  && git -c user.email=t@e -c user.name=t commit -qm first && printf 'more\n' >> main.rs \
+  && git -c user.email=t@e -c user.name=t commit -qam second && git log --oneline | wc -l > ../commits && cd ..
+rm -rf repo/.git
+ln -s proj/README link
+mkdir -p gone/a/b && printf 'x\n' > gone/a/b/f && rm -r gone
+mv proj/src proj/source
+"#;
+
+#[test]
+fn shell_tools_match_a_local_folder_across_remount_and_server_restart() {
+    let mut server = Server::start(&[("alice", "pw-alice", "user")]);
+    let laptop = Device::new();
+    laptop.login(&server, "alice", "pw-alice", "laptop");
+    let mount = laptop.mount();
+
+    // The same workload on a local folder with the same category layout.
+    let local = tempfile::tempdir().expect("tempdir");
+    sh_in(local.path(), "mkdir -p files/work");
+    sh_in(local.path(), WORKLOAD);
+    mount.sh(WORKLOAD);
+
+    let want = tree_digest(&local.path().join("files/work"));
+    assert_eq!(tree_digest(&mount.path.join("files/work")), want);
+    assert_eq!(mount.sh("cat files/work/commits").trim(), "2");
+    assert_eq!(mount.sh("readlink files/work/link").trim(), "proj/README");
+    assert_eq!(
+        mount.sh("stat -c %Y files/work/proj/README").trim(),
+        sh_in(local.path(), "stat -c %Y files/work/proj/README").trim()
+    );
+    let found = mount.sh("find files/work/synced -type f | sort");
+    assert_eq!(
+        found,
+        "files/work/synced/tarsrc/1\nfiles/work/synced/tarsrc/2\nfiles/work/synced/tarsrc/sub/3\n"
+    );
+    mount.unmount();
+
+    // Another device sees the same tree.
+    let desktop = Device::new();
+    desktop.login(&server, "alice", "pw-alice", "desktop");
+    let m2 = desktop.mount();
+    assert_eq!(tree_digest(&m2.path.join("files/work")), want);
+    m2.unmount();
+
+    // And so it is after a server restart.
+    server.restart();
+    let m3 = desktop.mount();
+    assert_eq!(tree_digest(&m3.path.join("files/work")), want);
+    assert_eq!(
+        m3.sh("stat -c %Y files/work/proj/README").trim(),
+        sh_in(local.path(), "stat -c %Y files/work/proj/README").trim()
+    );
+    m3.unmount();
+}
+
+#[test]
+fn new_account_has_the_category_folders() {
+    let server = Server::start(&[("bob", "pw", "user")]);
+    let dev = Device::new();
+    dev.login(&server, "bob", "pw", "phone");
+    let m = dev.mount();
+    let listing = m.sh("find . -mindepth 1 -type d | LC_ALL=C sort");
+    let mut want = vec!["./shared".to_string()];
+    for c in ["files", "photos", "videos"] {
+        want.push(format!("./{c}"));
+        for s in ["personal", "projects", "work"] {
+            want.push(format!("./{c}/{s}"));
+        }
+    }
+    want.sort();
+    assert_eq!(listing.lines().collect::<Vec<_>>(), want);
+    // A user adds a sub-category with plain mkdir.
+    m.sh("mkdir photos/work/WebProject && test -d photos/work/WebProject");
+    m.unmount();
+}
+
+#[test]
+fn extended_attributes_and_statfs() {
+    let server = Server::start(&[("carol", "pw", "user")]);
+    let dev = Device::new();
+    dev.login(&server, "carol", "pw", "laptop");
+    let m = dev.mount();
+    m.sh(r#"printf data > files/a
+python3 - <<'PY'
+import os, errno
+os.setxattr('files/a', 'user.colour', b'blue')
+assert os.getxattr('files/a', 'user.colour') == b'blue'
+assert 'user.colour' in os.listxattr('files/a')
+try:
+    os.setxattr('files/a', 'user.colour', b'red', os.XATTR_CREATE)
+    raise SystemExit('XATTR_CREATE replaced an existing attribute')
+except OSError as e:
+    assert e.errno == errno.EEXIST, e
+os.removexattr('files/a', 'user.colour')
+try:
+    os.getxattr('files/a', 'user.colour')
+    raise SystemExit('removed attribute still there')
+except OSError as e:
+    assert e.errno == errno.ENODATA, e
+try:
+    os.setxattr('files/a', 'trusted.x', b'1')
+    raise SystemExit('non-user namespace accepted')
+except OSError as e:
+    assert e.errno in (errno.EOPNOTSUPP, errno.EPERM), e
+st = os.statvfs('.')
+assert st.f_blocks > 0 and st.f_bsize == 4096 and st.f_namemax == 255
+PY"#);
+    m.unmount();
+}
