@@ -6,6 +6,7 @@
 
 use crate::authz::{authorize, Action};
 use crate::error::StoreError;
+use crate::store::namespace::NewNode;
 use crate::store::{Ctx, Store};
 use shelf_protocol::{ErrorCode, NodeKind, Request, Response, WireError, MAX_CHUNK};
 use std::sync::Mutex;
@@ -151,10 +152,12 @@ fn dispatch(store: &Store, session: &Session, req: Request) -> Result<Response, 
             ctx,
             parent,
             &name,
-            NodeKind::Dir,
-            mode,
-            None,
-            true,
+            NewNode {
+                kind: NodeKind::Dir,
+                mode,
+                target: None,
+                exclusive: true,
+            },
         )?),
         Request::Create {
             parent,
@@ -165,10 +168,12 @@ fn dispatch(store: &Store, session: &Session, req: Request) -> Result<Response, 
             ctx,
             parent,
             &name,
-            NodeKind::File,
-            mode,
-            None,
-            exclusive,
+            NewNode {
+                kind: NodeKind::File,
+                mode,
+                target: None,
+                exclusive,
+            },
         )?),
         Request::Symlink {
             parent,
@@ -178,10 +183,12 @@ fn dispatch(store: &Store, session: &Session, req: Request) -> Result<Response, 
             ctx,
             parent,
             &name,
-            NodeKind::Symlink,
-            0o777,
-            Some(&target),
-            true,
+            NewNode {
+                kind: NodeKind::Symlink,
+                mode: 0o777,
+                target: Some(&target),
+                exclusive: true,
+            },
         )?),
         Request::ReadLink { node } => Response::Target(store.readlink(ctx, node)?),
         Request::Unlink { parent, name } => {

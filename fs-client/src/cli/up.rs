@@ -47,6 +47,21 @@ fn sanitize(s: &str) -> String {
     }
 }
 
+/// The current user's login name from the password database.
+fn login_name() -> String {
+    // SAFETY: getpwuid returns a pointer into static storage or null; we copy the name out
+    // at once and this CLI is single-threaded here.
+    unsafe {
+        let pw = libc::getpwuid(libc::getuid());
+        if pw.is_null() || (*pw).pw_name.is_null() {
+            return "me".into();
+        }
+        std::ffi::CStr::from_ptr((*pw).pw_name)
+            .to_string_lossy()
+            .into_owned()
+    }
+}
+
 fn hostname() -> String {
     std::fs::read_to_string("/etc/hostname")
         .map(|h| sanitize(h.trim()))
@@ -149,7 +164,7 @@ pub fn up(dir: Option<PathBuf>) -> anyhow::Result<()> {
                     data.display()
                 ));
             }
-            let user = sanitize(&std::env::var("USER").unwrap_or_else(|_| "me".into()));
+            let user = sanitize(&std::env::var("USER").unwrap_or_else(|_| login_name()));
             let (password, generated) = match std::env::var("SHELF_PASSWORD") {
                 Ok(p) => (p, false),
                 Err(_) => {

@@ -26,6 +26,16 @@ pub const MAX_XATTR_BYTES: usize = 64 << 10;
 /// Largest page of a directory listing.
 pub const MAX_DIR_PAGE: u32 = 4096;
 
+/// What [`Store::create_node`] makes.
+pub struct NewNode<'a> {
+    pub kind: NodeKind,
+    pub mode: u32,
+    /// Symlink target.
+    pub target: Option<&'a str>,
+    /// Fail on an existing name (O_EXCL; always for directories and symlinks).
+    pub exclusive: bool,
+}
+
 pub(crate) fn tx_error(e: TransactionError<StoreError>) -> StoreError {
     match e {
         TransactionError::Abort(e) => e,
@@ -157,11 +167,14 @@ impl Store {
         ctx: &Ctx,
         parent: NodeId,
         name: &str,
-        kind: NodeKind,
-        mode: u32,
-        target: Option<&str>,
-        exclusive: bool,
+        new: NewNode<'_>,
     ) -> Result<Attr> {
+        let NewNode {
+            kind,
+            mode,
+            target,
+            exclusive,
+        } = new;
         check_name(name)?;
         if let Some(t) = target {
             validate_symlink_target(t)?;
