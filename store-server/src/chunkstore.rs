@@ -67,8 +67,9 @@ struct Writer {
 pub struct PackStore {
     dir: PathBuf,
     index: sled::Tree,
-    /// Per-account byte totals, kept beside the index.
-    usage: sled::Tree,
+    /// Per-account byte totals, computed from the index at first use and kept up to date in
+    /// memory (a per-chunk database update would cost more than the chunk write itself).
+    usage: Mutex<HashMap<u64, u64>>,
     writer: Mutex<Writer>,
     readers: RwLock<HashMap<u32, Arc<File>>>,
 }
@@ -112,7 +113,7 @@ impl PackStore {
         Ok(PackStore {
             dir,
             index: db.open_tree("chunk_index")?,
-            usage: db.open_tree("chunk_usage")?,
+            usage: Mutex::new(HashMap::new()),
             writer: Mutex::new(Writer {
                 pack,
                 file,
@@ -202,13 +203,9 @@ impl ChunkStore for PackStore {
         };
         self.index.insert(key, postcard::to_stdvec(&loc)?)?;
         drop(w);
-        self.usage.fetch_and_update(account.to_be_bytes(), |old| {
-            let n = old
-                .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                .map(u64::from_be_bytes)
-                .unwrap_or(0);
-            Some((n + data.len() as u64).to_be_bytes().to_vec())
-        })?;
+        if let Some(total) = self.usage.lock().map_err(poisoned)?.get_mut(&account) {
+            *total += data.len() as u64;
+        }
         Ok(true)
     }
 
@@ -252,12 +249,18 @@ impl ChunkStore for PackStore {
     }
 
     fn stored_bytes(&self, account: u64) -> Result<u64> {
-        Ok(self
-            .usage
-            .get(account.to_be_bytes())?
-            .and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok())
-            .map(u64::from_be_bytes)
-            .unwrap_or(0))
+        let mut usage = self.usage.lock().map_err(poisoned)?;
+        if let Some(n) = usage.get(&account) {
+            return Ok(*n);
+        }
+        let mut total = 0u64;
+        for item in self.index.scan_prefix(account.to_be_bytes()) {
+            let (_, v) = item?;
+            let loc: Location = postcard::from_bytes(&v)?;
+            total += u64::from(loc.len);
+        }
+        usage.insert(account, total);
+        Ok(total)
     }
 }
 

@@ -36,8 +36,15 @@ fn shelf_up_sets_everything_up_and_down_stops_it() {
     let _down = Down(home.path().to_path_buf());
     let out = shelf(home.path()).arg("up").output().expect("shelf up");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.contains("Shelf is up") && text.contains("shelf down"), "{text}");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("Shelf is up") && text.contains("shelf down"),
+        "{text}"
+    );
     let mnt = home.path().join("Shelf");
     assert!(is_mounted(&mnt));
     for cat in ["photos/work", "files/personal", "videos/projects", "shared"] {
@@ -50,11 +57,19 @@ fn shelf_up_sets_everything_up_and_down_stops_it() {
     assert!(String::from_utf8_lossy(&again.stdout).contains("already mounted"));
 
     let down = shelf(home.path()).arg("down").output().expect("shelf down");
-    assert!(down.status.success(), "{}", String::from_utf8_lossy(&down.stderr));
+    assert!(
+        down.status.success(),
+        "{}",
+        String::from_utf8_lossy(&down.stderr)
+    );
     assert!(!is_mounted(&mnt));
 
     let up = shelf(home.path()).arg("up").output().expect("shelf up");
-    assert!(up.status.success(), "{}", String::from_utf8_lossy(&up.stderr));
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
     assert_eq!(sh_in(&mnt, "cat files/personal/note.txt"), "kept\n");
     let status = shelf(home.path()).arg("status").output().expect("status");
     let s = String::from_utf8_lossy(&status.stdout);

@@ -290,18 +290,21 @@ impl FsCore {
     }
 
     /// Chunks a stream and uploads every chunk the server lacks. Returns the chunk list.
+    ///
+    /// Pipelined: while the server answers which chunks of one batch it lacks, the next batch
+    /// is being chunked and hashed; chunk uploads are sent without waiting, up to
+    /// [`MAX_PUTS_IN_FLIGHT`] at once.
     fn send_chunks(&self, reader: SnapshotReader) -> Result<Vec<ChunkRef>, FsError> {
+        type Batch = Vec<(ChunkRef, Vec<u8>)>;
         let mut refs = Vec::new();
-        let mut batch: Vec<(ChunkRef, Vec<u8>)> = Vec::new();
+        let mut batch: Batch = Vec::new();
+        let mut asked: Option<(Batch, Ticket)> = None;
         let mut puts: VecDeque<Ticket> = VecDeque::new();
-        let flush = |batch: &mut Vec<(ChunkRef, Vec<u8>)>,
-                     puts: &mut VecDeque<Ticket>|
+        // Uploads the chunks of an answered batch that the server lacks.
+        let send_missing = |(mut batch, ticket): (Batch, Ticket),
+                            puts: &mut VecDeque<Ticket>|
          -> Result<(), FsError> {
-            if batch.is_empty() {
-                return Ok(());
-            }
-            let ids = batch.iter().map(|(r, _)| r.id).collect();
-            let Response::Missing(missing) = self.remote.call(Request::HaveChunks { ids })? else {
+            let Response::Missing(missing) = ticket.wait()? else {
                 return Err(FsError::Unexpected("have-chunks"));
             };
             let mut seen = HashSet::new();
@@ -322,7 +325,17 @@ impl FsCore {
                     data: std::mem::take(data),
                 }));
             }
-            batch.clear();
+            Ok(())
+        };
+        let ask = |batch: Batch,
+                   asked: &mut Option<(Batch, Ticket)>,
+                   puts: &mut VecDeque<Ticket>|
+         -> Result<(), FsError> {
+            let ids = batch.iter().map(|(r, _)| r.id).collect();
+            let ticket = self.remote.submit(Request::HaveChunks { ids });
+            if let Some(prev) = asked.replace((batch, ticket)) {
+                send_missing(prev, puts)?;
+            }
             Ok(())
         };
         let mut err = None;
@@ -330,7 +343,7 @@ impl FsCore {
             refs.push(r);
             batch.push((r, data));
             if batch.len() >= HAVE_BATCH {
-                if let Err(e) = flush(&mut batch, &mut puts) {
+                if let Err(e) = ask(std::mem::take(&mut batch), &mut asked, &mut puts) {
                     err = Some(e);
                     return Err(std::io::Error::other("upload failed"));
                 }
@@ -341,7 +354,12 @@ impl FsCore {
         if let Some(e) = err {
             return Err(e);
         }
-        flush(&mut batch, &mut puts)?;
+        if !batch.is_empty() {
+            ask(batch, &mut asked, &mut puts)?;
+        }
+        if let Some(last) = asked.take() {
+            send_missing(last, &mut puts)?;
+        }
         for t in puts {
             expect_ok(t)?;
         }
