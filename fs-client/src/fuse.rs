@@ -2,7 +2,7 @@
 //! matching [`FsCore`] method and replies or maps the error with [`FsError::errno`]. All
 //! behaviour lives in the core so that it can be tested without a mount.
 
-use crate::core::{FsCore, FsError, Stat, TTL};
+use crate::core::{FsCore, FsError, SetAttr, Stat, TTL};
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
     KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
@@ -35,6 +35,10 @@ fn kind(k: NodeKind) -> FileType {
         NodeKind::File => FileType::RegularFile,
         NodeKind::Dir => FileType::Directory,
         NodeKind::Symlink => FileType::Symlink,
+        NodeKind::Fifo => FileType::NamedPipe,
+        NodeKind::Socket => FileType::Socket,
+        NodeKind::CharDevice => FileType::CharDevice,
+        NodeKind::BlockDevice => FileType::BlockDevice,
     }
 }
 
@@ -52,7 +56,7 @@ fn attr(s: &Stat) -> FileAttr {
         nlink: s.nlink,
         uid: s.uid,
         gid: s.gid,
-        rdev: 0,
+        rdev: s.rdev,
         blksize: 1 << 16,
         flags: 0,
     }
@@ -120,20 +124,17 @@ impl Filesystem for ShelfFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        // Ownership is the mounting user's; changing it is refused (chown to the same owner
-        // is a no-op that succeeds).
-        let me = self.core.getattr(ino.0);
-        if let Ok(s) = &me {
-            if uid.is_some_and(|u| u != s.uid) || gid.is_some_and(|g| g != s.gid) {
-                let _ = req;
-                reply.error(Errno::EPERM);
-                return;
-            }
-        }
-        match self
-            .core
-            .setattr(ino.0, mode, size, atime.map(time), mtime.map(time))
-        {
+        // Who may chown and chmod is checked by the kernel (default_permissions).
+        let _ = req;
+        let change = SetAttr {
+            mode,
+            uid,
+            gid,
+            size,
+            atime: atime.map(time),
+            mtime: mtime.map(time),
+        };
+        match self.core.setattr(ino.0, change) {
             Ok(s) => reply.attr(&TTL, &attr(&s)),
             Err(e) => reply.error(errno(&e)),
         }
@@ -148,14 +149,39 @@ impl Filesystem for ShelfFs {
 
     fn mkdir(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
         umask: u32,
         reply: ReplyEntry,
     ) {
-        match self.core.mkdir(parent.0, name, mode & !umask) {
+        match self
+            .core
+            .mkdir(parent.0, name, mode & !umask)
+            .and_then(|s| self.core.own_by(s, req.uid(), req.gid()))
+        {
+            Ok(s) => reply.entry(&TTL, &attr(&s), GEN),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let mode = (mode & libc::S_IFMT) | (mode & 0o7777 & !umask);
+        match self
+            .core
+            .mknod(parent.0, name, mode, rdev)
+            .and_then(|s| self.core.own_by(s, req.uid(), req.gid()))
+        {
             Ok(s) => reply.entry(&TTL, &attr(&s), GEN),
             Err(e) => reply.error(errno(&e)),
         }
@@ -177,13 +203,17 @@ impl Filesystem for ShelfFs {
 
     fn symlink(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         link_name: &OsStr,
         target: &Path,
         reply: ReplyEntry,
     ) {
-        match self.core.symlink(parent.0, link_name, target) {
+        match self
+            .core
+            .symlink(parent.0, link_name, target)
+            .and_then(|s| self.core.own_by(s, req.uid(), req.gid()))
+        {
             Ok(s) => reply.entry(&TTL, &attr(&s), GEN),
             Err(e) => reply.error(errno(&e)),
         }
@@ -449,7 +479,7 @@ impl Filesystem for ShelfFs {
 
     fn create(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
@@ -457,7 +487,17 @@ impl Filesystem for ShelfFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        match self.core.create(parent.0, name, mode & !umask, flags) {
+        let created = self
+            .core
+            .create(parent.0, name, mode & !umask, flags)
+            .and_then(|(s, o)| match self.core.own_by(s, req.uid(), req.gid()) {
+                Ok(s) => Ok((s, o)),
+                Err(e) => {
+                    let _ = self.core.release(o.fh);
+                    Err(e)
+                }
+            });
+        match created {
             Ok((s, o)) => reply.created(
                 &TTL,
                 &attr(&s),

@@ -61,6 +61,14 @@ pub enum NodeKind {
     File,
     Dir,
     Symlink,
+    /// Named pipe (mkfifo).
+    Fifo,
+    /// Unix socket node.
+    Socket,
+    /// Character device node (`rdev` says which).
+    CharDevice,
+    /// Block device node (`rdev` says which).
+    BlockDevice,
 }
 
 /// Account roles.
@@ -111,6 +119,11 @@ pub struct Attr {
     pub nlink: u32,
     /// Current content version of a file; 0 while it has none.
     pub version: u64,
+    /// Device number of a device node.
+    pub rdev: u32,
+    /// Owner and group set by chown; `None` shows as the mounting user.
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
 }
 
 /// One entry of a directory listing, with the attributes READDIRPLUS needs.
@@ -166,10 +179,12 @@ pub enum Request {
     Lookup { parent: NodeId, name: String },
     /// Attributes of a node; answers [`Response::Attr`].
     GetAttr { node: NodeId },
-    /// Change mode or times (size changes are content changes and go through `Commit`).
+    /// Change mode, owner or times (size changes are content changes and go through `Commit`).
     SetAttr {
         node: NodeId,
         mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
         atime: Option<Timestamp>,
         mtime: Option<Timestamp>,
     },
@@ -247,6 +262,14 @@ pub enum Request {
     },
     /// Account and server status; answers [`Response::Status`].
     Status,
+    /// Create a special node (FIFO, socket, device); answers its [`Response::Attr`].
+    Mknod {
+        parent: NodeId,
+        name: String,
+        kind: NodeKind,
+        mode: u32,
+        rdev: u32,
+    },
 }
 
 /// A successful answer.

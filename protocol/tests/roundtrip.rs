@@ -20,7 +20,11 @@ fn kind() -> impl Strategy<Value = NodeKind> {
     prop_oneof![
         Just(NodeKind::File),
         Just(NodeKind::Dir),
-        Just(NodeKind::Symlink)
+        Just(NodeKind::Symlink),
+        Just(NodeKind::Fifo),
+        Just(NodeKind::Socket),
+        Just(NodeKind::CharDevice),
+        Just(NodeKind::BlockDevice),
     ]
 }
 
@@ -37,20 +41,29 @@ fn attr() -> impl Strategy<Value = Attr> {
         ts(),
         ts(),
         ts(),
-        any::<u32>(),
-        any::<u64>(),
+        (any::<u32>(), any::<u64>()),
+        (
+            any::<u32>(),
+            proptest::option::of(any::<u32>()),
+            proptest::option::of(any::<u32>()),
+        ),
     )
         .prop_map(
-            |(node, kind, mode, size, mtime, ctime, atime, nlink, version)| Attr {
-                node,
-                kind,
-                mode,
-                size,
-                mtime,
-                ctime,
-                atime,
-                nlink,
-                version,
+            |(node, kind, mode, size, mtime, ctime, atime, (nlink, version), (rdev, uid, gid))| {
+                Attr {
+                    node,
+                    kind,
+                    mode,
+                    size,
+                    mtime,
+                    ctime,
+                    atime,
+                    nlink,
+                    version,
+                    rdev,
+                    uid,
+                    gid,
+                }
             },
         )
 }
@@ -86,12 +99,16 @@ fn request() -> impl Strategy<Value = Request> {
         (
             any::<u64>(),
             proptest::option::of(any::<u32>()),
+            proptest::option::of(any::<u32>()),
+            proptest::option::of(any::<u32>()),
             proptest::option::of(ts()),
             proptest::option::of(ts())
         )
-            .prop_map(|(node, mode, atime, mtime)| Request::SetAttr {
+            .prop_map(|(node, mode, uid, gid, atime, mtime)| Request::SetAttr {
                 node,
                 mode,
+                uid,
+                gid,
                 atime,
                 mtime
             }),
@@ -165,6 +182,15 @@ fn request() -> impl Strategy<Value = Request> {
                 }
             ),
         Just(Request::Status),
+        (any::<u64>(), name(), kind(), any::<u32>(), any::<u32>()).prop_map(
+            |(parent, name, kind, mode, rdev)| Request::Mknod {
+                parent,
+                name,
+                kind,
+                mode,
+                rdev
+            }
+        ),
     ]
 }
 

@@ -46,7 +46,8 @@ impl Action {
             | Request::SetXattr { .. }
             | Request::RemoveXattr { .. }
             | Request::PutChunk { .. }
-            | Request::Commit { .. } => Action::Write,
+            | Request::Commit { .. }
+            | Request::Mknod { .. } => Action::Write,
         }
     }
 }

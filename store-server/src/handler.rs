@@ -68,6 +68,7 @@ fn describe(req: &Request) -> &'static str {
         Request::GetManifest { .. } => "get-manifest",
         Request::Commit { .. } => "commit",
         Request::Status => "status",
+        Request::Mknod { .. } => "mknod",
     }
 }
 
@@ -141,9 +142,34 @@ fn dispatch(store: &Store, session: &Session, req: Request) -> Result<Response, 
         Request::SetAttr {
             node,
             mode,
+            uid,
+            gid,
             atime,
             mtime,
-        } => Response::Attr(store.setattr(ctx, node, mode, atime, mtime)?),
+        } => Response::Attr(store.setattr(ctx, node, mode, (uid, gid), atime, mtime)?),
+        Request::Mknod {
+            parent,
+            name,
+            kind,
+            mode,
+            rdev,
+        } => {
+            if matches!(kind, NodeKind::Dir | NodeKind::Symlink) {
+                return Err(ErrorCode::InvalidArgument.into());
+            }
+            Response::Attr(store.create_node(
+                ctx,
+                parent,
+                &name,
+                NewNode {
+                    kind,
+                    mode,
+                    target: None,
+                    exclusive: true,
+                    rdev,
+                },
+            )?)
+        }
         Request::ReadDir { dir, after, limit } => {
             let (entries, more) = store.readdir(ctx, dir, after.as_deref(), limit)?;
             Response::DirPage { entries, more }
@@ -157,6 +183,7 @@ fn dispatch(store: &Store, session: &Session, req: Request) -> Result<Response, 
                 mode,
                 target: None,
                 exclusive: true,
+                rdev: 0,
             },
         )?),
         Request::Create {
@@ -173,6 +200,7 @@ fn dispatch(store: &Store, session: &Session, req: Request) -> Result<Response, 
                 mode,
                 target: None,
                 exclusive,
+                rdev: 0,
             },
         )?),
         Request::Symlink {
@@ -188,6 +216,7 @@ fn dispatch(store: &Store, session: &Session, req: Request) -> Result<Response, 
                 mode: 0o777,
                 target: Some(&target),
                 exclusive: true,
+                rdev: 0,
             },
         )?),
         Request::ReadLink { node } => Response::Target(store.readlink(ctx, node)?),

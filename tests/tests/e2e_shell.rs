@@ -132,3 +132,27 @@ assert st.f_blocks > 0 and st.f_bsize == 4096 and st.f_namemax == 255
 PY"#);
     m.unmount();
 }
+
+#[test]
+fn special_files_and_ownership_survive_like_on_a_local_disk() {
+    let server = Server::start(&[("dave", "pw", "user")]);
+    let dev = Device::new();
+    dev.login(&server, "dave", "pw", "laptop");
+    let m = dev.mount();
+    m.sh(r#"cd files
+mkfifo pipe
+mknod null c 1 3
+printf x > owned
+chown 1234:2345 owned
+python3 -c "import socket; s=socket.socket(socket.AF_UNIX); s.bind('sock')"
+"#);
+    let stat = "cd files && stat -c '%n|%F|%t:%T|%u:%g' pipe null owned sock";
+    let want = "pipe|fifo|0:0|0:0\nnull|character special file|1:3|0:0\nowned|regular file|0:0|1234:2345\nsock|socket|0:0|0:0\n";
+    assert_eq!(m.sh(stat), want);
+    m.unmount();
+    let other = Device::new();
+    other.login(&server, "dave", "pw", "desktop");
+    let m2 = other.mount();
+    assert_eq!(m2.sh(stat), want);
+    m2.unmount();
+}

@@ -48,6 +48,18 @@ pub struct Stat {
     pub nlink: u32,
     pub uid: u32,
     pub gid: u32,
+    pub rdev: u32,
+}
+
+/// What a setattr changes (`None`: leave as is).
+#[derive(Clone, Debug, Default)]
+pub struct SetAttr {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<Timestamp>,
+    pub mtime: Option<Timestamp>,
 }
 
 /// One entry of an open directory.
@@ -235,10 +247,12 @@ impl FsCore {
 
     /// Kernel attributes: the server's, with local unsent content (size, mtime) laid over.
     pub(crate) fn stat_of(&self, attr: &Attr) -> Stat {
-        let (mut size, mut mtime) = (attr.size, attr.mtime);
+        let (mut size, mut mtime, mut ctime) = (attr.size, attr.mtime, attr.ctime);
         if let Some((s, m)) = self.local_overlay(attr.node) {
             size = s;
             mtime = m;
+            // A local content change is a status change too.
+            ctime = ctime.max(m);
         }
         Stat {
             ino: self.ino_of(attr.node),
@@ -248,10 +262,11 @@ impl FsCore {
             blocks: size.div_ceil(512),
             atime: attr.atime.to_system(),
             mtime: mtime.to_system(),
-            ctime: attr.ctime.to_system(),
+            ctime: ctime.to_system(),
             nlink: attr.nlink,
-            uid: self.opts.uid,
-            gid: self.opts.gid,
+            uid: attr.uid.unwrap_or(self.opts.uid),
+            gid: attr.gid.unwrap_or(self.opts.gid),
+            rdev: attr.rdev,
         }
     }
 
@@ -260,9 +275,15 @@ impl FsCore {
         if name == VERSIONS_DIR {
             return Err(FsError::NotFound);
         }
-        if validate_name(name).is_err() {
+        match validate_name(name) {
+            Ok(()) => {}
+            Err(shelf_protocol::ErrorCode::NameTooLong) => {
+                return Err(FsError::Remote(crate::remote::RemoteError::Server(
+                    shelf_protocol::ErrorCode::NameTooLong.into(),
+                )))
+            }
             // A name the store can never hold simply does not exist.
-            return Err(FsError::NotFound);
+            Err(_) => return Err(FsError::NotFound),
         }
         let attr = self.call_attr(
             "lookup",
@@ -281,20 +302,21 @@ impl FsCore {
 
     /// Changes mode, size or times. A size change is a content change: it goes through the
     /// staging file like a write.
-    pub fn setattr(
-        &self,
-        ino: u64,
-        mode: Option<u32>,
-        size: Option<u64>,
-        atime: Option<Timestamp>,
-        mtime: Option<Timestamp>,
-    ) -> Result<Stat, FsError> {
+    pub fn setattr(&self, ino: u64, change: SetAttr) -> Result<Stat, FsError> {
+        let SetAttr {
+            mode,
+            uid,
+            gid,
+            size,
+            atime,
+            mtime,
+        } = change;
         self.check_writable()?;
         let node = self.node_of(ino);
         if let Some(size) = size {
             self.truncate(node, size)?;
         }
-        if mode.is_some() || atime.is_some() || mtime.is_some() {
+        if mode.is_some() || uid.is_some() || gid.is_some() || atime.is_some() || mtime.is_some() {
             if let Some(t) = mtime {
                 self.set_local_mtime(node, t)?;
             }
@@ -303,6 +325,8 @@ impl FsCore {
                 Request::SetAttr {
                     node,
                     mode,
+                    uid,
+                    gid,
                     atime,
                     mtime,
                 },
@@ -323,6 +347,63 @@ impl FsCore {
                 mode,
             },
         )?;
+        self.forget_attr(parent);
+        Ok(self.stat_of(&attr))
+    }
+
+    /// Gives a node just created by another user (allow_other) to its creator, as a local
+    /// filesystem does; the mounting user's own nodes need no extra round trip.
+    pub fn own_by(&self, stat: Stat, uid: u32, gid: u32) -> Result<Stat, FsError> {
+        if stat.uid == uid && stat.gid == gid {
+            return Ok(stat);
+        }
+        self.setattr(
+            stat.ino,
+            SetAttr {
+                uid: Some(uid),
+                gid: Some(gid),
+                ..SetAttr::default()
+            },
+        )
+    }
+
+    /// mknod(2): a regular file (S_IFREG), FIFO, socket or device node.
+    pub fn mknod(
+        &self,
+        parent: u64,
+        name: &std::ffi::OsStr,
+        mode: u32,
+        rdev: u32,
+    ) -> Result<Stat, FsError> {
+        self.check_writable()?;
+        let name = check_name(name)?;
+        let parent = self.node_of(parent);
+        let perm = mode & 0o7777;
+        let req = match mode & libc::S_IFMT {
+            libc::S_IFREG | 0 => Request::Create {
+                parent,
+                name: name.to_string(),
+                mode: perm,
+                exclusive: true,
+            },
+            fmt => {
+                let kind = match fmt {
+                    libc::S_IFIFO => NodeKind::Fifo,
+                    libc::S_IFSOCK => NodeKind::Socket,
+                    libc::S_IFCHR => NodeKind::CharDevice,
+                    libc::S_IFBLK => NodeKind::BlockDevice,
+                    _ => return Err(FsError::Invalid),
+                };
+                Request::Mknod {
+                    parent,
+                    name: name.to_string(),
+                    kind,
+                    mode: perm,
+                    rdev,
+                }
+            }
+        };
+        let attr = self.call_attr("mknod", req)?;
         self.forget_attr(parent);
         Ok(self.stat_of(&attr))
     }

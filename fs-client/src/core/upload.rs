@@ -255,6 +255,8 @@ impl FsCore {
                     let _ = self.remote.call(Request::SetAttr {
                         node,
                         mode: None,
+                        uid: None,
+                        gid: None,
                         atime: None,
                         mtime: Some(m),
                     });

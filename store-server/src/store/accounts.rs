@@ -74,6 +74,9 @@ fn dir_rec(owner: u64, parent: u64, now: Timestamp) -> NodeRec {
         version: 0,
         entries: 0,
         target: None,
+        rdev: 0,
+        uid: None,
+        gid: None,
         xattrs: BTreeMap::new(),
         deleted: None,
     }

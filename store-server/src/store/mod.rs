@@ -80,6 +80,11 @@ pub struct NodeRec {
     /// its transaction.
     pub entries: u64,
     pub target: Option<String>,
+    /// Device number of a device node.
+    pub rdev: u32,
+    /// Owner set by chown (None: the mounting user).
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
     pub xattrs: BTreeMap<String, Vec<u8>>,
     /// Set when the last name of the node was removed; versions stay for restoring.
     pub deleted: Option<Timestamp>,
@@ -97,6 +102,9 @@ impl NodeRec {
             atime: self.atime,
             nlink: self.nlink,
             version: self.version,
+            rdev: self.rdev,
+            uid: self.uid,
+            gid: self.gid,
         }
     }
 }

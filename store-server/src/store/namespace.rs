@@ -34,6 +34,8 @@ pub struct NewNode<'a> {
     pub target: Option<&'a str>,
     /// Fail on an existing name (O_EXCL; always for directories and symlinks).
     pub exclusive: bool,
+    /// Device number of a device node.
+    pub rdev: u32,
 }
 
 pub(crate) fn tx_error(e: TransactionError<StoreError>) -> StoreError {
@@ -174,6 +176,7 @@ impl Store {
             mode,
             target,
             exclusive,
+            rdev,
         } = new;
         check_name(name)?;
         if let Some(t) = target {
@@ -198,6 +201,9 @@ impl Store {
             version: 0,
             entries: 0,
             target: target.map(str::to_string),
+            rdev,
+            uid: None,
+            gid: None,
             xattrs: BTreeMap::new(),
             deleted: None,
         };
@@ -406,12 +412,19 @@ impl Store {
         ctx: &Ctx,
         id: NodeId,
         mode: Option<u32>,
+        owner: (Option<u32>, Option<u32>),
         atime: Option<Timestamp>,
         mtime: Option<Timestamp>,
     ) -> Result<Attr> {
         self.update_node(ctx, id, |rec| {
             if let Some(m) = mode {
                 rec.mode = m & 0o7777;
+            }
+            if let Some(u) = owner.0 {
+                rec.uid = Some(u);
+            }
+            if let Some(g) = owner.1 {
+                rec.gid = Some(g);
             }
             if let Some(t) = atime {
                 rec.atime = t;
@@ -589,7 +602,11 @@ impl Store {
                     files += 1;
                     logical += rec.size;
                 }
-                NodeKind::Symlink => {}
+                NodeKind::Symlink
+                | NodeKind::Fifo
+                | NodeKind::Socket
+                | NodeKind::CharDevice
+                | NodeKind::BlockDevice => {}
             }
         }
         Ok(ServerStatus {
