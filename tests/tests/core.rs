@@ -1,0 +1,215 @@
+//! The filesystem core without a mount: `FsCore` driven directly against a real
+//! `shelf-server` process, as the fuser adapter would drive it.
+
+use shelf::cache::CacheDir;
+use shelf::core::{CoreOptions, FsCore, SetAttr};
+use shelf::remote::{Endpoint, Remote};
+use shelf_protocol::{Request, Response};
+use shelf_tests::*;
+use std::ffi::OsStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+fn core_for(server: &Server, cache: &std::path::Path, device: &str) -> Arc<FsCore> {
+    let remote = Remote::new(
+        Endpoint {
+            addr: server.addr.clone(),
+            fingerprint: Some(server.fingerprint.clone()),
+        },
+        None,
+    )
+    .expect("runtime");
+    let Response::Session { token, root, .. } = remote
+        .call(Request::Login {
+            user: "alice".into(),
+            password: "pw".into(),
+            device: device.into(),
+        })
+        .expect("login")
+    else {
+        panic!("no session");
+    };
+    remote.set_token(Some(token));
+    FsCore::new(
+        Arc::new(remote),
+        root,
+        CacheDir::open(cache).expect("cache"),
+        CoreOptions {
+            uid: 0,
+            gid: 0,
+            read_only: false,
+            // Small, so the eviction path runs.
+            chunk_cache_bytes: 1 << 20,
+        },
+    )
+    .expect("core")
+}
+
+fn lookup_path(core: &FsCore, path: &str) -> u64 {
+    path.split('/').fold(1, |ino, name| {
+        core.lookup(ino, OsStr::new(name)).expect(name).ino
+    })
+}
+
+fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+#[test]
+fn write_back_then_read_from_another_core_chunk_by_chunk() {
+    let server = Server::start(&[("alice", "pw", "user")]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = core_for(&server, &dir.path().join("a"), "a");
+    let files = lookup_path(&a, "files");
+    let docs = a.mkdir(files, OsStr::new("docs"), 0o755).expect("mkdir");
+    let data = pseudo_random(3 << 20, 7);
+    let (stat, opened) = a
+        .create(docs.ino, OsStr::new("blob"), 0o644, libc::O_WRONLY)
+        .expect("create");
+    assert_eq!(stat.size, 0);
+    for (i, piece) in data.chunks(1 << 20).enumerate() {
+        a.write(opened.fh, (i << 20) as u64, piece).expect("write");
+    }
+    // Before any upload, the core reports the local size and reads local content.
+    assert_eq!(
+        a.getattr(stat.ino).expect("getattr").size,
+        data.len() as u64
+    );
+    a.fsync(opened.fh).expect("fsync");
+    a.flush(opened.fh).expect("flush");
+    a.release(opened.fh).expect("release");
+
+    // A second core (another device) reads it through the chunk path.
+    let b = core_for(&server, &dir.path().join("b"), "b");
+    let ino = lookup_path(&b, "files/docs/blob");
+    let o = b.open(ino, libc::O_RDONLY).expect("open");
+    let mut got = Vec::new();
+    while got.len() < data.len() {
+        let part = b.read(o.fh, got.len() as u64, 128 << 10).expect("read");
+        assert!(!part.is_empty());
+        got.extend_from_slice(&part);
+    }
+    assert!(got == data, "content differs");
+    // A read at the end fetches only what it needs.
+    let tail = b
+        .read(o.fh, data.len() as u64 - 10, 100)
+        .expect("read tail");
+    assert_eq!(tail, &data[data.len() - 10..]);
+    assert!(b
+        .read(o.fh, data.len() as u64, 100)
+        .expect("read past end")
+        .is_empty());
+    b.release(o.fh).expect("release");
+
+    // Namespace operations through the core.
+    b.rename(
+        lookup_path(&b, "files/docs"),
+        OsStr::new("blob"),
+        lookup_path(&b, "files"),
+        OsStr::new("moved"),
+        shelf_protocol::RenameMode::Replace,
+    )
+    .expect("rename");
+    let dh = b.opendir(lookup_path(&b, "files")).expect("opendir");
+    let names: Vec<String> = b
+        .readdir(dh, 0)
+        .expect("readdir")
+        .into_iter()
+        .map(|(_, i)| i.name)
+        .collect();
+    b.releasedir(dh);
+    assert!(
+        names.contains(&"moved".to_string()) && names.contains(&"docs".to_string()),
+        "{names:?}"
+    );
+    let moved = lookup_path(&b, "files/moved");
+    let st = b
+        .setattr(
+            moved,
+            SetAttr {
+                mode: Some(0o600),
+                ..SetAttr::default()
+            },
+        )
+        .expect("chmod");
+    assert_eq!(st.perm, 0o600);
+    b.unlink(lookup_path(&b, "files"), OsStr::new("moved"))
+        .expect("unlink");
+    assert!(b
+        .lookup(lookup_path(&b, "files"), OsStr::new("moved"))
+        .is_err());
+}
+
+#[test]
+fn journal_replays_after_the_core_is_dropped_without_uploading() {
+    let server = Server::start(&[("alice", "pw", "user")]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cache = dir.path().join("cache");
+    let want = pseudo_random(200_000, 3);
+    {
+        // No background threads: nothing is uploaded, as if the client died after close.
+        let a = core_for(&server, &cache, "a");
+        let work = lookup_path(&a, "files/work");
+        let (_, o) = a
+            .create(work, OsStr::new("pending.bin"), 0o644, libc::O_WRONLY)
+            .expect("create");
+        a.write(o.fh, 0, &want).expect("write");
+        a.flush(o.fh).expect("close returns after journaling");
+        a.release(o.fh).expect("release");
+        assert_eq!(shelf::cache::pending_uploads(&cache), 1);
+    }
+    // The next core on the same cache replays the journal.
+    let a = core_for(&server, &cache, "a");
+    let threads = a.start_background(1);
+    assert_eq!(a.drain(Duration::from_secs(30)), 0);
+    assert_eq!(shelf::cache::pending_uploads(&cache), 0);
+    a.stop_background();
+    for t in threads {
+        t.join().expect("thread");
+    }
+    let b = core_for(&server, &dir.path().join("b"), "b");
+    let ino = lookup_path(&b, "files/work/pending.bin");
+    let o = b.open(ino, libc::O_RDONLY).expect("open");
+    let got = b.read(o.fh, 0, want.len() as u32).expect("read");
+    assert!(got == want);
+}
+
+#[test]
+fn truncate_and_overwrite_of_an_uploaded_file() {
+    let server = Server::start(&[("alice", "pw", "user")]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = core_for(&server, &dir.path().join("a"), "a");
+    let files = lookup_path(&a, "files");
+    let (st, o) = a
+        .create(files, OsStr::new("t"), 0o644, libc::O_RDWR)
+        .expect("create");
+    a.write(o.fh, 0, b"0123456789").expect("write");
+    a.fsync(o.fh).expect("fsync");
+    a.release(o.fh).expect("release");
+    // truncate(2) without an open handle is a content change uploaded like a close.
+    a.setattr(
+        st.ino,
+        SetAttr {
+            size: Some(4),
+            ..SetAttr::default()
+        },
+    )
+    .expect("truncate");
+    let o = a.open(st.ino, libc::O_RDWR).expect("open");
+    a.write(o.fh, 8, b"xy")
+        .expect("write past the end leaves a hole");
+    a.fsync(o.fh).expect("fsync");
+    a.release(o.fh).expect("release");
+    let b = core_for(&server, &dir.path().join("b"), "b");
+    let ino = lookup_path(&b, "files/t");
+    let o = b.open(ino, libc::O_RDONLY).expect("open");
+    assert_eq!(b.read(o.fh, 0, 100).expect("read"), b"0123\0\0\0\0xy");
+}
