@@ -1,0 +1,271 @@
+//! The wire against a real server: hostile frames get the connection closed (never a panic
+//! or a hang), a version mismatch is a clear error, and one account cannot reach another's
+//! nodes or chunks — they are "not found", revealing nothing.
+
+use shelf::remote::{tls, Endpoint, Remote, RemoteError};
+use shelf_protocol::*;
+use shelf_tests::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+async fn raw_tls(server: &Server) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let tcp = tokio::net::TcpStream::connect(&server.addr)
+        .await
+        .expect("connect");
+    let config = tls::client_config(tls::PinnedVerifier::new(Some(server.fingerprint.clone())))
+        .expect("tls config");
+    tokio_rustls::TlsConnector::from(config)
+        .connect(
+            rustls::pki_types::ServerName::try_from("shelf").expect("name"),
+            tcp,
+        )
+        .await
+        .expect("tls")
+}
+
+async fn hello(
+    stream: &mut (impl AsyncReadExt + AsyncWriteExt + Unpin),
+    version: u32,
+) -> ServerFrame {
+    let body = frame::encode(&ClientFrame::Hello {
+        magic: MAGIC,
+        version,
+        client: "test".into(),
+    })
+    .expect("encode");
+    stream
+        .write_all(&(body.len() as u32).to_be_bytes())
+        .await
+        .expect("write");
+    stream.write_all(&body).await.expect("write");
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len).await.expect("read");
+    let mut buf = vec![0u8; u32::from_be_bytes(len) as usize];
+    stream.read_exact(&mut buf).await.expect("read");
+    postcard::from_bytes(&buf).expect("decode")
+}
+
+/// Reads (an alert at most) until EOF: the server must close the connection.
+async fn closed(stream: &mut (impl AsyncReadExt + Unpin)) -> bool {
+    let mut buf = [0u8; 1024];
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+fn login(server: &Server, user: &str) -> (Remote, Attr) {
+    let remote = Remote::new(
+        Endpoint {
+            addr: server.addr.clone(),
+            fingerprint: Some(server.fingerprint.clone()),
+        },
+        None,
+    )
+    .expect("remote");
+    let Response::Session { root, .. } = remote
+        .call(Request::Login {
+            user: user.into(),
+            password: "pw".into(),
+            device: "d".into(),
+        })
+        .expect("login")
+    else {
+        panic!("no session")
+    };
+    (remote, root)
+}
+
+#[test]
+fn hostile_frames_close_the_connection_and_the_server_lives_on() {
+    let server = Server::start(&[("alice", "pw", "user")]);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        // Oversized length after the hello.
+        let mut s = raw_tls(&server).await;
+        assert!(matches!(
+            hello(&mut s, PROTOCOL_VERSION).await,
+            ServerFrame::Hello { .. }
+        ));
+        s.write_all(&(u32::MAX).to_be_bytes()).await.expect("write");
+        s.flush().await.expect("flush");
+        assert!(
+            closed(&mut s).await,
+            "oversized frame closes the connection"
+        );
+
+        // Garbage body.
+        let mut s = raw_tls(&server).await;
+        assert!(matches!(
+            hello(&mut s, PROTOCOL_VERSION).await,
+            ServerFrame::Hello { .. }
+        ));
+        s.write_all(&8u32.to_be_bytes()).await.expect("write");
+        s.write_all(&[0xff; 8]).await.expect("write");
+        s.flush().await.expect("flush");
+        assert!(
+            closed(&mut s).await,
+            "malformed frame closes the connection"
+        );
+
+        // A request before the hello.
+        let mut s = raw_tls(&server).await;
+        let body = frame::encode(&ClientFrame::Request {
+            id: 1,
+            body: Request::StatFs,
+        })
+        .expect("encode");
+        s.write_all(&(body.len() as u32).to_be_bytes())
+            .await
+            .expect("write");
+        s.write_all(&body).await.expect("write");
+        s.flush().await.expect("flush");
+        assert!(closed(&mut s).await, "no hello, no service");
+
+        // A different protocol version is told so, clearly.
+        let mut s = raw_tls(&server).await;
+        match hello(&mut s, PROTOCOL_VERSION + 1).await {
+            ServerFrame::HelloRejected { message, .. } => {
+                assert!(message.contains("protocol"), "{message}")
+            }
+            other => panic!("expected HelloRejected, got {other:?}"),
+        }
+
+        // Plain TCP without TLS: the handshake fails, the server goes on.
+        let mut tcp = tokio::net::TcpStream::connect(&server.addr)
+            .await
+            .expect("connect");
+        tcp.write_all(b"GET / HTTP/1.0\r\n\r\n")
+            .await
+            .expect("write");
+        assert!(closed(&mut tcp).await);
+    });
+    // Still serving.
+    let (remote, _) = login(&server, "alice");
+    assert!(matches!(
+        remote.call(Request::StatFs),
+        Ok(Response::StatFs { .. })
+    ));
+    // Requests need a session.
+    let anon = Remote::new(
+        Endpoint {
+            addr: server.addr.clone(),
+            fingerprint: Some(server.fingerprint.clone()),
+        },
+        None,
+    )
+    .expect("remote");
+    let err = anon.call(Request::StatFs).expect_err("no session");
+    assert_eq!(err.code(), Some(ErrorCode::AuthRequired));
+    // The client refuses to send an oversized request, with a clear error.
+    let big = remote
+        .call(Request::PutChunk {
+            id: ChunkId([0; 32]),
+            data: vec![0; MAX_FRAME + 1],
+        })
+        .expect_err("too large");
+    assert_eq!(big.code(), Some(ErrorCode::TooLarge));
+    // A chunk whose body does not match its id is refused.
+    let bad = remote
+        .call(Request::PutChunk {
+            id: ChunkId([1; 32]),
+            data: b"not that".to_vec(),
+        })
+        .expect_err("mismatch");
+    assert_eq!(bad.code(), Some(ErrorCode::Corrupt));
+}
+
+#[test]
+fn one_account_cannot_reach_another_accounts_nodes_or_chunks() {
+    let server = Server::start(&[
+        ("alice", "pw", "user"),
+        ("bob", "pw", "user"),
+        ("vic", "pw", "viewer"),
+    ]);
+    let (alice, alice_root) = login(&server, "alice");
+    let (bob, _) = login(&server, "bob");
+    let Ok(Response::Attr(secret)) = alice.call(Request::Create {
+        parent: alice_root.node,
+        name: "secret.txt".into(),
+        mode: 0o600,
+        exclusive: true,
+    }) else {
+        panic!("create")
+    };
+    let data = b"alice's secret".to_vec();
+    let id = shelf::chunker::chunk_id(&data);
+    alice
+        .call(Request::PutChunk {
+            id,
+            data: data.clone(),
+        })
+        .expect("put");
+    alice
+        .call(Request::Commit {
+            node: secret.node,
+            base_version: 0,
+            chunks: vec![ChunkRef {
+                id,
+                len: data.len() as u32,
+            }],
+            mtime: Timestamp::now(),
+            durable: false,
+        })
+        .expect("commit");
+
+    let not_found = |r: Result<Response, RemoteError>| {
+        assert_eq!(
+            r.expect_err("must be refused").code(),
+            Some(ErrorCode::NotFound)
+        )
+    };
+    not_found(bob.call(Request::GetAttr { node: secret.node }));
+    not_found(bob.call(Request::GetManifest { node: secret.node }));
+    not_found(bob.call(Request::GetChunk { id }));
+    not_found(bob.call(Request::Lookup {
+        parent: alice_root.node,
+        name: "secret.txt".into(),
+    }));
+    not_found(bob.call(Request::ReadDir {
+        dir: alice_root.node,
+        after: None,
+        limit: 10,
+    }));
+    not_found(bob.call(Request::Unlink {
+        parent: alice_root.node,
+        name: "secret.txt".into(),
+    }));
+    not_found(bob.call(Request::SetAttr {
+        node: secret.node,
+        mode: Some(0o777),
+        uid: None,
+        gid: None,
+        atime: None,
+        mtime: None,
+    }));
+    // Bob cannot commit Alice's chunk into his own file either: chunks are per account.
+    assert!(
+        matches!(bob.call(Request::HaveChunks { ids: vec![id] }), Ok(Response::Missing(m)) if m == vec![0])
+    );
+
+    // A viewer reads but never writes.
+    let (vic, vic_root) = login(&server, "vic");
+    assert!(vic
+        .call(Request::ReadDir {
+            dir: vic_root.node,
+            after: None,
+            limit: 10
+        })
+        .is_ok());
+    let ro = vic
+        .call(Request::Mkdir {
+            parent: vic_root.node,
+            name: "x".into(),
+            mode: 0o755,
+        })
+        .expect_err("viewer write");
+    assert_eq!(ro.code(), Some(ErrorCode::ReadOnly));
+}
