@@ -32,3 +32,7 @@ pub const PROTOCOL_VERSION: u32 = 1;
 
 /// Largest chunk body the server accepts (FastCDC's maximum chunk size is below this).
 pub const MAX_CHUNK: usize = 1 << 20;
+
+/// Most chunks one `PutChunks`/`GetChunks` may carry (a `GetChunks` answer of this many
+/// maximum-size chunks still fits in a frame).
+pub const MAX_CHUNKS_PER_REQUEST: usize = 16;

@@ -144,6 +144,14 @@ pub struct ChunkRef {
     pub len: u32,
 }
 
+/// A chunk body with its id.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkBody {
+    pub id: ChunkId,
+    #[serde(with = "serde_bytes")]
+    pub data: Vec<u8>,
+}
+
 /// How a rename treats an existing target.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RenameMode {
@@ -250,14 +258,11 @@ pub enum Request {
     StatFs,
     /// Which of these chunks the server lacks; answers [`Response::Missing`] (indices).
     HaveChunks { ids: Vec<ChunkId> },
-    /// Upload one chunk body; the server checks it against its id.
-    PutChunk {
-        id: ChunkId,
-        #[serde(with = "serde_bytes")]
-        data: Vec<u8>,
-    },
-    /// Download one chunk body; answers [`Response::Bytes`].
-    GetChunk { id: ChunkId },
+    /// Upload chunk bodies (batched: one request per ~1 MiB); the server checks each
+    /// against its id.
+    PutChunks { chunks: Vec<ChunkBody> },
+    /// Download chunk bodies; answers [`Response::Chunks`] in the same order.
+    GetChunks { ids: Vec<ChunkId> },
     /// The chunk list of a file's current version; answers [`Response::Manifest`].
     GetManifest { node: NodeId },
     /// Make a new version of a file from uploaded chunks; answers the new [`Response::Attr`].
@@ -319,6 +324,8 @@ pub enum Response {
     },
     /// Account and server status.
     Status(ServerStatus),
+    /// Chunk bodies, in the order asked for.
+    Chunks(Vec<ChunkBody>),
     /// A name was removed (unlink, rmdir, rename over a target); carries the node that lost
     /// its last name, so the client can drop local state of it.
     Removed(Option<NodeId>),

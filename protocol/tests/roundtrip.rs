@@ -68,6 +68,14 @@ fn attr() -> impl Strategy<Value = Attr> {
         )
 }
 
+fn chunk_bodies() -> impl Strategy<Value = Vec<ChunkBody>> {
+    prop::collection::vec(
+        (chunk_id(), prop::collection::vec(any::<u8>(), 0..256))
+            .prop_map(|(id, data)| ChunkBody { id, data }),
+        0..4,
+    )
+}
+
 fn chunk_refs() -> impl Strategy<Value = Vec<ChunkRef>> {
     prop::collection::vec(
         (chunk_id(), any::<u32>()).prop_map(|(id, len)| ChunkRef { id, len }),
@@ -161,9 +169,8 @@ fn request() -> impl Strategy<Value = Request> {
         (any::<u64>(), name()).prop_map(|(node, name)| Request::RemoveXattr { node, name }),
         Just(Request::StatFs),
         prop::collection::vec(chunk_id(), 0..10).prop_map(|ids| Request::HaveChunks { ids }),
-        (chunk_id(), prop::collection::vec(any::<u8>(), 0..256))
-            .prop_map(|(id, data)| Request::PutChunk { id, data }),
-        chunk_id().prop_map(|id| Request::GetChunk { id }),
+        chunk_bodies().prop_map(|chunks| Request::PutChunks { chunks }),
+        prop::collection::vec(chunk_id(), 0..5).prop_map(|ids| Request::GetChunks { ids }),
         any::<u64>().prop_map(|node| Request::GetManifest { node }),
         (
             any::<u64>(),
@@ -275,6 +282,7 @@ fn response() -> impl Strategy<Value = Response> {
             })
         }),
         proptest::option::of(any::<u64>()).prop_map(Response::Removed),
+        chunk_bodies().prop_map(Response::Chunks),
     ]
 }
 

@@ -32,7 +32,7 @@ impl Action {
             | Request::GetXattr { .. }
             | Request::ListXattr { .. }
             | Request::StatFs
-            | Request::GetChunk { .. }
+            | Request::GetChunks { .. }
             | Request::GetManifest { .. }
             | Request::HaveChunks { .. }
             | Request::Status => Action::Read,
@@ -45,7 +45,7 @@ impl Action {
             | Request::Rename { .. }
             | Request::SetXattr { .. }
             | Request::RemoveXattr { .. }
-            | Request::PutChunk { .. }
+            | Request::PutChunks { .. }
             | Request::Commit { .. }
             | Request::Mknod { .. } => Action::Write,
         }

@@ -8,7 +8,9 @@ use crate::authz::{authorize, Action};
 use crate::error::StoreError;
 use crate::store::namespace::NewNode;
 use crate::store::{Ctx, Store};
-use shelf_protocol::{ErrorCode, NodeKind, Request, Response, WireError, MAX_CHUNK};
+use shelf_protocol::{
+    ChunkBody, ErrorCode, NodeKind, Request, Response, WireError, MAX_CHUNK, MAX_CHUNKS_PER_REQUEST,
+};
 use std::sync::Mutex;
 
 /// Most chunk ids one `HaveChunks` may ask about.
@@ -63,8 +65,8 @@ fn describe(req: &Request) -> &'static str {
         Request::RemoveXattr { .. } => "removexattr",
         Request::StatFs => "statfs",
         Request::HaveChunks { .. } => "have-chunks",
-        Request::PutChunk { .. } => "put-chunk",
-        Request::GetChunk { .. } => "get-chunk",
+        Request::PutChunks { .. } => "put-chunks",
+        Request::GetChunks { .. } => "get-chunks",
         Request::GetManifest { .. } => "get-manifest",
         Request::Commit { .. } => "commit",
         Request::Status => "status",
@@ -268,24 +270,39 @@ fn dispatch(store: &Store, session: &Session, req: Request) -> Result<Response, 
             }
             Response::Missing(missing)
         }
-        Request::PutChunk { id, data } => {
-            if data.len() > MAX_CHUNK {
+        Request::PutChunks { chunks } => {
+            if chunks.len() > MAX_CHUNKS_PER_REQUEST {
                 return Err(ErrorCode::TooLarge.into());
             }
-            if blake3::hash(&data).as_bytes() != &id.0 {
-                tracing::warn!(user = %ctx.user, "uploaded chunk does not match its id");
-                return Err(ErrorCode::Corrupt.into());
+            // Verify the whole batch before storing any of it.
+            for c in &chunks {
+                if c.data.len() > MAX_CHUNK {
+                    return Err(ErrorCode::TooLarge.into());
+                }
+                if blake3::hash(&c.data).as_bytes() != &c.id.0 {
+                    tracing::warn!(user = %ctx.user, "uploaded chunk does not match its id");
+                    return Err(ErrorCode::Corrupt.into());
+                }
             }
-            store.chunks.put(ctx.account, &id, &data)?;
+            for c in &chunks {
+                store.chunks.put(ctx.account, &c.id, &c.data)?;
+            }
             Response::Ok
         }
-        Request::GetChunk { id } => {
-            let data = store.chunks.get(ctx.account, &id)?;
-            if blake3::hash(&data).as_bytes() != &id.0 {
-                tracing::error!(user = %ctx.user, chunk = %id, "stored chunk failed verification");
-                return Err(ErrorCode::Corrupt.into());
+        Request::GetChunks { ids } => {
+            if ids.len() > MAX_CHUNKS_PER_REQUEST {
+                return Err(ErrorCode::TooLarge.into());
             }
-            Response::Bytes(data)
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                let data = store.chunks.get(ctx.account, &id)?;
+                if blake3::hash(&data).as_bytes() != &id.0 {
+                    tracing::error!(user = %ctx.user, chunk = %id, "stored chunk failed verification");
+                    return Err(ErrorCode::Corrupt.into());
+                }
+                out.push(ChunkBody { id, data });
+            }
+            Response::Chunks(out)
         }
         Request::GetManifest { node } => {
             let (version, size, chunks) = store.manifest(ctx, node)?;

@@ -162,17 +162,21 @@ fn hostile_frames_close_the_connection_and_the_server_lives_on() {
     assert_eq!(err.code(), Some(ErrorCode::AuthRequired));
     // The client refuses to send an oversized request, with a clear error.
     let big = remote
-        .call(Request::PutChunk {
-            id: ChunkId([0; 32]),
-            data: vec![0; MAX_FRAME + 1],
+        .call(Request::PutChunks {
+            chunks: vec![ChunkBody {
+                id: ChunkId([0; 32]),
+                data: vec![0; MAX_FRAME + 1],
+            }],
         })
         .expect_err("too large");
     assert_eq!(big.code(), Some(ErrorCode::TooLarge));
     // A chunk whose body does not match its id is refused.
     let bad = remote
-        .call(Request::PutChunk {
-            id: ChunkId([1; 32]),
-            data: b"not that".to_vec(),
+        .call(Request::PutChunks {
+            chunks: vec![ChunkBody {
+                id: ChunkId([1; 32]),
+                data: b"not that".to_vec(),
+            }],
         })
         .expect_err("mismatch");
     assert_eq!(bad.code(), Some(ErrorCode::Corrupt));
@@ -198,9 +202,11 @@ fn one_account_cannot_reach_another_accounts_nodes_or_chunks() {
     let data = b"alice's secret".to_vec();
     let id = shelf::chunker::chunk_id(&data);
     alice
-        .call(Request::PutChunk {
-            id,
-            data: data.clone(),
+        .call(Request::PutChunks {
+            chunks: vec![ChunkBody {
+                id,
+                data: data.clone(),
+            }],
         })
         .expect("put");
     alice
@@ -224,7 +230,7 @@ fn one_account_cannot_reach_another_accounts_nodes_or_chunks() {
     };
     not_found(bob.call(Request::GetAttr { node: secret.node }));
     not_found(bob.call(Request::GetManifest { node: secret.node }));
-    not_found(bob.call(Request::GetChunk { id }));
+    not_found(bob.call(Request::GetChunks { ids: vec![id] }));
     not_found(bob.call(Request::Lookup {
         parent: alice_root.node,
         name: "secret.txt".into(),

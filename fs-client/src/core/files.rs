@@ -20,6 +20,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 /// Chunks fetched ahead of a sequential reader.
 const READ_AHEAD_CHUNKS: usize = 8;
+/// Chunks per download request (several requests run in parallel).
+const READ_BATCH_CHUNKS: usize = 4;
 
 /// An open file.
 pub struct Handle {
@@ -452,26 +454,32 @@ impl FsCore {
     pub(crate) fn fetch_chunks(&self, refs: &[ChunkRef]) -> Result<Vec<Arc<Vec<u8>>>, FsError> {
         let mut out: Vec<Option<Arc<Vec<u8>>>> =
             refs.iter().map(|r| self.chunks.get(&r.id)).collect();
-        let tickets: Vec<(usize, ChunkId, crate::remote::Ticket)> = out
-            .iter()
-            .enumerate()
-            .filter(|(_, b)| b.is_none())
-            .map(|(i, _)| {
-                let id = refs[i].id;
-                (i, id, self.remote.submit(Request::GetChunk { id }))
+        let missing: Vec<usize> = (0..refs.len()).filter(|&i| out[i].is_none()).collect();
+        // Several requests of a few chunks each, all in flight at once.
+        let tickets: Vec<(&[usize], crate::remote::Ticket)> = missing
+            .chunks(READ_BATCH_CHUNKS)
+            .map(|group| {
+                let ids = group.iter().map(|&i| refs[i].id).collect();
+                (group, self.remote.submit(Request::GetChunks { ids }))
             })
             .collect();
-        for (i, id, t) in tickets {
-            let Response::Bytes(body) = t.wait()? else {
-                return Err(FsError::Unexpected("get-chunk"));
+        for (group, t) in tickets {
+            let Response::Chunks(bodies) = t.wait()? else {
+                return Err(FsError::Unexpected("get-chunks"));
             };
-            if crate::chunker::chunk_id(&body) != id {
-                tracing::error!(chunk = %id, "downloaded chunk failed verification");
-                return Err(FsError::Io(std::io::Error::from_raw_os_error(libc::EIO)));
+            if bodies.len() != group.len() {
+                return Err(FsError::Unexpected("get-chunks"));
             }
-            let body = Arc::new(body);
-            self.chunks.put(&id, body.clone());
-            out[i] = Some(body);
+            for (&i, body) in group.iter().zip(bodies) {
+                let id: ChunkId = refs[i].id;
+                if body.id != id || crate::chunker::chunk_id(&body.data) != id {
+                    tracing::error!(chunk = %id, "downloaded chunk failed verification");
+                    return Err(FsError::Io(std::io::Error::from_raw_os_error(libc::EIO)));
+                }
+                let body = Arc::new(body.data);
+                self.chunks.put(&id, body.clone());
+                out[i] = Some(body);
+            }
         }
         out.into_iter()
             .map(|b| b.ok_or(FsError::Unexpected("get-chunk")))

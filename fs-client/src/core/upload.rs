@@ -17,7 +17,9 @@ use super::files::Manifest;
 use super::{FsCore, FsError};
 use crate::chunker;
 use crate::remote::{RemoteError, Ticket};
-use shelf_protocol::{ChunkRef, ErrorCode, NodeId, Request, Response};
+use shelf_protocol::{
+    ChunkBody, ChunkRef, ErrorCode, NodeId, Request, Response, MAX_CHUNKS_PER_REQUEST,
+};
 use std::collections::{HashSet, VecDeque};
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::Ordering;
@@ -26,8 +28,10 @@ use std::time::Duration;
 
 /// Chunk ids asked about per `HaveChunks`.
 const HAVE_BATCH: usize = 64;
-/// Chunk uploads in flight at once.
-const MAX_PUTS_IN_FLIGHT: usize = 32;
+/// Chunk upload requests in flight at once.
+const MAX_PUTS_IN_FLIGHT: usize = 8;
+/// Bytes of chunk bodies per upload request.
+const PUT_BATCH_BYTES: usize = 1 << 20;
 
 /// Files waiting for upload, each at most once.
 #[derive(Default)]
@@ -310,6 +314,17 @@ impl FsCore {
                 return Err(FsError::Unexpected("have-chunks"));
             };
             let mut seen = HashSet::new();
+            let mut group: Vec<ChunkBody> = Vec::new();
+            let mut group_bytes = 0;
+            let send = |group: Vec<ChunkBody>, puts: &mut VecDeque<Ticket>| {
+                while puts.len() >= MAX_PUTS_IN_FLIGHT {
+                    if let Some(t) = puts.pop_front() {
+                        expect_ok(t)?;
+                    }
+                }
+                puts.push_back(self.remote.submit(Request::PutChunks { chunks: group }));
+                Ok::<_, FsError>(())
+            };
             for i in missing {
                 let Some((r, data)) = batch.get_mut(i as usize) else {
                     return Err(FsError::Unexpected("have-chunks"));
@@ -317,15 +332,18 @@ impl FsCore {
                 if !seen.insert(r.id) {
                     continue; // the same chunk twice in one batch
                 }
-                while puts.len() >= MAX_PUTS_IN_FLIGHT {
-                    if let Some(t) = puts.pop_front() {
-                        expect_ok(t)?;
-                    }
-                }
-                puts.push_back(self.remote.submit(Request::PutChunk {
+                group_bytes += data.len();
+                group.push(ChunkBody {
                     id: r.id,
                     data: std::mem::take(data),
-                }));
+                });
+                if group.len() >= MAX_CHUNKS_PER_REQUEST || group_bytes >= PUT_BATCH_BYTES {
+                    send(std::mem::take(&mut group), puts)?;
+                    group_bytes = 0;
+                }
+            }
+            if !group.is_empty() {
+                send(group, puts)?;
             }
             Ok(())
         };
