@@ -102,7 +102,7 @@ fn write_back_then_read_from_another_core_chunk_by_chunk() {
     let tail = b
         .read(o.fh, data.len() as u64 - 10, 100)
         .expect("read tail");
-    assert_eq!(tail, &data[data.len() - 10..]);
+    assert_eq!(&tail[..], &data[data.len() - 10..]);
     assert!(b
         .read(o.fh, data.len() as u64, 100)
         .expect("read past end")
@@ -179,7 +179,7 @@ fn journal_replays_after_the_core_is_dropped_without_uploading() {
     let ino = lookup_path(&b, "files/work/pending.bin");
     let o = b.open(ino, libc::O_RDONLY).expect("open");
     let got = b.read(o.fh, 0, want.len() as u32).expect("read");
-    assert!(got == want);
+    assert!(got[..] == want[..]);
 }
 
 #[test]
@@ -211,5 +211,5 @@ fn truncate_and_overwrite_of_an_uploaded_file() {
     let b = core_for(&server, &dir.path().join("b"), "b");
     let ino = lookup_path(&b, "files/t");
     let o = b.open(ino, libc::O_RDONLY).expect("open");
-    assert_eq!(b.read(o.fh, 0, 100).expect("read"), b"0123\0\0\0\0xy");
+    assert_eq!(&b.read(o.fh, 0, 100).expect("read")[..], b"0123\0\0\0\0xy");
 }

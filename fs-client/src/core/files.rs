@@ -10,6 +10,7 @@
 //! read touches (plus a few ahead when reading sequentially) are fetched, verified against
 //! their BLAKE3 ids and kept in the chunk cache.
 
+use super::aligned::{AlignedBuf, ReadData};
 use super::{FsCore, FsError, Stat};
 use crate::cache::journal::Record;
 use shelf_protocol::{ChunkId, ChunkRef, NodeId, NodeKind, Request, Response, Timestamp};
@@ -344,7 +345,7 @@ impl FsCore {
         Ok(data.len() as u32)
     }
 
-    pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>, FsError> {
+    pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<ReadData, FsError> {
         let (node, _, last_end) = self.handle(fh)?;
         let sequential = offset == last_end;
         if let Ok(mut h) = self.handles.lock() {
@@ -371,7 +372,7 @@ impl FsCore {
                 let file = s.file.clone();
                 let len = s.size.saturating_sub(offset).min(u64::from(size)) as usize;
                 drop(inner);
-                let mut buf = vec![0u8; len];
+                let mut buf = AlignedBuf::zeroed(len);
                 let mut got = 0;
                 while got < len {
                     let n = file.read_at(&mut buf[got..], offset + got as u64)?;
@@ -381,10 +382,11 @@ impl FsCore {
                     got += n;
                 }
                 buf.truncate(got);
-                return Ok(buf);
+                return Ok(ReadData::Aligned(buf));
             }
         }
         self.read_remote(node, offset, size, sequential)
+            .map(ReadData::Owned)
     }
 
     pub(crate) fn manifest(&self, node: NodeId) -> Result<Arc<Manifest>, FsError> {

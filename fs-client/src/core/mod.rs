@@ -9,6 +9,7 @@
 //! * Reads of files without local content fetch only the chunks they touch and keep them in
 //!   the chunk cache.
 
+pub mod aligned;
 mod error;
 pub mod files;
 pub mod upload;
