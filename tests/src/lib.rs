@@ -2,6 +2,10 @@
 //! port, real `shelf` logins in separate config folders (one per device), and real FUSE
 //! mounts. Every guard cleans up on drop — mounts are unmounted and processes stopped by the
 //! PID this harness started, never by name — so a failing test leaves nothing behind.
+//!
+//! The binaries come from the target folder: run the suite with `cargo test --workspace`
+//! (as README.md says), which rebuilds `shelf` and `shelf-server` first; `cargo test -p
+//! shelf-tests` alone would drive whatever binaries were built last.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

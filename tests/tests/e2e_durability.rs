@@ -93,3 +93,43 @@ fn a_killed_server_keeps_every_fsynced_file() {
     assert_eq!(d.sh("md5sum files/s1 files/s2 files/s3"), want);
     d.unmount();
 }
+
+#[test]
+fn forced_umount_keeps_pending_uploads_for_the_next_mount() {
+    let server = Server::start(&[("alice", "pw", "user")]);
+    let laptop = Device::new();
+    laptop.login(&server, "alice", "pw", "laptop");
+    let m = laptop.mount_with(&[("SHELF_TEST_HOLD_UPLOADS", "1")]);
+    m.sh("for i in 1 2 3; do printf 'pending %s\\n' $i > files/p$i; done");
+    let start = std::time::Instant::now();
+    let out = laptop
+        .shelf()
+        .args(["umount", "--force"])
+        .arg(&m.path)
+        .output()
+        .expect("umount");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(20),
+        "forced umount does not wait for uploads"
+    );
+    assert!(!is_mounted(&m.path));
+    let status = laptop.shelf().arg("status").output().expect("status");
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(text.contains("pending:  3 file(s)"), "{text}");
+    drop(m);
+    // The next mount uploads them; a plain `shelf umount` waits for that.
+    laptop.mount().unmount();
+    let desktop = Device::new();
+    desktop.login(&server, "alice", "pw", "desktop");
+    let d = desktop.mount();
+    assert_eq!(
+        d.sh("cat files/p1 files/p2 files/p3"),
+        "pending 1\npending 2\npending 3\n"
+    );
+    d.unmount();
+}

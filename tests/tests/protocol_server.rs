@@ -275,3 +275,60 @@ fn one_account_cannot_reach_another_accounts_nodes_or_chunks() {
         .expect_err("viewer write");
     assert_eq!(ro.code(), Some(ErrorCode::ReadOnly));
 }
+
+#[test]
+fn names_the_store_cannot_hold_are_refused_and_nothing_is_written() {
+    let server = Server::start(&[("alice", "pw", "user")]);
+    let (alice, root) = login(&server, "alice");
+    let listing = |remote: &Remote| match remote.call(Request::ReadDir {
+        dir: root.node,
+        after: None,
+        limit: 100,
+    }) {
+        Ok(Response::DirPage { entries, .. }) => {
+            entries.into_iter().map(|e| e.name).collect::<Vec<_>>()
+        }
+        other => panic!("readdir: {other:?}"),
+    };
+    let before = listing(&alice);
+    let long = "x".repeat(256);
+    for (name, code) in [
+        ("a/b", ErrorCode::InvalidName),
+        ("a\0b", ErrorCode::InvalidName),
+        ("", ErrorCode::InvalidName),
+        (".", ErrorCode::InvalidName),
+        ("..", ErrorCode::InvalidName),
+        (".versions", ErrorCode::Reserved),
+        (long.as_str(), ErrorCode::NameTooLong),
+    ] {
+        for req in [
+            Request::Create {
+                parent: root.node,
+                name: name.into(),
+                mode: 0o644,
+                exclusive: true,
+            },
+            Request::Mkdir {
+                parent: root.node,
+                name: name.into(),
+                mode: 0o755,
+            },
+            Request::Symlink {
+                parent: root.node,
+                name: name.into(),
+                target: "t".into(),
+            },
+            Request::Rename {
+                parent: root.node,
+                name: "files".into(),
+                new_parent: root.node,
+                new_name: name.into(),
+                mode: RenameMode::Replace,
+            },
+        ] {
+            let err = alice.call(req).expect_err("bad name accepted");
+            assert_eq!(err.code(), Some(code), "{name:?}");
+        }
+    }
+    assert_eq!(listing(&alice), before, "nothing was written");
+}

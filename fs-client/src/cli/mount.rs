@@ -224,26 +224,45 @@ fn run_foreground(
         &pid_file,
         format!("{}\n{}\n", std::process::id(), dir.display()),
     )?;
+    // SIGINT/SIGTERM while mounted unmounts (pending uploads still finish); once unmounted
+    // (or on a second signal) it stops waiting for uploads: they stay journaled for the
+    // next mount. SIGUSR1 (sent by `shelf umount --force`) stops waiting at any time.
     let mut unmounter = session.unmount_callable();
+    let signalled = core.clone();
+    let serving = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let still_serving = serving.clone();
     std::thread::spawn(move || {
-        if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-        {
-            rt.block_on(async {
-                let Ok(mut term) =
-                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                else {
-                    return;
+        else {
+            return;
+        };
+        rt.block_on(async {
+            use tokio::signal::unix::{signal, SignalKind};
+            let (Ok(mut term), Ok(mut usr1)) = (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::user_defined1()),
+            ) else {
+                return;
+            };
+            for round in 0.. {
+                let forced = tokio::select! {
+                    _ = tokio::signal::ctrl_c() => false,
+                    _ = term.recv() => false,
+                    _ = usr1.recv() => true,
                 };
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
+                if !forced && round == 0 && still_serving.load(std::sync::atomic::Ordering::Acquire)
+                {
+                    tracing::info!("signal received: unmounting");
+                    let _ = unmounter.unmount();
+                } else {
+                    tracing::warn!("signal received again: leaving pending uploads journaled");
+                    signalled.stop_background();
+                    return;
                 }
-            });
-            tracing::info!("signal received: unmounting");
-            let _ = unmounter.unmount();
-        }
+            }
+        });
     });
     if std::env::var_os("SHELF_MOUNT_NOTIFY").is_some() {
         println!("ready");
@@ -257,6 +276,7 @@ fn run_foreground(
     }
     tracing::info!(dir = %dir.display(), "mounted");
     let run = session.run();
+    serving.store(false, std::sync::atomic::Ordering::Release);
     tracing::info!("unmounted; finishing pending uploads");
     let left = core.drain(Duration::from_secs(300));
     if left > 0 {
@@ -324,6 +344,13 @@ pub fn umount(dir: &Path, force: bool) -> anyhow::Result<()> {
         }
     }
     let status = Command::new("fusermount3").arg("-u").arg(&dir).status();
+    if force {
+        if let Some(pid) = pid {
+            // SIGUSR1: the client stops waiting for uploads (they stay journaled).
+            // SAFETY: kill(2) of the client recorded in this account's pid file.
+            unsafe { libc::kill(pid, libc::SIGUSR1) };
+        }
+    }
     if !status.map(|s| s.success()).unwrap_or(false) {
         let status = Command::new("umount").arg(&dir).status()?;
         if !status.success() {
@@ -334,6 +361,14 @@ pub fn umount(dir: &Path, force: bool) -> anyhow::Result<()> {
         let start = Instant::now();
         while alive(pid) && start.elapsed() < Duration::from_secs(60) {
             std::thread::sleep(Duration::from_millis(50));
+        }
+        if alive(pid) {
+            println!(
+                "unmounted {}; the client (pid {pid}) is still finishing uploads \
+                 (`kill {pid}` leaves them journaled for the next mount)",
+                dir.display()
+            );
+            return Ok(());
         }
     }
     println!("unmounted {}", dir.display());

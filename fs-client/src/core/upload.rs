@@ -97,7 +97,7 @@ impl Queue {
         loop {
             let left = q.order.len() + q.busy;
             let now = std::time::Instant::now();
-            if left == 0 || now >= deadline {
+            if left == 0 || now >= deadline || q.stopping {
                 return left;
             }
             q = self
@@ -411,7 +411,7 @@ impl FsCore {
     fn upload_loop(&self) {
         // Fault injection for tests: hold background uploads back so a test can kill the
         // client between close and upload. fsync still uploads.
-        while std::env::var_os("SHELF_TEST_HOLD_UPLOADS").is_some() {
+        while std::env::var_os("SHELF_TEST_HOLD_UPLOADS").is_some() && !self.queue.is_stopping() {
             std::thread::sleep(Duration::from_millis(100));
         }
         let mut backoff = Duration::from_millis(200);
