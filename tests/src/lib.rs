@@ -151,6 +151,37 @@ impl Server {
         self.run();
     }
 
+    /// A logged-in protocol connection without a mount, for tests below the FUSE layer.
+    /// Returns it with the account's root attributes.
+    pub fn connect(
+        &self,
+        user: &str,
+        password: &str,
+        device: &str,
+    ) -> (shelf::remote::Remote, shelf_protocol::Attr) {
+        use shelf_protocol::{Request, Response};
+        let remote = shelf::remote::Remote::new(
+            shelf::remote::Endpoint {
+                addr: self.addr.clone(),
+                fingerprint: Some(self.fingerprint.clone()),
+            },
+            None,
+        )
+        .expect("client runtime");
+        let Response::Session { token, root, .. } = remote
+            .call(Request::Login {
+                user: user.into(),
+                password: password.into(),
+                device: device.into(),
+            })
+            .expect("login")
+        else {
+            panic!("login answered without a session");
+        };
+        remote.set_token(Some(token));
+        (remote, root)
+    }
+
     pub fn start_again(&mut self) {
         assert!(self.child.is_none());
         self.run();

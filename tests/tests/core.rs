@@ -3,33 +3,13 @@
 
 use shelf::cache::CacheDir;
 use shelf::core::{CoreOptions, FsCore, SetAttr};
-use shelf::remote::{Endpoint, Remote};
-use shelf_protocol::{Request, Response};
 use shelf_tests::*;
 use std::ffi::OsStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 fn core_for(server: &Server, cache: &std::path::Path, device: &str) -> Arc<FsCore> {
-    let remote = Remote::new(
-        Endpoint {
-            addr: server.addr.clone(),
-            fingerprint: Some(server.fingerprint.clone()),
-        },
-        None,
-    )
-    .expect("runtime");
-    let Response::Session { token, root, .. } = remote
-        .call(Request::Login {
-            user: "alice".into(),
-            password: "pw".into(),
-            device: device.into(),
-        })
-        .expect("login")
-    else {
-        panic!("no session");
-    };
-    remote.set_token(Some(token));
+    let (remote, root) = server.connect("alice", "pw", device);
     FsCore::new(
         Arc::new(remote),
         root,

@@ -58,25 +58,7 @@ async fn closed(stream: &mut (impl AsyncReadExt + Unpin)) -> bool {
 }
 
 fn login(server: &Server, user: &str) -> (Remote, Attr) {
-    let remote = Remote::new(
-        Endpoint {
-            addr: server.addr.clone(),
-            fingerprint: Some(server.fingerprint.clone()),
-        },
-        None,
-    )
-    .expect("remote");
-    let Response::Session { root, .. } = remote
-        .call(Request::Login {
-            user: user.into(),
-            password: "pw".into(),
-            device: "d".into(),
-        })
-        .expect("login")
-    else {
-        panic!("no session")
-    };
-    (remote, root)
+    server.connect(user, "pw", "d")
 }
 
 #[test]
