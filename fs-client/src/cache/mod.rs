@@ -3,8 +3,8 @@
 //! ```text
 //! CACHE/chunks/<hex>     downloaded chunk bodies, LRU-bounded by bytes (chunks.rs)
 //! CACHE/staging/<node>   local copies of files being written or recently written
-//! CACHE/journal/<node>   one record per file whose close has returned but whose upload
-//!                        has not been committed (journal.rs)
+//! CACHE/journal/log      append-only log of files whose close has returned but whose
+//!                        upload has not been committed (journal.rs)
 //! CACHE/lock             flock'd by the mount using the folder
 //! ```
 
@@ -81,11 +81,5 @@ impl CacheDir {
 
 /// Number of pending uploads recorded in a cache folder (for `shelf status` and `umount`).
 pub fn pending_uploads(root: &Path) -> usize {
-    std::fs::read_dir(root.join("journal"))
-        .map(|d| {
-            d.filter_map(Result::ok)
-                .filter(|e| !e.file_name().to_string_lossy().ends_with(".tmp"))
-                .count()
-        })
-        .unwrap_or(0)
+    journal::count(&root.join("journal"))
 }

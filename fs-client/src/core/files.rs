@@ -557,7 +557,7 @@ impl FsCore {
 
     /// Restores the state of files whose close returned before the client was killed.
     pub(crate) fn replay_journal(&self) -> Result<(), FsError> {
-        let records = self.journal.load()?;
+        let records = self.journal.records();
         let mut keep = std::collections::HashSet::new();
         for rec in &records {
             let path = self.cache.staging().join(rec.node.to_string());

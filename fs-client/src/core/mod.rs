@@ -132,7 +132,7 @@ impl FsCore {
         opts: CoreOptions,
     ) -> Result<Arc<FsCore>, FsError> {
         let chunks = ChunkCache::open(cache.chunks(), opts.chunk_cache_bytes)?;
-        let journal = Journal::new(cache.journal());
+        let journal = Journal::open(cache.journal())?;
         let core = Arc::new(FsCore {
             remote,
             root: root.node,
