@@ -266,11 +266,14 @@ pub enum Request {
     /// The chunk list of a file's current version; answers [`Response::Manifest`].
     GetManifest { node: NodeId },
     /// Make a new version of a file from uploaded chunks; answers the new [`Response::Attr`].
-    /// `durable` asks the server to flush to disk before answering (fsync).
+    /// `inline` carries bodies of chunks the server may lack (small files: one round trip
+    /// instead of asking first). `durable` asks the server to flush to disk before
+    /// answering (fsync).
     Commit {
         node: NodeId,
         base_version: u64,
         chunks: Vec<ChunkRef>,
+        inline: Vec<ChunkBody>,
         mtime: Timestamp,
         durable: bool,
     },

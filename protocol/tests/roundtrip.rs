@@ -176,18 +176,20 @@ fn request() -> impl Strategy<Value = Request> {
             any::<u64>(),
             any::<u64>(),
             chunk_refs(),
+            chunk_bodies(),
             ts(),
             any::<bool>()
         )
-            .prop_map(
-                |(node, base_version, chunks, mtime, durable)| Request::Commit {
+            .prop_map(|(node, base_version, chunks, inline, mtime, durable)| {
+                Request::Commit {
                     node,
                     base_version,
                     chunks,
+                    inline,
                     mtime,
-                    durable
+                    durable,
                 }
-            ),
+            }),
         Just(Request::Status),
         (any::<u64>(), name(), kind(), any::<u32>(), any::<u32>()).prop_map(
             |(parent, name, kind, mode, rdev)| Request::Mknod {

@@ -271,22 +271,7 @@ fn dispatch(store: &Store, session: &Session, req: Request) -> Result<Response, 
             Response::Missing(missing)
         }
         Request::PutChunks { chunks } => {
-            if chunks.len() > MAX_CHUNKS_PER_REQUEST {
-                return Err(ErrorCode::TooLarge.into());
-            }
-            // Verify the whole batch before storing any of it.
-            for c in &chunks {
-                if c.data.len() > MAX_CHUNK {
-                    return Err(ErrorCode::TooLarge.into());
-                }
-                if blake3::hash(&c.data).as_bytes() != &c.id.0 {
-                    tracing::warn!(user = %ctx.user, "uploaded chunk does not match its id");
-                    return Err(ErrorCode::Corrupt.into());
-                }
-            }
-            for c in &chunks {
-                store.chunks.put(ctx.account, &c.id, &c.data)?;
-            }
+            put_chunks(store, ctx, &chunks)?;
             Response::Ok
         }
         Request::GetChunks { ids } => {
@@ -316,9 +301,11 @@ fn dispatch(store: &Store, session: &Session, req: Request) -> Result<Response, 
             node,
             base_version,
             chunks,
+            inline,
             mtime,
             durable,
         } => {
+            put_chunks(store, ctx, &inline)?;
             let attr = store.commit(ctx, node, base_version, chunks, mtime)?;
             if durable {
                 store.sync()?;
@@ -327,6 +314,27 @@ fn dispatch(store: &Store, session: &Session, req: Request) -> Result<Response, 
         }
         Request::Status => Response::Status(store.status(ctx)?),
     })
+}
+
+/// Verifies a batch of uploaded chunks against their ids, then stores them (nothing is
+/// stored if any fails).
+fn put_chunks(store: &Store, ctx: &Ctx, chunks: &[ChunkBody]) -> Result<(), StoreError> {
+    if chunks.len() > MAX_CHUNKS_PER_REQUEST {
+        return Err(ErrorCode::TooLarge.into());
+    }
+    for c in chunks {
+        if c.data.len() > MAX_CHUNK {
+            return Err(ErrorCode::TooLarge.into());
+        }
+        if blake3::hash(&c.data).as_bytes() != &c.id.0 {
+            tracing::warn!(user = %ctx.user, "uploaded chunk does not match its id");
+            return Err(ErrorCode::Corrupt.into());
+        }
+    }
+    for c in chunks {
+        store.chunks.put(ctx.account, &c.id, &c.data)?;
+    }
+    Ok(())
 }
 
 fn unreachable_session() -> Response {

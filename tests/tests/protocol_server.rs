@@ -199,6 +199,7 @@ fn one_account_cannot_reach_another_accounts_nodes_or_chunks() {
                 id,
                 len: data.len() as u32,
             }],
+            inline: Vec::new(),
             mtime: Timestamp::now(),
             durable: false,
         })

@@ -32,6 +32,8 @@ const HAVE_BATCH: usize = 64;
 const MAX_PUTS_IN_FLIGHT: usize = 8;
 /// Bytes of chunk bodies per upload request.
 const PUT_BATCH_BYTES: usize = 1 << 20;
+/// Files up to this size send their chunks inside the commit (at most a few chunks).
+const INLINE_MAX: u64 = 256 << 10;
 
 /// Files waiting for upload, each at most once.
 #[derive(Default)]
@@ -167,12 +169,25 @@ impl FsCore {
                     _ => return Ok(()),
                 }
             };
-            // 2. Chunk and send what the server lacks.
-            let chunks = self.send_chunks(SnapshotReader {
+            // 2. Chunk and send what the server lacks. A small file's chunks ride along with
+            // the commit instead (one round trip; the server deduplicates).
+            let reader = SnapshotReader {
                 file,
                 pos: 0,
                 end: size,
-            })?;
+            };
+            let (chunks, inline) = if size <= INLINE_MAX {
+                let mut refs = Vec::new();
+                let mut bodies = Vec::new();
+                chunker::chunk_stream(reader, |r, data| {
+                    refs.push(r);
+                    bodies.push(ChunkBody { id: r.id, data });
+                    Ok(())
+                })?;
+                (refs, bodies)
+            } else {
+                (self.send_chunks(reader)?, Vec::new())
+            };
             // 3. Changed while we read it? Then take a new snapshot.
             {
                 let inner = st.lock();
@@ -188,6 +203,7 @@ impl FsCore {
                     node,
                     base_version,
                     chunks: chunks.clone(),
+                    inline: inline.clone(),
                     mtime,
                     durable,
                 })
