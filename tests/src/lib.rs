@@ -95,15 +95,22 @@ impl Server {
     }
 
     fn run(&mut self) {
-        let mut child = Command::new(server_bin())
-            .args(["run", "--data"])
+        let mut cmd = Command::new(server_bin());
+        cmd.args(["run", "--data"])
             .arg(&self.data)
             .args(["--listen", &self.addr])
             .env("SHELF_LOG", "warn")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start shelf-server");
+            .stderr(Stdio::inherit());
+        // If the test process dies without running Drop (killed), the server goes too.
+        // SAFETY: prctl is async-signal-safe; it only sets this child's parent-death signal.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().expect("start shelf-server");
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
         let addr = lines

@@ -193,3 +193,45 @@ fn truncate_and_overwrite_of_an_uploaded_file() {
     let o = b.open(ino, libc::O_RDONLY).expect("open");
     assert_eq!(&b.read(o.fh, 0, 100).expect("read")[..], b"0123\0\0\0\0xy");
 }
+
+#[test]
+fn large_directories_list_completely_across_pages() {
+    let server = Server::start(&[("alice", "pw", "user")]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = core_for(&server, &dir.path().join("a"), "a");
+    let files = lookup_path(&a, "files");
+    let big = a.mkdir(files, OsStr::new("big"), 0o755).expect("mkdir");
+    let n = 2500;
+    for i in 0..n {
+        let (_, o) = a
+            .create(
+                big.ino,
+                OsStr::new(&format!("f{i:05}")),
+                0o644,
+                libc::O_WRONLY,
+            )
+            .expect("create");
+        a.release(o.fh).expect("release");
+    }
+    let fh = a.opendir(big.ino).expect("opendir");
+    // Page through it as the kernel does, a few entries at a time.
+    let mut names = Vec::new();
+    let mut offset = 0;
+    loop {
+        let page: Vec<_> = a
+            .readdir(fh, offset)
+            .expect("readdir")
+            .into_iter()
+            .take(100)
+            .collect();
+        let Some((next, _)) = page.last() else { break };
+        offset = *next;
+        names.extend(page.into_iter().map(|(_, item)| item.name));
+    }
+    a.releasedir(fh);
+    assert_eq!(names.len(), n + 2, "all entries plus . and ..");
+    let mut sorted = names[2..].to_vec();
+    sorted.dedup();
+    assert_eq!(sorted.len(), n, "no entry twice");
+    assert_eq!(a.getattr(big.ino).expect("getattr").nlink, 2);
+}
