@@ -131,7 +131,10 @@ fn dispatch(store: &Store, session: &Session, req: Request) -> Result<Response, 
     authorize(&ctx, Action::of(&req), None)?;
     let ctx = &ctx;
     Ok(match req {
-        Request::Login { .. } | Request::Resume { .. } => unreachable_session(),
+        // Answered before the session check above.
+        Request::Login { .. } | Request::Resume { .. } => {
+            return Err(ErrorCode::InvalidArgument.into())
+        }
         Request::Logout => {
             if let Some(token) = session.token() {
                 store.logout(&token)?;
@@ -335,11 +338,6 @@ fn put_chunks(store: &Store, ctx: &Ctx, chunks: &[ChunkBody]) -> Result<(), Stor
         store.chunks.put(ctx.account, &c.id, &c.data)?;
     }
     Ok(())
-}
-
-fn unreachable_session() -> Response {
-    // Login and Resume return early above.
-    Response::Ok
 }
 
 /// Free bytes on the filesystem holding the data folder (0 if unknown).
