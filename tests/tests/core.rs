@@ -235,3 +235,43 @@ fn large_directories_list_completely_across_pages() {
     assert_eq!(sorted.len(), n, "no entry twice");
     assert_eq!(a.getattr(big.ino).expect("getattr").nlink, 2);
 }
+
+#[test]
+fn clean_local_copies_stay_within_the_cache_budget() {
+    let server = Server::start(&[("alice", "pw", "user")]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cache = dir.path().join("a");
+    let a = core_for(&server, &cache, "a"); // 1 MiB budget
+    let files = lookup_path(&a, "files");
+    let mut wants = Vec::new();
+    for i in 0..4u64 {
+        let data = pseudo_random(600 << 10, 20 + i);
+        let (st, o) = a
+            .create(files, OsStr::new(&format!("c{i}")), 0o644, libc::O_WRONLY)
+            .expect("create");
+        a.write(o.fh, 0, &data).expect("write");
+        a.fsync(o.fh).expect("fsync");
+        a.release(o.fh).expect("release");
+        wants.push((st.ino, data));
+    }
+    let staged: u64 = std::fs::read_dir(cache.join("staging"))
+        .expect("staging")
+        .map(|e| e.expect("entry").metadata().expect("meta").len())
+        .sum();
+    assert!(
+        staged <= 1 << 20,
+        "clean copies use {staged} bytes, budget 1 MiB"
+    );
+    // Evicted files are read back from the server.
+    for (ino, want) in wants {
+        let o = a.open(ino, libc::O_RDONLY).expect("open");
+        let mut got = Vec::new();
+        while got.len() < want.len() {
+            let part = a.read(o.fh, got.len() as u64, 128 << 10).expect("read");
+            assert!(!part.is_empty());
+            got.extend_from_slice(&part);
+        }
+        a.release(o.fh).expect("release");
+        assert!(got == want);
+    }
+}

@@ -371,7 +371,11 @@ impl FsCore {
             if let Some(s) = inner.staging.as_ref() {
                 let file = s.file.clone();
                 let len = s.size.saturating_sub(offset).min(u64::from(size)) as usize;
+                let clean = !s.dirty();
                 drop(inner);
+                if clean {
+                    self.touch_clean_copy(node);
+                }
                 let mut buf = AlignedBuf::zeroed(len);
                 let mut got = 0;
                 while got < len {

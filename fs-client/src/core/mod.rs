@@ -110,6 +110,15 @@ pub struct FsCore {
     /// Set when a close recorded something the syncer has not yet made durable.
     pub(crate) needs_sync: AtomicBool,
     pub(crate) queue: upload::Queue,
+    /// Clean local copies (staging files already committed), least recently used first,
+    /// with their sizes; evicted beyond the cache budget.
+    pub(crate) clean: Mutex<CleanCopies>,
+}
+
+/// The clean local copies and their total size.
+pub(crate) struct CleanCopies {
+    pub lru: lru::LruCache<NodeId, u64>,
+    pub bytes: u64,
 }
 
 fn name_str(name: &std::ffi::OsStr) -> Result<&str, FsError> {
@@ -151,6 +160,10 @@ impl FsCore {
             )),
             needs_sync: AtomicBool::new(false),
             queue: upload::Queue::default(),
+            clean: Mutex::new(CleanCopies {
+                lru: lru::LruCache::unbounded(),
+                bytes: 0,
+            }),
         });
         core.remember(root);
         core.replay_journal()?;

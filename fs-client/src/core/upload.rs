@@ -294,6 +294,52 @@ impl FsCore {
 
     fn note_committed(&self, node: NodeId, version: u64, size: u64) {
         let _ = self.keep_cache(node, version, size);
+        self.remember_clean_copy(node, size);
+    }
+
+    /// Counts a committed staging file as a clean local copy, then evicts the least
+    /// recently used clean copies beyond the cache budget (the same budget as the chunk
+    /// cache). Dirty files are never evicted: they are the only copy of unsent data.
+    pub(crate) fn remember_clean_copy(&self, node: NodeId, size: u64) {
+        let mut victims = Vec::new();
+        {
+            let mut clean = self.clean.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(old) = clean.lru.put(node, size) {
+                clean.bytes -= old;
+            }
+            clean.bytes += size;
+            while clean.bytes > self.opts.chunk_cache_bytes {
+                let Some((victim, len)) = clean.lru.pop_lru() else {
+                    break;
+                };
+                clean.bytes -= len;
+                victims.push(victim);
+            }
+        }
+        for victim in victims {
+            let Some(st) = self.files.lock().ok().and_then(|f| f.get(&victim).cloned()) else {
+                continue;
+            };
+            let mut inner = st.lock();
+            // `node` is being committed by this very thread (its uploading flag is ours);
+            // it is a victim only when it alone exceeds the budget.
+            let evictable = inner.open_writers == 0
+                && (victim == node || !inner.uploading)
+                && inner.staging.as_ref().is_some_and(|s| !s.dirty());
+            if evictable {
+                if let Some(s) = inner.staging.take() {
+                    // Readers holding the descriptor keep reading; the name goes now.
+                    let _ = std::fs::remove_file(&s.path);
+                }
+            }
+        }
+    }
+
+    /// Marks a clean local copy as recently used.
+    pub(crate) fn touch_clean_copy(&self, node: NodeId) {
+        if let Ok(mut clean) = self.clean.lock() {
+            clean.lru.get(&node);
+        }
     }
 
     /// Forgets local content of a node that no longer exists on the server. Open handles
