@@ -62,6 +62,28 @@ fn attr(s: &Stat) -> FileAttr {
     }
 }
 
+/// The attributes of a negative directory entry: inode 0 means "does not exist".
+fn negative_entry() -> FileAttr {
+    let epoch = SystemTime::UNIX_EPOCH;
+    FileAttr {
+        ino: INodeNo(0),
+        size: 0,
+        blocks: 0,
+        atime: epoch,
+        mtime: epoch,
+        ctime: epoch,
+        crtime: epoch,
+        kind: FileType::RegularFile,
+        perm: 0,
+        nlink: 0,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        blksize: 0,
+        flags: 0,
+    }
+}
+
 fn time(t: TimeOrNow) -> Timestamp {
     match t {
         TimeOrNow::Now => Timestamp::now(),
@@ -95,6 +117,9 @@ impl Filesystem for ShelfFs {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match self.core.lookup(parent.0, name) {
             Ok(s) => reply.entry(&TTL, &attr(&s), GEN),
+            // A negative entry (inode 0) lets the kernel cache "no such file" for the TTL,
+            // so tools probing for missing files (git, shells, imports) stay local.
+            Err(e) if e.errno() == libc::ENOENT => reply.entry(&TTL, &negative_entry(), GEN),
             Err(e) => reply.error(errno(&e)),
         }
     }

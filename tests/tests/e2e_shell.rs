@@ -156,3 +156,23 @@ python3 -c "import socket; s=socket.socket(socket.AF_UNIX); s.bind('sock')"
     assert_eq!(m2.sh(stat), want);
     m2.unmount();
 }
+
+#[test]
+fn another_devices_new_file_appears_within_the_cache_ttl() {
+    let server = Server::start(&[("erin", "pw", "user")]);
+    let (a, b) = (Device::new(), Device::new());
+    a.login(&server, "erin", "pw", "laptop");
+    b.login(&server, "erin", "pw", "desktop");
+    let (ma, mb) = (a.mount(), b.mount());
+    // B looks first: "not found" is now cached by B's kernel.
+    assert!(!mb.path.join("files/new.txt").exists());
+    ma.sh("printf 'from laptop\\n' > files/new.txt");
+    // Close returned on A; its upload lands within moments. B's cached answers expire
+    // after the 1 s entry/attribute TTL.
+    let seen = wait_until(std::time::Duration::from_secs(5), || {
+        std::fs::read_to_string(mb.path.join("files/new.txt")).is_ok_and(|t| t == "from laptop\n")
+    });
+    assert!(seen, "B sees A's file");
+    ma.unmount();
+    mb.unmount();
+}
