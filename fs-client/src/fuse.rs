@@ -1,27 +1,90 @@
 //! The fuser adapter. Deliberately thin: each callback converts fuser's types, calls the one
 //! matching [`FsCore`] method and replies or maps the error with [`FsError::errno`]. All
 //! behaviour lives in the core so that it can be tested without a mount.
+//!
+//! The one thing it owns is the kernel's side of local I/O: when the core opens a file in
+//! local mode it hands over the staging file, which is registered with the kernel as a
+//! passthrough backing file (one registration per inode, shared by all its open handles,
+//! dropped with the last one).
 
 use crate::core::{FsCore, FsError, SetAttr, Stat, TTL};
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
-    KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
+    InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
     ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
     ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use shelf_protocol::{NodeKind, RenameMode, Timestamp, XattrMode};
+use std::collections::HashMap;
 use std::ffi::OsStr;
+use std::fs::File;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 pub struct ShelfFs {
     core: Arc<FsCore>,
+    backings: Mutex<Backings>,
+}
+
+/// Staging files registered with the kernel for passthrough, per inode while it has open
+/// local-mode handles.
+#[derive(Default)]
+struct Backings {
+    by_ino: HashMap<u64, (BackingId, u32)>,
+    ino_of_fh: HashMap<u64, u64>,
 }
 
 impl ShelfFs {
     pub fn new(core: Arc<FsCore>) -> ShelfFs {
-        ShelfFs { core }
+        ShelfFs {
+            core,
+            backings: Mutex::new(Backings::default()),
+        }
+    }
+
+    fn backings(&self) -> std::sync::MutexGuard<'_, Backings> {
+        self.backings.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers (or reuses) the backing file of a local-mode handle and replies with it;
+    /// if the kernel refuses, the handle is relayed instead.
+    fn reply_local(&self, ino: u64, fh: u64, file: &File, reply: impl LocalReply) {
+        let mut b = self.backings();
+        let entry = match b.by_ino.entry(ino) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => match reply.register(file) {
+                Ok(id) => e.insert((id, 0)),
+                Err(err) => {
+                    tracing::warn!(error = %err, "the kernel refused local I/O (FUSE passthrough needs CAP_SYS_ADMIN); reads and writes go through shelf from now on");
+                    drop(b);
+                    self.core.local_io_failed(fh);
+                    reply.relayed();
+                    return;
+                }
+            },
+        };
+        entry.1 += 1;
+        reply.passthrough(&entry.0);
+        b.ino_of_fh.insert(fh, ino);
+    }
+
+    /// A handle closed: its inode's backing registration goes with the last handle.
+    fn release_local(&self, fh: u64) {
+        let mut b = self.backings();
+        let Some(ino) = b.ino_of_fh.remove(&fh) else {
+            return;
+        };
+        let last = match b.by_ino.get_mut(&ino) {
+            Some((_, count)) => {
+                *count -= 1;
+                *count == 0
+            }
+            None => false,
+        };
+        if last {
+            b.by_ino.remove(&ino);
+        }
     }
 }
 
@@ -91,6 +154,43 @@ fn time(t: TimeOrNow) -> Timestamp {
     }
 }
 
+/// An open or create reply that can hand the kernel a backing file.
+trait LocalReply {
+    fn register(&self, file: &File) -> std::io::Result<BackingId>;
+    fn passthrough(self, id: &BackingId);
+    fn relayed(self);
+}
+
+struct OpenReply(ReplyOpen, FileHandle);
+
+impl LocalReply for OpenReply {
+    fn register(&self, file: &File) -> std::io::Result<BackingId> {
+        self.0.open_backing(file)
+    }
+    fn passthrough(self, id: &BackingId) {
+        self.0.opened_passthrough(self.1, FopenFlags::empty(), id);
+    }
+    fn relayed(self) {
+        self.0.opened(self.1, FopenFlags::empty());
+    }
+}
+
+struct CreateReply(ReplyCreate, FileAttr, FileHandle);
+
+impl LocalReply for CreateReply {
+    fn register(&self, file: &File) -> std::io::Result<BackingId> {
+        self.0.open_backing(file)
+    }
+    fn passthrough(self, id: &BackingId) {
+        self.0
+            .created_passthrough(&TTL, &self.1, GEN, self.2, FopenFlags::empty(), id);
+    }
+    fn relayed(self) {
+        self.0
+            .created(&TTL, &self.1, GEN, self.2, FopenFlags::empty());
+    }
+}
+
 fn open_flags(keep_cache: bool) -> FopenFlags {
     if keep_cache {
         FopenFlags::FOPEN_KEEP_CACHE
@@ -111,6 +211,18 @@ impl Filesystem for ShelfFs {
                 | InitFlags::FUSE_READDIRPLUS_AUTO
                 | InitFlags::FUSE_PARALLEL_DIROPS,
         );
+        if self.core.local_io_enabled() {
+            // Depth 2: the cache folder may itself be on a stacked filesystem (overlayfs).
+            let ok = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+                && config.set_max_stack_depth(2).is_ok();
+            if !ok {
+                tracing::info!(
+                    "this kernel has no FUSE passthrough; reads and writes go through shelf"
+                );
+                self.core.disable_local_io();
+            }
+        }
+        self.core.record_io_mode();
         Ok(())
     }
 
@@ -271,9 +383,14 @@ impl Filesystem for ShelfFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        match self.core.open(ino.0, flags.0) {
-            Ok(o) => reply.opened(FileHandle(o.fh), open_flags(o.keep_cache)),
-            Err(e) => reply.error(errno(&e)),
+        let o = match self.core.open(ino.0, flags.0) {
+            Ok(o) => o,
+            Err(e) => return reply.error(errno(&e)),
+        };
+        let fh = FileHandle(o.fh);
+        match &o.local {
+            None => reply.opened(fh, open_flags(o.keep_cache)),
+            Some(file) => self.reply_local(ino.0, o.fh, file, OpenReply(reply, fh)),
         }
     }
 
@@ -336,7 +453,9 @@ impl Filesystem for ShelfFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        match self.core.release(fh.0) {
+        let released = self.core.release(fh.0);
+        self.release_local(fh.0);
+        match released {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
         }
@@ -523,13 +642,21 @@ impl Filesystem for ShelfFs {
                 }
             });
         match created {
-            Ok((s, o)) => reply.created(
-                &TTL,
-                &attr(&s),
-                GEN,
-                FileHandle(o.fh),
-                open_flags(o.keep_cache),
-            ),
+            Ok((s, o)) => match &o.local {
+                None => reply.created(
+                    &TTL,
+                    &attr(&s),
+                    GEN,
+                    FileHandle(o.fh),
+                    open_flags(o.keep_cache),
+                ),
+                Some(file) => self.reply_local(
+                    s.ino,
+                    o.fh,
+                    file,
+                    CreateReply(reply, attr(&s), FileHandle(o.fh)),
+                ),
+            },
             Err(e) => reply.error(errno(&e)),
         }
     }

@@ -225,6 +225,17 @@ impl Device {
         c
     }
 
+    /// Runs `shelf ARGS` and returns its standard output; panics if it fails.
+    pub fn run(&self, args: &[&str]) -> String {
+        let out = self.shelf().args(args).output().expect("run shelf");
+        assert!(
+            out.status.success(),
+            "shelf {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     pub fn login_output(
         &self,
         server: &Server,
@@ -255,11 +266,16 @@ impl Device {
     }
 
     pub fn mount_with(&self, env: &[(&str, &str)]) -> Mount {
+        self.mount_full(&[], env)
+    }
+
+    /// Mounts with extra `shelf mount` arguments (e.g. `-o nopassthrough`) and environment.
+    pub fn mount_full(&self, args: &[&str], env: &[(&str, &str)]) -> Mount {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("mnt");
         std::fs::create_dir(&path).expect("mkdir");
         let mut cmd = self.shelf();
-        cmd.arg("mount").arg(&path);
+        cmd.arg("mount").arg(&path).args(args);
         for (k, v) in env {
             cmd.env(k, v);
         }

@@ -9,6 +9,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 fn core_for(server: &Server, cache: &std::path::Path, device: &str) -> Arc<FsCore> {
+    core_with(server, cache, device, false)
+}
+
+fn core_with(
+    server: &Server,
+    cache: &std::path::Path,
+    device: &str,
+    passthrough: bool,
+) -> Arc<FsCore> {
     let (remote, root) = server.connect("alice", "pw", device);
     FsCore::new(
         Arc::new(remote),
@@ -20,6 +29,7 @@ fn core_for(server: &Server, cache: &std::path::Path, device: &str) -> Arc<FsCor
             read_only: false,
             // Small, so the eviction path runs.
             chunk_cache_bytes: 1 << 20,
+            passthrough,
         },
     )
     .expect("core")
@@ -274,4 +284,59 @@ fn clean_local_copies_stay_within_the_cache_budget() {
         a.release(o.fh).expect("release");
         assert!(got == want);
     }
+}
+
+/// Local I/O: the core hands out the staging file, the "kernel" writes it directly, and
+/// flush/fsync notice the change by its stamp. One file is in one mode at a time; when the
+/// kernel refuses passthrough the handle and every later one are relayed.
+#[test]
+fn local_io_modes_and_the_fallback_to_relayed_io() {
+    use std::os::unix::fs::FileExt;
+    let server = Server::start(&[("alice", "pw", "user")]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = core_with(&server, &dir.path().join("a"), "a", true);
+    let files = lookup_path(&a, "files");
+    let (stat, w) = a
+        .create(files, OsStr::new("direct"), 0o644, libc::O_RDWR)
+        .expect("create");
+    let file = w.local.clone().expect("a writer gets local I/O");
+    file.write_all_at(b"written by the kernel", 0).expect("write");
+    // A second handle of the same file shares the mode and the staging file.
+    let r = a.open(stat.ino, libc::O_RDONLY).expect("open");
+    assert!(r.local.is_some(), "second handle is local too");
+    // getattr sees the direct write before any close.
+    assert_eq!(a.getattr(stat.ino).expect("getattr").size, 21);
+    a.fsync(w.fh).expect("fsync");
+    a.release(r.fh).expect("release");
+    a.flush(w.fh).expect("flush");
+    a.release(w.fh).expect("release");
+
+    let b = core_for(&server, &dir.path().join("b"), "b");
+    let ino = lookup_path(&b, "files/direct");
+    let o = b.open(ino, libc::O_RDONLY).expect("open");
+    assert!(o.local.is_none(), "passthrough off: relayed");
+    assert_eq!(&b.read(o.fh, 0, 100).expect("read")[..], b"written by the kernel");
+    b.release(o.fh).expect("release");
+
+    // The kernel refuses the backing file: the handle becomes relayed, and so do new ones.
+    let o = a.open(stat.ino, libc::O_RDWR).expect("open");
+    assert!(o.local.is_some());
+    a.local_io_failed(o.fh);
+    assert!(!a.local_io_enabled());
+    a.write(o.fh, 0, b"WRITTEN").expect("relayed write");
+    let o2 = a.open(stat.ino, libc::O_RDONLY).expect("open");
+    assert!(o2.local.is_none(), "later opens are relayed");
+    assert_eq!(&a.read(o2.fh, 0, 100).expect("read")[..], b"WRITTEN by the kernel");
+    a.release(o2.fh).expect("release");
+    a.fsync(o.fh).expect("fsync");
+    a.release(o.fh).expect("release");
+    let o = b.open(ino, libc::O_RDONLY).expect("open");
+    // fsync committed it; B's cached attributes expire within the 1 s TTL.
+    let seen = (0..60).any(|_| {
+        let got = b.read(o.fh, 0, 100).expect("read");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        &got[..] == b"WRITTEN by the kernel"
+    });
+    b.release(o.fh).expect("release");
+    assert!(seen, "the relayed write reached the server");
 }

@@ -2,6 +2,10 @@
 //! unlinks, fsyncs, reads and client restarts (journal replay) run against `FsCore` and a
 //! real server, and against a `BTreeMap` of expected contents. After every sequence a second
 //! device must see exactly the model. Shrunk failures belong in `core.rs` as named tests.
+//!
+//! It runs twice: with relayed I/O (every read and write through the core) and with local
+//! I/O, where, as the kernel does with passthrough, reads and writes go straight to the
+//! staging file the core hands out at open, and the core only sees flush, release, fsync.
 
 use proptest::prelude::*;
 use shelf::cache::CacheDir;
@@ -9,6 +13,7 @@ use shelf::core::{CoreOptions, FsCore, SetAttr};
 use shelf_tests::*;
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -65,7 +70,7 @@ struct Client {
 }
 
 impl Client {
-    fn start(server: &Server, cache: &Path, device: &str) -> Client {
+    fn start(server: &Server, cache: &Path, device: &str, local: bool) -> Client {
         let (remote, root) = server.connect("alice", "pw", device);
         let core = FsCore::new(
             Arc::new(remote),
@@ -76,6 +81,7 @@ impl Client {
                 gid: 0,
                 read_only: false,
                 chunk_cache_bytes: 512 << 10, // small: eviction runs
+                passthrough: local,
             },
         )
         .expect("core");
@@ -104,7 +110,20 @@ fn read_all(core: &FsCore, ino: u64) -> Vec<u8> {
     let o = core.open(ino, libc::O_RDONLY).expect("open");
     let mut out = Vec::new();
     loop {
-        let part = core.read(o.fh, out.len() as u64, 128 << 10).expect("read");
+        let part = match &o.local {
+            Some(file) => {
+                let mut buf = vec![0; 128 << 10];
+                let n = file
+                    .read_at(&mut buf, out.len() as u64)
+                    .expect("local read");
+                buf.truncate(n);
+                buf
+            }
+            None => core
+                .read(o.fh, out.len() as u64, 128 << 10)
+                .expect("read")
+                .to_vec(),
+        };
         if part.is_empty() {
             break;
         }
@@ -114,12 +133,12 @@ fn read_all(core: &FsCore, ino: u64) -> Vec<u8> {
     out
 }
 
-fn run(server: &Server, ops: Vec<Op>) {
+fn run(server: &Server, ops: Vec<Op>, local: bool) {
     static CASE: AtomicUsize = AtomicUsize::new(0);
     let case = format!("m{}", CASE.fetch_add(1, Ordering::Relaxed));
     let tmp = tempfile::tempdir().expect("tempdir");
     let cache = tmp.path().join("cache");
-    let mut client = Client::start(server, &cache, "a");
+    let mut client = Client::start(server, &cache, "a", local);
     let files = lookup(&client.core, 1, "files").expect("files");
     client
         .core
@@ -138,19 +157,27 @@ fn run(server: &Server, ops: Vec<Op>) {
                 byte,
             } => {
                 let name = NAMES[file];
-                let fh = match lookup(&core, dir, name) {
-                    Some(ino) => core.open(ino, libc::O_RDWR).expect("open").fh,
+                let opened = match lookup(&core, dir, name) {
+                    Some(ino) => core.open(ino, libc::O_RDWR).expect("open"),
                     None => {
                         core.create(dir, OsStr::new(name), 0o644, libc::O_RDWR)
                             .expect("create")
                             .1
-                            .fh
                     }
                 };
+                assert_eq!(opened.local.is_some(), local, "writers get local I/O");
                 let data = vec![byte; len as usize];
-                core.write(fh, u64::from(offset), &data).expect("write");
-                core.flush(fh).expect("flush");
-                core.release(fh).expect("release");
+                match &opened.local {
+                    Some(file) => file
+                        .write_all_at(&data, u64::from(offset))
+                        .expect("local write"),
+                    None => {
+                        core.write(opened.fh, u64::from(offset), &data)
+                            .expect("write");
+                    }
+                }
+                core.flush(opened.fh).expect("flush");
+                core.release(opened.fh).expect("release");
                 let m = model.entry(name).or_default();
                 let end = (offset + len) as usize;
                 if m.len() < end {
@@ -223,7 +250,7 @@ fn run(server: &Server, ops: Vec<Op>) {
             Op::Restart => {
                 drop(core);
                 client.stop();
-                client = Client::start(server, &cache, "a");
+                client = Client::start(server, &cache, "a", local);
             }
         }
     }
@@ -235,7 +262,7 @@ fn run(server: &Server, ops: Vec<Op>) {
     client.stop();
 
     // Another device sees exactly the model.
-    let other = Client::start(server, &tmp.path().join("other"), "b");
+    let other = Client::start(server, &tmp.path().join("other"), "b", local);
     let dir = dir_of(&other.core, &case);
     for name in NAMES {
         match (lookup(&other.core, dir, name), model.get(name)) {
@@ -254,17 +281,26 @@ fn run(server: &Server, ops: Vec<Op>) {
 }
 
 #[test]
-fn core_matches_a_model() {
+fn core_matches_a_model_with_relayed_io() {
+    check_model(false);
+}
+
+#[test]
+fn core_matches_a_model_with_local_io() {
+    check_model(true);
+}
+
+fn check_model(local: bool) {
     // The server belongs to this test (not a static), so it is stopped when the test ends.
     let server = Server::start(&[("alice", "pw", "user")]);
     let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
-        cases: 24,
+        cases: 16,
         max_shrink_iters: 200,
         failure_persistence: None,
         ..ProptestConfig::default()
     });
     let result = runner.run(&prop::collection::vec(op(), 1..25), |ops| {
-        run(&server, ops);
+        run(&server, ops, local);
         Ok(())
     });
     if let Err(e) = result {

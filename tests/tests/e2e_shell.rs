@@ -34,10 +34,26 @@ mv proj/src proj/source
 
 #[test]
 fn shell_tools_match_a_local_folder_across_remount_and_server_restart() {
+    shell_tools_match(&[], "local");
+}
+
+/// The same with every read and write relayed through the client (as for a user without
+/// CAP_SYS_ADMIN, where the kernel refuses passthrough).
+#[test]
+fn shell_tools_match_with_relayed_io() {
+    shell_tools_match(&["-o", "nopassthrough"], "relayed");
+}
+
+fn shell_tools_match(mount_args: &[&str], io_mode: &str) {
     let mut server = Server::start(&[("alice", "pw-alice", "user")]);
     let laptop = Device::new();
     laptop.login(&server, "alice", "pw-alice", "laptop");
-    let mount = laptop.mount();
+    let mount = laptop.mount_full(mount_args, &[]);
+    let status = laptop.run(&["status"]);
+    assert!(
+        status.contains(&format!("file I/O: {io_mode}")),
+        "status: {status}"
+    );
 
     // The same workload on a local folder with the same category layout.
     let local = tempfile::tempdir().expect("tempdir");
@@ -63,13 +79,13 @@ fn shell_tools_match_a_local_folder_across_remount_and_server_restart() {
     // Another device sees the same tree.
     let desktop = Device::new();
     desktop.login(&server, "alice", "pw-alice", "desktop");
-    let m2 = desktop.mount();
+    let m2 = desktop.mount_full(mount_args, &[]);
     assert_eq!(tree_digest(&m2.path.join("files/work")), want);
     m2.unmount();
 
     // And so it is after a server restart.
     server.restart();
-    let m3 = desktop.mount();
+    let m3 = desktop.mount_full(mount_args, &[]);
     assert_eq!(tree_digest(&m3.path.join("files/work")), want);
     assert_eq!(
         m3.sh("stat -c %Y files/work/proj/README").trim(),
@@ -175,4 +191,58 @@ fn another_devices_new_file_appears_within_the_cache_ttl() {
     assert!(seen, "B sees A's file");
     ma.unmount();
     mb.unmount();
+}
+
+#[test]
+fn a_local_copy_is_replaced_when_another_device_changes_the_file() {
+    let server = Server::start(&[("fay", "pw", "user")]);
+    let (a, b) = (Device::new(), Device::new());
+    a.login(&server, "fay", "pw", "laptop");
+    b.login(&server, "fay", "pw", "desktop");
+    let (ma, mb) = (a.mount(), b.mount());
+    // B writes the file, so B keeps a local copy that the kernel reads directly.
+    mb.sh("printf 'old text from B\\n' > files/shared.txt && sync files/shared.txt");
+    assert_eq!(mb.sh("cat files/shared.txt"), "old text from B\n");
+    let seen = wait_until(std::time::Duration::from_secs(5), || {
+        std::fs::read_to_string(ma.path.join("files/shared.txt"))
+            .is_ok_and(|t| t.starts_with("old"))
+    });
+    assert!(seen, "A sees B's file");
+    ma.sh("printf 'new from A\\n' > files/shared.txt && sync files/shared.txt");
+    // B's next open after its attribute cache expires finds the newer version and drops
+    // its local copy instead of serving old bytes.
+    let seen = wait_until(std::time::Duration::from_secs(5), || {
+        std::fs::read_to_string(mb.path.join("files/shared.txt")).is_ok_and(|t| t == "new from A\n")
+    });
+    assert!(seen, "B reads A's new content");
+    ma.unmount();
+    mb.unmount();
+}
+
+#[test]
+fn memory_mapped_writes_reach_other_devices() {
+    for args in [&[][..], &["-o", "nopassthrough"][..]] {
+        let server = Server::start(&[("gus", "pw", "user")]);
+        let (a, b) = (Device::new(), Device::new());
+        a.login(&server, "gus", "pw", "laptop");
+        b.login(&server, "gus", "pw", "desktop");
+        let ma = a.mount_full(args, &[]);
+        ma.sh("head -c 200000 /dev/zero > files/mapped.bin");
+        ma.sh(r#"python3 -c "
+import mmap
+with open('files/mapped.bin', 'r+b') as f:
+    m = mmap.mmap(f.fileno(), 0)
+    m[1000:1005] = b'HELLO'
+    m[199995:200000] = b'WORLD'
+    m.flush()
+    m.close()
+""#);
+        ma.unmount();
+        let mb = b.mount_full(args, &[]);
+        let data = std::fs::read(mb.path.join("files/mapped.bin")).expect("read");
+        assert_eq!(data.len(), 200_000, "{args:?}");
+        assert_eq!(&data[1000..1005], b"HELLO", "{args:?}");
+        assert_eq!(&data[199_995..], b"WORLD", "{args:?}");
+        mb.unmount();
+    }
 }

@@ -6,6 +6,7 @@
 //! CACHE/journal/log      append-only log of files whose close has returned but whose
 //!                        upload has not been committed (journal.rs)
 //! CACHE/lock             flock'd by the mount using the folder
+//! CACHE/io-mode          "local" or "relayed": how the mount does file I/O (for status)
 //! ```
 
 pub mod chunks;
@@ -77,6 +78,18 @@ impl CacheDir {
         }
         Ok(())
     }
+}
+
+/// Records how the mount does file I/O, for `shelf status`.
+pub fn set_io_mode(root: &Path, mode: &str) {
+    let _ = std::fs::write(root.join("io-mode"), format!("{mode}\n"));
+}
+
+/// What [`set_io_mode`] recorded.
+pub fn io_mode(root: &Path) -> Option<String> {
+    std::fs::read_to_string(root.join("io-mode"))
+        .ok()
+        .map(|s| s.trim().to_string())
 }
 
 /// Number of pending uploads recorded in a cache folder (for `shelf status` and `umount`).

@@ -140,8 +140,17 @@ pub fn status() -> anyhow::Result<()> {
     if mounts.is_empty() {
         println!("mounts:   none");
     }
-    for m in mounts {
+    for m in &mounts {
         println!("mounted:  {m}");
+    }
+    if !mounts.is_empty() {
+        match shelf::cache::io_mode(&cache).as_deref() {
+            Some("local") => {
+                println!("file I/O: local (the kernel reads and writes local copies directly)")
+            }
+            Some(_) => println!("file I/O: relayed (every read and write goes through shelf)"),
+            None => {}
+        }
     }
     println!(
         "pending:  {} file(s) waiting for upload",

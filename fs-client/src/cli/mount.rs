@@ -69,6 +69,8 @@ fn is_mounted(dir: &Path) -> bool {
 struct Parsed {
     read_only: bool,
     allow_other: bool,
+    /// Let the kernel read and write local copies directly (FUSE passthrough).
+    passthrough: bool,
     fsname: String,
 }
 
@@ -76,6 +78,7 @@ fn parse_options(options: &[String]) -> anyhow::Result<Parsed> {
     let mut p = Parsed {
         read_only: false,
         allow_other: false,
+        passthrough: true,
         fsname: "shelf".into(),
     };
     for opt in options.iter().flat_map(|o| o.split(',')) {
@@ -83,9 +86,11 @@ fn parse_options(options: &[String]) -> anyhow::Result<Parsed> {
             "" | "rw" | "auto_unmount" | "default_permissions" => {}
             "ro" => p.read_only = true,
             "allow_other" | "allow_root" => p.allow_other = true,
+            "passthrough" => p.passthrough = true,
+            "nopassthrough" => p.passthrough = false,
             o if o.starts_with("fsname=") => p.fsname = o["fsname=".len()..].to_string(),
             other => {
-                bail!("unknown mount option {other:?} (known: ro, rw, allow_other, fsname=NAME)")
+                bail!("unknown mount option {other:?} (known: ro, rw, allow_other, fsname=NAME, nopassthrough)")
             }
         }
     }
@@ -183,6 +188,7 @@ fn run_foreground(
             gid,
             read_only: opts.read_only,
             chunk_cache_bytes: args.cache_bytes,
+            passthrough: opts.passthrough,
         },
     )?;
     let threads = core.start_background(2);

@@ -9,13 +9,22 @@
 //! Files without a staging file are read from the server chunk by chunk: only the chunks a
 //! read touches (plus a few ahead when reading sequentially) are fetched, verified against
 //! their BLAKE3 ids and kept in the chunk cache.
+//!
+//! Local I/O (kernel passthrough): an open of a file with a local copy, and every open for
+//! writing, can hand the staging file to the kernel, which then reads and writes it
+//! directly, without a round trip through this process. Such writes are not seen one by
+//! one: a [`Stamp`] (size, mtime, ctime of the staging file) taken when the content was last
+//! accounted for tells at flush, release, getattr and upload whether it changed since. The
+//! kernel wants every open of an inode in one mode, so a file is either in local mode (all
+//! handles share the staging file) or in relayed mode (reads and writes come through
+//! [`FsCore::read`] and [`FsCore::write`]) until its last handle closes.
 
 use super::aligned::{AlignedBuf, ReadData};
 use super::{FsCore, FsError, Stat};
 use crate::cache::journal::Record;
 use shelf_protocol::{ChunkId, ChunkRef, NodeId, NodeKind, Request, Response, Timestamp};
 use std::fs::File;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
@@ -65,6 +74,33 @@ impl Manifest {
     }
 }
 
+/// Size and change times of a staging file: when they differ from the recorded stamp, the
+/// kernel wrote to it directly (local I/O) and the content counts as changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Stamp {
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Stamp {
+    pub fn of(file: &File) -> std::io::Result<Stamp> {
+        let m = file.metadata()?;
+        Ok(Stamp {
+            size: m.len(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        })
+    }
+
+    fn mtime(&self) -> Timestamp {
+        Timestamp {
+            secs: self.mtime.0,
+            nanos: self.mtime.1.clamp(0, 999_999_999) as u32,
+        }
+    }
+}
+
 /// Local content of one file.
 pub struct Staging {
     pub path: PathBuf,
@@ -79,17 +115,51 @@ pub struct Staging {
     pub committed_gen: u64,
     /// The generation last recorded in the journal.
     pub journaled_gen: u64,
+    /// The staging file as last accounted for (see [`Staging::refresh`]).
+    pub stamp: Stamp,
 }
 
 impl Staging {
     pub fn dirty(&self) -> bool {
         self.gen != self.committed_gen
     }
+
+    /// Accounts for changes the kernel made to the staging file directly: a new stamp is a
+    /// new generation, with the file's own size and mtime.
+    pub fn refresh(&mut self) {
+        let Ok(now) = Stamp::of(&self.file) else {
+            return;
+        };
+        if now != self.stamp {
+            self.stamp = now;
+            self.size = now.size;
+            self.mtime = now.mtime();
+            self.gen += 1;
+        }
+    }
+}
+
+/// How the kernel does I/O on a file's open handles (one mode per file at a time).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum IoMode {
+    /// No handle open.
+    #[default]
+    Closed,
+    /// Reads and writes come to this process.
+    Relayed,
+    /// The kernel reads and writes the staging file directly.
+    Local,
 }
 
 #[derive(Default)]
 pub struct FileInner {
     pub staging: Option<Staging>,
+    /// Open handles of any kind; local content is never dropped while one is open.
+    pub open_handles: u32,
+    pub mode: IoMode,
+    /// Set by a local-mode open: the kernel's own page cache of the file (from relayed
+    /// reads) may be older than the staging file, so the next relayed open must drop it.
+    pub kernel_pages_stale: bool,
     pub open_writers: u32,
     /// Writes in progress (the uploader only takes a snapshot when none are).
     pub writing: u32,
@@ -113,6 +183,8 @@ impl FileState {
 pub struct Opened {
     pub fh: u64,
     pub keep_cache: bool,
+    /// In local mode: the staging file, for the kernel to read and write directly.
+    pub local: Option<Arc<File>>,
 }
 
 impl FsCore {
@@ -128,8 +200,9 @@ impl FsCore {
     /// Size and mtime of unsent local content, if any.
     pub(crate) fn local_overlay(&self, node: NodeId) -> Option<(u64, Timestamp)> {
         let st = self.existing_file_state(node)?;
-        let inner = st.lock();
-        let s = inner.staging.as_ref()?;
+        let mut inner = st.lock();
+        let s = inner.staging.as_mut()?;
+        s.refresh();
         s.dirty().then_some((s.size, s.mtime))
     }
 
@@ -146,19 +219,24 @@ impl FsCore {
                 shelf_protocol::ErrorCode::IsDir.into(),
             )));
         }
+        let st = self.file_state(node);
+        let mut inner = st.lock();
+        let local = self.open_mode_locked(node, &attr, &mut inner, writable, flags)?;
+        inner.open_handles += 1;
         if writable {
-            let st = self.file_state(node);
-            let mut inner = st.lock();
             inner.open_writers += 1;
-            if flags & libc::O_TRUNC != 0 {
-                if let Err(e) = self.resize_locked(node, &mut inner, 0) {
-                    inner.open_writers -= 1;
-                    return Err(e);
-                }
-            }
         }
-        let stat = self.stat_of(&attr);
-        let keep_cache = self.keep_cache(node, attr.version, stat.size);
+        let mut keep_cache = false;
+        if local.is_none() {
+            inner.mode = IoMode::Relayed;
+            let stale = std::mem::take(&mut inner.kernel_pages_stale);
+            drop(inner);
+            let stat = self.stat_of(&attr);
+            keep_cache = self.keep_cache(node, attr.version, stat.size) && !stale;
+        } else {
+            inner.mode = IoMode::Local;
+            inner.kernel_pages_stale = true;
+        }
         let fh = self.new_fh();
         if let Ok(mut h) = self.handles.lock() {
             h.insert(
@@ -170,7 +248,99 @@ impl FsCore {
                 },
             );
         }
-        Ok(Opened { fh, keep_cache })
+        Ok(Opened {
+            fh,
+            keep_cache,
+            local,
+        })
+    }
+
+    /// Picks local or relayed I/O for a new handle, preparing the staging file for local
+    /// I/O, and applies O_TRUNC. Returns the staging file in local mode.
+    fn open_mode_locked(
+        &self,
+        node: NodeId,
+        attr: &shelf_protocol::Attr,
+        inner: &mut FileInner,
+        writable: bool,
+        flags: i32,
+    ) -> Result<Option<Arc<File>>, FsError> {
+        if inner.open_handles == 0 {
+            inner.mode = IoMode::Closed;
+            // Close-to-open consistency: a clean copy of an older version is dropped when
+            // the file is opened again after another device committed.
+            let stale = inner.staging.as_mut().is_some_and(|s| {
+                s.refresh();
+                !s.dirty() && attr.version != s.base_version
+            });
+            if stale {
+                if let Some(s) = inner.staging.take() {
+                    let _ = std::fs::remove_file(&s.path);
+                }
+                self.forget_clean_copy(node);
+            }
+        }
+        let local_ok = attr.kind == NodeKind::File
+            && self.passthrough.load(std::sync::atomic::Ordering::Relaxed)
+            && match inner.mode {
+                IoMode::Closed => writable || inner.staging.is_some(),
+                IoMode::Local => true,
+                IoMode::Relayed => false,
+            };
+        let truncate = writable && flags & libc::O_TRUNC != 0;
+        if truncate {
+            self.resize_locked(node, inner, 0)?;
+        } else if local_ok {
+            self.ensure_staging(node, inner, u64::MAX)?;
+        }
+        if !local_ok {
+            return Ok(None);
+        }
+        if let Some(s) = inner.staging.as_ref() {
+            if !s.dirty() {
+                self.touch_clean_copy(node);
+            }
+        }
+        Ok(inner.staging.as_ref().map(|s| s.file.clone()))
+    }
+
+    pub fn local_io_enabled(&self) -> bool {
+        self.passthrough.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn disable_local_io(&self) {
+        self.passthrough
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        self.record_io_mode();
+    }
+
+    /// Writes the current I/O mode into the cache folder for `shelf status`.
+    pub fn record_io_mode(&self) {
+        let mode = if self.local_io_enabled() {
+            "local"
+        } else {
+            "relayed"
+        };
+        crate::cache::set_io_mode(&self.cache.root, mode);
+    }
+
+    /// The kernel could not take the staging file of a just-opened handle for local I/O
+    /// (no passthrough support, or no permission): the handle, and from now on every new
+    /// one, is relayed.
+    pub fn local_io_failed(&self, fh: u64) {
+        self.disable_local_io();
+        let Ok((node, _, _)) = self.handle(fh) else {
+            return;
+        };
+        let st = self.file_state(node);
+        let mut inner = st.lock();
+        if inner.mode == IoMode::Local && inner.open_handles == 1 {
+            inner.mode = IoMode::Relayed;
+            inner.kernel_pages_stale = false;
+            if let Ok(mut o) = self.opened.lock() {
+                o.remove(&node);
+            }
+        }
     }
 
     /// Creates (or, without O_EXCL, opens) a file and opens it.
@@ -258,6 +428,7 @@ impl FsCore {
             size = m.size;
             file.set_len(size)?;
         }
+        let stamp = Stamp::of(&file)?;
         inner.staging = Some(Staging {
             path,
             file: Arc::new(file),
@@ -267,6 +438,7 @@ impl FsCore {
             gen: 0,
             committed_gen: 0,
             journaled_gen: 0,
+            stamp,
         });
         Ok(())
     }
@@ -274,6 +446,7 @@ impl FsCore {
     fn resize_locked(&self, node: NodeId, inner: &mut FileInner, size: u64) -> Result<(), FsError> {
         self.ensure_staging(node, inner, size)?;
         let s = inner.staging.as_mut().ok_or(FsError::Invalid)?;
+        s.refresh();
         s.file.set_len(size)?;
         s.size = size;
         s.gen += 1;
@@ -302,7 +475,16 @@ impl FsCore {
         let mut inner = st.lock();
         let mut rejournal = false;
         if let Some(s) = inner.staging.as_mut() {
+            // Content written directly by the kernel counts first; then the staging file
+            // takes the new mtime too, so its stamp keeps telling content changes apart.
+            s.refresh();
             s.mtime = t;
+            let times = std::fs::FileTimes::new().set_modified(t.to_system());
+            if s.file.set_times(times).is_ok() {
+                if let Ok(stamp) = Stamp::of(&s.file) {
+                    s.stamp = stamp;
+                }
+            }
             rejournal = s.dirty() && s.journaled_gen == s.gen;
         }
         if rejournal {
@@ -362,7 +544,7 @@ impl FsCore {
                     .is_some_and(|a| a.version != s.base_version),
                 _ => false,
             };
-            if stale && inner.open_writers == 0 {
+            if stale && inner.open_writers == 0 && inner.open_handles <= 1 {
                 // Another device committed a newer version: drop the old local copy.
                 if let Some(s) = inner.staging.take() {
                     let _ = std::fs::remove_file(&s.path);
@@ -501,6 +683,7 @@ impl FsCore {
         let Some(s) = inner.staging.as_mut() else {
             return Ok(());
         };
+        s.refresh();
         if !s.dirty() || s.journaled_gen == s.gen {
             return Ok(());
         }
@@ -531,12 +714,19 @@ impl FsCore {
             .ok()
             .and_then(|mut h| h.remove(&fh))
             .ok_or(FsError::BadHandle)?;
+        let st = self.file_state(handle.node);
+        let mut inner = st.lock();
+        inner.open_handles = inner.open_handles.saturating_sub(1);
+        if inner.open_handles == 0 {
+            inner.mode = IoMode::Closed;
+        }
         if !handle.writable {
             return Ok(());
         }
-        let st = self.file_state(handle.node);
-        let mut inner = st.lock();
         inner.open_writers = inner.open_writers.saturating_sub(1);
+        if let Some(s) = inner.staging.as_mut() {
+            s.refresh();
+        }
         let dirty = inner.staging.as_ref().is_some_and(Staging::dirty);
         // mmap writers may never flush; journal here too. Queue the upload even if the
         // journal cannot be written (cache disk full): the data is still in staging.
@@ -577,17 +767,18 @@ impl FsCore {
                     continue;
                 }
             };
-            let size = file.metadata()?.len();
+            let stamp = Stamp::of(&file)?;
             let st = self.file_state(rec.node);
             st.lock().staging = Some(Staging {
                 path,
                 file: Arc::new(file),
                 base_version: rec.base_version,
-                size,
+                size: stamp.size,
                 mtime: rec.mtime,
                 gen: 1,
                 committed_gen: 0,
                 journaled_gen: 1,
+                stamp,
             });
             keep.insert(rec.node.to_string());
             self.queue.push(rec.node);

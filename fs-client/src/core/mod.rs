@@ -88,6 +88,8 @@ pub struct CoreOptions {
     pub read_only: bool,
     /// Bytes of downloaded chunks kept on disk.
     pub chunk_cache_bytes: u64,
+    /// Offer local I/O on staging files (kernel passthrough) to the adapter.
+    pub passthrough: bool,
 }
 
 pub struct FsCore {
@@ -113,6 +115,8 @@ pub struct FsCore {
     /// Clean local copies (staging files already committed), least recently used first,
     /// with their sizes; evicted beyond the cache budget.
     pub(crate) clean: Mutex<CleanCopies>,
+    /// Whether opens may be given local I/O (cleared when the kernel refuses it).
+    pub(crate) passthrough: AtomicBool,
 }
 
 /// The clean local copies and their total size.
@@ -143,6 +147,7 @@ impl FsCore {
         let chunks = ChunkCache::open(cache.chunks(), opts.chunk_cache_bytes)?;
         let journal = Journal::open(cache.journal())?;
         let core = Arc::new(FsCore {
+            passthrough: AtomicBool::new(opts.passthrough),
             remote,
             root: root.node,
             opts,

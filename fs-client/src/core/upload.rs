@@ -162,6 +162,9 @@ impl FsCore {
                     // Reopened for writing: the last release queues it again.
                     return Ok(());
                 }
+                if let Some(s) = inner.staging.as_mut() {
+                    s.refresh();
+                }
                 match inner.staging.as_ref() {
                     Some(s) if s.dirty() => {
                         (s.file.clone(), s.gen, s.base_version, s.mtime, s.size)
@@ -190,7 +193,10 @@ impl FsCore {
             };
             // 3. Changed while we read it? Then take a new snapshot.
             {
-                let inner = st.lock();
+                let mut inner = st.lock();
+                if let Some(s) = inner.staging.as_mut() {
+                    s.refresh();
+                }
                 let same =
                     inner.writing == 0 && inner.staging.as_ref().is_some_and(|s| s.gen == gen);
                 if !same {
@@ -323,7 +329,7 @@ impl FsCore {
             let mut inner = st.lock();
             // `node` is being committed by this very thread (its uploading flag is ours);
             // it is a victim only when it alone exceeds the budget.
-            let evictable = inner.open_writers == 0
+            let evictable = inner.open_handles == 0
                 && (victim == node || !inner.uploading)
                 && inner.staging.as_ref().is_some_and(|s| !s.dirty());
             if evictable {
@@ -332,6 +338,14 @@ impl FsCore {
                     let _ = std::fs::remove_file(&s.path);
                 }
             }
+        }
+    }
+
+    /// Stops counting a local copy that was dropped.
+    pub(crate) fn forget_clean_copy(&self, node: NodeId) {
+        let mut clean = self.clean.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(len) = clean.lru.pop(&node) {
+            clean.bytes -= len;
         }
     }
 
