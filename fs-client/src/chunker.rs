@@ -14,24 +14,60 @@ pub fn chunk_id(data: &[u8]) -> ChunkId {
     ChunkId(*blake3::hash(data).as_bytes())
 }
 
+/// Bytes read at a time: chunking runs over this buffer in place (no per-chunk shifting).
+const READ_BUF: usize = 8 << 20;
+
 /// Splits a stream into chunks, calling `each` with every chunk's ref and bytes in order.
 pub fn chunk_stream<R: Read>(
     reader: R,
+    each: impl FnMut(ChunkRef, Vec<u8>) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    chunk_stream_buffered(reader, READ_BUF, each)
+}
+
+/// [`chunk_stream`] with a given buffer size (at least [`MAX_CHUNK`]). The cut points are
+/// those of chunking the whole stream at once: a chunk that ends at the buffer's end may
+/// have been cut short, so it is chunked again with more data behind it.
+fn chunk_stream_buffered<R: Read>(
+    mut reader: R,
+    buf_len: usize,
     mut each: impl FnMut(ChunkRef, Vec<u8>) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
-    let cdc = fastcdc::v2020::StreamCDC::new(reader, MIN_CHUNK, AVG_CHUNK, MAX_CHUNK);
-    for chunk in cdc {
-        let chunk = chunk.map_err(|e| match e {
-            fastcdc::v2020::Error::IoError(io) => io,
-            other => std::io::Error::other(other.to_string()),
-        })?;
-        let r = ChunkRef {
-            id: chunk_id(&chunk.data),
-            len: chunk.length as u32,
-        };
-        each(r, chunk.data)?;
+    let mut buf = vec![0u8; buf_len.max(MAX_CHUNK as usize)];
+    let mut end = 0;
+    let mut eof = false;
+    loop {
+        while !eof && end < buf.len() {
+            match reader.read(&mut buf[end..]) {
+                Ok(0) => eof = true,
+                Ok(n) => end += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if end == 0 {
+            return Ok(());
+        }
+        let data = &buf[..end];
+        let mut done = 0;
+        for c in fastcdc::v2020::FastCDC::new(data, MIN_CHUNK, AVG_CHUNK, MAX_CHUNK) {
+            if !eof && c.offset + c.length == end {
+                break;
+            }
+            let body = data[c.offset..c.offset + c.length].to_vec();
+            let r = ChunkRef {
+                id: chunk_id(&body),
+                len: c.length as u32,
+            };
+            each(r, body)?;
+            done = c.offset + c.length;
+        }
+        if eof && done == end {
+            return Ok(());
+        }
+        buf.copy_within(done..end, 0);
+        end -= done;
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -68,6 +104,66 @@ mod tests {
         let old: std::collections::HashSet<_> = before.iter().map(|r| r.id).collect();
         let new_chunks = after.iter().filter(|r| !old.contains(&r.id)).count();
         assert!(new_chunks <= 2, "{new_chunks} chunks changed");
+    }
+
+    /// The buffered chunker cuts exactly where chunking the whole stream at once does,
+    /// whatever the buffer size and however the reader splits its reads.
+    #[test]
+    fn buffered_chunking_matches_whole_stream_chunking() {
+        use proptest::prelude::*;
+        let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+            cases: 24,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        });
+        let strategy = (
+            0usize..3_000_000,
+            any::<u64>(),
+            256usize..1024,
+            1usize..70_000,
+        );
+        runner
+            .run(&strategy, |(len, seed, buf_kib, read_max)| {
+                let mut x = seed | 1;
+                let data: Vec<u8> = (0..len)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        // Runs of zeros too, so some chunks end at the maximum size.
+                        if (x >> 40) % 5 == 0 {
+                            0
+                        } else {
+                            x as u8
+                        }
+                    })
+                    .collect();
+                let whole: Vec<(usize, usize)> =
+                    fastcdc::v2020::FastCDC::new(&data, MIN_CHUNK, AVG_CHUNK, MAX_CHUNK)
+                        .map(|c| (c.offset, c.length))
+                        .collect();
+                struct Trickle<'a>(&'a [u8], usize);
+                impl Read for Trickle<'_> {
+                    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                        let n = buf.len().min(self.1).min(self.0.len());
+                        buf[..n].copy_from_slice(&self.0[..n]);
+                        self.0 = &self.0[n..];
+                        Ok(n)
+                    }
+                }
+                let mut got = Vec::new();
+                let mut at = 0;
+                chunk_stream_buffered(Trickle(&data, read_max), buf_kib << 10, |r, body| {
+                    assert_eq!(r.id, chunk_id(&data[at..at + body.len()]));
+                    got.push((at, body.len()));
+                    at += body.len();
+                    Ok(())
+                })
+                .unwrap();
+                prop_assert_eq!(got, whole);
+                Ok(())
+            })
+            .unwrap();
     }
 
     #[test]

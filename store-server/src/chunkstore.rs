@@ -81,6 +81,24 @@ fn index_key(account: u64, id: &ChunkId) -> [u8; 40] {
     k
 }
 
+/// Appends header and body with vectored writes (no copy into one record buffer).
+fn write_record(file: &File, header: &[u8], body: &[u8]) -> std::io::Result<()> {
+    use std::io::IoSlice;
+    let (mut h, mut b) = (header, body);
+    while !h.is_empty() || !b.is_empty() {
+        let n = match (&*file).write_vectored(&[IoSlice::new(h), IoSlice::new(b)]) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        let from_h = n.min(h.len());
+        h = &h[from_h..];
+        b = &b[n - from_h..];
+    }
+    Ok(())
+}
+
 fn pack_path(dir: &std::path::Path, pack: u32) -> PathBuf {
     dir.join(format!("pack-{pack:06}.dat"))
 }
@@ -152,19 +170,19 @@ impl ChunkStore for PackStore {
         if self.index.contains_key(key)? {
             return Ok(false);
         }
-        let mut record = Vec::with_capacity(HEADER_LEN + data.len());
-        record.extend_from_slice(&RECORD_MAGIC);
-        record.extend_from_slice(&account.to_be_bytes());
-        record.extend_from_slice(&id.0);
-        record.extend_from_slice(&(data.len() as u32).to_be_bytes());
-        record.extend_from_slice(data);
+        let mut header = [0u8; HEADER_LEN];
+        header[..4].copy_from_slice(&RECORD_MAGIC);
+        header[4..12].copy_from_slice(&account.to_be_bytes());
+        header[12..44].copy_from_slice(&id.0);
+        header[44..].copy_from_slice(&(data.len() as u32).to_be_bytes());
+        let record_len = (HEADER_LEN + data.len()) as u64;
 
         let mut w = self.writer.lock().map_err(poisoned)?;
         // Two uploads of the same chunk may race; the second one sees the first's entry.
         if self.index.contains_key(key)? {
             return Ok(false);
         }
-        if w.len + record.len() as u64 > PACK_LIMIT && w.len > 0 {
+        if w.len + record_len > PACK_LIMIT && w.len > 0 {
             let next = w.pack + 1;
             let file = Arc::new(
                 OpenOptions::new()
@@ -181,8 +199,13 @@ impl ChunkStore for PackStore {
             self.readers.write().map_err(poisoned)?.insert(next, file);
         }
         let offset = w.len;
-        (&*w.file).write_all(&record)?;
-        w.len += record.len() as u64;
+        if let Err(e) = write_record(&w.file, &header, data) {
+            // A partly written record (disk full) is cut off again, so the next record
+            // starts where the index will say it does.
+            let _ = w.file.set_len(offset);
+            return Err(e.into());
+        }
+        w.len += record_len;
         if w.len - w.started >= WRITEBACK_STEP {
             // Start writeback without waiting, so a later fsync finds little dirty data.
             // SAFETY: plain syscall on a valid fd; a failure only means no early writeback.

@@ -300,7 +300,8 @@ fn local_io_modes_and_the_fallback_to_relayed_io() {
         .create(files, OsStr::new("direct"), 0o644, libc::O_RDWR)
         .expect("create");
     let file = w.local.clone().expect("a writer gets local I/O");
-    file.write_all_at(b"written by the kernel", 0).expect("write");
+    file.write_all_at(b"written by the kernel", 0)
+        .expect("write");
     // A second handle of the same file shares the mode and the staging file.
     let r = a.open(stat.ino, libc::O_RDONLY).expect("open");
     assert!(r.local.is_some(), "second handle is local too");
@@ -315,7 +316,10 @@ fn local_io_modes_and_the_fallback_to_relayed_io() {
     let ino = lookup_path(&b, "files/direct");
     let o = b.open(ino, libc::O_RDONLY).expect("open");
     assert!(o.local.is_none(), "passthrough off: relayed");
-    assert_eq!(&b.read(o.fh, 0, 100).expect("read")[..], b"written by the kernel");
+    assert_eq!(
+        &b.read(o.fh, 0, 100).expect("read")[..],
+        b"written by the kernel"
+    );
     b.release(o.fh).expect("release");
 
     // The kernel refuses the backing file: the handle becomes relayed, and so do new ones.
@@ -326,7 +330,10 @@ fn local_io_modes_and_the_fallback_to_relayed_io() {
     a.write(o.fh, 0, b"WRITTEN").expect("relayed write");
     let o2 = a.open(stat.ino, libc::O_RDONLY).expect("open");
     assert!(o2.local.is_none(), "later opens are relayed");
-    assert_eq!(&a.read(o2.fh, 0, 100).expect("read")[..], b"WRITTEN by the kernel");
+    assert_eq!(
+        &a.read(o2.fh, 0, 100).expect("read")[..],
+        b"WRITTEN by the kernel"
+    );
     a.release(o2.fh).expect("release");
     a.fsync(o.fh).expect("fsync");
     a.release(o.fh).expect("release");
