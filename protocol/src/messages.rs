@@ -287,6 +287,19 @@ pub enum Request {
         mode: u32,
         rdev: u32,
     },
+    /// The history of every file of a directory, deleted ones included; answers
+    /// [`Response::Versions`].
+    ListVersions { dir: NodeId },
+    /// The chunk list of one version of a file (also of a deleted file); answers
+    /// [`Response::Manifest`].
+    GetVersion { node: NodeId, version: u64 },
+    /// Make the content of version `number` of `name`'s history the file's newest version,
+    /// recreating the file if it was deleted; answers its [`Response::Attr`].
+    Restore {
+        dir: NodeId,
+        name: String,
+        number: u64,
+    },
 }
 
 /// A successful answer.
@@ -332,6 +345,27 @@ pub enum Response {
     /// A name was removed (unlink, rmdir, rename over a target); carries the node that lost
     /// its last name, so the client can drop local state of it.
     Removed(Option<NodeId>),
+    /// The history of a directory's files, by name then number.
+    Versions(Vec<VersionInfo>),
+}
+
+/// One version in a directory's history (`NAME.vNN` in `.versions/`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionInfo {
+    /// The file's name in the directory.
+    pub name: String,
+    /// The number shown to users: 1, 2, … along the name's history; never reused.
+    pub number: u64,
+    /// Where the content lives (for [`Request::GetVersion`]).
+    pub node: NodeId,
+    pub version: u64,
+    pub size: u64,
+    pub mtime: Timestamp,
+    /// When the version was committed, and by which device.
+    pub created: Timestamp,
+    pub device: String,
+    /// The file no longer exists under this name.
+    pub deleted: bool,
 }
 
 /// What `shelf status` shows about the server side.

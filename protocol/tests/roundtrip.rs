@@ -200,7 +200,31 @@ fn request() -> impl Strategy<Value = Request> {
                 rdev
             }
         ),
+        any::<u64>().prop_map(|dir| Request::ListVersions { dir }),
+        (any::<u64>(), any::<u64>())
+            .prop_map(|(node, version)| Request::GetVersion { node, version }),
+        (any::<u64>(), name(), any::<u64>()).prop_map(|(dir, name, number)| Request::Restore {
+            dir,
+            name,
+            number
+        }),
     ]
+}
+
+fn version_info() -> impl Strategy<Value = VersionInfo> {
+    (name(), any::<[u64; 4]>(), ts(), ts(), name(), any::<bool>()).prop_map(
+        |(name, n, mtime, created, device, deleted)| VersionInfo {
+            name,
+            number: n[0],
+            node: n[1],
+            version: n[2],
+            size: n[3],
+            mtime,
+            created,
+            device,
+            deleted,
+        },
+    )
 }
 
 fn error_code() -> impl Strategy<Value = ErrorCode> {
@@ -285,6 +309,7 @@ fn response() -> impl Strategy<Value = Response> {
         }),
         proptest::option::of(any::<u64>()).prop_map(Response::Removed),
         chunk_bodies().prop_map(Response::Chunks),
+        prop::collection::vec(version_info(), 0..4).prop_map(Response::Versions),
     ]
 }
 

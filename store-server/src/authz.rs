@@ -35,7 +35,9 @@ impl Action {
             | Request::GetChunks { .. }
             | Request::GetManifest { .. }
             | Request::HaveChunks { .. }
-            | Request::Status => Action::Read,
+            | Request::Status
+            | Request::ListVersions { .. }
+            | Request::GetVersion { .. } => Action::Read,
             Request::SetAttr { .. }
             | Request::Mkdir { .. }
             | Request::Create { .. }
@@ -47,7 +49,8 @@ impl Action {
             | Request::RemoveXattr { .. }
             | Request::PutChunks { .. }
             | Request::Commit { .. }
-            | Request::Mknod { .. } => Action::Write,
+            | Request::Mknod { .. }
+            | Request::Restore { .. } => Action::Write,
         }
     }
 }

@@ -71,6 +71,9 @@ fn describe(req: &Request) -> &'static str {
         Request::Commit { .. } => "commit",
         Request::Status => "status",
         Request::Mknod { .. } => "mknod",
+        Request::ListVersions { .. } => "list-versions",
+        Request::GetVersion { .. } => "get-version",
+        Request::Restore { .. } => "restore",
     }
 }
 
@@ -316,6 +319,19 @@ fn dispatch(store: &Store, session: &Session, req: Request) -> Result<Response, 
             Response::Attr(attr)
         }
         Request::Status => Response::Status(store.status(ctx)?),
+        Request::ListVersions { dir } => Response::Versions(store.list_versions(ctx, dir)?),
+        Request::GetVersion { node, version } => {
+            let (size, chunks) = store.version_manifest(ctx, node, version)?;
+            Response::Manifest {
+                version,
+                size,
+                chunks,
+            }
+        }
+        Request::Restore { dir, name, number } => {
+            let attr = store.restore(ctx, dir, &name, number)?;
+            Response::Attr(attr)
+        }
     })
 }
 

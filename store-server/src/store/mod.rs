@@ -8,11 +8,14 @@
 //! | `nodes`     | node id (BE)                | [`NodeRec`]    |
 //! | `dirents`   | parent id (BE) ‖ name       | child id (BE)  |
 //! | `versions`  | node id (BE) ‖ version (BE) | [`VersionRec`] |
+//! | `lineage`   | node id (BE)                | [`history::LineageRec`]: whose history it continues |
+//! | `graves`    | parent id (BE) ‖ name       | [`history::GraveRec`]: the deleted file last named so |
 //!
 //! Chunk bodies and their index belong to the [`ChunkStore`]. Every namespace change is one
 //! sled transaction over the trees it touches ([`namespace`]).
 
 pub mod accounts;
+pub mod history;
 pub mod namespace;
 
 use crate::chunkstore::{ChunkStore, PackStore};
@@ -128,6 +131,8 @@ pub struct Store {
     pub nodes: sled::Tree,
     pub dirents: sled::Tree,
     pub versions: sled::Tree,
+    pub lineage: sled::Tree,
+    pub graves: sled::Tree,
     pub chunks: Arc<dyn ChunkStore>,
     /// The data folder, for free-space figures (None for an in-memory store).
     pub data_root: Option<std::path::PathBuf>,
@@ -178,6 +183,8 @@ impl Store {
             nodes: db.open_tree("nodes")?,
             dirents: db.open_tree("dirents")?,
             versions: db.open_tree("versions")?,
+            lineage: db.open_tree("lineage")?,
+            graves: db.open_tree("graves")?,
             chunks,
             db,
             data_root: None,

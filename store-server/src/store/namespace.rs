@@ -2,6 +2,7 @@
 //! attributes and file versions. Every change is one sled transaction over the trees it
 //! touches, and every node it reads or changes passes [`authorize`].
 
+use super::history::HistoryTx;
 use super::{
     check_format, decode, dirent_key, node_key, version_key, Ctx, NodeRec, Store, VersionRec,
     FORMAT,
@@ -19,7 +20,7 @@ use sled::transaction::{
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
-type TxResult<T> = std::result::Result<T, ConflictableTransactionError<StoreError>>;
+pub(crate) type TxResult<T> = std::result::Result<T, ConflictableTransactionError<StoreError>>;
 
 /// Largest total size of one node's extended attributes.
 pub const MAX_XATTR_BYTES: usize = 64 << 10;
@@ -49,11 +50,11 @@ fn abort<T>(code: ErrorCode) -> TxResult<T> {
     Err(ConflictableTransactionError::Abort(code.into()))
 }
 
-fn tx_decode<T: for<'de> serde::Deserialize<'de>>(bytes: &[u8]) -> TxResult<T> {
+pub(crate) fn tx_decode<T: for<'de> serde::Deserialize<'de>>(bytes: &[u8]) -> TxResult<T> {
     decode(bytes).map_err(ConflictableTransactionError::Abort)
 }
 
-fn encode<T: serde::Serialize>(v: &T) -> TxResult<Vec<u8>> {
+pub(crate) fn encode<T: serde::Serialize>(v: &T) -> TxResult<Vec<u8>> {
     postcard::to_stdvec(v).map_err(|e| ConflictableTransactionError::Abort(e.into()))
 }
 
@@ -209,8 +210,13 @@ impl Store {
         };
         let key = dirent_key(parent, name);
         use sled::Transactional;
-        (&self.nodes, &self.dirents)
-            .transaction(|(nodes, dirents)| {
+        (&self.nodes, &self.dirents, &self.lineage, &self.graves)
+            .transaction(|(nodes, dirents, lineage, graves)| {
+                let history = HistoryTx {
+                    nodes,
+                    lineage,
+                    graves,
+                };
                 let mut dir = tx_dir(ctx, nodes, parent, Action::Write)?;
                 if let Some(existing) = dirents.get(&key)? {
                     // O_CREAT without O_EXCL on an existing file opens it.
@@ -230,6 +236,9 @@ impl Store {
                 dir.ctime = now;
                 tx_put(nodes, parent, &dir)?;
                 tx_put(nodes, id, &rec)?;
+                if kind == NodeKind::File {
+                    history.take_grave(parent, name, id)?;
+                }
                 Ok(rec.attr(id))
             })
             .map_err(tx_error)
@@ -246,8 +255,13 @@ impl Store {
         let key = dirent_key(parent, name);
         let now = Timestamp::now();
         use sled::Transactional;
-        (&self.nodes, &self.dirents)
-            .transaction(|(nodes, dirents)| {
+        (&self.nodes, &self.dirents, &self.lineage, &self.graves)
+            .transaction(|(nodes, dirents, lineage, graves)| {
+                let history = HistoryTx {
+                    nodes,
+                    lineage,
+                    graves,
+                };
                 let mut dir = tx_dir(ctx, nodes, parent, Action::Write)?;
                 let Some(child) = dirents.get(&key)? else {
                     return abort(ErrorCode::NotFound);
@@ -268,28 +282,34 @@ impl Store {
                 dir.mtime = now;
                 dir.ctime = now;
                 tx_put(nodes, parent, &dir)?;
-                Self::tx_unlink_node(nodes, child, &mut rec, now)?;
+                Self::tx_unlink_node(&history, child, &mut rec, now, Some((parent, name)))?;
                 Ok(child)
             })
             .map_err(tx_error)
     }
 
-    /// Drops a node's last name: files keep their record (marked deleted) so their versions
-    /// stay restorable; directories and symlinks, which have no versions, go.
+    /// Drops a node's last name: files with history keep their record (marked deleted) so
+    /// their versions stay restorable, buried under `grave` (their last name) unless another
+    /// file took their history over; other nodes go.
     fn tx_unlink_node(
-        nodes: &TransactionalTree,
+        history: &HistoryTx<'_>,
         id: NodeId,
         rec: &mut NodeRec,
         now: Timestamp,
+        grave: Option<(NodeId, &str)>,
     ) -> TxResult<()> {
-        if rec.kind == NodeKind::File && rec.version > 0 {
+        if history.has_history(id, rec)? {
             rec.nlink = 0;
             rec.deleted = Some(now);
             rec.ctime = now;
-            tx_put(nodes, id, rec)
-        } else {
-            nodes.remove(&node_key(id))?;
+            tx_put(history.nodes, id, rec)?;
+            if let Some((parent, name)) = grave {
+                history.bury(parent, name, id, now)?;
+            }
             Ok(())
+        } else {
+            history.nodes.remove(&node_key(id))?;
+            history.forget(id)
         }
     }
 
@@ -308,8 +328,13 @@ impl Store {
         let to_key = dirent_key(new_parent, new_name);
         let now = Timestamp::now();
         use sled::Transactional;
-        (&self.nodes, &self.dirents)
-            .transaction(|(nodes, dirents)| {
+        (&self.nodes, &self.dirents, &self.lineage, &self.graves)
+            .transaction(|(nodes, dirents, lineage, graves)| {
+                let history = HistoryTx {
+                    nodes,
+                    lineage,
+                    graves,
+                };
                 let mut src_dir = tx_dir(ctx, nodes, parent, Action::Write)?;
                 let Some(src) = dirents.get(&from_key)? else {
                     return abort(ErrorCode::NotFound);
@@ -369,7 +394,12 @@ impl Store {
                         }
                         dirents.remove(from_key.clone())?;
                         dirents.insert(to_key.clone(), &src.to_be_bytes())?;
-                        Self::tx_unlink_node(nodes, dst, &mut dst_rec, now)?;
+                        // Saving by rename over the old file continues its history.
+                        let inherited = src_rec.kind == NodeKind::File
+                            && history.has_history(dst, &dst_rec)?
+                            && history.inherit(src, dst)?;
+                        let grave = (!inherited).then_some((new_parent, new_name));
+                        Self::tx_unlink_node(&history, dst, &mut dst_rec, now, grave)?;
                         replaced = Some(dst);
                         src_delta = (-1, -is_dir);
                         dst_delta = (0, is_dir - dst_is_dir);
@@ -379,6 +409,9 @@ impl Store {
                         dirents.insert(to_key.clone(), &src.to_be_bytes())?;
                         src_delta = (-1, -is_dir);
                         dst_delta = (1, is_dir);
+                        if src_rec.kind == NodeKind::File {
+                            history.take_grave(new_parent, new_name, src)?;
+                        }
                     }
                 }
                 src_rec.parent = new_parent;

@@ -1,0 +1,509 @@
+//! File history: which versions a name in a directory shows, across the nodes that held it.
+//!
+//! Versions belong to nodes (`versions` tree, numbered 1, 2, … per node). A name keeps one
+//! history across replacements, as users expect of "report.txt": when a file is renamed
+//! over another (how editors save), or created where a deleted file was, the new node
+//! *inherits* the old one's history: `lineage[new] = (old, base)`, and the new node's
+//! version `v` is shown as number `base + v`, after the old node's numbers. Numbers are
+//! therefore never reused, and stay the same when older versions are pruned.
+//!
+//! A file that loses its last name keeps its record (marked deleted) and is *buried* under
+//! that name in the `graves` tree (one grave per name; a newer grave inherits an older
+//! one), so its versions stay listed in `.versions/` and restorable.
+
+use super::namespace::{encode, tx_decode, NewNode, TxResult};
+use super::{check_format, decode, dirent_key, node_key, Ctx, NodeRec, Store, VersionRec, FORMAT};
+use crate::authz::{authorize, Action};
+use crate::error::{Result, StoreError};
+use serde::{Deserialize, Serialize};
+use shelf_protocol::{Attr, ChunkRef, ErrorCode, NodeId, NodeKind, Timestamp, VersionInfo};
+use sled::transaction::TransactionalTree;
+use std::collections::BTreeSet;
+
+/// Entries one `ListVersions` answer may carry (well inside the frame limit).
+pub const MAX_LISTED_VERSIONS: usize = 20_000;
+/// Nodes followed along one history (a guard against a damaged chain).
+const MAX_CHAIN: usize = 100_000;
+
+/// `lineage` tree: node → the node whose history it continues.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug)]
+pub struct LineageRec {
+    pub format: u8,
+    pub from: NodeId,
+    /// The highest number of `from`'s history when it was inherited.
+    pub base: u64,
+}
+
+/// `graves` tree: (directory, name) → the deleted file last known by that name.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug)]
+pub struct GraveRec {
+    pub format: u8,
+    pub node: NodeId,
+    pub deleted: Timestamp,
+}
+
+/// The trees a namespace transaction needs for history bookkeeping.
+pub(crate) struct HistoryTx<'a> {
+    pub nodes: &'a TransactionalTree,
+    pub lineage: &'a TransactionalTree,
+    pub graves: &'a TransactionalTree,
+}
+
+impl HistoryTx<'_> {
+    fn lineage_of(&self, node: NodeId) -> TxResult<Option<LineageRec>> {
+        match self.lineage.get(node_key(node))? {
+            Some(b) => Ok(Some(tx_decode(&b)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The highest number in `node`'s history.
+    fn top(&self, node: NodeId) -> TxResult<u64> {
+        let base = self.lineage_of(node)?.map_or(0, |l| l.base);
+        let version = match self.nodes.get(node_key(node))? {
+            Some(b) => tx_decode::<NodeRec>(&b)?.version,
+            None => 0,
+        };
+        Ok(base + version)
+    }
+
+    /// Whether a file has anything to keep: versions of its own or inherited ones.
+    pub fn has_history(&self, node: NodeId, rec: &NodeRec) -> TxResult<bool> {
+        Ok(rec.kind == NodeKind::File && (rec.version > 0 || self.lineage_of(node)?.is_some()))
+    }
+
+    /// `heir` continues `from`'s history, unless it has one of its own already.
+    pub fn inherit(&self, heir: NodeId, from: NodeId) -> TxResult<bool> {
+        if heir == from || self.lineage_of(heir)?.is_some() {
+            return Ok(false);
+        }
+        let rec = LineageRec {
+            format: FORMAT,
+            from,
+            base: self.top(from)?,
+        };
+        self.lineage.insert(&node_key(heir), encode(&rec)?)?;
+        Ok(true)
+    }
+
+    /// A file now holds `name` in `parent`: it continues the history of the deleted file
+    /// buried there, if it has none of its own.
+    pub fn take_grave(&self, parent: NodeId, name: &str, node: NodeId) -> TxResult<()> {
+        let key = dirent_key(parent, name);
+        let Some(g) = self.graves.get(&key)? else {
+            return Ok(());
+        };
+        let grave: GraveRec = tx_decode(&g)?;
+        if self.inherit(node, grave.node)? {
+            self.graves.remove(key)?;
+        }
+        Ok(())
+    }
+
+    /// A file with history lost its last name: bury it there (taking over an older grave).
+    pub fn bury(&self, parent: NodeId, name: &str, node: NodeId, now: Timestamp) -> TxResult<()> {
+        let key = dirent_key(parent, name);
+        if let Some(g) = self.graves.get(&key)? {
+            let older: GraveRec = tx_decode(&g)?;
+            self.inherit(node, older.node)?;
+        }
+        let grave = GraveRec {
+            format: FORMAT,
+            node,
+            deleted: now,
+        };
+        self.graves.insert(key, encode(&grave)?)?;
+        Ok(())
+    }
+
+    /// Forgets the lineage of a node that is removed for good (it had no history).
+    pub fn forget(&self, node: NodeId) -> TxResult<()> {
+        self.lineage.remove(&node_key(node))?;
+        Ok(())
+    }
+}
+
+/// One version along a history.
+struct Step {
+    number: u64,
+    node: NodeId,
+    version: u64,
+    rec: VersionRec,
+}
+
+impl Store {
+    /// A node's record for history purposes: deleted files too, after the account check.
+    fn history_node(&self, ctx: &Ctx, id: NodeId) -> Result<NodeRec> {
+        let Some(bytes) = self.nodes.get(node_key(id))? else {
+            return Err(ErrorCode::NotFound.into());
+        };
+        let rec: NodeRec = decode(&bytes)?;
+        check_format(rec.format, "node")?;
+        authorize(ctx, Action::Read, Some(&rec))?;
+        Ok(rec)
+    }
+
+    /// Every version in `node`'s history, oldest number first.
+    fn history(&self, ctx: &Ctx, node: NodeId) -> Result<Vec<Step>> {
+        let mut steps = Vec::new();
+        let mut cur = Some(node);
+        let mut seen = BTreeSet::new();
+        while let Some(id) = cur {
+            if !seen.insert(id) || seen.len() > MAX_CHAIN {
+                return Err(StoreError::Corrupt(format!("history of node {node} loops")));
+            }
+            self.history_node(ctx, id)?;
+            let lineage: Option<LineageRec> = match self.lineage.get(node_key(id))? {
+                Some(b) => Some(decode(&b)?),
+                None => None,
+            };
+            let base = lineage.map_or(0, |l| l.base);
+            for item in self.versions.scan_prefix(node_key(id)) {
+                let (k, v) = item?;
+                let version = <[u8; 8]>::try_from(&k[8..])
+                    .map(u64::from_be_bytes)
+                    .map_err(|_| StoreError::Corrupt("version key".into()))?;
+                let rec: VersionRec = decode(&v)?;
+                check_format(rec.format, "version")?;
+                steps.push(Step {
+                    number: base + version,
+                    node: id,
+                    version,
+                    rec,
+                });
+            }
+            cur = lineage.map(|l| l.from);
+        }
+        steps.sort_by_key(|s| s.number);
+        Ok(steps)
+    }
+
+    /// The history of every file in `dir`, live and deleted, by name then number.
+    pub fn list_versions(&self, ctx: &Ctx, dir: NodeId) -> Result<Vec<VersionInfo>> {
+        let d = self.history_node(ctx, dir)?;
+        if d.kind != NodeKind::Dir || d.deleted.is_some() {
+            return Err(ErrorCode::NotDir.into());
+        }
+        let mut out = Vec::new();
+        let mut push = |name: &str, steps: Vec<Step>, deleted: bool| -> Result<()> {
+            for s in steps {
+                if out.len() >= MAX_LISTED_VERSIONS {
+                    return Err(ErrorCode::TooLarge.into());
+                }
+                out.push(VersionInfo {
+                    name: name.to_string(),
+                    number: s.number,
+                    node: s.node,
+                    version: s.version,
+                    size: s.rec.size,
+                    mtime: s.rec.mtime,
+                    created: s.rec.created,
+                    device: s.rec.device,
+                    deleted,
+                });
+            }
+            Ok(())
+        };
+        let mut live = BTreeSet::new();
+        for item in self.dirents.scan_prefix(dir.to_be_bytes()) {
+            let (k, v) = item?;
+            let name = entry_name(&k)?;
+            let id = <[u8; 8]>::try_from(v.as_ref())
+                .map(u64::from_be_bytes)
+                .map_err(|_| StoreError::Corrupt("directory entry".into()))?;
+            let rec = self.history_node(ctx, id)?;
+            if rec.kind == NodeKind::File {
+                push(&name, self.history(ctx, id)?, false)?;
+            }
+            live.insert(name);
+        }
+        for item in self.graves.scan_prefix(dir.to_be_bytes()) {
+            let (k, v) = item?;
+            let name = entry_name(&k)?;
+            if live.contains(&name) {
+                // Shadowed by a live file that has a history of its own.
+                continue;
+            }
+            let grave: GraveRec = decode(&v)?;
+            check_format(grave.format, "grave")?;
+            push(&name, self.history(ctx, grave.node)?, true)?;
+        }
+        out.sort_by(|a, b| (&a.name, a.number).cmp(&(&b.name, b.number)));
+        Ok(out)
+    }
+
+    /// One version's size and chunk list (deleted files included).
+    pub fn version_manifest(
+        &self,
+        ctx: &Ctx,
+        node: NodeId,
+        version: u64,
+    ) -> Result<(u64, Vec<ChunkRef>)> {
+        let rec = self.history_node(ctx, node)?;
+        if rec.kind != NodeKind::File {
+            return Err(ErrorCode::IsDir.into());
+        }
+        let Some(bytes) = self.versions.get(super::version_key(node, version))? else {
+            return Err(ErrorCode::NotFound.into());
+        };
+        let v: VersionRec = decode(&bytes)?;
+        check_format(v.format, "version")?;
+        Ok((v.size, v.chunks))
+    }
+
+    /// Makes version `number` of `name`'s history in `dir` the newest version of the file,
+    /// recreating the file if it was deleted. The restore is itself a new version.
+    pub fn restore(&self, ctx: &Ctx, dir: NodeId, name: &str, number: u64) -> Result<Attr> {
+        authorize(ctx, Action::Write, None)?;
+        let found = self
+            .list_versions(ctx, dir)?
+            .into_iter()
+            .find(|v| v.name == name && v.number == number)
+            .ok_or(ErrorCode::NotFound)?;
+        let (_, chunks) = self.version_manifest(ctx, found.node, found.version)?;
+        let target = if found.deleted {
+            self.create_node(
+                ctx,
+                dir,
+                name,
+                NewNode {
+                    kind: NodeKind::File,
+                    mode: 0o644,
+                    target: None,
+                    exclusive: true,
+                    rdev: 0,
+                },
+            )?
+        } else {
+            self.lookup(ctx, dir, name)?
+        };
+        if target.kind != NodeKind::File {
+            return Err(ErrorCode::IsDir.into());
+        }
+        self.commit(ctx, target.node, target.version, chunks, Timestamp::now())
+    }
+}
+
+fn entry_name(key: &[u8]) -> Result<String> {
+    String::from_utf8(key[8..].to_vec()).map_err(|_| StoreError::Corrupt("entry name".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chunkstore::PackStore;
+    use shelf_protocol::{ChunkId, RenameMode, Role};
+    use std::sync::Arc;
+
+    struct Fixture {
+        store: Store,
+        ctx: Ctx,
+        dir: NodeId,
+        _tmp: tempfile::TempDir,
+    }
+
+    fn fixture() -> Fixture {
+        let tmp = tempfile::tempdir().unwrap();
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let chunks = Arc::new(PackStore::open(tmp.path().join("packs"), &db).unwrap());
+        let store = Store::with_chunk_store(db, chunks).unwrap();
+        store.add_user("ann", "pw", Role::User).unwrap();
+        let (_, ctx) = store.login("ann", "pw", "laptop").unwrap();
+        let dir = store.lookup(&ctx, ctx.root, "files").unwrap().node;
+        Fixture {
+            store,
+            ctx,
+            dir,
+            _tmp: tmp,
+        }
+    }
+
+    impl Fixture {
+        fn file(&self, name: &str) -> Attr {
+            self.store
+                .create_node(
+                    &self.ctx,
+                    self.dir,
+                    name,
+                    NewNode {
+                        kind: NodeKind::File,
+                        mode: 0o644,
+                        target: None,
+                        exclusive: false,
+                        rdev: 0,
+                    },
+                )
+                .unwrap()
+        }
+
+        /// Commits `text` as the next version of `name` (creating it if needed).
+        fn write(&self, name: &str, text: &str) {
+            let a = self.file(name);
+            let id = ChunkId(*blake3::hash(text.as_bytes()).as_bytes());
+            self.store
+                .chunks
+                .put(self.ctx.account, &id, text.as_bytes())
+                .unwrap();
+            let r = ChunkRef {
+                id,
+                len: text.len() as u32,
+            };
+            self.store
+                .commit(&self.ctx, a.node, a.version, vec![r], Timestamp::now())
+                .unwrap();
+        }
+
+        fn content(&self, v: &VersionInfo) -> String {
+            let (_, chunks) = self
+                .store
+                .version_manifest(&self.ctx, v.node, v.version)
+                .unwrap();
+            chunks
+                .iter()
+                .map(|c| {
+                    String::from_utf8(self.store.chunks.get(self.ctx.account, &c.id).unwrap())
+                        .unwrap()
+                })
+                .collect()
+        }
+
+        /// (number, content, deleted) of every version of `name`.
+        fn history(&self, name: &str) -> Vec<(u64, String, bool)> {
+            self.store
+                .list_versions(&self.ctx, self.dir)
+                .unwrap()
+                .iter()
+                .filter(|v| v.name == name)
+                .map(|v| (v.number, self.content(v), v.deleted))
+                .collect()
+        }
+
+        fn names(&self) -> BTreeSet<String> {
+            self.store
+                .list_versions(&self.ctx, self.dir)
+                .unwrap()
+                .into_iter()
+                .map(|v| v.name)
+                .collect()
+        }
+    }
+
+    fn h(items: &[(u64, &str, bool)]) -> Vec<(u64, String, bool)> {
+        items
+            .iter()
+            .map(|&(n, t, d)| (n, t.to_string(), d))
+            .collect()
+    }
+
+    #[test]
+    fn a_name_keeps_one_history_across_saves_deletes_and_restores() {
+        let f = fixture();
+        f.write("a.txt", "one");
+        f.write("a.txt", "two");
+        assert_eq!(
+            f.history("a.txt"),
+            h(&[(1, "one", false), (2, "two", false)])
+        );
+
+        // An editor's save: write a temporary file, rename it over the original.
+        f.write(".a.txt.swp", "three");
+        f.store
+            .rename(
+                &f.ctx,
+                f.dir,
+                ".a.txt.swp",
+                f.dir,
+                "a.txt",
+                RenameMode::Replace,
+            )
+            .unwrap();
+        assert_eq!(
+            f.history("a.txt"),
+            h(&[(1, "one", false), (2, "two", false), (3, "three", false)])
+        );
+        assert!(!f.names().contains(".a.txt.swp"));
+
+        // Deleted: the history stays, marked deleted.
+        f.store.remove(&f.ctx, f.dir, "a.txt", false).unwrap();
+        assert_eq!(
+            f.history("a.txt"),
+            h(&[(1, "one", true), (2, "two", true), (3, "three", true)])
+        );
+
+        // A new file under the same name continues the numbering.
+        f.write("a.txt", "four");
+        assert_eq!(
+            f.history("a.txt"),
+            h(&[
+                (1, "one", false),
+                (2, "two", false),
+                (3, "three", false),
+                (4, "four", false)
+            ])
+        );
+
+        // Restoring is itself a new version.
+        let attr = f.store.restore(&f.ctx, f.dir, "a.txt", 1).unwrap();
+        assert_eq!(attr.size, 3);
+        assert_eq!(
+            f.history("a.txt").last().unwrap(),
+            &(5, "one".into(), false)
+        );
+
+        // Restoring a deleted file recreates it.
+        f.store.remove(&f.ctx, f.dir, "a.txt", false).unwrap();
+        f.store.restore(&f.ctx, f.dir, "a.txt", 2).unwrap();
+        let a = f.store.lookup(&f.ctx, f.dir, "a.txt").unwrap();
+        assert_eq!(a.size, 3);
+        assert_eq!(f.history("a.txt").len(), 6);
+        assert_eq!(f.history("a.txt")[5], (6, "two".into(), false));
+    }
+
+    #[test]
+    fn history_survives_an_empty_file_taking_the_name_and_renames() {
+        let f = fixture();
+        f.write("b", "x1");
+        f.store.remove(&f.ctx, f.dir, "b", false).unwrap();
+        // Created and removed again before it ever had content: the history is not lost.
+        f.file("b");
+        f.store.remove(&f.ctx, f.dir, "b", false).unwrap();
+        assert_eq!(f.history("b"), h(&[(1, "x1", true)]));
+
+        // Renaming a file carries its history to the new name.
+        f.write("c", "c1");
+        f.write("c", "c2");
+        f.store
+            .rename(&f.ctx, f.dir, "c", f.dir, "d", RenameMode::Replace)
+            .unwrap();
+        assert!(f.history("c").is_empty());
+        assert_eq!(f.history("d"), h(&[(1, "c1", false), (2, "c2", false)]));
+
+        // Unknown numbers and names are "not found".
+        assert!(matches!(
+            f.store.restore(&f.ctx, f.dir, "d", 9),
+            Err(StoreError::Refused(ErrorCode::NotFound))
+        ));
+        assert!(matches!(
+            f.store.restore(&f.ctx, f.dir, "nothing", 1),
+            Err(StoreError::Refused(ErrorCode::NotFound))
+        ));
+    }
+
+    #[test]
+    fn another_account_sees_no_history() {
+        let f = fixture();
+        f.write("secret", "s1");
+        f.store.add_user("bob", "pw", Role::User).unwrap();
+        let (_, bob) = f.store.login("bob", "pw", "phone").unwrap();
+        assert!(matches!(
+            f.store.list_versions(&bob, f.dir),
+            Err(StoreError::Refused(ErrorCode::NotFound))
+        ));
+        let v = &f.store.list_versions(&f.ctx, f.dir).unwrap()[0];
+        assert!(matches!(
+            f.store.version_manifest(&bob, v.node, v.version),
+            Err(StoreError::Refused(ErrorCode::NotFound))
+        ));
+        assert!(f.store.restore(&bob, f.dir, "secret", 1).is_err());
+    }
+}
