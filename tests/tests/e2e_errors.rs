@@ -94,8 +94,11 @@ long = 'x' * 256
 fails(lambda: open('files/' + long, 'w'), errno.ENAMETOOLONG)
 fails(lambda: os.mkdir('files/' + long), errno.ENAMETOOLONG)
 open('files/' + 'y' * 255, 'w').write('ok')           # 255 bytes is fine
-fails(lambda: os.mkdir('files/.versions'), errno.EROFS)  # reserved for history
-fails(lambda: os.rename('files/' + 'y' * 255, 'files/.versions'), errno.EROFS)
+# .versions is every directory's (virtual, read-only) history folder.
+fails(lambda: os.mkdir('files/.versions'), errno.EEXIST)
+fails(lambda: os.rename('files/' + 'y' * 255, 'files/.versions'), errno.EISDIR)
+fails(lambda: os.rmdir('files/.versions'), errno.EROFS)
+fails(lambda: os.rename('files/.versions', 'files/hist'), errno.EROFS)
 fails(lambda: os.rmdir('files'), errno.ENOTEMPTY)
 fails(lambda: os.mkdir('files'), errno.EEXIST)
 fails(lambda: os.unlink('files'), errno.EISDIR)

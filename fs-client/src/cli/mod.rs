@@ -1,6 +1,7 @@
 //! The `shelf` commands. This is the binary's edge: `anyhow` errors, printing, processes.
 
 mod account;
+mod history;
 mod mount;
 mod up;
 
@@ -75,6 +76,18 @@ enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// List the versions of a file (also of a deleted one): number, time, size, device.
+    /// PATH is a path in a mounted store, or in the store itself (files/work/a.txt).
+    /// Inside a mount the same versions are files: DIR/.versions/NAME.v01, .v02, …
+    Versions { path: PathBuf },
+    /// Make version N of a file its newest version (recreating it if it was deleted).
+    /// Same as `cp DIR/.versions/NAME.vNN DIR/NAME` in a mount. The restore is a version too.
+    Restore {
+        path: PathBuf,
+        /// The version number, as `shelf versions` shows it (2 for v02).
+        #[arg(long)]
+        version: u64,
+    },
 }
 
 pub fn main() -> anyhow::Result<()> {
@@ -126,6 +139,8 @@ pub fn main() -> anyhow::Result<()> {
         Command::Status => account::status(),
         Command::Up { dir } => up::up(dir),
         Command::Down { dir } => up::down(dir),
+        Command::Versions { path } => history::versions(&path),
+        Command::Restore { path, version } => history::restore(&path, version),
     }
 }
 

@@ -39,6 +39,8 @@ pub struct Handle {
     pub writable: bool,
     /// Where the last read ended, to detect sequential reading.
     pub last_end: u64,
+    /// An old version (a file in `.versions/`) instead of the current content.
+    pub version: Option<u64>,
 }
 
 /// A version's chunk list with the offset where each chunk starts.
@@ -207,6 +209,9 @@ impl FsCore {
     }
 
     pub fn open(&self, ino: u64, flags: i32) -> Result<Opened, FsError> {
+        if super::versions::is_virtual(ino) {
+            return self.versions_open(ino, flags);
+        }
         let node = self.node_of(ino);
         let acc = flags & libc::O_ACCMODE;
         let writable = acc == libc::O_WRONLY || acc == libc::O_RDWR;
@@ -245,6 +250,7 @@ impl FsCore {
                     node,
                     writable,
                     last_end: 0,
+                    version: None,
                 },
             );
         }
@@ -352,6 +358,7 @@ impl FsCore {
         flags: i32,
     ) -> Result<(Stat, Opened), FsError> {
         self.check_writable()?;
+        self.refuse_virtual(&[parent])?;
         let name = super::check_name(name)?;
         let parent_node = self.node_of(parent);
         let attr = match self.remote.call(Request::Create {
@@ -530,10 +537,18 @@ impl FsCore {
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<ReadData, FsError> {
         let (node, _, last_end) = self.handle(fh)?;
         let sequential = offset == last_end;
+        let mut old_version = None;
         if let Ok(mut h) = self.handles.lock() {
             if let Some(h) = h.get_mut(&fh) {
                 h.last_end = offset + u64::from(size);
+                old_version = h.version;
             }
+        }
+        if let Some(version) = old_version {
+            let m = self.version_manifest(node, version)?;
+            return self
+                .read_manifest(&m, offset, size, sequential)
+                .map(ReadData::Owned);
         }
         // Local content first.
         if let Some(st) = self.existing_file_state(node) {
@@ -605,6 +620,17 @@ impl FsCore {
         sequential: bool,
     ) -> Result<Vec<u8>, FsError> {
         let m = self.manifest(node)?;
+        self.read_manifest(&m, offset, size, sequential)
+    }
+
+    /// Reads a range of a version from the chunk cache or the server.
+    fn read_manifest(
+        &self,
+        m: &Manifest,
+        offset: u64,
+        size: u32,
+        sequential: bool,
+    ) -> Result<Vec<u8>, FsError> {
         if offset >= m.size || size == 0 {
             return Ok(Vec::new());
         }
@@ -714,6 +740,9 @@ impl FsCore {
             .ok()
             .and_then(|mut h| h.remove(&fh))
             .ok_or(FsError::BadHandle)?;
+        if handle.version.is_some() {
+            return Ok(());
+        }
         let st = self.file_state(handle.node);
         let mut inner = st.lock();
         inner.open_handles = inner.open_handles.saturating_sub(1);
@@ -746,6 +775,14 @@ impl FsCore {
     /// fsync(2): returns once the current content is committed on the server and flushed there.
     pub fn fsync(&self, fh: u64) -> Result<(), FsError> {
         let (node, _, _) = self.handle(fh)?;
+        let old_version = self
+            .handles
+            .lock()
+            .ok()
+            .and_then(|h| h.get(&fh).and_then(|h| h.version));
+        if old_version.is_some() {
+            return Ok(());
+        }
         self.upload(node, true)
     }
 

@@ -13,6 +13,7 @@ pub mod aligned;
 mod error;
 pub mod files;
 pub mod upload;
+pub mod versions;
 
 pub use error::FsError;
 
@@ -115,6 +116,8 @@ pub struct FsCore {
     /// Clean local copies (staging files already committed), least recently used first,
     /// with their sizes; evicted beyond the cache budget.
     pub(crate) clean: Mutex<CleanCopies>,
+    /// The virtual `.versions/` folders and their entries.
+    pub(crate) virtuals: Mutex<versions::Virtuals>,
     /// Whether opens may be given local I/O (cleared when the kernel refuses it).
     pub(crate) passthrough: AtomicBool,
 }
@@ -148,6 +151,7 @@ impl FsCore {
         let journal = Journal::open(cache.journal())?;
         let core = Arc::new(FsCore {
             passthrough: AtomicBool::new(opts.passthrough),
+            virtuals: Mutex::new(versions::Virtuals::default()),
             remote,
             root: root.node,
             opts,
@@ -291,8 +295,11 @@ impl FsCore {
 
     pub fn lookup(&self, parent: u64, name: &std::ffi::OsStr) -> Result<Stat, FsError> {
         let name = name_str(name)?;
+        if versions::is_virtual(parent) {
+            return self.versions_lookup(parent, name);
+        }
         if name == VERSIONS_DIR {
-            return Err(FsError::NotFound);
+            return self.versions_dir(parent);
         }
         match validate_name(name) {
             Ok(()) => {}
@@ -315,6 +322,9 @@ impl FsCore {
     }
 
     pub fn getattr(&self, ino: u64) -> Result<Stat, FsError> {
+        if versions::is_virtual(ino) {
+            return self.versions_getattr(ino);
+        }
         let attr = self.server_attr(self.node_of(ino))?;
         Ok(self.stat_of(&attr))
     }
@@ -331,6 +341,7 @@ impl FsCore {
             mtime,
         } = change;
         self.check_writable()?;
+        self.refuse_virtual(&[ino])?;
         let node = self.node_of(ino);
         if let Some(size) = size {
             self.truncate(node, size)?;
@@ -356,6 +367,7 @@ impl FsCore {
 
     pub fn mkdir(&self, parent: u64, name: &std::ffi::OsStr, mode: u32) -> Result<Stat, FsError> {
         self.check_writable()?;
+        self.refuse_virtual(&[parent])?;
         let name = check_name(name)?;
         let parent = self.node_of(parent);
         let attr = self.call_attr(
@@ -395,6 +407,7 @@ impl FsCore {
         rdev: u32,
     ) -> Result<Stat, FsError> {
         self.check_writable()?;
+        self.refuse_virtual(&[parent])?;
         let name = check_name(name)?;
         let parent = self.node_of(parent);
         let perm = mode & 0o7777;
@@ -434,6 +447,7 @@ impl FsCore {
         target: &std::path::Path,
     ) -> Result<Stat, FsError> {
         self.check_writable()?;
+        self.refuse_virtual(&[parent])?;
         let name = check_name(name)?;
         let target = target.to_str().ok_or(FsError::Invalid)?;
         let parent = self.node_of(parent);
@@ -450,6 +464,9 @@ impl FsCore {
     }
 
     pub fn readlink(&self, ino: u64) -> Result<String, FsError> {
+        if versions::is_virtual(ino) {
+            return Err(FsError::Invalid);
+        }
         match self.remote.call(Request::ReadLink {
             node: self.node_of(ino),
         })? {
@@ -460,6 +477,7 @@ impl FsCore {
 
     pub fn unlink(&self, parent: u64, name: &std::ffi::OsStr) -> Result<(), FsError> {
         self.check_writable()?;
+        self.refuse_virtual(&[parent])?;
         let name = name_str(name)?;
         let parent = self.node_of(parent);
         self.call_removed(
@@ -475,6 +493,7 @@ impl FsCore {
 
     pub fn rmdir(&self, parent: u64, name: &std::ffi::OsStr) -> Result<(), FsError> {
         self.check_writable()?;
+        self.refuse_virtual(&[parent])?;
         let name = name_str(name)?;
         let parent = self.node_of(parent);
         self.call_removed(
@@ -497,6 +516,10 @@ impl FsCore {
         mode: RenameMode,
     ) -> Result<(), FsError> {
         self.check_writable()?;
+        self.refuse_virtual(&[parent, new_parent])?;
+        if Self::is_versions_name(name) {
+            return Err(FsError::ReadOnly);
+        }
         let name = name_str(name)?;
         let new_name = check_name(new_name)?;
         let (parent, new_parent) = (self.node_of(parent), self.node_of(new_parent));
@@ -517,6 +540,14 @@ impl FsCore {
 
     /// Lists a directory into a handle; [`FsCore::readdir`] then pages through it.
     pub fn opendir(&self, ino: u64) -> Result<u64, FsError> {
+        if versions::is_virtual(ino) {
+            let items = self.versions_opendir(ino)?;
+            let fh = self.new_fh();
+            if let Ok(mut d) = self.dirs.lock() {
+                d.insert(fh, Arc::new(items));
+            }
+            return Ok(fh);
+        }
         let dir = self.node_of(ino);
         let me = self.server_attr(dir)?;
         if me.kind != NodeKind::Dir {
@@ -612,6 +643,7 @@ impl FsCore {
         mode: XattrMode,
     ) -> Result<(), FsError> {
         self.check_writable()?;
+        self.refuse_virtual(&[ino])?;
         let name = name_str(name)?;
         if !name.starts_with("user.") {
             return Err(FsError::Unsupported);
@@ -634,6 +666,9 @@ impl FsCore {
             // (the kernel asks for security.capability on writes).
             return Err(FsError::NoAttribute);
         }
+        if versions::is_virtual(ino) {
+            return Err(FsError::NoAttribute);
+        }
         match self.remote.call(Request::GetXattr {
             node: self.node_of(ino),
             name: name.to_string(),
@@ -644,6 +679,9 @@ impl FsCore {
     }
 
     pub fn listxattr(&self, ino: u64) -> Result<Vec<String>, FsError> {
+        if versions::is_virtual(ino) {
+            return Ok(Vec::new());
+        }
         match self.remote.call(Request::ListXattr {
             node: self.node_of(ino),
         })? {
@@ -654,6 +692,7 @@ impl FsCore {
 
     pub fn removexattr(&self, ino: u64, name: &std::ffi::OsStr) -> Result<(), FsError> {
         self.check_writable()?;
+        self.refuse_virtual(&[ino])?;
         let name = name_str(name)?;
         if !name.starts_with("user.") {
             return Err(FsError::NoAttribute);

@@ -1,0 +1,271 @@
+//! The virtual, read-only `.versions/` folder of every directory.
+//!
+//! `DIR/.versions` is reachable by name but never listed by its parent's readdir, so `cp
+//! -r`, `rsync -a`, `find` and file managers do not walk history (like ZFS's `.zfs`). It
+//! holds `NAME.v01`, `NAME.v02`, … for every file of `DIR` with history, deleted files
+//! included (the server's [`Request::ListVersions`]); reading one fetches that version's
+//! chunks. Anything that would change it is EROFS.
+//!
+//! Virtual entries get inode numbers from [`VIRTUAL_BASE`] up, far above the server's node
+//! ids, handed out once per directory or (node, version) and kept for the mount's life.
+
+use super::files::{Handle, Manifest, Opened};
+use super::{DirItem, FsCore, FsError, Stat};
+use shelf_protocol::names::VERSIONS_DIR;
+use shelf_protocol::{NodeId, NodeKind, Request, Response, VersionInfo};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Inode numbers at and above this are virtual entries.
+pub const VIRTUAL_BASE: u64 = 1 << 62;
+/// How long a directory's history listing is reused (the kernel's attribute TTL).
+const LISTING_TTL: Duration = Duration::from_secs(1);
+
+#[derive(Clone)]
+enum Virtual {
+    /// `.versions` of a directory.
+    Dir(NodeId),
+    /// One version in it.
+    File(VersionInfo),
+}
+
+/// Virtual inodes and recent listings.
+#[derive(Default)]
+pub struct Virtuals {
+    by_ino: HashMap<u64, Virtual>,
+    dir_ino: HashMap<NodeId, u64>,
+    file_ino: HashMap<(NodeId, u64), u64>,
+    next: u64,
+    listings: HashMap<NodeId, (Instant, Arc<Vec<VersionInfo>>)>,
+    manifests: HashMap<(NodeId, u64), Arc<Manifest>>,
+}
+
+impl Virtuals {
+    fn alloc(&mut self, v: Virtual) -> u64 {
+        let ino = VIRTUAL_BASE + self.next;
+        self.next += 1;
+        self.by_ino.insert(ino, v);
+        ino
+    }
+
+    fn dir(&mut self, dir: NodeId) -> u64 {
+        if let Some(&ino) = self.dir_ino.get(&dir) {
+            return ino;
+        }
+        let ino = self.alloc(Virtual::Dir(dir));
+        self.dir_ino.insert(dir, ino);
+        ino
+    }
+
+    fn file(&mut self, info: &VersionInfo) -> u64 {
+        let key = (info.node, info.version);
+        if let Some(&ino) = self.file_ino.get(&key) {
+            // The same version may show under a newer name; keep what was listed last.
+            self.by_ino.insert(ino, Virtual::File(info.clone()));
+            return ino;
+        }
+        let ino = self.alloc(Virtual::File(info.clone()));
+        self.file_ino.insert(key, ino);
+        ino
+    }
+}
+
+/// `NAME.vNN`: two digits, more once past 99.
+pub fn version_name(info: &VersionInfo) -> String {
+    format!("{}.v{:02}", info.name, info.number)
+}
+
+pub fn is_virtual(ino: u64) -> bool {
+    ino >= VIRTUAL_BASE
+}
+
+impl FsCore {
+    fn virtuals(&self) -> std::sync::MutexGuard<'_, Virtuals> {
+        self.virtuals.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn virtual_of(&self, ino: u64) -> Result<Virtual, FsError> {
+        self.virtuals()
+            .by_ino
+            .get(&ino)
+            .cloned()
+            .ok_or(FsError::NotFound)
+    }
+
+    /// Fails with EROFS if any of these inodes is a virtual entry.
+    pub(crate) fn refuse_virtual(&self, inos: &[u64]) -> Result<(), FsError> {
+        if inos.iter().any(|&i| is_virtual(i)) {
+            return Err(FsError::ReadOnly);
+        }
+        Ok(())
+    }
+
+    /// The history of a directory's files, from the server or a listing under a second old.
+    fn listing(&self, dir: NodeId) -> Result<Arc<Vec<VersionInfo>>, FsError> {
+        if let Some((at, l)) = self.virtuals().listings.get(&dir) {
+            if at.elapsed() < LISTING_TTL {
+                return Ok(l.clone());
+            }
+        }
+        let Response::Versions(list) = self.remote.call(Request::ListVersions { dir })? else {
+            return Err(FsError::Unexpected("list-versions"));
+        };
+        let list = Arc::new(list);
+        self.virtuals()
+            .listings
+            .insert(dir, (Instant::now(), list.clone()));
+        Ok(list)
+    }
+
+    /// `lookup(DIR, ".versions")`.
+    pub(crate) fn versions_dir(&self, parent: u64) -> Result<Stat, FsError> {
+        let dir = self.node_of(parent);
+        let attr = self.server_attr(dir)?;
+        if attr.kind != NodeKind::Dir {
+            return Err(FsError::NotFound);
+        }
+        let ino = self.virtuals().dir(dir);
+        let mut stat = self.stat_of(&attr);
+        stat.ino = ino;
+        stat.perm = 0o555;
+        stat.nlink = 2;
+        stat.size = 0;
+        stat.blocks = 0;
+        Ok(stat)
+    }
+
+    fn version_stat(&self, ino: u64, info: &VersionInfo) -> Stat {
+        Stat {
+            ino,
+            kind: NodeKind::File,
+            perm: 0o444,
+            size: info.size,
+            blocks: info.size.div_ceil(512),
+            atime: info.mtime.to_system(),
+            mtime: info.mtime.to_system(),
+            ctime: info.created.to_system(),
+            nlink: 1,
+            uid: self.opts.uid,
+            gid: self.opts.gid,
+            rdev: 0,
+        }
+    }
+
+    /// `lookup` inside a `.versions` folder.
+    pub(crate) fn versions_lookup(&self, parent: u64, name: &str) -> Result<Stat, FsError> {
+        let Virtual::Dir(dir) = self.virtual_of(parent)? else {
+            return Err(FsError::NotFound);
+        };
+        let list = self.listing(dir)?;
+        let info = list
+            .iter()
+            .find(|i| version_name(i) == name)
+            .ok_or(FsError::NotFound)?;
+        let ino = self.virtuals().file(info);
+        Ok(self.version_stat(ino, info))
+    }
+
+    /// `getattr` of a virtual entry.
+    pub(crate) fn versions_getattr(&self, ino: u64) -> Result<Stat, FsError> {
+        match self.virtual_of(ino)? {
+            Virtual::Dir(dir) => {
+                let parent = if dir == self.node_of(super::ROOT_INO) {
+                    super::ROOT_INO
+                } else {
+                    dir
+                };
+                let mut stat = self.versions_dir(parent)?;
+                stat.ino = ino;
+                Ok(stat)
+            }
+            Virtual::File(info) => Ok(self.version_stat(ino, &info)),
+        }
+    }
+
+    /// `opendir` of a `.versions` folder: the listing, sorted by name and number.
+    pub(crate) fn versions_opendir(&self, ino: u64) -> Result<Vec<DirItem>, FsError> {
+        let Virtual::Dir(dir) = self.virtual_of(ino)? else {
+            return Err(FsError::Remote(crate::remote::RemoteError::Server(
+                shelf_protocol::ErrorCode::NotDir.into(),
+            )));
+        };
+        let me = self.versions_getattr(ino)?;
+        let mut items = vec![
+            DirItem {
+                name: ".".into(),
+                stat: me.clone(),
+            },
+            DirItem {
+                name: "..".into(),
+                stat: me,
+            },
+        ];
+        let list = self.listing(dir)?;
+        let mut v = self.virtuals();
+        for info in list.iter() {
+            let ino = v.file(info);
+            items.push(DirItem {
+                name: version_name(info),
+                stat: self.version_stat(ino, info),
+            });
+        }
+        Ok(items)
+    }
+
+    /// `open` of a version: read-only, content never changes (the kernel may keep its pages).
+    pub(crate) fn versions_open(&self, ino: u64, flags: i32) -> Result<Opened, FsError> {
+        if flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0 {
+            return Err(FsError::ReadOnly);
+        }
+        let info = match self.virtual_of(ino)? {
+            Virtual::File(info) => info,
+            Virtual::Dir(_) => return Err(FsError::Invalid),
+        };
+        let fh = self.new_fh();
+        if let Ok(mut h) = self.handles.lock() {
+            h.insert(
+                fh,
+                Handle {
+                    node: info.node,
+                    writable: false,
+                    last_end: 0,
+                    version: Some(info.version),
+                },
+            );
+        }
+        Ok(Opened {
+            fh,
+            keep_cache: true,
+            local: None,
+        })
+    }
+
+    /// The chunk list of one version (immutable, so cached without expiry).
+    pub(crate) fn version_manifest(
+        &self,
+        node: NodeId,
+        version: u64,
+    ) -> Result<Arc<Manifest>, FsError> {
+        if let Some(m) = self.virtuals().manifests.get(&(node, version)) {
+            return Ok(m.clone());
+        }
+        let Response::Manifest { chunks, .. } =
+            self.remote.call(Request::GetVersion { node, version })?
+        else {
+            return Err(FsError::Unexpected("get-version"));
+        };
+        let m = Arc::new(Manifest::new(version, chunks));
+        let mut v = self.virtuals();
+        if v.manifests.len() > 256 {
+            v.manifests.clear();
+        }
+        v.manifests.insert((node, version), m.clone());
+        Ok(m)
+    }
+
+    /// Whether `name` is the reserved name of the virtual folder.
+    pub(crate) fn is_versions_name(name: &std::ffi::OsStr) -> bool {
+        name.to_str() == Some(VERSIONS_DIR)
+    }
+}

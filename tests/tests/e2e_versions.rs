@@ -1,0 +1,149 @@
+//! End-to-end: file history through the mount. Every committed change is a version in the
+//! directory's virtual `.versions/` folder, which tools that walk trees never see, which is
+//! read-only, and from which `cp` and `shelf restore` bring old content back.
+
+use shelf_tests::*;
+use std::time::Duration;
+
+/// Waits until `ls DIR/.versions` (run in the mount) prints exactly `want`: the listing is
+/// cached for the 1 s attribute TTL.
+fn wait_listing(m: &Mount, dir: &str, want: &str) {
+    let mut last = String::new();
+    let ok = wait_until(Duration::from_secs(5), || {
+        last = m.sh(&format!("ls {dir}/.versions"));
+        last == want
+    });
+    assert!(ok, "ls {dir}/.versions: got\n{last}want\n{want}");
+}
+
+#[test]
+fn edits_make_versions_that_cp_and_shelf_restore_bring_back() {
+    let server = Server::start(&[("vic", "pw", "user")]);
+    let laptop = Device::new();
+    laptop.login(&server, "vic", "pw", "laptop");
+    let m = laptop.mount();
+
+    // Three committed edits (sync = fsync: each is committed before the next).
+    m.sh("cd files/work && printf 'draft\\n' > report.txt && sync report.txt");
+    m.sh("cd files/work && printf 'second draft\\n' > report.txt && sync report.txt");
+    m.sh("cd files/work && printf 'final\\n' >> report.txt && sync report.txt");
+    wait_listing(
+        &m,
+        "files/work",
+        "report.txt.v01\nreport.txt.v02\nreport.txt.v03\n",
+    );
+    assert_eq!(m.sh("cat files/work/.versions/report.txt.v01"), "draft\n");
+    assert_eq!(
+        m.sh("cat files/work/.versions/report.txt.v03"),
+        "second draft\nfinal\n"
+    );
+    assert_eq!(
+        m.sh("stat -c '%s %A' files/work/.versions/report.txt.v02"),
+        "13 -r--r--r--\n"
+    );
+
+    // Reachable by name, hidden from listings and tree walkers.
+    assert_eq!(m.sh("cd files/work/.versions && ls | wc -l").trim(), "3");
+    assert!(!m.sh("ls -a files/work").contains(".versions"));
+    assert!(!m.sh("find files").contains(".versions"));
+    let copy = tempfile::tempdir().expect("tempdir");
+    m.sh(&format!(
+        "rsync -a files/ {0}/rs/ && cp -r files {0}/cp",
+        copy.path().display()
+    ));
+    assert!(!sh_in(copy.path(), "find . -name '*.v0*' -o -name .versions").contains('.'));
+
+    // Read-only: every kind of change is EROFS.
+    for change in [
+        "touch files/work/.versions/new",
+        "printf x > files/work/.versions/report.txt.v01",
+        "rm files/work/.versions/report.txt.v01",
+        "mkdir files/work/.versions/d",
+        "mv files/work/report.txt files/work/.versions/",
+        "chmod 600 files/work/.versions/report.txt.v01",
+        "truncate -s 0 files/work/.versions/report.txt.v01",
+    ] {
+        let err = sh_fails(&m.path, change);
+        assert!(err.contains("Read-only file system"), "{change}: {err}");
+    }
+
+    // Restore by copying: a new version with the old content.
+    m.sh("cd files/work && cp .versions/report.txt.v01 report.txt && sync report.txt");
+    assert_eq!(m.sh("cat files/work/report.txt"), "draft\n");
+    wait_listing(
+        &m,
+        "files/work",
+        "report.txt.v01\nreport.txt.v02\nreport.txt.v03\nreport.txt.v04\n",
+    );
+
+    // Restore with the CLI, by a path inside the mount.
+    let out = laptop.run(&[
+        "restore",
+        m.path
+            .join("files/work/report.txt")
+            .to_str()
+            .expect("utf-8"),
+        "--version",
+        "2",
+    ]);
+    assert!(
+        out.contains("v02 restored as the newest version v05"),
+        "{out}"
+    );
+    let ok = wait_until(Duration::from_secs(5), || {
+        m.sh("cat files/work/report.txt") == "second draft\n"
+    });
+    assert!(ok, "the mount shows the restored content");
+    let listed = laptop.run(&["versions", "files/work/report.txt"]);
+    assert!(listed.contains("5 version(s)"), "{listed}");
+    assert!(listed.contains("laptop"), "{listed}");
+
+    // Unknown versions are a clear error.
+    let out = laptop
+        .shelf()
+        .args(["restore", "files/work/report.txt", "--version", "9"])
+        .output()
+        .expect("shelf");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("has no version 9"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    m.unmount();
+}
+
+#[test]
+fn deleted_files_and_editor_saves_keep_their_history() {
+    let server = Server::start(&[("wes", "pw", "user")]);
+    let laptop = Device::new();
+    laptop.login(&server, "wes", "pw", "laptop");
+    let m = laptop.mount();
+
+    // An editor's save: write a temporary file, rename it over the original.
+    m.sh("cd files && printf 'v1\\n' > notes.md && sync notes.md");
+    m.sh("cd files && printf 'v2\\n' > .notes.md.tmp && sync .notes.md.tmp && mv .notes.md.tmp notes.md");
+    wait_listing(&m, "files", "notes.md.v01\nnotes.md.v02\n");
+
+    // Deleted: the versions stay, and the file comes back with shelf restore.
+    m.sh("rm files/notes.md");
+    wait_listing(&m, "files", "notes.md.v01\nnotes.md.v02\n");
+    assert_eq!(m.sh("cat files/.versions/notes.md.v02"), "v2\n");
+    let listed = laptop.run(&["versions", "files/notes.md"]);
+    assert!(listed.contains("deleted"), "{listed}");
+    laptop.run(&["restore", "files/notes.md", "--version", "1"]);
+    let ok = wait_until(Duration::from_secs(5), || {
+        std::fs::read_to_string(m.path.join("files/notes.md")).is_ok_and(|t| t == "v1\n")
+    });
+    assert!(ok, "the deleted file is back");
+    wait_listing(&m, "files", "notes.md.v01\nnotes.md.v02\nnotes.md.v03\n");
+    m.unmount();
+
+    // Another device sees the same history.
+    let phone = Device::new();
+    phone.login(&server, "wes", "pw", "phone");
+    let m2 = phone.mount();
+    wait_listing(&m2, "files", "notes.md.v01\nnotes.md.v02\nnotes.md.v03\n");
+    assert_eq!(m2.sh("cat files/.versions/notes.md.v02"), "v2\n");
+    m2.unmount();
+}
