@@ -380,6 +380,10 @@ pub struct ServerStatus {
     pub logical_bytes: u64,
     /// Bytes of chunk bodies stored for this account (after dedup).
     pub stored_bytes: u64,
+    /// Old versions kept as history: how many, and the stored bytes only they hold (what
+    /// pruning them all would free).
+    pub old_versions: u64,
+    pub history_bytes: u64,
 }
 
 /// Frames a client sends.

@@ -296,7 +296,7 @@ fn response() -> impl Strategy<Value = Response> {
                 files,
             }
         }),
-        (name(), name(), role(), any::<[u64; 4]>()).prop_map(|(server_version, user, role, n)| {
+        (name(), name(), role(), any::<[u64; 6]>()).prop_map(|(server_version, user, role, n)| {
             Response::Status(ServerStatus {
                 server_version,
                 user,
@@ -305,6 +305,8 @@ fn response() -> impl Strategy<Value = Response> {
                 dirs: n[1],
                 logical_bytes: n[2],
                 stored_bytes: n[3],
+                old_versions: n[4],
+                history_bytes: n[5],
             })
         }),
         proptest::option::of(any::<u64>()).prop_map(Response::Removed),

@@ -246,3 +246,27 @@ with open('files/mapped.bin', 'r+b') as f:
         mb.unmount();
     }
 }
+
+/// tar, make and rsync compare stat results: the upload of a file must not change its
+/// size, mtime or ctime as the mount shows them.
+#[test]
+fn uploads_do_not_change_what_stat_shows() {
+    let server = Server::start(&[("hal", "pw", "user")]);
+    let d = Device::new();
+    d.login(&server, "hal", "pw", "laptop");
+    let m = d.mount();
+    m.sh(r#"python3 - <<'PY'
+import os, time
+with open('files/s.txt', 'w') as f:
+    f.write('content\n')
+    f.flush()
+    time.sleep(0.05)
+    before = os.stat('files/s.txt')
+    os.fsync(f.fileno())       # committed on the server while still open
+time.sleep(1.2)                # past the attribute cache
+after = os.stat('files/s.txt')
+for field in ('st_size', 'st_mtime_ns', 'st_ctime_ns'):
+    assert getattr(before, field) == getattr(after, field), (field, before, after)
+PY"#);
+    m.unmount();
+}

@@ -126,10 +126,19 @@ pub fn status() -> anyhow::Result<()> {
     println!("account:  {} on device {}", login.user, login.device);
     match connect(&login) {
         Ok((remote, _)) => match remote.call(Request::Status)? {
-            Response::Status(s) => println!(
-                "store:    online, {} files in {} folders, {} bytes ({} stored), server {}",
-                s.files, s.dirs, s.logical_bytes, s.stored_bytes, s.server_version
-            ),
+            Response::Status(s) => {
+                println!(
+                    "store:    online, {} files in {} folders, server {}",
+                    s.files, s.dirs, s.server_version
+                );
+                println!(
+                    "space:    {} in current files, {} stored after dedup, of which {} held only by {} old version(s)",
+                    super::human(s.logical_bytes),
+                    super::human(s.stored_bytes),
+                    super::human(s.history_bytes),
+                    s.old_versions
+                );
+            }
             _ => println!("store:    online"),
         },
         Err(e) => println!("store:    offline ({e})"),

@@ -157,7 +157,7 @@ pub fn restore(path: &Path, number: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn human(bytes: u64) -> String {
+pub(super) fn human(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = bytes as f64;
     let mut u = 0;

@@ -6,6 +6,7 @@ mod mount;
 mod up;
 
 use clap::{Parser, Subcommand};
+use history::human;
 use std::path::PathBuf;
 
 /// Shelf: your own storage server, mounted as an ordinary folder on every device.

@@ -490,6 +490,28 @@ mod tests {
     }
 
     #[test]
+    fn status_counts_the_space_only_old_versions_hold() {
+        let f = fixture();
+        f.write("a", "first text");
+        f.write("a", "second");
+        let s = f.store.status(&f.ctx).unwrap();
+        assert_eq!((s.files, s.logical_bytes), (1, 6));
+        assert_eq!((s.old_versions, s.history_bytes), (1, 10));
+        assert_eq!(s.stored_bytes, 16);
+        // The same bytes as a current file elsewhere: dedup, no longer history-only.
+        f.write("b", "first text");
+        let s = f.store.status(&f.ctx).unwrap();
+        assert_eq!(
+            (s.old_versions, s.history_bytes, s.stored_bytes),
+            (1, 0, 16)
+        );
+        // A deleted file's versions are all history.
+        f.store.remove(&f.ctx, f.dir, "a", false).unwrap();
+        let s = f.store.status(&f.ctx).unwrap();
+        assert_eq!((s.files, s.old_versions, s.history_bytes), (1, 2, 6));
+    }
+
+    #[test]
     fn another_account_sees_no_history() {
         let f = fixture();
         f.write("secret", "s1");

@@ -613,7 +613,9 @@ impl Store {
                 rec.version += 1;
                 rec.size = size;
                 rec.mtime = mtime;
-                rec.ctime = now;
+                // The content changed when it was written (its mtime), not when the upload
+                // landed: the client already showed that ctime, and tar compares it.
+                rec.ctime = rec.ctime.max(mtime);
                 versions.insert(&version_key(id, rec.version), body.clone())?;
                 tx_put(nodes, id, &rec)?;
                 Ok(rec.attr(id))
@@ -623,10 +625,35 @@ impl Store {
 
     pub fn status(&self, ctx: &Ctx) -> Result<ServerStatus> {
         let (mut files, mut dirs, mut logical) = (0u64, 0u64, 0u64);
+        // Chunks of current versions, and of old versions (with their sizes).
+        let mut current = std::collections::HashSet::new();
+        let mut old: BTreeMap<shelf_protocol::ChunkId, u32> = BTreeMap::new();
+        let mut old_versions = 0u64;
         for item in self.nodes.iter() {
-            let (_, v) = item?;
+            let (k, v) = item?;
             let rec: NodeRec = decode(&v)?;
-            if rec.owner != ctx.account || rec.deleted.is_some() {
+            if rec.owner != ctx.account {
+                continue;
+            }
+            if rec.kind == NodeKind::File {
+                let id = <[u8; 8]>::try_from(k.as_ref())
+                    .map(u64::from_be_bytes)
+                    .map_err(|_| StoreError::Corrupt("node key".into()))?;
+                for item in self.versions.scan_prefix(node_key(id)) {
+                    let (vk, vv) = item?;
+                    let version = <[u8; 8]>::try_from(&vk[8..])
+                        .map(u64::from_be_bytes)
+                        .map_err(|_| StoreError::Corrupt("version key".into()))?;
+                    let v: VersionRec = decode(&vv)?;
+                    if rec.deleted.is_none() && version == rec.version {
+                        current.extend(v.chunks.iter().map(|c| c.id));
+                    } else {
+                        old_versions += 1;
+                        old.extend(v.chunks.iter().map(|c| (c.id, c.len)));
+                    }
+                }
+            }
+            if rec.deleted.is_some() {
                 continue;
             }
             match rec.kind {
@@ -642,6 +669,11 @@ impl Store {
                 | NodeKind::BlockDevice => {}
             }
         }
+        let history_bytes = old
+            .iter()
+            .filter(|(id, _)| !current.contains(*id))
+            .map(|(_, len)| u64::from(*len))
+            .sum();
         Ok(ServerStatus {
             server_version: env!("CARGO_PKG_VERSION").to_string(),
             user: ctx.user.clone(),
@@ -650,6 +682,8 @@ impl Store {
             dirs,
             logical_bytes: logical,
             stored_bytes: self.chunks.stored_bytes(ctx.account)?,
+            old_versions,
+            history_bytes,
         })
     }
 }
