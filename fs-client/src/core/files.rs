@@ -428,7 +428,10 @@ impl FsCore {
                 let end = (idx + 64).min(m.chunks.len());
                 let bodies = self.fetch_chunks(&m.chunks[idx..end])?;
                 for (i, body) in bodies.iter().enumerate() {
-                    file.write_all_at(body, m.offsets[idx + i])?;
+                    // Runs of zeros stay holes (set_len below): sparse files stay sparse.
+                    if body.iter().any(|&b| b != 0) {
+                        file.write_all_at(body, m.offsets[idx + i])?;
+                    }
                 }
                 idx = end;
             }
