@@ -37,10 +37,21 @@ pub trait ChunkStore: Send + Sync {
     fn sync(&self) -> Result<()>;
     /// Bytes of chunk bodies stored for the account.
     fn stored_bytes(&self, account: u64) -> Result<u64>;
+    /// Every chunk the account holds, with its length.
+    fn ids(&self, account: u64) -> Result<Vec<(ChunkId, u32)>>;
+    /// Forgets a chunk of the account; its bytes are reclaimed by [`ChunkStore::compact`].
+    /// Returns its length if it was there.
+    fn remove(&self, account: u64, id: &ChunkId) -> Result<Option<u32>>;
+    /// Reclaims the space of removed chunks: packs that are mostly garbage are rewritten
+    /// (live records moved to the current pack, the index updated and flushed) and deleted.
+    /// Returns the bytes freed on disk.
+    fn compact(&self) -> Result<u64>;
 }
 
 /// Pack files rotate at this size.
 pub const PACK_LIMIT: u64 = 1 << 30;
+/// The current pack is closed for compaction only from this size on.
+const MIN_COMPACT: u64 = 1 << 20;
 const RECORD_MAGIC: [u8; 4] = *b"SPK1";
 const HEADER_LEN: usize = 4 + 8 + 32 + 4;
 /// Start kernel writeback of pack data every this many bytes, so an fsync has little left to do.
@@ -66,6 +77,8 @@ struct Writer {
 
 pub struct PackStore {
     dir: PathBuf,
+    /// Packs rotate at this size ([`PACK_LIMIT`]; tests use small packs).
+    pack_limit: u64,
     index: sled::Tree,
     /// Per-account byte totals, computed from the index at first use and kept up to date in
     /// memory (a per-chunk database update would cost more than the chunk write itself).
@@ -130,6 +143,7 @@ impl PackStore {
         readers.insert(pack, file.clone());
         Ok(PackStore {
             dir,
+            pack_limit: PACK_LIMIT,
             index: db.open_tree("chunk_index")?,
             usage: Mutex::new(HashMap::new()),
             writer: Mutex::new(Writer {
@@ -141,6 +155,12 @@ impl PackStore {
             }),
             readers: RwLock::new(readers),
         })
+    }
+
+    /// The same store with packs rotating at `bytes` (for tests of rotation and compaction).
+    pub fn with_pack_limit(mut self, bytes: u64) -> PackStore {
+        self.pack_limit = bytes;
+        self
     }
 
     fn reader(&self, pack: u32) -> Result<Arc<File>> {
@@ -156,47 +176,24 @@ impl PackStore {
     }
 }
 
-fn poisoned<T>(_: T) -> StoreError {
-    StoreError::Corrupt("a lock was poisoned by a panic".into())
-}
-
-impl ChunkStore for PackStore {
-    fn contains(&self, account: u64, id: &ChunkId) -> Result<bool> {
-        Ok(self.index.contains_key(index_key(account, id))?)
-    }
-
-    fn put(&self, account: u64, id: &ChunkId, data: &[u8]) -> Result<bool> {
-        let key = index_key(account, id);
-        if self.index.contains_key(key)? {
-            return Ok(false);
-        }
+impl PackStore {
+    /// Appends one record to the current pack (rotating it when full); the caller holds the
+    /// writer lock and records the returned location in the index.
+    fn append_locked(
+        &self,
+        w: &mut Writer,
+        account: u64,
+        id: &ChunkId,
+        data: &[u8],
+    ) -> Result<Location> {
         let mut header = [0u8; HEADER_LEN];
         header[..4].copy_from_slice(&RECORD_MAGIC);
         header[4..12].copy_from_slice(&account.to_be_bytes());
         header[12..44].copy_from_slice(&id.0);
         header[44..].copy_from_slice(&(data.len() as u32).to_be_bytes());
         let record_len = (HEADER_LEN + data.len()) as u64;
-
-        let mut w = self.writer.lock().map_err(poisoned)?;
-        // Two uploads of the same chunk may race; the second one sees the first's entry.
-        if self.index.contains_key(key)? {
-            return Ok(false);
-        }
-        if w.len + record_len > PACK_LIMIT && w.len > 0 {
-            let next = w.pack + 1;
-            let file = Arc::new(
-                OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .read(true)
-                    .open(pack_path(&self.dir, next))?,
-            );
-            let old = std::mem::replace(&mut w.file, file.clone());
-            w.unsynced.push(old);
-            w.pack = next;
-            w.len = 0;
-            w.started = 0;
-            self.readers.write().map_err(poisoned)?.insert(next, file);
+        if w.len + record_len > self.pack_limit && w.len > 0 {
+            self.rotate_locked(w)?;
         }
         let offset = w.len;
         if let Err(e) = write_record(&w.file, &header, data) {
@@ -219,11 +216,71 @@ impl ChunkStore for PackStore {
             }
             w.started = w.len;
         }
-        let loc = Location {
+        Ok(Location {
             pack: w.pack,
             offset,
             len: data.len() as u32,
-        };
+        })
+    }
+
+    /// Starts a new pack; the full one stays readable.
+    fn rotate_locked(&self, w: &mut Writer) -> Result<()> {
+        let next = w.pack + 1;
+        let file = Arc::new(
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .read(true)
+                .open(pack_path(&self.dir, next))?,
+        );
+        let old = std::mem::replace(&mut w.file, file.clone());
+        w.unsynced.push(old);
+        w.pack = next;
+        w.len = 0;
+        w.started = 0;
+        self.readers.write().map_err(poisoned)?.insert(next, file);
+        Ok(())
+    }
+
+    /// Pack numbers on disk.
+    fn packs_on_disk(&self) -> Result<Vec<u32>> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(&self.dir)? {
+            let name = entry?.file_name();
+            if let Some(n) = name
+                .to_string_lossy()
+                .strip_prefix("pack-")
+                .and_then(|s| s.strip_suffix(".dat"))
+                .and_then(|s| s.parse::<u32>().ok())
+            {
+                out.push(n);
+            }
+        }
+        out.sort_unstable();
+        Ok(out)
+    }
+}
+
+fn poisoned<T>(_: T) -> StoreError {
+    StoreError::Corrupt("a lock was poisoned by a panic".into())
+}
+
+impl ChunkStore for PackStore {
+    fn contains(&self, account: u64, id: &ChunkId) -> Result<bool> {
+        Ok(self.index.contains_key(index_key(account, id))?)
+    }
+
+    fn put(&self, account: u64, id: &ChunkId, data: &[u8]) -> Result<bool> {
+        let key = index_key(account, id);
+        if self.index.contains_key(key)? {
+            return Ok(false);
+        }
+        let mut w = self.writer.lock().map_err(poisoned)?;
+        // Two uploads of the same chunk may race; the second one sees the first's entry.
+        if self.index.contains_key(key)? {
+            return Ok(false);
+        }
+        let loc = self.append_locked(&mut w, account, id, data)?;
         self.index.insert(key, postcard::to_stdvec(&loc)?)?;
         drop(w);
         if let Some(total) = self.usage.lock().map_err(poisoned)?.get_mut(&account) {
@@ -285,6 +342,103 @@ impl ChunkStore for PackStore {
         usage.insert(account, total);
         Ok(total)
     }
+
+    fn ids(&self, account: u64) -> Result<Vec<(ChunkId, u32)>> {
+        let mut out = Vec::new();
+        for item in self.index.scan_prefix(account.to_be_bytes()) {
+            let (k, v) = item?;
+            let loc: Location = postcard::from_bytes(&v)?;
+            let id = <[u8; 32]>::try_from(&k[8..])
+                .map_err(|_| StoreError::Corrupt("chunk index key".into()))?;
+            out.push((ChunkId(id), loc.len));
+        }
+        Ok(out)
+    }
+
+    fn remove(&self, account: u64, id: &ChunkId) -> Result<Option<u32>> {
+        let Some(raw) = self.index.remove(index_key(account, id))? else {
+            return Ok(None);
+        };
+        let loc: Location = postcard::from_bytes(&raw)?;
+        if let Some(total) = self.usage.lock().map_err(poisoned)?.get_mut(&account) {
+            *total = total.saturating_sub(u64::from(loc.len));
+        }
+        Ok(Some(loc.len))
+    }
+
+    fn compact(&self) -> Result<u64> {
+        // Live records per pack.
+        let mut live: HashMap<u32, Vec<(sled::IVec, Location)>> = HashMap::new();
+        for item in self.index.iter() {
+            let (k, v) = item?;
+            let loc: Location = postcard::from_bytes(&v)?;
+            live.entry(loc.pack).or_default().push((k, loc));
+        }
+        // A current pack that is mostly garbage is closed, so it can be compacted too.
+        let current = {
+            let mut w = self.writer.lock().map_err(poisoned)?;
+            let live_bytes: u64 = live
+                .get(&w.pack)
+                .map(|r| {
+                    r.iter()
+                        .map(|(_, l)| HEADER_LEN as u64 + u64::from(l.len))
+                        .sum()
+                })
+                .unwrap_or(0);
+            if w.len >= MIN_COMPACT && live_bytes * 2 <= w.len {
+                self.rotate_locked(&mut w)?;
+            }
+            w.pack
+        };
+        let mut freed = 0u64;
+        let mut doomed = Vec::new();
+        for pack in self.packs_on_disk()? {
+            if pack >= current {
+                continue;
+            }
+            let size = std::fs::metadata(pack_path(&self.dir, pack))?.len();
+            let records = live.remove(&pack).unwrap_or_default();
+            let live_bytes: u64 = records
+                .iter()
+                .map(|(_, l)| HEADER_LEN as u64 + u64::from(l.len))
+                .sum();
+            if live_bytes * 2 > size {
+                continue; // mostly live: leave it
+            }
+            for (key, loc) in records {
+                let account = <[u8; 8]>::try_from(&key[..8])
+                    .map(u64::from_be_bytes)
+                    .map_err(|_| StoreError::Corrupt("chunk index key".into()))?;
+                let id = ChunkId(
+                    <[u8; 32]>::try_from(&key[8..])
+                        .map_err(|_| StoreError::Corrupt("chunk index key".into()))?,
+                );
+                let body = self.get(account, &id)?;
+                let mut w = self.writer.lock().map_err(poisoned)?;
+                let moved = self.append_locked(&mut w, account, &id, &body)?;
+                // Only if nobody removed or moved it meanwhile.
+                let _ = self.index.compare_and_swap(
+                    &key,
+                    Some(postcard::to_stdvec(&loc)?),
+                    Some(postcard::to_stdvec(&moved)?),
+                )?;
+            }
+            freed += size - live_bytes;
+            doomed.push(pack);
+        }
+        if doomed.is_empty() {
+            return Ok(0);
+        }
+        // Moved records are durable, and so is the index pointing at them, before the old
+        // packs go: a crash in between leaves both copies, never none.
+        self.sync()?;
+        self.index.flush()?;
+        for pack in doomed {
+            self.readers.write().map_err(poisoned)?.remove(&pack);
+            std::fs::remove_file(pack_path(&self.dir, pack))?;
+        }
+        Ok(freed)
+    }
 }
 
 #[cfg(test)]
@@ -340,5 +494,55 @@ mod tests {
             store.get(7, &id(&data)),
             Err(StoreError::Corrupt(_))
         ));
+    }
+
+    #[test]
+    fn compaction_frees_dead_packs_and_keeps_live_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let store = PackStore::open(dir.path().join("packs"), &db)
+            .unwrap()
+            .with_pack_limit(1000);
+        let bodies: Vec<Vec<u8>> = (0..12u8).map(|i| vec![i; 300]).collect();
+        for b in &bodies {
+            store.put(3, &id(b), b).unwrap();
+        }
+        let disk = |d: &std::path::Path| -> u64 {
+            std::fs::read_dir(d)
+                .unwrap()
+                .map(|e| e.unwrap().metadata().unwrap().len())
+                .sum()
+        };
+        let before = disk(&dir.path().join("packs"));
+        // Keep every fourth chunk.
+        for (i, b) in bodies.iter().enumerate() {
+            if i % 4 != 0 {
+                assert_eq!(store.remove(3, &id(b)).unwrap(), Some(300));
+            }
+        }
+        assert_eq!(store.remove(3, &id(&bodies[1])).unwrap(), None);
+        assert_eq!(store.stored_bytes(3).unwrap(), 3 * 300);
+        let freed = store.compact().unwrap();
+        let after = disk(&dir.path().join("packs"));
+        assert!(
+            freed > 0 && after < before,
+            "{before} -> {after}, freed {freed}"
+        );
+        for (i, b) in bodies.iter().enumerate() {
+            if i % 4 == 0 {
+                assert_eq!(&store.get(3, &id(b)).unwrap(), b, "chunk {i} survives");
+            } else {
+                assert!(!store.contains(3, &id(b)).unwrap());
+            }
+        }
+        let mut ids: Vec<_> = store.ids(3).unwrap().into_iter().map(|(i, _)| i).collect();
+        ids.sort_by_key(|i| i.0);
+        let mut want: Vec<_> = bodies.iter().step_by(4).map(|b| id(b)).collect();
+        want.sort_by_key(|i| i.0);
+        assert_eq!(ids, want);
+        // Reopened, the moved chunks are still there.
+        drop(store);
+        let store = PackStore::open(dir.path().join("packs"), &db).unwrap();
+        assert_eq!(store.get(3, &id(&bodies[8])).unwrap(), bodies[8]);
     }
 }

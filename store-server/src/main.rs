@@ -52,6 +52,36 @@ enum Command {
         #[command(subcommand)]
         command: UserCommand,
     },
+    /// Apply the retention policies now and collect chunks nothing refers to (the running
+    /// server does this every hour, or every SHELF_PRUNE_INTERVAL_SECS). Stop the server
+    /// first.
+    Prune {
+        #[arg(long)]
+        data: PathBuf,
+        /// Prune as if it were this time (Unix seconds) instead of now.
+        #[arg(long)]
+        now: Option<i64>,
+    },
+    /// Show or change a user's retention policy. Default: every version for 30 days, then
+    /// one a day for 90 days, then one a week; deleted files for 30 days. The newest
+    /// version of a file is always kept.
+    Retention {
+        name: String,
+        #[arg(long)]
+        data: PathBuf,
+        /// Keep every version forever.
+        #[arg(long, conflicts_with_all = ["all_days", "daily_days"])]
+        keep_all: bool,
+        /// Keep every version younger than this many days.
+        #[arg(long)]
+        all_days: Option<u32>,
+        /// Then one a day for this many more days (then one a week).
+        #[arg(long)]
+        daily_days: Option<u32>,
+        /// Keep deleted files restorable this many days (0: forever).
+        #[arg(long)]
+        deleted_days: Option<u32>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -134,6 +164,54 @@ fn main() -> anyhow::Result<()> {
                 }
             }
         },
+        Command::Prune { data, now } => {
+            let (_, store) = open_initialised(&data)?;
+            let now = now
+                .map(|secs| shelf_protocol::Timestamp { secs, nanos: 0 })
+                .unwrap_or_else(|| store.now());
+            let r = store.prune(now)?;
+            store.sync()?;
+            println!(
+                "removed {} old version(s) and {} expired deleted file(s); freed {} chunk(s), {} bytes ({} bytes on disk)",
+                r.versions_removed, r.files_expired, r.chunks_freed, r.bytes_freed, r.disk_freed
+            );
+        }
+        Command::Retention {
+            name,
+            data,
+            keep_all,
+            all_days,
+            daily_days,
+            deleted_days,
+        } => {
+            let (_, store) = open_initialised(&data)?;
+            let account = store
+                .account(&name)?
+                .ok_or_else(|| anyhow::anyhow!("no user {name}"))?;
+            let mut p = store.policy(account.id)?;
+            let change =
+                keep_all || all_days.is_some() || daily_days.is_some() || deleted_days.is_some();
+            if keep_all {
+                p.keep_all = true;
+            }
+            if all_days.is_some() || daily_days.is_some() {
+                p.keep_all = false;
+            }
+            if let Some(d) = all_days {
+                p.all_days = d;
+            }
+            if let Some(d) = daily_days {
+                p.daily_days = d;
+            }
+            if let Some(d) = deleted_days {
+                p.deleted_days = d;
+            }
+            if change {
+                store.set_policy(account.id, p)?;
+                store.sync()?;
+            }
+            println!("{name}: {p}");
+        }
         Command::Run { data, listen } => {
             let (dir, store) = open_initialised(&data)?;
             let tls = shelf_server::tls::server_config(&dir.cert(), &dir.key())?;

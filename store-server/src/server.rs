@@ -36,6 +36,7 @@ pub async fn serve(
     let acceptor = TlsAcceptor::from(tls);
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let flusher = spawn_flusher(store.clone(), shutdown.clone());
+    let pruner = spawn_pruner(store.clone(), shutdown.clone());
     let mut backoff = Duration::from_millis(10);
     loop {
         let permit = tokio::select! {
@@ -71,12 +72,55 @@ pub async fn serve(
     }
     tracing::info!("shutting down");
     let _ = flusher.await;
+    let _ = pruner.await;
     let s = store.clone();
     tokio::task::spawn_blocking(move || s.sync())
         .await
         .map_err(std::io::Error::other)?
         .map_err(std::io::Error::other)?;
     Ok(())
+}
+
+/// How often retention runs (`SHELF_PRUNE_INTERVAL_SECS`, default an hour; the first run
+/// is one interval after the start).
+fn prune_interval() -> Duration {
+    std::env::var("SHELF_PRUNE_INTERVAL_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(Duration::from_secs(3600))
+}
+
+/// Applies the retention policies and collects unreferenced chunks, periodically.
+fn spawn_pruner(
+    store: Arc<Store>,
+    mut shutdown: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    let every = prune_interval();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = shutdown.changed() => return,
+            }
+            let s = store.clone();
+            match tokio::task::spawn_blocking(move || {
+                s.prune(s.now()).and_then(|r| s.sync().map(|()| r))
+            })
+            .await
+            {
+                Ok(Ok(r)) => tracing::info!(
+                    versions = r.versions_removed,
+                    expired_files = r.files_expired,
+                    chunks = r.chunks_freed,
+                    bytes = r.bytes_freed,
+                    "retention ran"
+                ),
+                Ok(Err(e)) => tracing::error!(error = %e, "retention failed"),
+                Err(e) => tracing::error!(error = %e, "retention panicked"),
+            }
+        }
+    })
 }
 
 fn spawn_flusher(

@@ -147,3 +147,82 @@ fn deleted_files_and_editor_saves_keep_their_history() {
     assert_eq!(m2.sh("cat files/.versions/notes.md.v02"), "v2\n");
     m2.unmount();
 }
+
+#[test]
+fn retention_prunes_old_versions_and_frees_their_space() {
+    let mut server = Server::start(&[("yan", "pw", "user")]);
+    let laptop = Device::new();
+    laptop.login(&server, "yan", "pw", "laptop");
+    let m = laptop.mount();
+    // Five versions of 1 MiB of distinct random data each, all committed today.
+    for _ in 0..5 {
+        m.sh("head -c 1048576 /dev/urandom > files/photo.raw && sync files/photo.raw");
+    }
+    m.sh("printf 'gone\\n' > files/old.txt && sync files/old.txt && rm files/old.txt");
+    wait_listing(
+        &m,
+        "files",
+        "old.txt.v01\nphoto.raw.v01\nphoto.raw.v02\nphoto.raw.v03\nphoto.raw.v04\nphoto.raw.v05\n",
+    );
+    let status = laptop.run(&["status"]);
+    assert!(status.contains("held only by 5 old version(s)"), "{status}");
+    m.unmount();
+
+    // Pruning now keeps everything (all younger than 30 days).
+    server.stop();
+    let prune = |now: Option<i64>| {
+        let mut cmd = std::process::Command::new(server_bin());
+        cmd.arg("prune").arg("--data").arg(&server.data);
+        if let Some(n) = now {
+            cmd.arg("--now").arg(n.to_string());
+        }
+        let out = cmd.output().expect("shelf-server prune");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let out = prune(None);
+    assert!(
+        out.starts_with("removed 0 old version(s) and 0 expired"),
+        "{out}"
+    );
+    // 40 days on: the five versions share a day and a week; only the newest stays, and the
+    // deleted file (over 30 days) goes with its history.
+    let in_40_days = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64
+        + 40 * 86_400;
+    let out = prune(Some(in_40_days));
+    // Four old 1 MiB versions of photo.raw and the 5 bytes of old.txt, and the pack space.
+    assert!(
+        out.starts_with("removed 5 old version(s) and 1 expired deleted file(s)"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("{} bytes (", 4 * 1_048_576 + 5)),
+        "{out}"
+    );
+    let disk: u64 = out
+        .rsplit("bytes (")
+        .next()
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .expect("disk figure");
+    assert!(disk >= 4 * 1_048_576, "{out}");
+    server.start_again();
+
+    let m = laptop.mount();
+    wait_listing(&m, "files", "photo.raw.v05\n");
+    let status = laptop.run(&["status"]);
+    assert!(status.contains("held only by 0 old version(s)"), "{status}");
+    assert_eq!(m.sh("stat -c %s files/photo.raw").trim(), "1048576");
+    assert_eq!(
+        m.sh("cmp files/photo.raw files/.versions/photo.raw.v05 && echo same"),
+        "same\n"
+    );
+    m.unmount();
+}

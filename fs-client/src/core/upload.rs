@@ -231,6 +231,12 @@ impl FsCore {
                         _ => return Err(FsError::Unexpected("commit")),
                     }
                 }
+                Err(e) if e.code() == Some(ErrorCode::MissingChunk) => {
+                    // The server collected a chunk it had (retention runs between our
+                    // upload and the commit): ask again and send what it lacks.
+                    tracing::info!(node, "a chunk was collected before the commit; resending");
+                    continue;
+                }
                 Err(e) if e.code() == Some(ErrorCode::NotFound) => {
                     // Deleted or replaced on the server: nothing left to upload to.
                     self.drop_local(node);

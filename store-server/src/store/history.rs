@@ -152,7 +152,12 @@ impl Store {
             if !seen.insert(id) || seen.len() > MAX_CHAIN {
                 return Err(StoreError::Corrupt(format!("history of node {node} loops")));
             }
-            self.history_node(ctx, id)?;
+            match self.history_node(ctx, id) {
+                Ok(_) => {}
+                // A predecessor removed by retention: the history starts after it.
+                Err(StoreError::Refused(ErrorCode::NotFound)) if id != node => break,
+                Err(e) => return Err(e),
+            }
             let lineage: Option<LineageRec> = match self.lineage.get(node_key(id))? {
                 Some(b) => Some(decode(&b)?),
                 None => None,
@@ -280,7 +285,7 @@ impl Store {
         if target.kind != NodeKind::File {
             return Err(ErrorCode::IsDir.into());
         }
-        self.commit(ctx, target.node, target.version, chunks, Timestamp::now())
+        self.commit(ctx, target.node, target.version, chunks, self.now())
     }
 }
 
@@ -303,10 +308,15 @@ mod tests {
     }
 
     fn fixture() -> Fixture {
+        fixture_with_clock(Arc::new(Timestamp::now))
+    }
+
+    fn fixture_with_clock(clock: crate::store::Clock) -> Fixture {
         let tmp = tempfile::tempdir().unwrap();
         let db = sled::Config::new().temporary(true).open().unwrap();
         let chunks = Arc::new(PackStore::open(tmp.path().join("packs"), &db).unwrap());
-        let store = Store::with_chunk_store(db, chunks).unwrap();
+        let mut store = Store::with_chunk_store(db, chunks).unwrap();
+        store.clock = clock;
         store.add_user("ann", "pw", Role::User).unwrap();
         let (_, ctx) = store.login("ann", "pw", "laptop").unwrap();
         let dir = store.lookup(&ctx, ctx.root, "files").unwrap().node;
@@ -509,6 +519,71 @@ mod tests {
         f.store.remove(&f.ctx, f.dir, "a", false).unwrap();
         let s = f.store.status(&f.ctx).unwrap();
         assert_eq!((s.files, s.old_versions, s.history_bytes), (1, 2, 6));
+    }
+
+    /// Retention with an injected clock keeps exactly what the default policy says, and the
+    /// collector frees exactly the chunks nothing refers to any more.
+    #[test]
+    fn pruning_keeps_what_the_policy_says_and_frees_exactly_the_unreferenced_chunks() {
+        use std::sync::atomic::{AtomicI64, Ordering};
+        const DAY: i64 = 86_400;
+        let t = Arc::new(AtomicI64::new(1_000 * DAY));
+        let clock = t.clone();
+        let f = fixture_with_clock(Arc::new(move || Timestamp {
+            secs: clock.load(Ordering::SeqCst),
+            nanos: 0,
+        }));
+        let at = |day: f64| t.store(1_000 * DAY + (day * DAY as f64) as i64, Ordering::SeqCst);
+        // a: v1 and v2 on day 0, v3 on day 1, v4 on day 40, v5 on day 200.
+        for (day, text) in [(0.0, "a-v1"), (0.5, "a-v2"), (1.0, "a-v3"), (40.0, "a-v4")] {
+            at(day);
+            f.write("a", text);
+        }
+        at(200.0);
+        f.write("a", "a-v5");
+        // b shares a-v1's bytes, so that chunk stays referenced.
+        f.write("b", "a-v1");
+        // c: deleted on day 150 (expires after 30 days); d: deleted on day 190 (kept).
+        at(100.0);
+        f.write("c", "c-only");
+        f.write("d", "d-only");
+        at(150.0);
+        f.store.remove(&f.ctx, f.dir, "c", false).unwrap();
+        at(190.0);
+        f.store.remove(&f.ctx, f.dir, "d", false).unwrap();
+        let stored = f.store.status(&f.ctx).unwrap().stored_bytes;
+
+        at(200.1);
+        let report = f.store.prune(f.store.now()).unwrap();
+        // Ages 200.1, 199.6, 199.1 share a week (v1, v2 go; v3 is that week's newest);
+        // v4 (160 days) stands for its week; v5 is the newest.
+        let numbers: Vec<u64> = f.history("a").iter().map(|h| h.0).collect();
+        assert_eq!(numbers, [3, 4, 5]);
+        assert_eq!(f.history("c"), h(&[]));
+        assert_eq!(f.history("d"), h(&[(1, "d-only", true)]));
+        assert_eq!(report.versions_removed, 3);
+        assert_eq!(report.files_expired, 1);
+        // Freed: a-v2 and c-only; a-v1 is still b's content.
+        assert_eq!(report.chunks_freed, 2);
+        assert_eq!(report.bytes_freed, ("a-v2".len() + "c-only".len()) as u64);
+        let status = f.store.status(&f.ctx).unwrap();
+        assert_eq!(status.stored_bytes, stored - report.bytes_freed);
+        assert_eq!(
+            f.content(&f.store.list_versions(&f.ctx, f.dir).unwrap()[0]),
+            "a-v3"
+        );
+        // A second run finds nothing more to do.
+        let again = f.store.prune(f.store.now()).unwrap();
+        assert_eq!(again, crate::store::retention::PruneReport::default());
+        // keep-all keeps the rest even far in the future; deleted d expires.
+        let mut p = f.store.policy(f.ctx.account).unwrap();
+        p.keep_all = true;
+        f.store.set_policy(f.ctx.account, p).unwrap();
+        at(2_000.0);
+        let late = f.store.prune(f.store.now()).unwrap();
+        assert_eq!((late.versions_removed, late.files_expired), (1, 1));
+        let numbers: Vec<u64> = f.history("a").iter().map(|h| h.0).collect();
+        assert_eq!(numbers, [3, 4, 5]);
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! | `versions`  | node id (BE) ‖ version (BE) | [`VersionRec`] |
 //! | `lineage`   | node id (BE)                | [`history::LineageRec`]: whose history it continues |
 //! | `graves`    | parent id (BE) ‖ name       | [`history::GraveRec`]: the deleted file last named so |
+//! | `retention` | account id (BE)             | [`retention::Retention`] (absent: the default) |
 //!
 //! Chunk bodies and their index belong to the [`ChunkStore`]. Every namespace change is one
 //! sled transaction over the trees it touches ([`namespace`]).
@@ -17,6 +18,10 @@
 pub mod accounts;
 pub mod history;
 pub mod namespace;
+pub mod retention;
+
+/// A source of the current time.
+pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
 
 use crate::chunkstore::{ChunkStore, PackStore};
 use crate::datadir::DataDir;
@@ -134,6 +139,14 @@ pub struct Store {
     pub lineage: sled::Tree,
     pub graves: sled::Tree,
     pub chunks: Arc<dyn ChunkStore>,
+    /// Per-account retention policies ([`retention::Retention`]).
+    pub retention: sled::Tree,
+    /// What time it is: commits and deletions are stamped with it, pruning measures ages
+    /// by it. Tests set their own.
+    pub clock: Clock,
+    /// Commits and chunk uploads hold it shared; the garbage collector holds it alone, so
+    /// a chunk is never collected between a commit's check and its write.
+    pub gc_lock: std::sync::RwLock<()>,
     /// The data folder, for free-space figures (None for an in-memory store).
     pub data_root: Option<std::path::PathBuf>,
 }
@@ -185,10 +198,18 @@ impl Store {
             versions: db.open_tree("versions")?,
             lineage: db.open_tree("lineage")?,
             graves: db.open_tree("graves")?,
+            retention: db.open_tree("retention")?,
+            clock: Arc::new(Timestamp::now),
+            gc_lock: std::sync::RwLock::new(()),
             chunks,
             db,
             data_root: None,
         })
+    }
+
+    /// The current time by the store's clock.
+    pub fn now(&self) -> Timestamp {
+        (self.clock)()
     }
 
     /// A fresh node id, never reused.

@@ -253,7 +253,7 @@ impl Store {
     pub fn remove(&self, ctx: &Ctx, parent: NodeId, name: &str, want_dir: bool) -> Result<NodeId> {
         check_name(name)?;
         let key = dirent_key(parent, name);
-        let now = Timestamp::now();
+        let now = self.now();
         use sled::Transactional;
         (&self.nodes, &self.dirents, &self.lineage, &self.graves)
             .transaction(|(nodes, dirents, lineage, graves)| {
@@ -326,7 +326,7 @@ impl Store {
         check_name(new_name)?;
         let from_key = dirent_key(parent, name);
         let to_key = dirent_key(new_parent, new_name);
-        let now = Timestamp::now();
+        let now = self.now();
         use sled::Transactional;
         (&self.nodes, &self.dirents, &self.lineage, &self.graves)
             .transaction(|(nodes, dirents, lineage, graves)| {
@@ -581,6 +581,11 @@ impl Store {
     ) -> Result<Attr> {
         // Authorise before looking at chunks, so nothing is learnt about other accounts.
         let rec = self.node(ctx, id, Action::Write)?;
+        // No chunk this commit checks may be collected before the version names it.
+        let _shared = self
+            .gc_lock
+            .read()
+            .map_err(|_| StoreError::Corrupt("the GC lock was poisoned".into()))?;
         if rec.kind != NodeKind::File {
             return Err(ErrorCode::IsDir.into());
         }
@@ -590,7 +595,7 @@ impl Store {
             }
         }
         let size: u64 = chunks.iter().map(|c| u64::from(c.len)).sum();
-        let now = Timestamp::now();
+        let now = self.now();
         let body = postcard::to_stdvec(&VersionRec {
             format: FORMAT,
             size,
