@@ -226,3 +226,51 @@ fn retention_prunes_old_versions_and_frees_their_space() {
     );
     m.unmount();
 }
+
+/// Bytes the mount has sent so far, from `shelf status` (updated twice a second).
+fn sent(d: &Device) -> u64 {
+    std::thread::sleep(Duration::from_millis(1200));
+    let status = d.run(&["status"]);
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("traffic:"))
+        .unwrap_or_else(|| panic!("no traffic line in {status}"));
+    line.rsplit('(')
+        .next()
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("cannot read {line}"))
+}
+
+#[test]
+fn only_changed_chunks_cross_the_network() {
+    let server = Server::start(&[("zoe", "pw", "user")]);
+    let d = Device::new();
+    d.login(&server, "zoe", "pw", "laptop");
+    let m = d.mount();
+    m.sh("head -c 20971520 /dev/urandom > files/data.bin && sync files/data.bin");
+    let s0 = sent(&d);
+    // A 4 KiB edit in the middle of 20 MiB: about one chunk (≤ 256 KiB) and the manifest.
+    m.sh("head -c 4096 /dev/urandom | dd of=files/data.bin bs=4096 seek=2560 conv=notrunc,fsync status=none");
+    let s1 = sent(&d);
+    assert!(s1 - s0 < 512 << 10, "a 4 KiB edit sent {} bytes", s1 - s0);
+    // A copy costs no chunk bodies: the server has them all.
+    m.sh("cp files/data.bin files/copy.bin && sync files/copy.bin");
+    let s2 = sent(&d);
+    assert!(s2 - s1 < 256 << 10, "a copy sent {} bytes", s2 - s1);
+    assert_eq!(
+        m.sh("cmp files/data.bin files/copy.bin && echo same"),
+        "same\n"
+    );
+    // Stored space: 20 MiB plus about one chunk for the edit, nothing for the copy.
+    let status = d.run(&["status"]);
+    let stored: f64 = status
+        .split(" stored after dedup")
+        .next()
+        .and_then(|s| s.rsplit(", ").next())
+        .and_then(|s| s.strip_suffix(" MiB"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no stored figure in {status}"));
+    assert!((20.0..20.5).contains(&stored), "{status}");
+    m.unmount();
+}

@@ -7,6 +7,7 @@
 //!                        upload has not been committed (journal.rs)
 //! CACHE/lock             flock'd by the mount using the folder
 //! CACHE/io-mode          "local" or "relayed": how the mount does file I/O (for status)
+//! CACHE/traffic          bytes sent and received by the mount so far (for status)
 //! ```
 
 pub mod chunks;
@@ -90,6 +91,18 @@ pub fn io_mode(root: &Path) -> Option<String> {
     std::fs::read_to_string(root.join("io-mode"))
         .ok()
         .map(|s| s.trim().to_string())
+}
+
+/// Records the mount's bytes sent and received (written twice a second when they change).
+pub fn set_traffic(root: &Path, (sent, received): (u64, u64)) {
+    let _ = std::fs::write(root.join("traffic"), format!("{sent} {received}\n"));
+}
+
+/// What [`set_traffic`] recorded: (sent, received).
+pub fn traffic(root: &Path) -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string(root.join("traffic")).ok()?;
+    let mut it = text.split_whitespace().map(|n| n.parse().ok());
+    Some((it.next()??, it.next()??))
 }
 
 /// Number of pending uploads recorded in a cache folder (for `shelf status` and `umount`).

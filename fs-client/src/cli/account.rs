@@ -153,6 +153,13 @@ pub fn status() -> anyhow::Result<()> {
         println!("mounted:  {m}");
     }
     if !mounts.is_empty() {
+        if let Some((sent, received)) = shelf::cache::traffic(&cache) {
+            println!(
+                "traffic:  {} sent, {} received by the mount ({sent} / {received} bytes)",
+                super::human(sent),
+                super::human(received)
+            );
+        }
         match shelf::cache::io_mode(&cache).as_deref() {
             Some("local") => {
                 println!("file I/O: local (the kernel reads and writes local copies directly)")

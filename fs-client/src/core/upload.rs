@@ -151,6 +151,7 @@ impl FsCore {
 
     fn upload_exclusive(&self, node: NodeId, durable: bool) -> Result<(), FsError> {
         let st = self.file_state(node);
+        let mut retry_all = false;
         for _attempt in 0..100 {
             // 1. Snapshot point.
             let (file, gen, base, mtime, size) = {
@@ -189,7 +190,17 @@ impl FsCore {
                 })?;
                 (refs, bodies)
             } else {
-                (self.send_chunks(reader)?, Vec::new())
+                // The base version's chunks, if its manifest is at hand (not after a
+                // MissingChunk answer: then the server is asked about every chunk).
+                let known: HashSet<_> = match self.manifests.lock() {
+                    Ok(mut m) if !retry_all => m
+                        .get(&node)
+                        .filter(|m| m.version == base)
+                        .map(|m| m.chunks.iter().map(|c| c.id).collect())
+                        .unwrap_or_default(),
+                    _ => HashSet::new(),
+                };
+                (self.send_chunks(reader, &known)?, Vec::new())
             };
             // 3. Changed while we read it? Then take a new snapshot.
             {
@@ -235,6 +246,7 @@ impl FsCore {
                     // The server collected a chunk it had (retention runs between our
                     // upload and the commit): ask again and send what it lacks.
                     tracing::info!(node, "a chunk was collected before the commit; resending");
+                    retry_all = true;
                     continue;
                 }
                 Err(e) if e.code() == Some(ErrorCode::NotFound) => {
@@ -382,7 +394,13 @@ impl FsCore {
     /// Pipelined: while the server answers which chunks of one batch it lacks, the next batch
     /// is being chunked and hashed; chunk uploads are sent without waiting, up to
     /// [`MAX_PUTS_IN_FLIGHT`] at once.
-    fn send_chunks(&self, reader: SnapshotReader) -> Result<Vec<ChunkRef>, FsError> {
+    /// Chunks in `known` (those of the version the content is based on) are not asked
+    /// about: the server holds them, so an edit in a large file costs a few ids, not all.
+    fn send_chunks(
+        &self,
+        reader: SnapshotReader,
+        known: &HashSet<shelf_protocol::ChunkId>,
+    ) -> Result<Vec<ChunkRef>, FsError> {
         type Batch = Vec<(ChunkRef, Vec<u8>)>;
         let mut refs = Vec::new();
         let mut batch: Batch = Vec::new();
@@ -443,6 +461,9 @@ impl FsCore {
         let mut err = None;
         chunker::chunk_stream(reader, |r, data| {
             refs.push(r);
+            if known.contains(&r.id) {
+                return Ok(());
+            }
             batch.push((r, data));
             if batch.len() >= HAVE_BATCH {
                 if let Err(e) = ask(std::mem::take(&mut batch), &mut asked, &mut puts) {
@@ -516,8 +537,14 @@ impl FsCore {
     }
 
     fn sync_loop(&self) {
+        let mut reported = (u64::MAX, u64::MAX);
         loop {
             std::thread::sleep(Duration::from_millis(500));
+            let traffic = self.remote.traffic.totals();
+            if traffic != reported {
+                crate::cache::set_traffic(&self.cache.root, traffic);
+                reported = traffic;
+            }
             if self.needs_sync.swap(false, Ordering::AcqRel) {
                 if let Err(e) = self.cache.syncfs() {
                     tracing::error!(error = %e, "syncing the cache folder failed");

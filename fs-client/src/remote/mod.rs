@@ -7,6 +7,7 @@
 //! the next call reconnects (TLS, hello, resume with the session token). The filesystem core
 //! decides what a failure means for the user (EIO now, or queued work retried later).
 
+pub mod counted;
 pub mod tls;
 
 use shelf_protocol::{
@@ -89,6 +90,8 @@ pub struct Remote {
     next_id: AtomicU64,
     /// The fingerprint the server presented on the last connect.
     pub seen_fingerprint: Mutex<Option<String>>,
+    /// Bytes sent and received over every connection so far.
+    pub traffic: Arc<counted::Traffic>,
 }
 
 impl Remote {
@@ -105,6 +108,7 @@ impl Remote {
             conn: Mutex::new(None),
             next_id: AtomicU64::new(1),
             seen_fingerprint: Mutex::new(None),
+            traffic: Arc::new(counted::Traffic::default()),
         })
     }
 
@@ -157,6 +161,7 @@ impl Remote {
             .map_err(|_| unreachable("timed out".into()))?
             .map_err(|e| unreachable(e.to_string()))?;
         let _ = tcp.set_nodelay(true);
+        let tcp = counted::Counted::new(tcp, self.traffic.clone());
         let verifier = tls::PinnedVerifier::new(self.endpoint.fingerprint.clone());
         let config =
             tls::client_config(verifier.clone()).map_err(|e| unreachable(e.to_string()))?;
