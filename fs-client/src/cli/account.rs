@@ -138,6 +138,10 @@ pub fn status() -> anyhow::Result<()> {
                     super::human(s.history_bytes),
                     s.old_versions
                 );
+                println!(
+                    "bytes:    {} current, {} stored, {} history",
+                    s.logical_bytes, s.stored_bytes, s.history_bytes
+                );
             }
             _ => println!("store:    online"),
         },
