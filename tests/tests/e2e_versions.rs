@@ -274,3 +274,89 @@ fn only_changed_chunks_cross_the_network() {
     assert!((20.0..20.5).contains(&stored), "{status}");
     m.unmount();
 }
+
+/// Bytes in the chunk caches under a device's cache folder.
+fn chunk_cache_bytes(d: &Device) -> u64 {
+    let out = sh_in(
+        &d.cache(),
+        "find . -path '*/chunks/*' -type f -printf '%s\\n' | awk '{s+=$1} END {print s+0}'",
+    );
+    out.trim().parse().expect("a number")
+}
+
+fn received(d: &Device) -> u64 {
+    std::thread::sleep(Duration::from_millis(1200));
+    let status = d.run(&["status"]);
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("traffic:"))
+        .unwrap_or_else(|| panic!("no traffic line in {status}"));
+    line.rsplit(" / ")
+        .next()
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("cannot read {line}"))
+}
+
+#[test]
+fn pinned_files_stay_cached_beyond_the_cache_budget() {
+    let server = Server::start(&[("pam", "pw", "user")]);
+    let (a, b) = (Device::new(), Device::new());
+    a.login(&server, "pam", "pw", "laptop");
+    b.login(&server, "pam", "pw", "phone");
+    let ma = a.mount();
+    ma.sh("head -c 3145728 /dev/urandom > files/keep.bin && head -c 3145728 /dev/urandom > files/other.bin \
+           && mkdir files/album && printf 1 > files/album/1.jpg && printf 2 > files/album/2.jpg && sync");
+    let want = ma.sh("sha256sum < files/keep.bin");
+    ma.unmount();
+
+    // B has a 1 MiB cache budget: pinning keeps all 3 MiB of keep.bin anyway.
+    let mb = b.mount_full(&["--cache-size-mib", "1"], &[]);
+    let out = b.run(&[
+        "pin",
+        mb.path.join("files/keep.bin").to_str().expect("utf-8"),
+    ]);
+    assert!(out.contains("pinned"), "{out}");
+    assert!(
+        chunk_cache_bytes(&b) >= 3 << 20,
+        "pinned chunks are on disk"
+    );
+    // Other reads cycle through the budget without evicting them.
+    mb.sh("cat files/other.bin > /dev/null");
+    let r0 = received(&b);
+    assert_eq!(mb.sh("sha256sum < files/keep.bin"), want);
+    let r1 = received(&b);
+    assert!(
+        r1 - r0 < 64 << 10,
+        "reading the pinned file received {} bytes",
+        r1 - r0
+    );
+    assert!(b
+        .run(&["status"])
+        .contains("pinned:   1 file(s), 0 folder(s)"));
+
+    // A folder pins what is in it.
+    b.run(&["pin", mb.path.join("files/album").to_str().expect("utf-8")]);
+    assert!(b
+        .run(&["status"])
+        .contains("pinned:   3 file(s), 1 folder(s)"));
+    // The pin shows as an attribute of the file, and is never listed or stored.
+    mb.sh(r#"python3 -c "
+import os, errno
+assert os.getxattr('files/keep.bin', 'user.shelf.pin') == b'1'
+try:
+    os.getxattr('files/other.bin', 'user.shelf.pin'); raise SystemExit('other is not pinned')
+except OSError as e:
+    assert e.errno == errno.ENODATA, e
+assert 'user.shelf.pin' not in os.listxattr('files/keep.bin')
+""#);
+
+    // Unpinned, the chunks are ordinary cache entries again and the budget applies.
+    b.run(&[
+        "unpin",
+        mb.path.join("files/keep.bin").to_str().expect("utf-8"),
+    ]);
+    mb.sh("cat files/other.bin > /dev/null");
+    assert!(chunk_cache_bytes(&b) < 2 << 20, "the budget applies again");
+    mb.unmount();
+}

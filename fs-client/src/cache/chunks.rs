@@ -2,9 +2,13 @@
 //! least-recently-used first (the `lru` crate keeps the order). Only verified chunks are
 //! written here (the caller checks the BLAKE3 id of every downloaded body), and a write is
 //! tmp-file-then-rename, so a killed client never leaves a torn chunk.
+//!
+//! Chunks of pinned files (`shelf pin`) are kept apart from the LRU order and never
+//! evicted; they do not count against the byte budget.
 
 use lru::LruCache;
 use shelf_protocol::ChunkId;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -15,8 +19,14 @@ pub struct ChunkCache {
 }
 
 struct Inner {
+    /// Evictable chunks and their sizes, least recently used first.
     lru: LruCache<ChunkId, u64>,
+    /// Bytes of the evictable chunks.
     bytes: u64,
+    /// Chunks of pinned files that are on disk, with their sizes.
+    pinned: HashMap<ChunkId, u64>,
+    /// Every chunk pinned files need.
+    want: HashSet<ChunkId>,
     /// The most recently read bodies, so a chunk read in several kernel-sized pieces is read
     /// from disk once.
     hot: LruCache<ChunkId, Arc<Vec<u8>>>,
@@ -49,6 +59,8 @@ impl ChunkCache {
             inner: Mutex::new(Inner {
                 lru,
                 bytes,
+                pinned: HashMap::new(),
+                want: HashSet::new(),
                 hot: LruCache::new(std::num::NonZeroUsize::new(32).expect("nonzero")),
             }),
         };
@@ -68,7 +80,9 @@ impl ChunkCache {
                 inner.lru.get(id);
                 return Some(body);
             }
-            inner.lru.get(id)?;
+            if !inner.pinned.contains_key(id) {
+                inner.lru.get(id)?;
+            }
         }
         match std::fs::read(self.path(id)) {
             Ok(body) => {
@@ -83,6 +97,7 @@ impl ChunkCache {
                     if let Some(len) = inner.lru.pop(id) {
                         inner.bytes -= len;
                     }
+                    inner.pinned.remove(id);
                 }
                 None
             }
@@ -92,7 +107,7 @@ impl ChunkCache {
     pub fn contains(&self, id: &ChunkId) -> bool {
         self.inner
             .lock()
-            .map(|i| i.lru.contains(id))
+            .map(|i| i.lru.contains(id) || i.pinned.contains_key(id))
             .unwrap_or(false)
     }
 
@@ -101,7 +116,7 @@ impl ChunkCache {
     pub fn put(&self, id: &ChunkId, body: Arc<Vec<u8>>) {
         if let Ok(mut inner) = self.inner.lock() {
             inner.hot.put(*id, body.clone());
-            if inner.lru.contains(id) {
+            if inner.lru.contains(id) || inner.pinned.contains_key(id) {
                 return;
             }
         }
@@ -114,10 +129,63 @@ impl ChunkCache {
             return;
         }
         if let Ok(mut inner) = self.inner.lock() {
-            inner.bytes += body.len() as u64;
-            inner.lru.put(*id, body.len() as u64);
+            let len = body.len() as u64;
+            if inner.want.contains(id) {
+                inner.pinned.insert(*id, len);
+            } else {
+                inner.bytes += len;
+                inner.lru.put(*id, len);
+            }
         }
         self.evict();
+    }
+
+    /// Makes `ids` the pinned chunks: those on disk leave the LRU order, chunks no longer
+    /// pinned join it (as most recently used) and may be evicted.
+    pub fn set_pinned(&self, ids: HashSet<ChunkId>) {
+        if let Ok(mut inner) = self.inner.lock() {
+            let released: Vec<(ChunkId, u64)> = inner
+                .pinned
+                .iter()
+                .filter(|(id, _)| !ids.contains(id))
+                .map(|(id, len)| (*id, *len))
+                .collect();
+            for (id, len) in released {
+                inner.pinned.remove(&id);
+                inner.bytes += len;
+                inner.lru.put(id, len);
+            }
+            for id in &ids {
+                if let Some(len) = inner.lru.pop(id) {
+                    inner.bytes -= len;
+                    inner.pinned.insert(*id, len);
+                }
+            }
+            inner.want = ids;
+        }
+        self.evict();
+    }
+
+    /// Pinned chunks not on disk yet.
+    pub fn missing_pinned(&self) -> Vec<ChunkId> {
+        self.inner
+            .lock()
+            .map(|i| {
+                i.want
+                    .iter()
+                    .filter(|id| !i.pinned.contains_key(id))
+                    .copied()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Bytes of pinned chunks on disk.
+    pub fn pinned_bytes(&self) -> u64 {
+        self.inner
+            .lock()
+            .map(|i| i.pinned.values().sum())
+            .unwrap_or(0)
     }
 
     fn evict(&self) {
@@ -163,5 +231,27 @@ mod tests {
         let reopened = ChunkCache::open(dir.path().to_path_buf(), 250).unwrap();
         assert_eq!(reopened.bytes(), 200);
         assert_eq!(reopened.get(&ids[2]).unwrap().as_slice(), &[2u8; 100][..]);
+    }
+
+    #[test]
+    fn pinned_chunks_are_never_evicted() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = ChunkCache::open(dir.path().to_path_buf(), 150).unwrap();
+        let ids: Vec<ChunkId> = (0..4u8).map(|i| ChunkId([i; 32])).collect();
+        cache.put(&ids[0], Arc::new(vec![0; 100]));
+        cache.set_pinned([ids[0], ids[1]].into_iter().collect());
+        assert_eq!(cache.missing_pinned(), vec![ids[1]]);
+        cache.put(&ids[1], Arc::new(vec![1; 100]));
+        assert!(cache.missing_pinned().is_empty());
+        // Unpinned traffic cycles through the budget without touching pinned chunks.
+        cache.put(&ids[2], Arc::new(vec![2; 100]));
+        cache.put(&ids[3], Arc::new(vec![3; 100]));
+        assert!(cache.contains(&ids[0]) && cache.contains(&ids[1]));
+        assert!(!cache.contains(&ids[2]) && cache.contains(&ids[3]));
+        assert_eq!((cache.pinned_bytes(), cache.bytes()), (200, 100));
+        // Unpinned, they are ordinary cache entries again, evicted beyond the budget.
+        cache.set_pinned(HashSet::new());
+        assert!(cache.bytes() <= 150);
+        assert_eq!(cache.pinned_bytes(), 0);
     }
 }

@@ -172,6 +172,14 @@ pub fn status() -> anyhow::Result<()> {
             None => {}
         }
     }
+    let pins = shelf::core::pins::Pins::load(&cache.join("pins"));
+    if !pins.files.is_empty() || !pins.folders.is_empty() {
+        println!(
+            "pinned:   {} file(s), {} folder(s) kept fully cached",
+            pins.files.len(),
+            pins.folders.len()
+        );
+    }
     println!(
         "pending:  {} file(s) waiting for upload",
         shelf::cache::pending_uploads(&cache)

@@ -3,6 +3,7 @@
 mod account;
 mod history;
 mod mount;
+mod pin;
 mod up;
 
 use clap::{Parser, Subcommand};
@@ -81,6 +82,17 @@ enum Command {
     /// PATH is a path in a mounted store, or in the store itself (files/work/a.txt).
     /// Inside a mount the same versions are files: DIR/.versions/NAME.v01, .v02, …
     Versions { path: PathBuf },
+    /// Keep files (or every file of a folder, also ones added later) fully downloaded in
+    /// the cache, for offline use; they are never evicted. PATH is inside a mount.
+    Pin {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Undo `shelf pin`: the files become ordinary cache entries again.
+    Unpin {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
     /// Make version N of a file its newest version (recreating it if it was deleted).
     /// Same as `cp DIR/.versions/NAME.vNN DIR/NAME` in a mount. The restore is a version too.
     Restore {
@@ -141,6 +153,8 @@ pub fn main() -> anyhow::Result<()> {
         Command::Up { dir } => up::up(dir),
         Command::Down { dir } => up::down(dir),
         Command::Versions { path } => history::versions(&path),
+        Command::Pin { paths } => pin::pin(&paths, true),
+        Command::Unpin { paths } => pin::pin(&paths, false),
         Command::Restore { path, version } => history::restore(&path, version),
     }
 }

@@ -12,6 +12,7 @@
 pub mod aligned;
 mod error;
 pub mod files;
+pub mod pins;
 pub mod upload;
 pub mod versions;
 
@@ -118,6 +119,8 @@ pub struct FsCore {
     pub(crate) clean: Mutex<CleanCopies>,
     /// The virtual `.versions/` folders and their entries.
     pub(crate) virtuals: Mutex<versions::Virtuals>,
+    /// Pinned files and folders (kept fully cached).
+    pub(crate) pins: Mutex<pins::Pins>,
     /// Whether opens may be given local I/O (cleared when the kernel refuses it).
     pub(crate) passthrough: AtomicBool,
 }
@@ -152,6 +155,7 @@ impl FsCore {
         let core = Arc::new(FsCore {
             passthrough: AtomicBool::new(opts.passthrough),
             virtuals: Mutex::new(versions::Virtuals::default()),
+            pins: Mutex::new(pins::Pins::load(&cache.root.join("pins"))),
             remote,
             root: root.node,
             opts,
@@ -642,10 +646,13 @@ impl FsCore {
         value: &[u8],
         mode: XattrMode,
     ) -> Result<(), FsError> {
+        let name = name_str(name)?;
+        if name == pins::PIN_XATTR {
+            return self.pin(self.node_of(ino));
+        }
         self.check_writable()?;
         self.refuse_virtual(&[ino])?;
-        let name = name_str(name)?;
-        if !name.starts_with("user.") {
+        if !name.starts_with("user.") || name.starts_with(pins::RESERVED_XATTR_PREFIX) {
             return Err(FsError::Unsupported);
         }
         self.call_ok(
@@ -669,6 +676,12 @@ impl FsCore {
         if versions::is_virtual(ino) {
             return Err(FsError::NoAttribute);
         }
+        if name.starts_with(pins::RESERVED_XATTR_PREFIX) {
+            return match name == pins::PIN_XATTR && self.is_pinned(self.node_of(ino)) {
+                true => Ok(b"1".to_vec()),
+                false => Err(FsError::NoAttribute),
+            };
+        }
         match self.remote.call(Request::GetXattr {
             node: self.node_of(ino),
             name: name.to_string(),
@@ -691,9 +704,12 @@ impl FsCore {
     }
 
     pub fn removexattr(&self, ino: u64, name: &std::ffi::OsStr) -> Result<(), FsError> {
+        let name = name_str(name)?;
+        if name == pins::PIN_XATTR {
+            return self.unpin(self.node_of(ino));
+        }
         self.check_writable()?;
         self.refuse_virtual(&[ino])?;
-        let name = name_str(name)?;
         if !name.starts_with("user.") {
             return Err(FsError::NoAttribute);
         }

@@ -32,6 +32,8 @@ const HAVE_BATCH: usize = 64;
 const MAX_PUTS_IN_FLIGHT: usize = 8;
 /// Bytes of chunk bodies per upload request.
 const PUT_BATCH_BYTES: usize = 1 << 20;
+/// How often pinned files are checked for new versions and new files in pinned folders.
+const PIN_REFRESH: Duration = Duration::from_secs(300);
 /// Files up to this size send their chunks inside the commit (at most a few chunks).
 const INLINE_MAX: u64 = 256 << 10;
 
@@ -348,6 +350,7 @@ impl FsCore {
             // `node` is being committed by this very thread (its uploading flag is ours);
             // it is a victim only when it alone exceeds the budget.
             let evictable = inner.open_handles == 0
+                && !self.is_pinned(victim)
                 && (victim == node || !inner.uploading)
                 && inner.staging.as_ref().is_some_and(|s| !s.dirty());
             if evictable {
@@ -502,6 +505,11 @@ impl FsCore {
             );
         }
         let core = self.clone();
+        // Detached: it sleeps for minutes and holds nothing that needs a clean stop.
+        let _ = std::thread::Builder::new()
+            .name("shelf-pins".into())
+            .spawn(move || core.pins_loop());
+        let core = self.clone();
         threads.push(
             std::thread::Builder::new()
                 .name("shelf-sync".into())
@@ -533,6 +541,27 @@ impl FsCore {
                 }
             }
             self.queue.done();
+        }
+    }
+
+    /// Keeps pinned files complete: at start, then every few minutes.
+    fn pins_loop(&self) {
+        loop {
+            let pinned = self
+                .pins
+                .lock()
+                .map(|p| !p.files.is_empty() || !p.folders.is_empty());
+            if pinned.unwrap_or(false) {
+                if let Err(e) = self.refresh_pins() {
+                    tracing::warn!(error = %e, "refreshing pinned files failed; retrying later");
+                }
+            }
+            for _ in 0..(PIN_REFRESH.as_millis() / 500) {
+                if self.queue.is_stopping() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
         }
     }
 

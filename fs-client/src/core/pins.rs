@@ -1,0 +1,182 @@
+//! Pinned files: kept fully in the chunk cache for offline use (`shelf pin PATH`).
+//!
+//! The CLI pins through the mount with the reserved extended attribute `user.shelf.pin`
+//! (never stored on the server, never listed): setting it on a file downloads every chunk of
+//! the file's current version and keeps them out of the cache's eviction order; on a folder
+//! it records the folder, so files that appear in it later are pinned when the mount
+//! refreshes its pins (at start and every few minutes). Removing it unpins. Pins live in
+//! `CACHE/pins`, one `file NODE` or `folder NODE` per line.
+
+use super::{FsCore, FsError};
+use shelf_protocol::{NodeId, NodeKind, Request, Response};
+use std::collections::{BTreeSet, HashSet};
+
+/// The reserved extended attribute that pins.
+pub const PIN_XATTR: &str = "user.shelf.pin";
+/// Reserved prefix: never stored on the server.
+pub const RESERVED_XATTR_PREFIX: &str = "user.shelf.";
+
+#[derive(Default)]
+pub struct Pins {
+    pub files: BTreeSet<NodeId>,
+    pub folders: BTreeSet<NodeId>,
+}
+
+impl Pins {
+    pub fn load(path: &std::path::Path) -> Pins {
+        let mut pins = Pins::default();
+        let Ok(text) = std::fs::read_to_string(path) else {
+            return pins;
+        };
+        for line in text.lines() {
+            let mut it = line.split_whitespace();
+            match (it.next(), it.next().and_then(|n| n.parse().ok())) {
+                (Some("file"), Some(n)) => {
+                    pins.files.insert(n);
+                }
+                (Some("folder"), Some(n)) => {
+                    pins.folders.insert(n);
+                }
+                _ => tracing::warn!(line, "ignoring a bad line in the pins file"),
+            }
+        }
+        pins
+    }
+
+    fn save(&self, path: &std::path::Path) -> std::io::Result<()> {
+        let mut text = String::new();
+        for n in &self.files {
+            text.push_str(&format!("file {n}\n"));
+        }
+        for n in &self.folders {
+            text.push_str(&format!("folder {n}\n"));
+        }
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(tmp, path)
+    }
+}
+
+impl FsCore {
+    fn pins_path(&self) -> std::path::PathBuf {
+        self.cache.root.join("pins")
+    }
+
+    pub(crate) fn is_pinned(&self, node: NodeId) -> bool {
+        self.pins
+            .lock()
+            .map(|p| p.files.contains(&node) || p.folders.contains(&node))
+            .unwrap_or(false)
+    }
+
+    /// Pins a file (downloading what is missing) or a folder.
+    pub(crate) fn pin(&self, node: NodeId) -> Result<(), FsError> {
+        let attr = self.server_attr(node)?;
+        {
+            let mut pins = self.pins.lock().map_err(|_| FsError::Invalid)?;
+            match attr.kind {
+                NodeKind::File => pins.files.insert(node),
+                NodeKind::Dir => pins.folders.insert(node),
+                _ => return Err(FsError::Invalid),
+            };
+            pins.save(&self.pins_path())?;
+        }
+        if attr.kind == NodeKind::File {
+            self.fetch_pinned()?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn unpin(&self, node: NodeId) -> Result<(), FsError> {
+        {
+            let mut pins = self.pins.lock().map_err(|_| FsError::Invalid)?;
+            let was = pins.files.remove(&node) | pins.folders.remove(&node);
+            if !was {
+                return Err(FsError::NoAttribute);
+            }
+            pins.save(&self.pins_path())?;
+        }
+        self.fetch_pinned()
+    }
+
+    /// Pins every file below the pinned folders, then makes the chunk cache hold every chunk
+    /// of every pinned file's current version, downloading what is missing.
+    pub fn refresh_pins(&self) -> Result<(), FsError> {
+        let folders: Vec<NodeId> = match self.pins.lock() {
+            Ok(p) => p.folders.iter().copied().collect(),
+            Err(_) => return Err(FsError::Invalid),
+        };
+        let mut found = Vec::new();
+        for f in folders {
+            self.files_below(f, &mut found)?;
+        }
+        if !found.is_empty() {
+            let mut pins = self.pins.lock().map_err(|_| FsError::Invalid)?;
+            let before = pins.files.len();
+            pins.files.extend(found);
+            if pins.files.len() != before {
+                pins.save(&self.pins_path())?;
+            }
+        }
+        self.fetch_pinned()
+    }
+
+    fn files_below(&self, dir: NodeId, out: &mut Vec<NodeId>) -> Result<(), FsError> {
+        let mut after = None;
+        loop {
+            let Response::DirPage { entries, more } = self.remote.call(Request::ReadDir {
+                dir,
+                after: after.clone(),
+                limit: 1024,
+            })?
+            else {
+                return Err(FsError::Unexpected("readdir"));
+            };
+            after = entries.last().map(|e| e.name.clone());
+            for e in entries {
+                match e.attr.kind {
+                    NodeKind::File => out.push(e.attr.node),
+                    NodeKind::Dir => self.files_below(e.attr.node, out)?,
+                    _ => {}
+                }
+            }
+            if !more || after.is_none() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Recomputes the pinned chunk set and downloads what is missing.
+    fn fetch_pinned(&self) -> Result<(), FsError> {
+        let files: Vec<NodeId> = match self.pins.lock() {
+            Ok(p) => p.files.iter().copied().collect(),
+            Err(_) => return Err(FsError::Invalid),
+        };
+        let mut want = HashSet::new();
+        let mut refs = Vec::new();
+        for node in files {
+            self.forget_attr(node);
+            let m = match self.manifest(node) {
+                Ok(m) => m,
+                // Deleted meanwhile: nothing to keep.
+                Err(e) if e.errno() == libc::ENOENT => continue,
+                Err(e) => return Err(e),
+            };
+            for c in &m.chunks {
+                if want.insert(c.id) {
+                    refs.push(*c);
+                }
+            }
+        }
+        self.chunks.set_pinned(want);
+        let missing: HashSet<_> = self.chunks.missing_pinned().into_iter().collect();
+        let todo: Vec<_> = refs
+            .into_iter()
+            .filter(|r| missing.contains(&r.id))
+            .collect();
+        for batch in todo.chunks(64) {
+            self.fetch_chunks(batch)?;
+        }
+        Ok(())
+    }
+}
