@@ -20,7 +20,7 @@ use std::ffi::OsStr;
 use std::fs::File;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 pub struct ShelfFs {
     core: Arc<FsCore>,
@@ -154,6 +154,21 @@ fn time(t: TimeOrNow) -> Timestamp {
     }
 }
 
+/// The kernel's caches through FUSE notifications (for [`FsCore::apply_change`]).
+pub struct Notifications(pub fuser::Notifier);
+
+impl crate::core::coherence::KernelCache for Notifications {
+    fn inval_inode(&self, ino: u64, data: bool) {
+        // Offset -1: attributes only; 0 with length 0: attributes and every cached page.
+        let offset = if data { 0 } else { -1 };
+        let _ = self.0.inval_inode(INodeNo(ino), offset, 0);
+    }
+
+    fn inval_entry(&self, parent: u64, name: &str) {
+        let _ = self.0.inval_entry(INodeNo(parent), OsStr::new(name));
+    }
+}
+
 /// An open or create reply that can hand the kernel a backing file.
 trait LocalReply {
     fn register(&self, file: &File) -> std::io::Result<BackingId>;
@@ -227,18 +242,32 @@ impl Filesystem for ShelfFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        match self.core.lookup(parent.0, name) {
-            Ok(s) => reply.entry(&TTL, &attr(&s), GEN),
+        let epoch = self.core.epoch();
+        let result = self.core.lookup(parent.0, name);
+        // A change pushed meanwhile may make this answer old: the kernel must not keep it.
+        let fresh = self.core.epoch() == epoch;
+        let ttl = if fresh { TTL } else { Duration::ZERO };
+        match result {
+            Ok(s) => reply.entry(&ttl, &attr(&s), GEN),
             // A negative entry (inode 0) lets the kernel cache "no such file" for the TTL,
             // so tools probing for missing files (git, shells, imports) stay local.
-            Err(e) if e.errno() == libc::ENOENT => reply.entry(&TTL, &negative_entry(), GEN),
+            Err(e) if e.errno() == libc::ENOENT && fresh => {
+                reply.entry(&TTL, &negative_entry(), GEN)
+            }
             Err(e) => reply.error(errno(&e)),
         }
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.core.getattr(ino.0) {
-            Ok(s) => reply.attr(&TTL, &attr(&s)),
+        let epoch = self.core.epoch();
+        let result = self.core.getattr(ino.0);
+        let ttl = if self.core.epoch() == epoch {
+            TTL
+        } else {
+            Duration::ZERO
+        };
+        match result {
+            Ok(s) => reply.attr(&ttl, &attr(&s)),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -516,11 +545,16 @@ impl Filesystem for ShelfFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
+        let ttl = if self.core.listing_fresh(fh.0) {
+            TTL
+        } else {
+            Duration::ZERO
+        };
         match self.core.readdir(fh.0, offset) {
             Ok(items) => {
                 for (next, item) in items {
                     let a = attr(&item.stat);
-                    if reply.add(INodeNo(item.stat.ino), next, &item.name, &TTL, &a, GEN) {
+                    if reply.add(INodeNo(item.stat.ino), next, &item.name, &ttl, &a, GEN) {
                         break;
                     }
                 }

@@ -300,6 +300,9 @@ pub enum Request {
         name: String,
         number: u64,
     },
+    /// Start receiving this account's changes as [`ServerFrame::Event`]s: first every change
+    /// after `after` still in the feed, then live ones. Answers [`Response::Subscribed`].
+    Subscribe { after: Option<u64> },
 }
 
 /// A successful answer.
@@ -347,6 +350,45 @@ pub enum Response {
     Removed(Option<NodeId>),
     /// The history of a directory's files, by name then number.
     Versions(Vec<VersionInfo>),
+    /// Changes follow as events. `trimmed`: changes after the position asked for were
+    /// already dropped from the feed, so everything cached should be checked again.
+    /// `head` is the newest position at the time of the answer.
+    Subscribed { trimmed: bool, head: u64 },
+}
+
+/// One change in an account's feed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    /// Position in the feed: increasing, never reused.
+    pub seq: u64,
+    pub kind: ChangeKind,
+    pub node: NodeId,
+    /// The directory the change happened in, and the node's name there ("" when the
+    /// change is not about a name).
+    pub parent: NodeId,
+    pub name: String,
+    /// The device that made the change.
+    pub device: String,
+}
+
+/// What a [`Change`] did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChangeKind {
+    /// A new name (create, mkdir, symlink, mknod, a restored file).
+    Created,
+    /// A new version of a file's content.
+    Content,
+    /// Mode, owner, times or extended attributes.
+    Attr,
+    /// A name went away (unlink, rmdir, or the target of a rename).
+    Removed,
+    /// A rename: `parent`/`name` is the new place.
+    Moved {
+        from_parent: NodeId,
+        from_name: String,
+    },
+    /// Changes were lost on the way (the client fell behind): check everything again.
+    Resync,
 }
 
 /// One version in a directory's history (`NAME.vNN` in `.versions/`).
@@ -411,4 +453,6 @@ pub enum ServerFrame {
         id: u64,
         result: Result<Response, WireError>,
     },
+    /// A change of the account, pushed after [`Request::Subscribe`].
+    Event(Change),
 }

@@ -211,6 +211,28 @@ fn request() -> impl Strategy<Value = Request> {
     ]
 }
 
+fn change() -> impl Strategy<Value = Change> {
+    let kind = prop_oneof![
+        Just(ChangeKind::Created),
+        Just(ChangeKind::Content),
+        Just(ChangeKind::Attr),
+        Just(ChangeKind::Removed),
+        (any::<u64>(), name()).prop_map(|(from_parent, from_name)| ChangeKind::Moved {
+            from_parent,
+            from_name
+        }),
+        Just(ChangeKind::Resync),
+    ];
+    (any::<[u64; 3]>(), kind, name(), name()).prop_map(|(n, kind, name, device)| Change {
+        seq: n[0],
+        kind,
+        node: n[1],
+        parent: n[2],
+        name,
+        device,
+    })
+}
+
 fn version_info() -> impl Strategy<Value = VersionInfo> {
     (name(), any::<[u64; 4]>(), ts(), ts(), name(), any::<bool>()).prop_map(
         |(name, n, mtime, created, device, deleted)| VersionInfo {
@@ -312,6 +334,8 @@ fn response() -> impl Strategy<Value = Response> {
         proptest::option::of(any::<u64>()).prop_map(Response::Removed),
         chunk_bodies().prop_map(Response::Chunks),
         prop::collection::vec(version_info(), 0..4).prop_map(Response::Versions),
+        (any::<bool>(), any::<u64>())
+            .prop_map(|(trimmed, head)| Response::Subscribed { trimmed, head }),
     ]
 }
 
@@ -358,6 +382,12 @@ proptest! {
         prop_assert_eq!(round_trip(&h), h);
         let r = ServerFrame::HelloRejected { version, message: s };
         prop_assert_eq!(round_trip(&r), r);
+    }
+
+    #[test]
+    fn events_round_trip(change in change()) {
+        let f = ServerFrame::Event(change);
+        prop_assert_eq!(round_trip(&f), f);
     }
 
     #[test]

@@ -37,7 +37,8 @@ impl Action {
             | Request::HaveChunks { .. }
             | Request::Status
             | Request::ListVersions { .. }
-            | Request::GetVersion { .. } => Action::Read,
+            | Request::GetVersion { .. }
+            | Request::Subscribe { .. } => Action::Read,
             Request::SetAttr { .. }
             | Request::Mkdir { .. }
             | Request::Create { .. }

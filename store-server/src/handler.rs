@@ -74,6 +74,7 @@ fn describe(req: &Request) -> &'static str {
         Request::ListVersions { .. } => "list-versions",
         Request::GetVersion { .. } => "get-version",
         Request::Restore { .. } => "restore",
+        Request::Subscribe { .. } => "subscribe",
     }
 }
 
@@ -332,6 +333,37 @@ fn dispatch(store: &Store, session: &Session, req: Request) -> Result<Response, 
             let attr = store.restore(ctx, dir, &name, number)?;
             Response::Attr(attr)
         }
+        // The connection answers it (it owns the stream events go to): see [`subscribe`].
+        Request::Subscribe { .. } => return Err(ErrorCode::Unsupported.into()),
+    })
+}
+
+/// What a subscription starts with: the answer, the backlog to send after it, and the
+/// receiver of live changes (taken before the backlog was read, so nothing falls between).
+pub struct Subscription {
+    pub response: Response,
+    pub backlog: Vec<shelf_protocol::Change>,
+    pub live: tokio::sync::broadcast::Receiver<shelf_protocol::Change>,
+}
+
+/// `Subscribe` for the connection whose session is `session`.
+pub fn subscribe(
+    store: &Store,
+    session: &Session,
+    after: Option<u64>,
+) -> Result<Subscription, WireError> {
+    let ctx = session
+        .ctx()
+        .ok_or_else(|| WireError::from(ErrorCode::AuthRequired))?;
+    authorize(&ctx, Action::of(&Request::Subscribe { after }), None).map_err(WireError::from)?;
+    let live = store.subscribe(ctx.account);
+    let (backlog, trimmed, head) = store
+        .changes_since(ctx.account, after)
+        .map_err(|e| e.to_wire())?;
+    Ok(Subscription {
+        response: Response::Subscribed { trimmed, head },
+        backlog,
+        live,
     })
 }
 

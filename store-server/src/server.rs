@@ -5,16 +5,16 @@
 //! connection, frame size (in the protocol crate). Shutdown: a watch channel stops the
 //! accept loop and every connection; the store is synced before `run` returns.
 
-use crate::handler::{handle, Session};
+use crate::handler::{handle, subscribe, Session};
 use crate::store::Store;
 use shelf_protocol::{
-    ClientFrame, ErrorCode, FrameReader, FrameWriter, ServerFrame, WireError, MAGIC,
-    PROTOCOL_VERSION,
+    Change, ChangeKind, ClientFrame, ErrorCode, FrameReader, FrameWriter, Request, ServerFrame,
+    WireError, MAGIC, PROTOCOL_VERSION,
 };
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{broadcast, mpsc, watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 /// Most simultaneous connections.
@@ -196,12 +196,42 @@ async fn connection(
 
     let session = Arc::new(Session::default());
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    // Ends the event forwarder of this connection (set when the connection ends or
+    // subscribes again).
+    let mut forwarder: Option<watch::Sender<bool>> = None;
     let result = loop {
         let frame = tokio::select! {
             f = reader.read::<ClientFrame>() => f,
             _ = shutdown.changed() => break Ok(()),
         };
         match frame {
+            Ok(Some(ClientFrame::Request {
+                id,
+                body: Request::Subscribe { after },
+            })) => {
+                let (store, session2) = (store.clone(), session.clone());
+                let sub = tokio::task::spawn_blocking(move || subscribe(&store, &session2, after))
+                    .await
+                    .unwrap_or_else(|_| Err(WireError::from(ErrorCode::Internal)));
+                match sub {
+                    Err(e) => {
+                        let _ = tx.send(ServerFrame::Response { id, result: Err(e) }).await;
+                    }
+                    Ok(sub) => {
+                        let _ = tx
+                            .send(ServerFrame::Response {
+                                id,
+                                result: Ok(sub.response),
+                            })
+                            .await;
+                        let (stop_tx, stop_rx) = watch::channel(false);
+                        if let Some(old) = forwarder.replace(stop_tx) {
+                            let _ = old.send(true);
+                        }
+                        tokio::spawn(forward_events(sub.backlog, sub.live, tx.clone(), stop_rx));
+                    }
+                }
+            }
             Ok(Some(ClientFrame::Request { id, body })) => {
                 let permit = in_flight.clone().acquire_owned().await?;
                 let (store, session, tx) = (store.clone(), session.clone(), tx.clone());
@@ -222,7 +252,50 @@ async fn connection(
             Err(e) => break Err(e.into()),
         }
     };
+    if let Some(stop) = forwarder.take() {
+        let _ = stop.send(true);
+    }
     drop(tx);
     let _ = write_task.await;
     result
+}
+
+/// Sends a subscription's backlog, then its live changes, until the connection ends. A
+/// subscriber that falls too far behind is told to resync.
+async fn forward_events(
+    backlog: Vec<Change>,
+    mut live: broadcast::Receiver<Change>,
+    tx: mpsc::Sender<ServerFrame>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut last = 0;
+    for c in backlog {
+        last = c.seq;
+        if tx.send(ServerFrame::Event(c)).await.is_err() {
+            return;
+        }
+    }
+    loop {
+        let next = tokio::select! {
+            n = live.recv() => n,
+            _ = stop.changed() => return,
+        };
+        let change = match next {
+            Ok(c) if c.seq <= last => continue,
+            Ok(c) => c,
+            Err(broadcast::error::RecvError::Lagged(_)) => Change {
+                seq: last,
+                kind: ChangeKind::Resync,
+                node: 0,
+                parent: 0,
+                name: String::new(),
+                device: String::new(),
+            },
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        last = last.max(change.seq);
+        if tx.send(ServerFrame::Event(change)).await.is_err() {
+            return;
+        }
+    }
 }

@@ -315,3 +315,91 @@ fn names_the_store_cannot_hold_are_refused_and_nothing_is_written() {
     }
     assert_eq!(listing(&alice), before, "nothing was written");
 }
+
+fn lookup_attr(r: &Remote, parent: NodeId, name: &str) -> Attr {
+    match r
+        .call(Request::Lookup {
+            parent,
+            name: name.into(),
+        })
+        .expect("lookup")
+    {
+        Response::Attr(a) => a,
+        other => panic!("lookup answered {other:?}"),
+    }
+}
+
+/// The feed pushes every change of the account to subscribers, in order, and a client that
+/// lost its connection (here: the server restarted) resumes where it stopped.
+#[test]
+fn the_feed_pushes_changes_and_resumes_after_a_reconnect() {
+    use std::time::Duration;
+    let mut server = Server::start(&[("al", "pw", "user"), ("bo", "pw", "user")]);
+    let (x, root) = server.connect("al", "pw", "x");
+    let events = x.subscribe().expect("subscribe");
+    let (y, _) = server.connect("al", "pw", "y");
+    let files = lookup_attr(&y, root.node, "files").node;
+    let create = |r: &Remote, name: &str| {
+        r.call(Request::Create {
+            parent: files,
+            name: name.into(),
+            mode: 0o644,
+            exclusive: true,
+        })
+        .expect("create");
+    };
+    create(&y, "one");
+    y.call(Request::Rename {
+        parent: files,
+        name: "one".into(),
+        new_parent: files,
+        new_name: "two".into(),
+        mode: RenameMode::Replace,
+    })
+    .expect("rename");
+    let next = || {
+        events
+            .recv_timeout(Duration::from_secs(5))
+            .expect("an event")
+    };
+    let c1 = next();
+    assert_eq!(
+        (&c1.kind, c1.name.as_str(), c1.parent, c1.device.as_str()),
+        (&ChangeKind::Created, "one", files, "y")
+    );
+    let c2 = next();
+    assert_eq!(
+        c2.kind,
+        ChangeKind::Moved {
+            from_parent: files,
+            from_name: "one".into()
+        }
+    );
+    assert!(c2.seq > c1.seq, "in order");
+    // Another account's changes never arrive here.
+    let (z, zroot) = server.connect("bo", "pw", "z");
+    let zfiles = lookup_attr(&z, zroot.node, "files").node;
+    z.call(Request::Mkdir {
+        parent: zfiles,
+        name: "private".into(),
+        mode: 0o755,
+    })
+    .expect("mkdir");
+
+    // The server restarts; changes made meanwhile reach x once it reconnects.
+    server.restart();
+    let (y2, _) = server.connect("al", "pw", "y");
+    create(&y2, "three");
+    x.call(Request::GetAttr { node: root.node })
+        .expect("x reconnects");
+    let c3 = next();
+    assert_eq!(
+        (&c3.kind, c3.name.as_str()),
+        (&ChangeKind::Created, "three")
+    );
+    assert!(c3.seq > c2.seq);
+    assert!(
+        events.recv_timeout(Duration::from_millis(300)).is_err(),
+        "nothing else"
+    );
+}

@@ -225,6 +225,11 @@ fn run_foreground(
 
     let mut session = fuser::Session::new(ShelfFs::new(core.clone()), dir, &config)
         .with_context(|| format!("mounting {}", dir.display()))?;
+    // Other devices' changes reach this mount as they happen.
+    core.set_kernel_cache(Box::new(shelf::fuse::Notifications(session.notifier())));
+    if let Err(e) = core.start_events(login.device.clone()) {
+        tracing::warn!(error = %e, "cannot follow the server's changes; other devices' changes show after the 1 s cache time");
+    }
     let pid_file = cache_root.join("mount.pid");
     std::fs::write(
         &pid_file,

@@ -10,6 +10,7 @@
 //!   the chunk cache.
 
 pub mod aligned;
+pub mod coherence;
 mod error;
 pub mod files;
 pub mod pins;
@@ -65,6 +66,9 @@ pub struct SetAttr {
     pub mtime: Option<Timestamp>,
 }
 
+/// An open directory's listing and the epoch it was read at.
+type OpenDir = (Arc<Vec<DirItem>>, u64);
+
 /// One entry of an open directory.
 #[derive(Clone, Debug)]
 pub struct DirItem {
@@ -104,9 +108,10 @@ pub struct FsCore {
     /// Local state of files with staging content or open handles, one lock each.
     pub(crate) files: Mutex<HashMap<NodeId, Arc<FileState>>>,
     /// Recently seen server attributes.
-    attrs: Mutex<HashMap<NodeId, (Attr, Instant)>>,
+    pub(crate) attrs: Mutex<HashMap<NodeId, (Attr, Instant)>>,
     pub(crate) handles: Mutex<HashMap<u64, files::Handle>>,
-    dirs: Mutex<HashMap<u64, Arc<Vec<DirItem>>>>,
+    /// Open directory listings, with the epoch they were read at.
+    dirs: Mutex<HashMap<u64, OpenDir>>,
     next_fh: AtomicU64,
     /// (version, size) of each file when it was last opened, to decide keep_cache.
     opened: Mutex<HashMap<NodeId, (u64, u64)>>,
@@ -121,6 +126,10 @@ pub struct FsCore {
     pub(crate) virtuals: Mutex<versions::Virtuals>,
     /// Pinned files and folders (kept fully cached).
     pub(crate) pins: Mutex<pins::Pins>,
+    /// The kernel's caches, once the adapter has handed them over.
+    pub(crate) kernel: std::sync::OnceLock<Box<dyn coherence::KernelCache>>,
+    /// Pushed changes applied so far (see [`FsCore::epoch`]).
+    pub(crate) epoch: AtomicU64,
     /// Whether opens may be given local I/O (cleared when the kernel refuses it).
     pub(crate) passthrough: AtomicBool,
 }
@@ -156,6 +165,8 @@ impl FsCore {
             passthrough: AtomicBool::new(opts.passthrough),
             virtuals: Mutex::new(versions::Virtuals::default()),
             pins: Mutex::new(pins::Pins::load(&cache.root.join("pins"))),
+            kernel: std::sync::OnceLock::new(),
+            epoch: AtomicU64::new(0),
             remote,
             root: root.node,
             opts,
@@ -195,7 +206,7 @@ impl FsCore {
         }
     }
 
-    fn ino_of(&self, node: NodeId) -> u64 {
+    pub(crate) fn ino_of(&self, node: NodeId) -> u64 {
         if node == self.root {
             ROOT_INO
         } else {
@@ -233,10 +244,20 @@ impl FsCore {
         (at.elapsed() < TTL).then(|| attr.clone())
     }
 
+    /// How many pushed changes were applied so far. An answer obtained while this moved may
+    /// predate the change: it is used once but not cached (here, or by the kernel: the
+    /// adapter then replies with a zero TTL).
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
     fn call_attr(&self, what: &'static str, req: Request) -> Result<Attr, FsError> {
+        let epoch = self.epoch();
         match self.remote.call(req)? {
             Response::Attr(a) => {
-                self.remember(a.clone());
+                if self.epoch() == epoch {
+                    self.remember(a.clone());
+                }
                 Ok(a)
             }
             _ => Err(FsError::Unexpected(what)),
@@ -545,10 +566,11 @@ impl FsCore {
     /// Lists a directory into a handle; [`FsCore::readdir`] then pages through it.
     pub fn opendir(&self, ino: u64) -> Result<u64, FsError> {
         if versions::is_virtual(ino) {
+            let epoch = self.epoch();
             let items = self.versions_opendir(ino)?;
             let fh = self.new_fh();
             if let Ok(mut d) = self.dirs.lock() {
-                d.insert(fh, Arc::new(items));
+                d.insert(fh, (Arc::new(items), epoch));
             }
             return Ok(fh);
         }
@@ -570,6 +592,7 @@ impl FsCore {
             },
         ];
         let mut after = None;
+        let epoch = self.epoch();
         loop {
             let page = self.remote.call(Request::ReadDir {
                 dir,
@@ -580,9 +603,12 @@ impl FsCore {
                 return Err(FsError::Unexpected("readdir"));
             };
             after = entries.last().map(|e| e.name.clone());
+            let fresh = self.epoch() == epoch;
             for e in entries {
                 let stat = self.stat_of(&e.attr);
-                self.remember(e.attr);
+                if fresh {
+                    self.remember(e.attr);
+                }
                 items.push(DirItem { name: e.name, stat });
             }
             if !more || after.is_none() {
@@ -591,9 +617,20 @@ impl FsCore {
         }
         let fh = self.new_fh();
         if let Ok(mut d) = self.dirs.lock() {
-            d.insert(fh, Arc::new(items));
+            d.insert(fh, (Arc::new(items), epoch));
         }
         Ok(fh)
+    }
+
+    /// Whether an open listing's attributes may be cached by the kernel: no pushed change
+    /// arrived since it was read.
+    pub fn listing_fresh(&self, fh: u64) -> bool {
+        let at = self
+            .dirs
+            .lock()
+            .ok()
+            .and_then(|d| d.get(&fh).map(|(_, e)| *e));
+        at == Some(self.epoch())
     }
 
     /// Entries of an open directory from position `offset` on; each entry's position + 1 is
@@ -603,7 +640,7 @@ impl FsCore {
             .dirs
             .lock()
             .ok()
-            .and_then(|d| d.get(&fh).cloned())
+            .and_then(|d| d.get(&fh).map(|(items, _)| items.clone()))
             .ok_or(FsError::BadHandle)?;
         Ok(items
             .iter()

@@ -118,6 +118,16 @@ impl FsCore {
         Ok(list)
     }
 
+    /// Drops a directory's cached history listing.
+    pub(crate) fn forget_listing(&self, dir: NodeId) {
+        self.virtuals().listings.remove(&dir);
+    }
+
+    /// Drops every cached history listing.
+    pub(crate) fn forget_listings(&self) {
+        self.virtuals().listings.clear();
+    }
+
     /// `lookup(DIR, ".versions")`.
     pub(crate) fn versions_dir(&self, parent: u64) -> Result<Stat, FsError> {
         let dir = self.node_of(parent);

@@ -11,8 +11,8 @@ pub mod counted;
 pub mod tls;
 
 use shelf_protocol::{
-    ClientFrame, ErrorCode, FrameError, FrameReader, FrameWriter, Request, Response, ServerFrame,
-    WireError, MAGIC, PROTOCOL_VERSION,
+    Change, ChangeKind, ClientFrame, ErrorCode, FrameError, FrameReader, FrameWriter, Request,
+    Response, ServerFrame, WireError, MAGIC, PROTOCOL_VERSION,
 };
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -92,6 +92,10 @@ pub struct Remote {
     pub seen_fingerprint: Mutex<Option<String>>,
     /// Bytes sent and received over every connection so far.
     pub traffic: Arc<counted::Traffic>,
+    /// Where pushed changes go once [`Remote::subscribe`] was called.
+    events: Arc<Mutex<Option<std::sync::mpsc::Sender<Change>>>>,
+    /// The newest feed position seen (resubscribing after a reconnect starts there).
+    last_seq: Arc<AtomicU64>,
 }
 
 impl Remote {
@@ -109,6 +113,8 @@ impl Remote {
             next_id: AtomicU64::new(1),
             seen_fingerprint: Mutex::new(None),
             traffic: Arc::new(counted::Traffic::default()),
+            events: Arc::new(Mutex::new(None)),
+            last_seq: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -147,7 +153,47 @@ impl Remote {
             let t = self.submit_on(&conn, Request::Resume { token });
             t.wait()?;
         }
+        // Resubscribe where the last connection stopped.
+        if self.events.lock().map(|e| e.is_some()).unwrap_or(false) {
+            let after = Some(self.last_seq.load(Ordering::Acquire));
+            let answer = self.submit_on(&conn, Request::Subscribe { after }).wait()?;
+            self.note_subscribed(&answer);
+        }
         Ok(conn)
+    }
+
+    /// Starts receiving the account's changes (and keeps receiving them across reconnects).
+    pub fn subscribe(&self) -> Result<std::sync::mpsc::Receiver<Change>, RemoteError> {
+        let (s, r) = std::sync::mpsc::channel();
+        if let Ok(mut e) = self.events.lock() {
+            *e = Some(s);
+        }
+        let after = match self.last_seq.load(Ordering::Acquire) {
+            0 => None,
+            n => Some(n),
+        };
+        let answer = self.call(Request::Subscribe { after })?;
+        self.note_subscribed(&answer);
+        Ok(r)
+    }
+
+    fn note_subscribed(&self, answer: &Response) {
+        let Response::Subscribed { trimmed, head } = answer else {
+            return;
+        };
+        let before = self.last_seq.fetch_max(*head, Ordering::AcqRel);
+        if *trimmed {
+            if let Some(s) = self.events.lock().ok().and_then(|e| e.clone()) {
+                let _ = s.send(Change {
+                    seq: before,
+                    kind: ChangeKind::Resync,
+                    node: 0,
+                    parent: 0,
+                    name: String::new(),
+                    device: String::new(),
+                });
+            }
+        }
     }
 
     async fn open(&self) -> Result<Conn, RemoteError> {
@@ -235,6 +281,7 @@ impl Remote {
             let _ = writer.shutdown().await;
         });
         let pending_r = pending.clone();
+        let (events, last_seq) = (self.events.clone(), self.last_seq.clone());
         self.rt.spawn(async move {
             loop {
                 match reader.read::<ServerFrame>().await {
@@ -242,6 +289,12 @@ impl Remote {
                         let waiter = pending_r.lock().ok().and_then(|mut p| p.remove(&id));
                         if let Some(w) = waiter {
                             let _ = w.try_send(result.map_err(RemoteError::Server));
+                        }
+                    }
+                    Ok(Some(ServerFrame::Event(change))) => {
+                        last_seq.fetch_max(change.seq, Ordering::AcqRel);
+                        if let Some(s) = events.lock().ok().and_then(|e| e.clone()) {
+                            let _ = s.send(change);
                         }
                     }
                     Ok(Some(_)) => {

@@ -11,11 +11,13 @@
 //! | `lineage`   | node id (BE)                | [`history::LineageRec`]: whose history it continues |
 //! | `graves`    | parent id (BE) ‖ name       | [`history::GraveRec`]: the deleted file last named so |
 //! | `retention` | account id (BE)             | [`retention::Retention`] (absent: the default) |
+//! | `feed`      | account id (BE) ‖ seq (BE)  | [`shelf_protocol::Change`] ([`feed`]) |
 //!
 //! Chunk bodies and their index belong to the [`ChunkStore`]. Every namespace change is one
 //! sled transaction over the trees it touches ([`namespace`]).
 
 pub mod accounts;
+pub mod feed;
 pub mod history;
 pub mod namespace;
 pub mod retention;
@@ -141,6 +143,9 @@ pub struct Store {
     pub chunks: Arc<dyn ChunkStore>,
     /// Per-account retention policies ([`retention::Retention`]).
     pub retention: sled::Tree,
+    /// The change feed ([`feed`]) and its live subscribers.
+    pub feed: sled::Tree,
+    pub subscribers: feed::Subscribers,
     /// What time it is: commits and deletions are stamped with it, pruning measures ages
     /// by it. Tests set their own.
     pub clock: Clock,
@@ -199,6 +204,8 @@ impl Store {
             lineage: db.open_tree("lineage")?,
             graves: db.open_tree("graves")?,
             retention: db.open_tree("retention")?,
+            feed: db.open_tree("feed")?,
+            subscribers: feed::Subscribers::default(),
             clock: Arc::new(Timestamp::now),
             gc_lock: std::sync::RwLock::new(()),
             chunks,

@@ -11,8 +11,8 @@ use crate::authz::{authorize, Action};
 use crate::error::{Result, StoreError};
 use shelf_protocol::names::{validate_name, validate_symlink_target};
 use shelf_protocol::{
-    Attr, ChunkRef, DirEntry, ErrorCode, NodeId, NodeKind, RenameMode, ServerStatus, Timestamp,
-    XattrMode,
+    Attr, ChangeKind, ChunkRef, DirEntry, ErrorCode, NodeId, NodeKind, RenameMode, ServerStatus,
+    Timestamp, XattrMode,
 };
 use sled::transaction::{
     ConflictableTransactionError, TransactionError, TransactionalTree, UnabortableTransactionError,
@@ -225,7 +225,7 @@ impl Store {
                     if exclusive || kind != NodeKind::File || old.kind != NodeKind::File {
                         return abort(ErrorCode::Exists);
                     }
-                    return Ok(old.attr(existing));
+                    return Ok((old.attr(existing), false));
                 }
                 dirents.insert(key.clone(), &id.to_be_bytes())?;
                 dir.entries += 1;
@@ -239,9 +239,15 @@ impl Store {
                 if kind == NodeKind::File {
                     history.take_grave(parent, name, id)?;
                 }
-                Ok(rec.attr(id))
+                Ok((rec.attr(id), true))
             })
             .map_err(tx_error)
+            .map(|(attr, created)| {
+                if created {
+                    self.publish(ctx, ChangeKind::Created, attr.node, parent, name);
+                }
+                attr
+            })
     }
 
     pub fn readlink(&self, ctx: &Ctx, id: NodeId) -> Result<String> {
@@ -286,6 +292,7 @@ impl Store {
                 Ok(child)
             })
             .map_err(tx_error)
+            .inspect(|&child| self.publish(ctx, ChangeKind::Removed, child, parent, name))
     }
 
     /// Drops a node's last name: files with history keep their record (marked deleted) so
@@ -348,7 +355,7 @@ impl Store {
                     Some(tx_dir(ctx, nodes, new_parent, Action::Write)?)
                 };
                 if from_key == to_key {
-                    return Ok(None);
+                    return Ok((None, None, None));
                 }
                 let is_dir = i64::from(src_rec.kind == NodeKind::Dir);
                 // A directory may not move into itself or below itself.
@@ -368,6 +375,7 @@ impl Store {
                 // (entries, nlink) changes of the source and destination directories.
                 let (mut src_delta, mut dst_delta) = ((0i64, 0i64), (0i64, 0i64));
                 let mut replaced = None;
+                let mut exchanged = None;
                 let existing = dirents.get(&to_key)?.map(|v| child_of(&v)).transpose()?;
                 match (existing, mode) {
                     (Some(_), RenameMode::NoReplace) => return abort(ErrorCode::Exists),
@@ -382,6 +390,7 @@ impl Store {
                         dst_rec.parent = parent;
                         dst_rec.ctime = now;
                         tx_put(nodes, dst, &dst_rec)?;
+                        exchanged = Some(dst);
                     }
                     (Some(dst), RenameMode::Replace) => {
                         let mut dst_rec = tx_node(ctx, nodes, dst, Action::Write)?;
@@ -435,9 +444,29 @@ impl Store {
                     }
                 }
                 tx_put(nodes, parent, &src_dir)?;
-                Ok(replaced)
+                Ok((replaced, Some(src), exchanged))
             })
             .map_err(tx_error)
+            .map(|(replaced, src, exchanged)| {
+                if let Some(src) = src {
+                    let moved = ChangeKind::Moved {
+                        from_parent: parent,
+                        from_name: name.to_string(),
+                    };
+                    self.publish(ctx, moved, src, new_parent, new_name);
+                }
+                if let Some(dst) = exchanged {
+                    let moved = ChangeKind::Moved {
+                        from_parent: new_parent,
+                        from_name: new_name.to_string(),
+                    };
+                    self.publish(ctx, moved, dst, parent, name);
+                }
+                if let Some(dst) = replaced {
+                    self.publish(ctx, ChangeKind::Removed, dst, new_parent, new_name);
+                }
+                replaced
+            })
     }
 
     pub fn setattr(
@@ -484,9 +513,13 @@ impl Store {
                 }
                 f(&mut rec).or_else(abort)?;
                 tx_put(nodes, id, &rec)?;
-                Ok(rec.attr(id))
+                Ok((rec.attr(id), rec.parent))
             })
             .map_err(tx_error)
+            .map(|(attr, parent)| {
+                self.publish(ctx, ChangeKind::Attr, id, parent, "");
+                attr
+            })
     }
 
     pub fn set_xattr(
@@ -623,9 +656,13 @@ impl Store {
                 rec.ctime = rec.ctime.max(mtime);
                 versions.insert(&version_key(id, rec.version), body.clone())?;
                 tx_put(nodes, id, &rec)?;
-                Ok(rec.attr(id))
+                Ok((rec.attr(id), rec.parent))
             })
             .map_err(tx_error)
+            .map(|(attr, parent)| {
+                self.publish(ctx, ChangeKind::Content, id, parent, "");
+                attr
+            })
     }
 
     pub fn status(&self, ctx: &Ctx) -> Result<ServerStatus> {

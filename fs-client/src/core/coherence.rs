@@ -1,0 +1,161 @@
+//! Coherence: changes the server pushes (other devices' creates, writes, renames, deletes)
+//! drop what this client and the kernel cached about the nodes involved, so `ls`, `stat`
+//! and `cat` show them at once instead of after the cache TTL.
+//!
+//! The core does not know fuser: the adapter gives it a [`KernelCache`] that turns
+//! invalidations into FUSE notifications. Changes made by this device are skipped (its
+//! caches already agree); a `Resync` (the feed was trimmed, or this client fell behind)
+//! drops every cached attribute.
+
+use super::{FsCore, FsError};
+use shelf_protocol::{Change, ChangeKind, NodeId};
+use std::sync::Arc;
+
+/// When a change is applied again after it arrived (see `events_loop`).
+const REAPPLY: [std::time::Duration; 2] = [
+    std::time::Duration::from_millis(30),
+    std::time::Duration::from_millis(250),
+];
+
+/// The kernel's caches, as the core sees them.
+pub trait KernelCache: Send + Sync {
+    /// Drops the kernel's attributes of `ino`, and its cached pages when `data`.
+    fn inval_inode(&self, ino: u64, data: bool);
+    /// Drops the kernel's entry (or negative entry) `name` in directory `parent`.
+    fn inval_entry(&self, parent: u64, name: &str);
+}
+
+impl FsCore {
+    /// Lets the core tell the kernel what changed.
+    pub fn set_kernel_cache(&self, k: Box<dyn KernelCache>) {
+        let _ = self.kernel.set(k);
+    }
+
+    /// Subscribes to the account's changes and applies them on a thread of their own.
+    /// `device` is this mount's device name: its own changes are not applied again.
+    pub fn start_events(self: &Arc<Self>, device: String) -> Result<(), FsError> {
+        let rx = self.remote.subscribe()?;
+        let core = self.clone();
+        std::thread::Builder::new()
+            .name("shelf-events".into())
+            .spawn(move || core.events_loop(rx, &device))?;
+        Ok(())
+    }
+
+    /// Applies each change at once, and again a little later: an answer the server gave
+    /// just before the change, still on its way to the kernel when the change arrived,
+    /// would otherwise be cached for the full TTL (the kernel cannot drop what it has not
+    /// received yet: a new inode, say).
+    fn events_loop(&self, rx: std::sync::mpsc::Receiver<Change>, device: &str) {
+        use std::collections::VecDeque;
+        use std::sync::mpsc::RecvTimeoutError;
+        use std::time::{Duration, Instant};
+        let mut again: VecDeque<(Instant, Change)> = VecDeque::new();
+        loop {
+            let wait = again
+                .front()
+                .map(|(at, _)| at.saturating_duration_since(Instant::now()))
+                .unwrap_or(Duration::from_secs(3600));
+            match rx.recv_timeout(wait) {
+                Ok(change) => {
+                    self.apply_change(&change, device);
+                    if change.device != device {
+                        for delay in REAPPLY {
+                            again.push_back((Instant::now() + delay, change.clone()));
+                        }
+                        again.make_contiguous().sort_by_key(|(at, _)| *at);
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+            while again.front().is_some_and(|(at, _)| *at <= Instant::now()) {
+                if let Some((_, c)) = again.pop_front() {
+                    self.apply_change(&c, device);
+                }
+            }
+        }
+    }
+
+    fn kernel_inode(&self, node: NodeId, data: bool) {
+        if let Some(k) = self.kernel.get() {
+            k.inval_inode(self.ino_of(node), data);
+        }
+    }
+
+    fn kernel_entry(&self, parent: NodeId, name: &str) {
+        if let (Some(k), false) = (self.kernel.get(), name.is_empty()) {
+            k.inval_entry(self.ino_of(parent), name);
+        }
+    }
+
+    /// Drops what is cached about a change's nodes, here and in the kernel.
+    pub fn apply_change(&self, c: &Change, me: &str) {
+        tracing::debug!(seq = c.seq, kind = ?c.kind, node = c.node, parent = c.parent, name = %c.name, device = %c.device, "change");
+        if c.kind == ChangeKind::Resync || c.device != me {
+            // Before anything is dropped: answers in flight now may predate the change.
+            self.epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        }
+        if c.kind == ChangeKind::Resync {
+            let known: Vec<NodeId> = match self.attrs.lock() {
+                Ok(mut a) => a.drain().map(|(n, _)| n).collect(),
+                Err(_) => Vec::new(),
+            };
+            self.forget_listings();
+            for n in known {
+                self.kernel_inode(n, false);
+            }
+            return;
+        }
+        if c.device == me {
+            return;
+        }
+        self.forget_attr(c.node);
+        if c.parent != 0 {
+            self.forget_attr(c.parent);
+            self.forget_listing(c.parent);
+            self.kernel_inode(c.parent, false);
+        }
+        match &c.kind {
+            ChangeKind::Content => {
+                self.drop_stale_copy(c.node);
+                self.kernel_inode(c.node, true);
+            }
+            ChangeKind::Attr => self.kernel_inode(c.node, false),
+            ChangeKind::Created => self.kernel_entry(c.parent, &c.name),
+            ChangeKind::Removed => {
+                self.kernel_entry(c.parent, &c.name);
+                self.kernel_inode(c.node, true);
+            }
+            ChangeKind::Moved {
+                from_parent,
+                from_name,
+            } => {
+                self.forget_attr(*from_parent);
+                self.forget_listing(*from_parent);
+                self.kernel_inode(*from_parent, false);
+                self.kernel_entry(*from_parent, from_name);
+                self.kernel_entry(c.parent, &c.name);
+                self.kernel_inode(c.node, false);
+            }
+            ChangeKind::Resync => {}
+        }
+    }
+
+    /// Another device committed a new version: a clean local copy of the old one goes
+    /// (open handles keep theirs until they close).
+    fn drop_stale_copy(&self, node: NodeId) {
+        let Some(st) = self.files.lock().ok().and_then(|f| f.get(&node).cloned()) else {
+            return;
+        };
+        let mut inner = st.lock();
+        let clean = inner.staging.as_ref().is_some_and(|s| !s.dirty());
+        if clean && inner.open_handles == 0 {
+            if let Some(s) = inner.staging.take() {
+                let _ = std::fs::remove_file(&s.path);
+            }
+            drop(inner);
+            self.forget_clean_copy(node);
+        }
+    }
+}
