@@ -369,6 +369,10 @@ pub struct Change {
     pub name: String,
     /// The device that made the change.
     pub device: String,
+    /// Where the node is now, below the account's root (`files/work/a.txt`), for people.
+    pub path: String,
+    /// When the server recorded it.
+    pub at: Timestamp,
 }
 
 /// What a [`Change`] did.

@@ -223,14 +223,18 @@ fn change() -> impl Strategy<Value = Change> {
         }),
         Just(ChangeKind::Resync),
     ];
-    (any::<[u64; 3]>(), kind, name(), name()).prop_map(|(n, kind, name, device)| Change {
-        seq: n[0],
-        kind,
-        node: n[1],
-        parent: n[2],
-        name,
-        device,
-    })
+    (any::<[u64; 3]>(), kind, name(), name(), name(), ts()).prop_map(
+        |(n, kind, name, device, path, at)| Change {
+            seq: n[0],
+            kind,
+            node: n[1],
+            parent: n[2],
+            name,
+            device,
+            path,
+            at,
+        },
+    )
 }
 
 fn version_info() -> impl Strategy<Value = VersionInfo> {

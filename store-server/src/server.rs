@@ -290,6 +290,8 @@ async fn forward_events(
                 parent: 0,
                 name: String::new(),
                 device: String::new(),
+                path: String::new(),
+                at: Default::default(),
             },
             Err(broadcast::error::RecvError::Closed) => return,
         };

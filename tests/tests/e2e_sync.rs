@@ -77,3 +77,54 @@ fn changes_on_one_device_show_on_the_other_within_a_second() {
     ma.unmount();
     mb.unmount();
 }
+
+#[test]
+fn shelf_events_prints_every_devices_changes() {
+    use std::io::BufRead;
+    let server = Server::start(&[("eve", "pw", "user")]);
+    let (a, b) = (Device::new(), Device::new());
+    a.login(&server, "eve", "pw", "laptop");
+    b.login(&server, "eve", "pw", "phone");
+    let ma = a.mount();
+    ma.sh("printf one > files/work/a.txt && sync files/work/a.txt && mv files/work/a.txt files/work/b.txt && rm files/work/b.txt");
+    let past = b.run(&["events", "--last", "4"]);
+    let lines: Vec<&str> = past.lines().collect();
+    assert_eq!(lines.len(), 4, "{past}");
+    assert!(
+        lines[0].contains("created") && lines[0].contains("files/work/a.txt  (laptop)"),
+        "{past}"
+    );
+    assert!(
+        lines[1].contains("changed") && lines[1].contains("files/work/a.txt"),
+        "{past}"
+    );
+    assert!(
+        lines[2].contains("moved") && lines[2].contains("files/work/b.txt (was a.txt)"),
+        "{past}"
+    );
+    assert!(
+        lines[3].contains("deleted") && lines[3].contains("files/work/b.txt"),
+        "{past}"
+    );
+
+    // --follow prints changes as they happen.
+    let mut child = b
+        .shelf()
+        .args(["events", "--follow", "--last", "0"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("shelf events --follow");
+    let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    std::thread::sleep(Duration::from_millis(300));
+    ma.sh("mkdir files/photos_2026");
+    let mut l = String::new();
+    out.read_line(&mut l).expect("a line");
+    // Stop only the process this test started.
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        l.contains("created") && l.contains("files/photos_2026  (laptop)"),
+        "{l}"
+    );
+    ma.unmount();
+}

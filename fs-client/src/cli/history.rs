@@ -173,7 +173,7 @@ pub(super) fn human(bytes: u64) -> String {
 }
 
 /// `YYYY-MM-DD HH:MM:SS` in UTC (civil-from-days, proleptic Gregorian).
-fn utc(secs: i64) -> String {
+pub(super) fn utc(secs: i64) -> String {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     let z = days + 719_468;

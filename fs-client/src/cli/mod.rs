@@ -1,6 +1,7 @@
 //! The `shelf` commands. This is the binary's edge: `anyhow` errors, printing, processes.
 
 mod account;
+mod events;
 mod history;
 mod mount;
 mod pin;
@@ -82,6 +83,15 @@ enum Command {
     /// PATH is a path in a mounted store, or in the store itself (files/work/a.txt).
     /// Inside a mount the same versions are files: DIR/.versions/NAME.v01, .v02, …
     Versions { path: PathBuf },
+    /// The account's changes from every device, one line each: time, what (created,
+    /// changed, attributes, deleted, moved), path, device. --follow keeps printing.
+    Events {
+        #[arg(long, short)]
+        follow: bool,
+        /// How many past changes to print first.
+        #[arg(long, default_value_t = 20)]
+        last: usize,
+    },
     /// Keep files (or every file of a folder, also ones added later) fully downloaded in
     /// the cache, for offline use; they are never evicted. PATH is inside a mount.
     Pin {
@@ -153,6 +163,7 @@ pub fn main() -> anyhow::Result<()> {
         Command::Up { dir } => up::up(dir),
         Command::Down { dir } => up::down(dir),
         Command::Versions { path } => history::versions(&path),
+        Command::Events { follow, last } => events::events(follow, last),
         Command::Pin { paths } => pin::pin(&paths, true),
         Command::Unpin { paths } => pin::pin(&paths, false),
         Command::Restore { path, version } => history::restore(&path, version),

@@ -162,19 +162,33 @@ impl Remote {
         Ok(conn)
     }
 
-    /// Starts receiving the account's changes (and keeps receiving them across reconnects).
+    /// Starts receiving the account's changes from now on (and keeps receiving them across
+    /// reconnects).
     pub fn subscribe(&self) -> Result<std::sync::mpsc::Receiver<Change>, RemoteError> {
-        let (s, r) = std::sync::mpsc::channel();
-        if let Ok(mut e) = self.events.lock() {
-            *e = Some(s);
-        }
         let after = match self.last_seq.load(Ordering::Acquire) {
             0 => None,
             n => Some(n),
         };
+        self.subscribe_after(after).map(|(r, _)| r)
+    }
+
+    /// Receives the account's changes after position `after` (all the feed still holds
+    /// for `Some(0)`), then live ones. Also returns the newest position at the time.
+    pub fn subscribe_after(
+        &self,
+        after: Option<u64>,
+    ) -> Result<(std::sync::mpsc::Receiver<Change>, u64), RemoteError> {
+        let (s, r) = std::sync::mpsc::channel();
+        if let Ok(mut e) = self.events.lock() {
+            *e = Some(s);
+        }
         let answer = self.call(Request::Subscribe { after })?;
         self.note_subscribed(&answer);
-        Ok(r)
+        let head = match answer {
+            Response::Subscribed { head, .. } => head,
+            _ => 0,
+        };
+        Ok((r, head))
     }
 
     fn note_subscribed(&self, answer: &Response) {
@@ -191,6 +205,8 @@ impl Remote {
                     parent: 0,
                     name: String::new(),
                     device: String::new(),
+                    path: String::new(),
+                    at: Default::default(),
                 });
             }
         }

@@ -137,8 +137,8 @@ impl Store {
             encoded_nodes.push((*id, postcard::to_stdvec(rec)?));
         }
         use sled::Transactional;
-        (&self.accounts, &self.nodes, &self.dirents)
-            .transaction(|(accounts, tnodes, tdirents)| {
+        (&self.accounts, &self.nodes, &self.dirents, &self.names)
+            .transaction(|(accounts, tnodes, tdirents, tnames)| {
                 if accounts.get(name)?.is_some() {
                     return sled::transaction::abort(StoreError::from(ErrorCode::Exists));
                 }
@@ -148,6 +148,8 @@ impl Store {
                 }
                 for (key, child) in &dirents {
                     tdirents.insert(key.clone(), &child.to_be_bytes())?;
+                    // The dirent key is parent ‖ name: the names tree's value.
+                    tnames.insert(&super::node_key(*child), key.clone())?;
                 }
                 Ok(())
             })

@@ -62,6 +62,16 @@ impl Store {
         name: &str,
     ) -> Result<()> {
         let seq = self.db.generate_id()? + 1;
+        let path = if name.is_empty() {
+            self.path_of(node)
+        } else {
+            let dir = self.path_of(parent);
+            if dir.is_empty() {
+                name.to_string()
+            } else {
+                format!("{dir}/{name}")
+            }
+        };
         let change = Change {
             seq,
             kind,
@@ -69,6 +79,8 @@ impl Store {
             parent,
             name: name.to_string(),
             device: ctx.device.clone(),
+            path,
+            at: self.now(),
         };
         self.feed
             .insert(feed_key(ctx.account, seq), postcard::to_stdvec(&change)?)?;

@@ -47,6 +47,8 @@ pub(crate) struct HistoryTx<'a> {
     pub nodes: &'a TransactionalTree,
     pub lineage: &'a TransactionalTree,
     pub graves: &'a TransactionalTree,
+    /// `names` tree: node → its parent and name (the last one, for deleted files).
+    pub names: &'a TransactionalTree,
 }
 
 impl HistoryTx<'_> {
@@ -116,9 +118,17 @@ impl HistoryTx<'_> {
         Ok(())
     }
 
-    /// Forgets the lineage of a node that is removed for good (it had no history).
+    /// Forgets the lineage and name of a node that is removed for good (no history).
     pub fn forget(&self, node: NodeId) -> TxResult<()> {
         self.lineage.remove(&node_key(node))?;
+        self.names.remove(&node_key(node))?;
+        Ok(())
+    }
+
+    /// Records where a node now lives.
+    pub fn set_name(&self, node: NodeId, parent: NodeId, name: &str) -> TxResult<()> {
+        self.names
+            .insert(&node_key(node), dirent_key(parent, name))?;
         Ok(())
     }
 }

@@ -10,6 +10,7 @@
 //! | `versions`  | node id (BE) ‖ version (BE) | [`VersionRec`] |
 //! | `lineage`   | node id (BE)                | [`history::LineageRec`]: whose history it continues |
 //! | `graves`    | parent id (BE) ‖ name       | [`history::GraveRec`]: the deleted file last named so |
+//! | `names`     | node id (BE)                | parent id (BE) ‖ name: where the node is (or was last) |
 //! | `retention` | account id (BE)             | [`retention::Retention`] (absent: the default) |
 //! | `feed`      | account id (BE) ‖ seq (BE)  | [`shelf_protocol::Change`] ([`feed`]) |
 //!
@@ -140,6 +141,8 @@ pub struct Store {
     pub versions: sled::Tree,
     pub lineage: sled::Tree,
     pub graves: sled::Tree,
+    /// node → parent ‖ name: where a node lives (or last lived), for paths in events.
+    pub names: sled::Tree,
     pub chunks: Arc<dyn ChunkStore>,
     /// Per-account retention policies ([`retention::Retention`]).
     pub retention: sled::Tree,
@@ -203,6 +206,7 @@ impl Store {
             versions: db.open_tree("versions")?,
             lineage: db.open_tree("lineage")?,
             graves: db.open_tree("graves")?,
+            names: db.open_tree("names")?,
             retention: db.open_tree("retention")?,
             feed: db.open_tree("feed")?,
             subscribers: feed::Subscribers::default(),
@@ -212,6 +216,42 @@ impl Store {
             db,
             data_root: None,
         })
+    }
+
+    /// The path of a node below its account's root (`files/work/a.txt`), from the `names`
+    /// tree; parts that are not known show as `#NODE`.
+    pub fn path_of(&self, node: NodeId) -> String {
+        let mut parts = Vec::new();
+        let mut cur = node;
+        for _ in 0..256 {
+            match self.names.get(node_key(cur)) {
+                Ok(Some(v)) if v.len() >= 8 => {
+                    let parent = u64::from_be_bytes(v[..8].try_into().unwrap_or([0; 8]));
+                    parts.push(String::from_utf8_lossy(&v[8..]).into_owned());
+                    if parent == cur {
+                        break;
+                    }
+                    cur = parent;
+                }
+                // The root (and nodes made before names were recorded).
+                _ => {
+                    if self.is_root(cur) {
+                        break;
+                    }
+                    parts.push(format!("#{cur}"));
+                    break;
+                }
+            }
+        }
+        parts.reverse();
+        parts.join("/")
+    }
+
+    fn is_root(&self, node: NodeId) -> bool {
+        match self.nodes.get(node_key(node)) {
+            Ok(Some(b)) => decode::<NodeRec>(&b).is_ok_and(|r| r.parent == node),
+            _ => false,
+        }
     }
 
     /// The current time by the store's clock.

@@ -210,12 +210,19 @@ impl Store {
         };
         let key = dirent_key(parent, name);
         use sled::Transactional;
-        (&self.nodes, &self.dirents, &self.lineage, &self.graves)
-            .transaction(|(nodes, dirents, lineage, graves)| {
+        (
+            &self.nodes,
+            &self.dirents,
+            &self.lineage,
+            &self.graves,
+            &self.names,
+        )
+            .transaction(|(nodes, dirents, lineage, graves, names)| {
                 let history = HistoryTx {
                     nodes,
                     lineage,
                     graves,
+                    names,
                 };
                 let mut dir = tx_dir(ctx, nodes, parent, Action::Write)?;
                 if let Some(existing) = dirents.get(&key)? {
@@ -236,6 +243,7 @@ impl Store {
                 dir.ctime = now;
                 tx_put(nodes, parent, &dir)?;
                 tx_put(nodes, id, &rec)?;
+                history.set_name(id, parent, name)?;
                 if kind == NodeKind::File {
                     history.take_grave(parent, name, id)?;
                 }
@@ -261,12 +269,19 @@ impl Store {
         let key = dirent_key(parent, name);
         let now = self.now();
         use sled::Transactional;
-        (&self.nodes, &self.dirents, &self.lineage, &self.graves)
-            .transaction(|(nodes, dirents, lineage, graves)| {
+        (
+            &self.nodes,
+            &self.dirents,
+            &self.lineage,
+            &self.graves,
+            &self.names,
+        )
+            .transaction(|(nodes, dirents, lineage, graves, names)| {
                 let history = HistoryTx {
                     nodes,
                     lineage,
                     graves,
+                    names,
                 };
                 let mut dir = tx_dir(ctx, nodes, parent, Action::Write)?;
                 let Some(child) = dirents.get(&key)? else {
@@ -335,12 +350,19 @@ impl Store {
         let to_key = dirent_key(new_parent, new_name);
         let now = self.now();
         use sled::Transactional;
-        (&self.nodes, &self.dirents, &self.lineage, &self.graves)
-            .transaction(|(nodes, dirents, lineage, graves)| {
+        (
+            &self.nodes,
+            &self.dirents,
+            &self.lineage,
+            &self.graves,
+            &self.names,
+        )
+            .transaction(|(nodes, dirents, lineage, graves, names)| {
                 let history = HistoryTx {
                     nodes,
                     lineage,
                     graves,
+                    names,
                 };
                 let mut src_dir = tx_dir(ctx, nodes, parent, Action::Write)?;
                 let Some(src) = dirents.get(&from_key)? else {
@@ -390,6 +412,7 @@ impl Store {
                         dst_rec.parent = parent;
                         dst_rec.ctime = now;
                         tx_put(nodes, dst, &dst_rec)?;
+                        history.set_name(dst, parent, name)?;
                         exchanged = Some(dst);
                     }
                     (Some(dst), RenameMode::Replace) => {
@@ -423,6 +446,7 @@ impl Store {
                         }
                     }
                 }
+                history.set_name(src, new_parent, new_name)?;
                 src_rec.parent = new_parent;
                 src_rec.ctime = now;
                 tx_put(nodes, src, &src_rec)?;
