@@ -350,6 +350,10 @@ pub enum Response {
     Removed(Option<NodeId>),
     /// The history of a directory's files, by name then number.
     Versions(Vec<VersionInfo>),
+    /// A commit's content was kept in another file of the same folder: a conflicted copy
+    /// (another device changed the file meanwhile) or the file brought back (another
+    /// device deleted it). The file the commit was for is left as the other device made it.
+    KeptElsewhere { attr: Attr, name: String },
     /// Changes follow as events. `trimmed`: changes after the position asked for were
     /// already dropped from the feed, so everything cached should be checked again.
     /// `head` is the newest position at the time of the answer.
@@ -393,6 +397,9 @@ pub enum ChangeKind {
     },
     /// Changes were lost on the way (the client fell behind): check everything again.
     Resync,
+    /// A commit conflicted: its content was kept as the new file `parent`/`name` (a
+    /// conflicted copy beside the original, or the deleted file brought back).
+    Conflicted,
 }
 
 /// One version in a directory's history (`NAME.vNN` in `.versions/`).

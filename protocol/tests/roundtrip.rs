@@ -222,6 +222,7 @@ fn change() -> impl Strategy<Value = Change> {
             from_name
         }),
         Just(ChangeKind::Resync),
+        Just(ChangeKind::Conflicted),
     ];
     (any::<[u64; 3]>(), kind, name(), name(), name(), ts()).prop_map(
         |(n, kind, name, device, path, at)| Change {
@@ -340,6 +341,7 @@ fn response() -> impl Strategy<Value = Response> {
         prop::collection::vec(version_info(), 0..4).prop_map(Response::Versions),
         (any::<bool>(), any::<u64>())
             .prop_map(|(trimmed, head)| Response::Subscribed { trimmed, head }),
+        (attr(), name()).prop_map(|(attr, name)| Response::KeptElsewhere { attr, name }),
     ]
 }
 

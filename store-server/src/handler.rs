@@ -6,6 +6,7 @@
 
 use crate::authz::{authorize, Action};
 use crate::error::StoreError;
+use crate::store::conflicts::Committed;
 use crate::store::namespace::NewNode;
 use crate::store::{Ctx, Store};
 use shelf_protocol::{
@@ -313,11 +314,14 @@ fn dispatch(store: &Store, session: &Session, req: Request) -> Result<Response, 
             durable,
         } => {
             put_chunks(store, ctx, &inline)?;
-            let attr = store.commit(ctx, node, base_version, chunks, mtime)?;
+            let committed = store.commit_resolving(ctx, node, base_version, chunks, mtime)?;
             if durable {
                 store.sync()?;
             }
-            Response::Attr(attr)
+            match committed {
+                Committed::Done(attr) => Response::Attr(attr),
+                Committed::Elsewhere { attr, name } => Response::KeptElsewhere { attr, name },
+            }
         }
         Request::Status => Response::Status(store.status(ctx)?),
         Request::ListVersions { dir } => Response::Versions(store.list_versions(ctx, dir)?),

@@ -62,6 +62,18 @@ enum Command {
         #[arg(long)]
         now: Option<i64>,
     },
+    /// Show or change how a user's conflicting edits are resolved. Default: keep both (the
+    /// later commit becomes "NAME (conflicted copy DATE from DEVICE).EXT").
+    Conflicts {
+        name: String,
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long, conflicts_with = "last_writer_wins")]
+        keep_both: bool,
+        /// The later commit becomes the newest version; the other stays in the history.
+        #[arg(long)]
+        last_writer_wins: bool,
+    },
     /// Show or change a user's retention policy. Default: every version for 30 days, then
     /// one a day for 90 days, then one a week; deleted files for 30 days. The newest
     /// version of a file is always kept.
@@ -211,6 +223,34 @@ fn main() -> anyhow::Result<()> {
                 store.sync()?;
             }
             println!("{name}: {p}");
+        }
+        Command::Conflicts {
+            name,
+            data,
+            keep_both,
+            last_writer_wins,
+        } => {
+            use shelf_server::store::conflicts::ConflictPolicy;
+            let (_, store) = open_initialised(&data)?;
+            let account = store
+                .account(&name)?
+                .ok_or_else(|| anyhow::anyhow!("no user {name}"))?;
+            if keep_both || last_writer_wins {
+                let p = if last_writer_wins {
+                    ConflictPolicy::LastWriterWins
+                } else {
+                    ConflictPolicy::KeepBoth
+                };
+                store.set_conflict_policy(account.id, p)?;
+                store.sync()?;
+            }
+            let p = match store.conflict_policy(account.id)? {
+                ConflictPolicy::KeepBoth => "keep both (conflicted copies)",
+                ConflictPolicy::LastWriterWins => {
+                    "last writer wins (the other version stays in the history)"
+                }
+            };
+            println!("{name}: conflicts: {p}");
         }
         Command::Run { data, listen } => {
             let (dir, store) = open_initialised(&data)?;

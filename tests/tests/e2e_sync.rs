@@ -128,3 +128,50 @@ fn shelf_events_prints_every_devices_changes() {
     );
     ma.unmount();
 }
+
+/// Both devices edit the same file while one of them cannot upload (its uploads are held,
+/// as when offline): after it reconnects both contents exist, and both devices see the same
+/// tree. An edit of a file the other device deleted brings the file back.
+#[test]
+fn conflicting_edits_keep_both_and_deletes_keep_the_edit() {
+    let server = Server::start(&[("cy", "pw", "user")]);
+    let (a, b) = (Device::new(), Device::new());
+    a.login(&server, "cy", "pw", "laptop");
+    b.login(&server, "cy", "pw", "desktop");
+    let ma = a.mount();
+    ma.sh("printf 'base\\n' > files/plan.txt && printf 'keep me\\n' > files/gone.txt && sync files/plan.txt files/gone.txt");
+
+    // B edits both, but its uploads wait (journaled).
+    let mut mb = b.mount_with(&[("SHELF_TEST_HOLD_UPLOADS", "1")]);
+    mb.sh("printf 'from desktop\\n' > files/plan.txt && printf 'edited on desktop\\n' > files/gone.txt");
+    // Meanwhile A changes one and deletes the other.
+    ma.sh("printf 'from laptop\\n' > files/plan.txt && sync files/plan.txt && rm files/gone.txt");
+    mb.kill_client();
+    drop(mb);
+
+    // B comes back: its journal replays against versions that moved on.
+    let mb = b.mount();
+    let listing = |m: &Mount| m.sh("cd files && ls | grep -v '^[a-z]*$' | sort");
+    let ok = wait_until(Duration::from_secs(10), || {
+        listing(&ma).lines().count() == 3
+    });
+    assert!(ok, "A sees three files: {}", listing(&ma));
+    let on_a = listing(&ma);
+    let copy = on_a
+        .lines()
+        .find(|l| l.starts_with("plan (conflicted copy ") && l.ends_with(" from desktop).txt"))
+        .unwrap_or_else(|| panic!("no conflicted copy in {on_a}"))
+        .to_string();
+    assert_eq!(ma.sh("cat files/plan.txt"), "from laptop\n");
+    assert_eq!(ma.sh(&format!("cat 'files/{copy}'")), "from desktop\n");
+    assert_eq!(ma.sh("cat files/gone.txt"), "edited on desktop\n");
+    // Both devices see the same tree.
+    let ok = wait_until(Duration::from_secs(5), || listing(&mb) == on_a);
+    assert!(ok, "B: {} A: {on_a}", listing(&mb));
+    assert_eq!(mb.sh("cat files/plan.txt"), "from laptop\n");
+    assert!(a
+        .run(&["events", "--last", "50"])
+        .contains(&format!("conflict    files/{copy}")));
+    ma.unmount();
+    mb.unmount();
+}

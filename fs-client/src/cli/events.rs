@@ -13,6 +13,7 @@ fn line(c: &Change) -> String {
         ChangeKind::Attr => "attributes",
         ChangeKind::Removed => "deleted",
         ChangeKind::Moved { .. } => "moved",
+        ChangeKind::Conflicted => "conflict",
         ChangeKind::Resync => {
             return format!(
                 "{}  (changes were missed; devices check their caches again)",

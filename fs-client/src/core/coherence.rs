@@ -59,7 +59,7 @@ impl FsCore {
             match rx.recv_timeout(wait) {
                 Ok(change) => {
                     self.apply_change(&change, device);
-                    if change.device != device {
+                    if change.device != device || change.kind == ChangeKind::Conflicted {
                         for delay in REAPPLY {
                             again.push_back((Instant::now() + delay, change.clone()));
                         }
@@ -92,7 +92,9 @@ impl FsCore {
     /// Drops what is cached about a change's nodes, here and in the kernel.
     pub fn apply_change(&self, c: &Change, me: &str) {
         tracing::debug!(seq = c.seq, kind = ?c.kind, node = c.node, parent = c.parent, name = %c.name, device = %c.device, "change");
-        if c.kind == ChangeKind::Resync || c.device != me {
+        // This device's own changes are already in its caches; a conflict is news to it.
+        let own = c.device == me && c.kind != ChangeKind::Conflicted;
+        if c.kind == ChangeKind::Resync || !own {
             // Before anything is dropped: answers in flight now may predate the change.
             self.epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         }
@@ -107,7 +109,7 @@ impl FsCore {
             }
             return;
         }
-        if c.device == me {
+        if own {
             return;
         }
         self.forget_attr(c.node);
@@ -122,7 +124,7 @@ impl FsCore {
                 self.kernel_inode(c.node, true);
             }
             ChangeKind::Attr => self.kernel_inode(c.node, false),
-            ChangeKind::Created => self.kernel_entry(c.parent, &c.name),
+            ChangeKind::Created | ChangeKind::Conflicted => self.kernel_entry(c.parent, &c.name),
             ChangeKind::Removed => {
                 self.kernel_entry(c.parent, &c.name);
                 self.kernel_inode(c.node, true);
@@ -140,6 +142,13 @@ impl FsCore {
             }
             ChangeKind::Resync => {}
         }
+    }
+
+    /// Drops what the kernel and this client hold of a node's attributes and content.
+    pub(crate) fn invalidate_node(&self, node: NodeId) {
+        self.epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        self.forget_attr(node);
+        self.kernel_inode(node, true);
     }
 
     /// Another device committed a new version: a clean local copy of the old one goes

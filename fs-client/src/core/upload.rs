@@ -229,10 +229,17 @@ impl FsCore {
             };
             let attr = match commit(base) {
                 Ok(Response::Attr(a)) => a,
+                Ok(Response::KeptElsewhere { attr, name }) => {
+                    // Another device changed (or deleted) the file meanwhile: the server
+                    // kept this content as `name` beside it. This file is theirs now.
+                    tracing::warn!(node, copy = %name, "conflict: this device's version was kept as a separate file");
+                    self.after_conflict(node, gen, attr.node);
+                    return Ok(());
+                }
                 Ok(_) => return Err(FsError::Unexpected("commit")),
                 Err(e) if e.code() == Some(ErrorCode::Conflict) => {
-                    // Another device committed meanwhile. Until conflicted copies exist,
-                    // last writer wins and the other content stays as the previous version.
+                    // An older server without conflict resolution: last writer wins and
+                    // the other content stays as the previous version.
                     tracing::warn!(
                         node,
                         "file changed on the server meanwhile; keeping both as versions"
@@ -316,6 +323,34 @@ impl FsCore {
         Err(FsError::Io(std::io::Error::other(
             "the file kept changing while it was uploaded",
         )))
+    }
+
+    /// This device's content of `node` (generation `gen`) now lives in the server's node
+    /// `copy`: the local copy goes, unless it changed again meanwhile or is still open (then
+    /// it stays, based on the server's current version, and is uploaded again later).
+    fn after_conflict(&self, node: NodeId, gen: u64, copy: NodeId) {
+        self.forget_attr(node);
+        self.forget_attr(copy);
+        let st = self.file_state(node);
+        let mut inner = st.lock();
+        let untouched = inner.staging.as_ref().is_some_and(|s| s.gen == gen);
+        if untouched && inner.open_handles == 0 {
+            if let Some(s) = inner.staging.take() {
+                let _ = std::fs::remove_file(&s.path);
+            }
+            drop(inner);
+            if let Err(e) = self.journal.remove(node) {
+                tracing::warn!(node, error = %e, "could not remove a journal record");
+            }
+        } else {
+            let current = self.server_attr(node).map(|a| a.version).unwrap_or(0);
+            if let Some(s) = inner.staging.as_mut() {
+                s.base_version = current;
+                s.journaled_gen = 0;
+            }
+            let _ = self.journal_locked(node, &mut inner);
+        }
+        self.invalidate_node(node);
     }
 
     fn note_committed(&self, node: NodeId, version: u64, size: u64) {

@@ -597,6 +597,67 @@ mod tests {
     }
 
     #[test]
+    fn conflicting_commits_keep_both_or_the_last_writer_and_deletes_keep_the_edit() {
+        use crate::store::conflicts::{Committed, ConflictPolicy};
+        let f = fixture();
+        f.write("doc.txt", "base");
+        let put = |text: &str| {
+            let id = ChunkId(*blake3::hash(text.as_bytes()).as_bytes());
+            f.store
+                .chunks
+                .put(f.ctx.account, &id, text.as_bytes())
+                .unwrap();
+            vec![ChunkRef {
+                id,
+                len: text.len() as u32,
+            }]
+        };
+        let doc = f.store.lookup(&f.ctx, f.dir, "doc.txt").unwrap();
+        f.write("doc.txt", "theirs");
+        // A commit still based on version 1: kept both.
+        let r = f
+            .store
+            .commit_resolving(&f.ctx, doc.node, 1, put("mine"), Timestamp::now())
+            .unwrap();
+        let Committed::Elsewhere { name, .. } = r else {
+            panic!("expected a conflicted copy, got {r:?}");
+        };
+        assert!(
+            name.starts_with("doc (conflicted copy ") && name.ends_with(" from laptop).txt"),
+            "{name}"
+        );
+        assert_eq!(f.history("doc.txt").last().unwrap().1, "theirs");
+        assert_eq!(f.history(&name), h(&[(1, "mine", false)]));
+
+        // Last writer wins: the stale commit becomes the newest version.
+        f.store
+            .set_conflict_policy(f.ctx.account, ConflictPolicy::LastWriterWins)
+            .unwrap();
+        let r = f
+            .store
+            .commit_resolving(&f.ctx, doc.node, 1, put("mine again"), Timestamp::now())
+            .unwrap();
+        assert!(matches!(r, Committed::Done(_)), "{r:?}");
+        let texts: Vec<String> = f.history("doc.txt").into_iter().map(|h| h.1).collect();
+        assert_eq!(texts, ["base", "theirs", "mine again"]);
+
+        // An edit of a file another device deleted brings it back.
+        f.store.remove(&f.ctx, f.dir, "doc.txt", false).unwrap();
+        let r = f
+            .store
+            .commit_resolving(&f.ctx, doc.node, 3, put("edited"), Timestamp::now())
+            .unwrap();
+        let Committed::Elsewhere { name, .. } = r else {
+            panic!("expected the file back, got {r:?}");
+        };
+        assert_eq!(name, "doc.txt");
+        assert_eq!(
+            f.history("doc.txt").last().unwrap(),
+            &(4, "edited".into(), false)
+        );
+    }
+
+    #[test]
     fn another_account_sees_no_history() {
         let f = fixture();
         f.write("secret", "s1");

@@ -12,12 +12,14 @@
 //! | `graves`    | parent id (BE) ‖ name       | [`history::GraveRec`]: the deleted file last named so |
 //! | `names`     | node id (BE)                | parent id (BE) ‖ name: where the node is (or was last) |
 //! | `retention` | account id (BE)             | [`retention::Retention`] (absent: the default) |
+//! | `prefs`     | account id (BE) ‖ key       | per-account preferences ([`conflicts::ConflictPolicy`]) |
 //! | `feed`      | account id (BE) ‖ seq (BE)  | [`shelf_protocol::Change`] ([`feed`]) |
 //!
 //! Chunk bodies and their index belong to the [`ChunkStore`]. Every namespace change is one
 //! sled transaction over the trees it touches ([`namespace`]).
 
 pub mod accounts;
+pub mod conflicts;
 pub mod feed;
 pub mod history;
 pub mod namespace;
@@ -146,6 +148,8 @@ pub struct Store {
     pub chunks: Arc<dyn ChunkStore>,
     /// Per-account retention policies ([`retention::Retention`]).
     pub retention: sled::Tree,
+    /// Per-account preferences (the conflict policy).
+    pub prefs: sled::Tree,
     /// The change feed ([`feed`]) and its live subscribers.
     pub feed: sled::Tree,
     pub subscribers: feed::Subscribers,
@@ -209,6 +213,7 @@ impl Store {
             names: db.open_tree("names")?,
             retention: db.open_tree("retention")?,
             feed: db.open_tree("feed")?,
+            prefs: db.open_tree("prefs")?,
             subscribers: feed::Subscribers::default(),
             clock: Arc::new(Timestamp::now),
             gc_lock: std::sync::RwLock::new(()),
@@ -270,6 +275,27 @@ impl Store {
         self.db.flush()?;
         Ok(())
     }
+}
+
+/// `YYYY-MM-DD HHMMSS` in UTC (civil-from-days, proleptic Gregorian).
+pub fn civil(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}{:02}{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 pub(crate) fn node_key(id: NodeId) -> [u8; 8] {
