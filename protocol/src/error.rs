@@ -59,6 +59,8 @@ pub enum ErrorCode {
     MissingChunk,
     /// The server failed; the message says why.
     Internal,
+    /// Another holder (here or on another device) has a conflicting lock.
+    WouldBlock,
 }
 
 impl ErrorCode {
@@ -94,6 +96,7 @@ impl ErrorCode {
             ErrorCode::Busy => libc::EINVAL,
             ErrorCode::Corrupt => libc::EIO,
             ErrorCode::MissingChunk => libc::EIO,
+            ErrorCode::WouldBlock => libc::EAGAIN,
             ErrorCode::Internal => libc::EIO,
         }
     }
@@ -151,6 +154,7 @@ impl From<ErrorCode> for WireError {
             ErrorCode::Busy => "cannot move a directory into itself",
             ErrorCode::Corrupt => "stored data failed its integrity check",
             ErrorCode::MissingChunk => "a chunk of this version is missing on the server",
+            ErrorCode::WouldBlock => "the file is locked by another holder",
             ErrorCode::Internal => "internal server error",
         };
         WireError::new(code, message)

@@ -303,6 +303,34 @@ pub enum Request {
     /// Start receiving this account's changes as [`ServerFrame::Event`]s: first every change
     /// after `after` still in the feed, then live ones. Answers [`Response::Subscribed`].
     Subscribe { after: Option<u64> },
+    /// Take (or, with `Unlock`, drop) a lease on bytes `start..=end` of a file for lock
+    /// holder `owner` of this session (flock and fcntl locks). Fails with `WouldBlock` if
+    /// another holder, on any device, has a conflicting one. Leases expire unless renewed.
+    Lock {
+        node: NodeId,
+        owner: u64,
+        kind: LockKind,
+        start: u64,
+        end: u64,
+    },
+    /// Which lease would conflict with this one (F_GETLK); answers [`Response::LockHolder`].
+    TestLock {
+        node: NodeId,
+        owner: u64,
+        kind: LockKind,
+        start: u64,
+        end: u64,
+    },
+    /// Keeps every lease of this session alive for another lease period.
+    RenewLocks,
+}
+
+/// A lock request's kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LockKind {
+    Read,
+    Write,
+    Unlock,
 }
 
 /// A successful answer.
@@ -354,6 +382,8 @@ pub enum Response {
     /// (another device changed the file meanwhile) or the file brought back (another
     /// device deleted it). The file the commit was for is left as the other device made it.
     KeptElsewhere { attr: Attr, name: String },
+    /// A conflicting lease (kind, start, end), or none.
+    LockHolder(Option<(LockKind, u64, u64)>),
     /// Changes follow as events. `trimmed`: changes after the position asked for were
     /// already dropped from the feed, so everything cached should be checked again.
     /// `head` is the newest position at the time of the answer.

@@ -208,6 +208,30 @@ fn request() -> impl Strategy<Value = Request> {
             name,
             number
         }),
+        proptest::option::of(any::<u64>()).prop_map(|after| Request::Subscribe { after }),
+        (any::<[u64; 4]>(), lock_kind()).prop_map(|(n, kind)| Request::Lock {
+            node: n[0],
+            owner: n[1],
+            kind,
+            start: n[2],
+            end: n[3],
+        }),
+        (any::<[u64; 4]>(), lock_kind()).prop_map(|(n, kind)| Request::TestLock {
+            node: n[0],
+            owner: n[1],
+            kind,
+            start: n[2],
+            end: n[3],
+        }),
+        Just(Request::RenewLocks),
+    ]
+}
+
+fn lock_kind() -> impl Strategy<Value = LockKind> {
+    prop_oneof![
+        Just(LockKind::Read),
+        Just(LockKind::Write),
+        Just(LockKind::Unlock)
     ]
 }
 
@@ -281,6 +305,7 @@ fn error_code() -> impl Strategy<Value = ErrorCode> {
         Just(ErrorCode::Busy),
         Just(ErrorCode::Corrupt),
         Just(ErrorCode::MissingChunk),
+        Just(ErrorCode::WouldBlock),
         Just(ErrorCode::Internal),
     ]
 }
@@ -342,6 +367,8 @@ fn response() -> impl Strategy<Value = Response> {
         (any::<bool>(), any::<u64>())
             .prop_map(|(trimmed, head)| Response::Subscribed { trimmed, head }),
         (attr(), name()).prop_map(|(attr, name)| Response::KeptElsewhere { attr, name }),
+        proptest::option::of((lock_kind(), any::<u64>(), any::<u64>()))
+            .prop_map(Response::LockHolder),
     ]
 }
 

@@ -38,7 +38,10 @@ impl Action {
             | Request::Status
             | Request::ListVersions { .. }
             | Request::GetVersion { .. }
-            | Request::Subscribe { .. } => Action::Read,
+            | Request::Subscribe { .. }
+            | Request::Lock { .. }
+            | Request::TestLock { .. }
+            | Request::RenewLocks => Action::Read,
             Request::SetAttr { .. }
             | Request::Mkdir { .. }
             | Request::Create { .. }

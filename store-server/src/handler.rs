@@ -35,6 +35,13 @@ impl Session {
             *s = value;
         }
     }
+    /// A number standing for this session (its token), for lock leases.
+    pub fn key(&self) -> u64 {
+        let token = self.token().unwrap_or_default();
+        let h = blake3::hash(token.as_bytes());
+        u64::from_le_bytes(h.as_bytes()[..8].try_into().unwrap_or([0; 8]))
+    }
+
     fn token(&self) -> Option<String> {
         self.state
             .lock()
@@ -76,6 +83,9 @@ fn describe(req: &Request) -> &'static str {
         Request::GetVersion { .. } => "get-version",
         Request::Restore { .. } => "restore",
         Request::Subscribe { .. } => "subscribe",
+        Request::Lock { .. } => "lock",
+        Request::TestLock { .. } => "test-lock",
+        Request::RenewLocks => "renew-locks",
     }
 }
 
@@ -339,6 +349,35 @@ fn dispatch(store: &Store, session: &Session, req: Request) -> Result<Response, 
         }
         // The connection answers it (it owns the stream events go to): see [`subscribe`].
         Request::Subscribe { .. } => return Err(ErrorCode::Unsupported.into()),
+        Request::Lock {
+            node,
+            owner,
+            kind,
+            start,
+            end,
+        } => {
+            store.lock(ctx, session.key(), node, owner, kind, start, end)?;
+            Response::Ok
+        }
+        Request::TestLock {
+            node,
+            owner,
+            kind,
+            start,
+            end,
+        } => Response::LockHolder(store.test_lock(
+            ctx,
+            session.key(),
+            node,
+            owner,
+            kind,
+            start,
+            end,
+        )?),
+        Request::RenewLocks => {
+            store.renew_locks(session.key());
+            Response::Ok
+        }
     })
 }
 

@@ -48,12 +48,19 @@ pub struct Server {
     pub addr: String,
     pub fingerprint: String,
     pub data: PathBuf,
+    env: Vec<(String, String)>,
     _dir: tempfile::TempDir,
 }
 
 impl Server {
     /// Initialises a data folder, adds `users` as (name, password, role), and starts serving.
     pub fn start(users: &[(&str, &str, &str)]) -> Server {
+        Server::start_with_env(users, &[])
+    }
+
+    /// [`Server::start`] with extra environment for the server process (e.g. a short
+    /// `SHELF_LEASE_SECS`).
+    pub fn start_with_env(users: &[(&str, &str, &str)], env: &[(&str, &str)]) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
         let data = dir.path().join("data");
         let out = Command::new(server_bin())
@@ -88,6 +95,10 @@ impl Server {
             addr: "127.0.0.1:0".into(),
             fingerprint,
             data,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             _dir: dir,
         };
         s.run();
@@ -100,6 +111,7 @@ impl Server {
             .arg(&self.data)
             .args(["--listen", &self.addr])
             .env("SHELF_LOG", "warn")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         // If the test process dies without running Drop (killed), the server goes too.

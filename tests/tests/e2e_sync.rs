@@ -175,3 +175,81 @@ fn conflicting_edits_keep_both_and_deletes_keep_the_edit() {
     ma.unmount();
     mb.unmount();
 }
+
+/// flock and fcntl locks exclude holders on other devices; a dead device's lease expires.
+#[test]
+fn locks_hold_across_devices_and_expire_with_a_dead_device() {
+    let server = Server::start_with_env(&[("lu", "pw", "user")], &[("SHELF_LEASE_SECS", "2")]);
+    let (a, b) = (Device::new(), Device::new());
+    a.login(&server, "lu", "pw", "laptop");
+    b.login(&server, "lu", "pw", "desktop");
+    let mut ma = a.mount();
+    let mb = b.mount();
+    ma.sh("printf x > files/lockfile && sync files/lockfile");
+
+    // flock held on A: flock -n on B fails; released, B succeeds.
+    let mut holder = std::process::Command::new("flock")
+        .arg(ma.path.join("files/lockfile"))
+        .args(["-c", "sleep 1.5"])
+        .spawn()
+        .expect("flock on A");
+    std::thread::sleep(Duration::from_millis(500));
+    // flock -n exits 1 without a message when the lock is taken.
+    let busy = sh_fails(&mb.path, "flock -n files/lockfile true");
+    assert!(!busy.contains("No such"), "{busy}");
+    assert!(holder.wait().expect("flock ends").success());
+    mb.sh("flock -n files/lockfile true");
+
+    // fcntl (POSIX) write lock on B: A's non-blocking attempt gets EAGAIN / EACCES.
+    let lock_script = r#"python3 - <<'PY'
+import fcntl, time, sys
+f = open('files/lockfile', 'r+')
+fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+print('locked', flush=True)
+time.sleep(float(sys.argv[1]) if len(sys.argv) > 1 else 1.5)
+PY"#;
+    let mut posix = std::process::Command::new("bash")
+        .args(["-c", lock_script])
+        .current_dir(&mb.path)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("lockf on B");
+    std::thread::sleep(Duration::from_millis(500));
+    let err = sh_fails(
+        &ma.path,
+        r#"python3 -c "
+import fcntl
+f = open('files/lockfile', 'r+')
+fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+""#,
+    );
+    assert!(
+        err.contains("Resource temporarily unavailable") || err.contains("Permission denied"),
+        "{err}"
+    );
+    assert!(posix.wait().expect("lockf ends").success());
+
+    // A takes a lock and dies: once the lease period passes, B may lock.
+    let mut dead_holder = std::process::Command::new("flock")
+        .arg(ma.path.join("files/lockfile"))
+        .args(["-c", "sleep 30"])
+        .spawn()
+        .expect("flock on A");
+    std::thread::sleep(Duration::from_millis(500));
+    sh_fails(&mb.path, "flock -n files/lockfile true");
+    ma.kill_client();
+    let freed = wait_until(Duration::from_secs(10), || {
+        std::process::Command::new("flock")
+            .args(["-n"])
+            .arg(mb.path.join("files/lockfile"))
+            .arg("true")
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    // Stop only the process this test started.
+    let _ = dead_holder.kill();
+    let _ = dead_holder.wait();
+    assert!(freed, "the dead device's lease expired");
+    drop(ma);
+    mb.unmount();
+}

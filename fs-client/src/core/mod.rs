@@ -13,6 +13,7 @@ pub mod aligned;
 pub mod coherence;
 mod error;
 pub mod files;
+pub mod locks;
 pub mod pins;
 pub mod upload;
 pub mod versions;
@@ -130,6 +131,8 @@ pub struct FsCore {
     pub(crate) kernel: std::sync::OnceLock<Box<dyn coherence::KernelCache>>,
     /// Pushed changes applied so far (see [`FsCore::epoch`]).
     pub(crate) epoch: AtomicU64,
+    /// (file, lock owner) pairs that hold a lease on the server.
+    pub(crate) held_locks: Mutex<std::collections::HashSet<(NodeId, u64)>>,
     /// Whether opens may be given local I/O (cleared when the kernel refuses it).
     pub(crate) passthrough: AtomicBool,
 }
@@ -167,6 +170,7 @@ impl FsCore {
             pins: Mutex::new(pins::Pins::load(&cache.root.join("pins"))),
             kernel: std::sync::OnceLock::new(),
             epoch: AtomicU64::new(0),
+            held_locks: Mutex::new(std::collections::HashSet::new()),
             remote,
             root: root.node,
             opts,

@@ -579,8 +579,10 @@ impl FsCore {
         }
     }
 
-    /// Keeps pinned files complete: at start, then every few minutes.
+    /// Keeps pinned files complete (at start, then every few minutes) and held lock
+    /// leases alive.
     fn pins_loop(&self) {
+        let mut renewed = std::time::Instant::now();
         loop {
             let pinned = self
                 .pins
@@ -596,6 +598,10 @@ impl FsCore {
                     return;
                 }
                 std::thread::sleep(Duration::from_millis(500));
+                if renewed.elapsed() >= super::locks::RENEW_EVERY {
+                    self.renew_locks();
+                    renewed = std::time::Instant::now();
+                }
             }
         }
     }

@@ -101,12 +101,21 @@ impl Store {
         }
     }
 
+    /// Whether `node` is a file another device deleted (a device's own deletion is its
+    /// latest word on the file: its late uploads do not bring it back).
     fn was_deleted(&self, ctx: &Ctx, node: NodeId) -> Result<bool> {
         let Some(b) = self.nodes.get(node_key(node))? else {
             return Ok(false);
         };
         let rec: NodeRec = super::decode(&b)?;
-        Ok(rec.owner == ctx.account && rec.deleted.is_some() && rec.kind == NodeKind::File)
+        if rec.owner != ctx.account || rec.deleted.is_none() || rec.kind != NodeKind::File {
+            return Ok(false);
+        }
+        let by_me = rec
+            .xattrs
+            .get(super::namespace::DELETED_BY)
+            .is_some_and(|d| d.as_slice() == ctx.device.as_bytes());
+        Ok(!by_me)
     }
 
     /// Stores the content as a new file in the folder of `node`: a conflicted copy, or

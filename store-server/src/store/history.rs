@@ -35,11 +35,13 @@ pub struct LineageRec {
 }
 
 /// `graves` tree: (directory, name) → the deleted file last known by that name.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug)]
+#[derive(Serialize, Deserialize, Clone, Debug)]
 pub struct GraveRec {
     pub format: u8,
     pub node: NodeId,
     pub deleted: Timestamp,
+    /// The device that deleted it: its own late uploads do not bring the file back.
+    pub device: String,
 }
 
 /// The trees a namespace transaction needs for history bookkeeping.
@@ -49,6 +51,8 @@ pub(crate) struct HistoryTx<'a> {
     pub graves: &'a TransactionalTree,
     /// `names` tree: node → its parent and name (the last one, for deleted files).
     pub names: &'a TransactionalTree,
+    /// The device making the change.
+    pub device: &'a str,
 }
 
 impl HistoryTx<'_> {
@@ -113,6 +117,7 @@ impl HistoryTx<'_> {
             format: FORMAT,
             node,
             deleted: now,
+            device: self.device.to_string(),
         };
         self.graves.insert(key, encode(&grave)?)?;
         Ok(())
@@ -641,8 +646,18 @@ mod tests {
         let texts: Vec<String> = f.history("doc.txt").into_iter().map(|h| h.1).collect();
         assert_eq!(texts, ["base", "theirs", "mine again"]);
 
-        // An edit of a file another device deleted brings it back.
-        f.store.remove(&f.ctx, f.dir, "doc.txt", false).unwrap();
+        // A device's own late upload of a file it deleted does not bring it back...
+        f.write("mine.txt", "one");
+        let mine = f.store.lookup(&f.ctx, f.dir, "mine.txt").unwrap();
+        f.store.remove(&f.ctx, f.dir, "mine.txt", false).unwrap();
+        assert!(matches!(
+            f.store
+                .commit_resolving(&f.ctx, mine.node, 1, put("late"), Timestamp::now()),
+            Err(StoreError::Refused(ErrorCode::NotFound))
+        ));
+        // ...but an edit of a file another device deleted does.
+        let (_, phone) = f.store.login("ann", "pw", "phone").unwrap();
+        f.store.remove(&phone, f.dir, "doc.txt", false).unwrap();
         let r = f
             .store
             .commit_resolving(&f.ctx, doc.node, 3, put("edited"), Timestamp::now())

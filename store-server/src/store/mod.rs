@@ -22,6 +22,7 @@ pub mod accounts;
 pub mod conflicts;
 pub mod feed;
 pub mod history;
+pub mod locks;
 pub mod namespace;
 pub mod retention;
 
@@ -153,6 +154,8 @@ pub struct Store {
     /// The change feed ([`feed`]) and its live subscribers.
     pub feed: sled::Tree,
     pub subscribers: feed::Subscribers,
+    /// Lock leases (in memory).
+    pub locks: locks::Locks,
     /// What time it is: commits and deletions are stamped with it, pruning measures ages
     /// by it. Tests set their own.
     pub clock: Clock,
@@ -215,6 +218,7 @@ impl Store {
             feed: db.open_tree("feed")?,
             prefs: db.open_tree("prefs")?,
             subscribers: feed::Subscribers::default(),
+            locks: locks::Locks::default(),
             clock: Arc::new(Timestamp::now),
             gc_lock: std::sync::RwLock::new(()),
             chunks,

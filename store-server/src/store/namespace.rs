@@ -22,6 +22,9 @@ use std::ops::Bound;
 
 pub(crate) type TxResult<T> = std::result::Result<T, ConflictableTransactionError<StoreError>>;
 
+/// Internal attribute of a deleted file's record: the device that deleted it.
+pub(crate) const DELETED_BY: &str = "shelf.deleted-by";
+
 /// Largest total size of one node's extended attributes.
 pub const MAX_XATTR_BYTES: usize = 64 << 10;
 /// Largest page of a directory listing.
@@ -223,6 +226,7 @@ impl Store {
                     lineage,
                     graves,
                     names,
+                    device: &ctx.device,
                 };
                 let mut dir = tx_dir(ctx, nodes, parent, Action::Write)?;
                 if let Some(existing) = dirents.get(&key)? {
@@ -282,6 +286,7 @@ impl Store {
                     lineage,
                     graves,
                     names,
+                    device: &ctx.device,
                 };
                 let mut dir = tx_dir(ctx, nodes, parent, Action::Write)?;
                 let Some(child) = dirents.get(&key)? else {
@@ -324,6 +329,9 @@ impl Store {
             rec.nlink = 0;
             rec.deleted = Some(now);
             rec.ctime = now;
+            // Who deleted it decides whether a late edit brings it back (conflicts.rs).
+            rec.xattrs
+                .insert(DELETED_BY.to_string(), history.device.as_bytes().to_vec());
             tx_put(history.nodes, id, rec)?;
             if let Some((parent, name)) = grave {
                 history.bury(parent, name, id, now)?;
@@ -363,6 +371,7 @@ impl Store {
                     lineage,
                     graves,
                     names,
+                    device: &ctx.device,
                 };
                 let mut src_dir = tx_dir(ctx, nodes, parent, Action::Write)?;
                 let Some(src) = dirents.get(&from_key)? else {

@@ -1,0 +1,124 @@
+//! flock and fcntl locks: each lock is a lease on the server (see the server's
+//! `store::locks`), so processes on different devices exclude each other too. The core
+//! remembers which (file, owner) pairs hold leases, so a close costs a round trip only when
+//! it releases one, and renews them while they are held.
+
+use super::{FsCore, FsError};
+use shelf_protocol::{LockKind, NodeId, Request, Response};
+use std::time::Duration;
+
+/// How often held leases are renewed (the server's lease lasts 30 s by default).
+pub const RENEW_EVERY: Duration = Duration::from_secs(10);
+
+fn kind_of(typ: i32) -> Result<LockKind, FsError> {
+    match typ {
+        libc::F_RDLCK => Ok(LockKind::Read),
+        libc::F_WRLCK => Ok(LockKind::Write),
+        libc::F_UNLCK => Ok(LockKind::Unlock),
+        _ => Err(FsError::Invalid),
+    }
+}
+
+impl FsCore {
+    /// setlk: takes or drops a lock; with `wait`, retries until the other holder lets go.
+    pub fn setlk(
+        &self,
+        ino: u64,
+        owner: u64,
+        typ: i32,
+        start: u64,
+        end: u64,
+        wait: bool,
+    ) -> Result<(), FsError> {
+        self.refuse_virtual(&[ino])?;
+        let node = self.node_of(ino);
+        let kind = kind_of(typ)?;
+        loop {
+            let r = self.remote.call(Request::Lock {
+                node,
+                owner,
+                kind,
+                start,
+                end,
+            });
+            match r {
+                Ok(_) => break,
+                Err(e) if wait && e.code() == Some(shelf_protocol::ErrorCode::WouldBlock) => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if let Ok(mut held) = self.held_locks.lock() {
+            if kind == LockKind::Unlock {
+                // Other ranges of the same owner may remain; forget only on a full unlock.
+                if start == 0 && end >= i64::MAX as u64 {
+                    held.remove(&(node, owner));
+                }
+            } else {
+                held.insert((node, owner));
+            }
+        }
+        Ok(())
+    }
+
+    /// getlk: the conflicting lock, as (type, start, end), or F_UNLCK when there is none.
+    pub fn getlk(
+        &self,
+        ino: u64,
+        owner: u64,
+        typ: i32,
+        start: u64,
+        end: u64,
+    ) -> Result<(i32, u64, u64), FsError> {
+        self.refuse_virtual(&[ino])?;
+        let Response::LockHolder(holder) = self.remote.call(Request::TestLock {
+            node: self.node_of(ino),
+            owner,
+            kind: kind_of(typ)?,
+            start,
+            end,
+        })?
+        else {
+            return Err(FsError::Unexpected("test-lock"));
+        };
+        Ok(match holder {
+            Some((LockKind::Write, s, e)) => (libc::F_WRLCK, s, e),
+            Some((_, s, e)) => (libc::F_RDLCK, s, e),
+            None => (libc::F_UNLCK, start, end),
+        })
+    }
+
+    /// A close by `owner`: its locks on the file go (POSIX on any close, flock on the last).
+    pub fn release_locks(&self, ino: u64, owner: u64) {
+        let node: NodeId = self.node_of(ino);
+        let held = self
+            .held_locks
+            .lock()
+            .map(|mut h| h.remove(&(node, owner)))
+            .unwrap_or(false);
+        if held {
+            let _ = self.remote.call(Request::Lock {
+                node,
+                owner,
+                kind: LockKind::Unlock,
+                start: 0,
+                end: u64::MAX,
+            });
+        }
+    }
+
+    /// Keeps held leases alive.
+    pub(crate) fn renew_locks(&self) {
+        let any = self
+            .held_locks
+            .lock()
+            .map(|h| !h.is_empty())
+            .unwrap_or(false);
+        if any {
+            if let Err(e) = self.remote.call(Request::RenewLocks) {
+                tracing::warn!(error = %e, "could not renew lock leases");
+            }
+        }
+    }
+}
