@@ -12,7 +12,7 @@
 //! (or as a conflicted copy if that name is taken again).
 
 use super::namespace::NewNode;
-use super::{node_key, Ctx, NodeRec, Store};
+use super::{node_key, Ctx, NodeRec, Store, VersionRec};
 use crate::error::{Result, StoreError};
 use shelf_protocol::{Attr, ChangeKind, ChunkRef, ErrorCode, NodeId, NodeKind, Timestamp};
 
@@ -84,6 +84,25 @@ impl Store {
         match self.commit(ctx, node, base, chunks.clone(), mtime) {
             Ok(a) => Ok(Committed::Done(a)),
             Err(StoreError::Refused(ErrorCode::Conflict)) => {
+                let current = self.getattr(ctx, node)?;
+                let head: Option<VersionRec> = self
+                    .versions
+                    .get(super::version_key(node, current.version))?
+                    .map(|b| super::decode(&b))
+                    .transpose()?;
+                if let Some(head) = head {
+                    if head.chunks == chunks {
+                        // The same content again (a replay after a crash): nothing to do.
+                        return Ok(Committed::Done(current));
+                    }
+                    if head.device == ctx.device {
+                        // This device's own newer content, replayed on an old base after a
+                        // crash: not a conflict with anyone.
+                        return self
+                            .commit(ctx, node, current.version, chunks, mtime)
+                            .map(Committed::Done);
+                    }
+                }
                 match self.conflict_policy(ctx.account)? {
                     ConflictPolicy::LastWriterWins => {
                         let current = self.getattr(ctx, node)?.version;

@@ -618,8 +618,21 @@ mod tests {
             }]
         };
         let doc = f.store.lookup(&f.ctx, f.dir, "doc.txt").unwrap();
-        f.write("doc.txt", "theirs");
-        // A commit still based on version 1: kept both.
+        let (_, phone) = f.store.login("ann", "pw", "phone").unwrap();
+        f.store
+            .commit(&phone, doc.node, 1, put("theirs"), Timestamp::now())
+            .unwrap();
+        // Replaying the version that is already there (a crash before the client noted
+        // its commit) changes nothing.
+        let r = f
+            .store
+            .commit_resolving(&f.ctx, doc.node, 1, put("theirs"), Timestamp::now())
+            .unwrap();
+        assert!(
+            matches!(r, Committed::Done(ref a) if a.version == 2),
+            "{r:?}"
+        );
+        // A commit still based on version 1, by another device than version 2's: kept both.
         let r = f
             .store
             .commit_resolving(&f.ctx, doc.node, 1, put("mine"), Timestamp::now())
@@ -646,6 +659,18 @@ mod tests {
         let texts: Vec<String> = f.history("doc.txt").into_iter().map(|h| h.1).collect();
         assert_eq!(texts, ["base", "theirs", "mine again"]);
 
+        // A stale base against this device's own newer version is no conflict.
+        f.write("own.txt", "v1");
+        let own = f.store.lookup(&f.ctx, f.dir, "own.txt").unwrap();
+        f.write("own.txt", "v2");
+        let r = f
+            .store
+            .commit_resolving(&f.ctx, own.node, 1, put("v3"), Timestamp::now())
+            .unwrap();
+        assert!(
+            matches!(r, Committed::Done(ref a) if a.version == 3),
+            "{r:?}"
+        );
         // A device's own late upload of a file it deleted does not bring it back...
         f.write("mine.txt", "one");
         let mine = f.store.lookup(&f.ctx, f.dir, "mine.txt").unwrap();
@@ -656,7 +681,6 @@ mod tests {
             Err(StoreError::Refused(ErrorCode::NotFound))
         ));
         // ...but an edit of a file another device deleted does.
-        let (_, phone) = f.store.login("ann", "pw", "phone").unwrap();
         f.store.remove(&phone, f.dir, "doc.txt", false).unwrap();
         let r = f
             .store
