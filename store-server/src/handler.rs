@@ -89,10 +89,38 @@ fn describe(req: &Request) -> &'static str {
     }
 }
 
+/// Requests whose success must be on disk before the answer (chunk uploads are made
+/// durable by the commit that names them).
+fn changes_store(req: &Request) -> bool {
+    matches!(
+        req,
+        Request::Mkdir { .. }
+            | Request::Create { .. }
+            | Request::Symlink { .. }
+            | Request::Unlink { .. }
+            | Request::Rmdir { .. }
+            | Request::Rename { .. }
+            | Request::SetAttr { .. }
+            | Request::SetXattr { .. }
+            | Request::RemoveXattr { .. }
+            | Request::Commit { .. }
+            | Request::Mknod { .. }
+            | Request::Restore { .. }
+    )
+}
+
 /// Handles one request for the connection whose session is `session`.
 pub fn handle(store: &Store, session: &Session, req: Request) -> Result<Response, WireError> {
     let what = describe(&req);
-    let result = dispatch(store, session, req);
+    let changes_store = changes_store(&req);
+    let mut result = dispatch(store, session, req);
+    // A change is durable before it is acknowledged: a server killed right after answering
+    // loses nothing a client was told was done (chunk bodies first, then the database).
+    if changes_store && result.is_ok() {
+        if let Err(e) = store.sync() {
+            result = Err(e);
+        }
+    }
     if let Err(e) = &result {
         match e {
             StoreError::Refused(code) => tracing::debug!(request = what, ?code, "refused"),
@@ -324,10 +352,10 @@ fn dispatch(store: &Store, session: &Session, req: Request) -> Result<Response, 
             durable,
         } => {
             put_chunks(store, ctx, &inline)?;
+            // Every commit is made durable before the answer (see `handle`); `durable`
+            // stays in the protocol for the client's own bookkeeping.
+            let _ = durable;
             let committed = store.commit_resolving(ctx, node, base_version, chunks, mtime)?;
-            if durable {
-                store.sync()?;
-            }
             match committed {
                 Committed::Done(attr) => Response::Attr(attr),
                 Committed::Elsewhere { attr, name } => Response::KeptElsewhere { attr, name },

@@ -159,3 +159,75 @@ fn killing_the_client_at_random_points_loses_nothing_that_returned() {
     assert!(lost.is_empty(), "after 50 client kills: {lost:#?}");
     d.unmount();
 }
+
+/// SIGKILL of the server while files are being uploaded, 20 times: every file whose fsync
+/// returned is there after the restart, every file whose close returned is uploaded once
+/// the server is back, and every committed version is whole (all its chunks readable).
+#[test]
+fn killing_the_server_during_uploads_loses_nothing_and_commits_nothing_half() {
+    let mut server = Server::start(&[("sid", "pw", "user")]);
+    let laptop = Device::new();
+    laptop.login(&server, "sid", "pw", "laptop");
+    let m = laptop.mount();
+    m.sh("mkdir files/srv");
+    let work = tempfile::tempdir().expect("tempdir");
+    let mut want: BTreeMap<String, String> = BTreeMap::new();
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    for round in 0..20 {
+        let log = work.path().join(format!("log{round}"));
+        std::fs::File::create(&log).expect("log");
+        // Larger files (so uploads are in flight), every third one fsynced.
+        let mut script = String::from("set -e\ncd files/srv\n");
+        for k in 0..12 {
+            let name = format!("s{round}_{k}");
+            let n = lines(&name) * 40;
+            let sync = if k % 3 == 0 {
+                format!(" && sync {name}")
+            } else {
+                String::new()
+            };
+            script.push_str(&format!(
+                "yes {name} | head -n {n} > {name}{sync}; echo '{name} {n}' >> {}\n",
+                log.display()
+            ));
+        }
+        let script_file = work.path().join(format!("srv{round}.sh"));
+        std::fs::write(&script_file, script).expect("script");
+        let mut child = std::process::Command::new("bash")
+            .arg(&script_file)
+            .current_dir(&m.path)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("workload");
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        std::thread::sleep(Duration::from_millis(50 + seed % 300));
+        server.kill();
+        let _ = child.wait();
+        server.start_again();
+        for line in std::fs::read_to_string(&log).expect("log").lines() {
+            let (name, n) = line.split_once(' ').expect("name and lines");
+            let n: usize = n.parse().expect("a number");
+            want.insert(name.to_string(), format!("{name}\n").repeat(n));
+        }
+    }
+    // The client retries what the dead server did not commit; umount waits for it.
+    m.unmount();
+    let desktop = Device::new();
+    desktop.login(&server, "sid", "pw", "desktop");
+    let d = desktop.mount();
+    let dir = d.path.join("files/srv");
+    let mut bad = Vec::new();
+    for (name, c) in &want {
+        match std::fs::read_to_string(dir.join(name)) {
+            Ok(got) if got == *c => {}
+            Ok(got) => bad.push(format!("{name}: {} bytes, want {}", got.len(), c.len())),
+            Err(e) => bad.push(format!("{name}: {e}")),
+        }
+    }
+    eprintln!("{} files checked after 20 server kills", want.len());
+    assert!(bad.is_empty(), "after 20 server kills: {bad:#?}");
+    assert!(want.len() >= 20, "the workload got somewhere");
+    d.unmount();
+}
