@@ -49,6 +49,23 @@ impl Timestamp {
         }
     }
 
+    /// The UTC calendar date and time: [year, month, day, hour, minute, second]
+    /// (civil-from-days, proleptic Gregorian).
+    pub fn utc(self) -> [i64; 6] {
+        let days = self.secs.div_euclid(86_400);
+        let rem = self.secs.rem_euclid(86_400);
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let d = doy - (153 * mp + 2) / 5 + 1;
+        let m = if mp < 10 { mp + 3 } else { mp - 9 };
+        let y = yoe + era * 400 + i64::from(m <= 2);
+        [y, m, d, rem / 3600, rem % 3600 / 60, rem % 60]
+    }
+
     pub fn to_system(self) -> std::time::SystemTime {
         let nanos = std::time::Duration::from_nanos(u64::from(self.nanos.min(999_999_999)));
         if self.secs >= 0 {
@@ -407,6 +424,22 @@ pub struct Change {
     pub path: String,
     /// When the server recorded it.
     pub at: Timestamp,
+}
+
+impl Change {
+    /// "Changes were missed after `seq`": check everything again.
+    pub fn resync(seq: u64) -> Change {
+        Change {
+            seq,
+            kind: ChangeKind::Resync,
+            node: 0,
+            parent: 0,
+            name: String::new(),
+            device: String::new(),
+            path: String::new(),
+            at: Timestamp::default(),
+        }
+    }
 }
 
 /// What a [`Change`] did.

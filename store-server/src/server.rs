@@ -8,8 +8,8 @@
 use crate::handler::{handle, subscribe, Session};
 use crate::store::Store;
 use shelf_protocol::{
-    Change, ChangeKind, ClientFrame, ErrorCode, FrameReader, FrameWriter, Request, ServerFrame,
-    WireError, MAGIC, PROTOCOL_VERSION,
+    Change, ClientFrame, ErrorCode, FrameReader, FrameWriter, Request, ServerFrame, WireError,
+    MAGIC, PROTOCOL_VERSION,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -283,16 +283,7 @@ async fn forward_events(
         let change = match next {
             Ok(c) if c.seq <= last => continue,
             Ok(c) => c,
-            Err(broadcast::error::RecvError::Lagged(_)) => Change {
-                seq: last,
-                kind: ChangeKind::Resync,
-                node: 0,
-                parent: 0,
-                name: String::new(),
-                device: String::new(),
-                path: String::new(),
-                at: Default::default(),
-            },
+            Err(broadcast::error::RecvError::Lagged(_)) => Change::resync(last),
             Err(broadcast::error::RecvError::Closed) => return,
         };
         last = last.max(change.seq);

@@ -227,19 +227,29 @@ fn retention_prunes_old_versions_and_frees_their_space() {
     m.unmount();
 }
 
-/// Bytes the mount has sent so far, from `shelf status` (updated twice a second).
-fn sent(d: &Device) -> u64 {
+/// Bytes the mount has (sent, received) so far, from `shelf status` (updated twice a
+/// second, so it waits a little first).
+fn traffic(d: &Device) -> (u64, u64) {
     std::thread::sleep(Duration::from_millis(1200));
     let status = d.run(&["status"]);
     let line = status
         .lines()
         .find(|l| l.starts_with("traffic:"))
         .unwrap_or_else(|| panic!("no traffic line in {status}"));
-    line.rsplit('(')
+    let figures = line
+        .rsplit('(')
         .next()
-        .and_then(|s| s.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("cannot read {line}"))
+        .and_then(|s| s.strip_suffix(" bytes)"))
+        .unwrap_or_else(|| panic!("cannot read {line}"));
+    let (sent, received) = figures.split_once(" / ").expect("sent / received");
+    (
+        sent.parse().expect("sent"),
+        received.parse().expect("received"),
+    )
+}
+
+fn sent(d: &Device) -> u64 {
+    traffic(d).0
 }
 
 #[test]
@@ -285,17 +295,7 @@ fn chunk_cache_bytes(d: &Device) -> u64 {
 }
 
 fn received(d: &Device) -> u64 {
-    std::thread::sleep(Duration::from_millis(1200));
-    let status = d.run(&["status"]);
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("traffic:"))
-        .unwrap_or_else(|| panic!("no traffic line in {status}"));
-    line.rsplit(" / ")
-        .next()
-        .and_then(|s| s.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("cannot read {line}"))
+    traffic(d).1
 }
 
 #[test]

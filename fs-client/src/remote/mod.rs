@@ -11,8 +11,8 @@ pub mod counted;
 pub mod tls;
 
 use shelf_protocol::{
-    Change, ChangeKind, ClientFrame, ErrorCode, FrameError, FrameReader, FrameWriter, Request,
-    Response, ServerFrame, WireError, MAGIC, PROTOCOL_VERSION,
+    Change, ClientFrame, ErrorCode, FrameError, FrameReader, FrameWriter, Request, Response,
+    ServerFrame, WireError, MAGIC, PROTOCOL_VERSION,
 };
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -198,16 +198,7 @@ impl Remote {
         let before = self.last_seq.fetch_max(*head, Ordering::AcqRel);
         if *trimmed {
             if let Some(s) = self.events.lock().ok().and_then(|e| e.clone()) {
-                let _ = s.send(Change {
-                    seq: before,
-                    kind: ChangeKind::Resync,
-                    node: 0,
-                    parent: 0,
-                    name: String::new(),
-                    device: String::new(),
-                    path: String::new(),
-                    at: Default::default(),
-                });
+                let _ = s.send(Change::resync(before));
             }
         }
     }

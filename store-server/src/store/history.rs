@@ -180,9 +180,7 @@ impl Store {
             let base = lineage.map_or(0, |l| l.base);
             for item in self.versions.scan_prefix(node_key(id)) {
                 let (k, v) = item?;
-                let version = <[u8; 8]>::try_from(&k[8..])
-                    .map(u64::from_be_bytes)
-                    .map_err(|_| StoreError::Corrupt("version key".into()))?;
+                let version = super::version_of_key(&k)?;
                 let rec: VersionRec = decode(&v)?;
                 check_format(rec.format, "version")?;
                 steps.push(Step {

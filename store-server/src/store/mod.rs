@@ -281,25 +281,10 @@ impl Store {
     }
 }
 
-/// `YYYY-MM-DD HHMMSS` in UTC (civil-from-days, proleptic Gregorian).
+/// `YYYY-MM-DD HHMMSS` in UTC (for conflicted-copy names).
 pub fn civil(secs: i64) -> String {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}{:02}{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    let [y, m, d, hh, mm, ss] = Timestamp { secs, nanos: 0 }.utc();
+    format!("{y:04}-{m:02}-{d:02} {hh:02}{mm:02}{ss:02}")
 }
 
 pub(crate) fn node_key(id: NodeId) -> [u8; 8] {
@@ -311,6 +296,14 @@ pub(crate) fn dirent_key(parent: NodeId, name: &str) -> Vec<u8> {
     k.extend_from_slice(&parent.to_be_bytes());
     k.extend_from_slice(name.as_bytes());
     k
+}
+
+/// The version number of a `versions` key.
+pub(crate) fn version_of_key(key: &[u8]) -> Result<u64> {
+    key.get(8..16)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map(u64::from_be_bytes)
+        .ok_or_else(|| StoreError::Corrupt("version key".into()))
 }
 
 pub(crate) fn version_key(node: NodeId, version: u64) -> [u8; 16] {

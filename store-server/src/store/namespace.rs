@@ -716,9 +716,7 @@ impl Store {
                     .map_err(|_| StoreError::Corrupt("node key".into()))?;
                 for item in self.versions.scan_prefix(node_key(id)) {
                     let (vk, vv) = item?;
-                    let version = <[u8; 8]>::try_from(&vk[8..])
-                        .map(u64::from_be_bytes)
-                        .map_err(|_| StoreError::Corrupt("version key".into()))?;
+                    let version = super::version_of_key(&vk)?;
                     let v: VersionRec = decode(&vv)?;
                     if rec.deleted.is_none() && version == rec.version {
                         current.extend(v.chunks.iter().map(|c| c.id));
