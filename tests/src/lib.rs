@@ -7,6 +7,8 @@
 //! (as README.md says), which rebuilds `shelf` and `shelf-server` first; `cargo test -p
 //! shelf-tests` alone would drive whatever binaries were built last.
 
+pub mod proxy;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -28,6 +28,8 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
+/// How long fsync keeps retrying when the connection to the server fails.
+const FSYNC_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
 /// Chunks fetched ahead of a sequential reader.
 const READ_AHEAD_CHUNKS: usize = 8;
 /// Chunks per download request (several requests run in parallel).
@@ -786,7 +788,22 @@ impl FsCore {
         if old_version.is_some() {
             return Ok(());
         }
-        self.upload(node, true)
+        // A dropped or stalled connection is retried (the remote reconnects) for a while
+        // before fsync gives up with EIO; the content stays journaled either way.
+        let deadline = std::time::Instant::now() + FSYNC_PATIENCE;
+        let mut backoff = std::time::Duration::from_millis(100);
+        loop {
+            match self.upload(node, true) {
+                Err(FsError::Remote(e))
+                    if e.is_transient() && std::time::Instant::now() < deadline =>
+                {
+                    tracing::info!(node, error = %e, "fsync: the server did not answer; retrying");
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Restores the state of files whose close returned before the client was killed.
