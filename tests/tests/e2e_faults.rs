@@ -1,5 +1,5 @@
 //! Faults on the wire: a proxy between client and server drops, stalls and slow-drips the
-//! connection during a large upload; the upload completes intact, as one version.
+//! connection during a 1 GiB upload; the upload completes intact, as one version.
 
 use shelf_tests::proxy::FaultProxy;
 use shelf_tests::*;
@@ -25,10 +25,10 @@ fn an_upload_survives_dropped_stalled_and_slow_connections() {
     let m = laptop.mount();
     let src = tempfile::tempdir().expect("tempdir");
     let data = src.path().join("big");
-    sh_in(src.path(), "head -c 268435456 /dev/urandom > big");
+    sh_in(src.path(), "head -c 1073741824 /dev/urandom > big");
     let want = sh_in(src.path(), "sha256sum < big");
 
-    // Faults while dd writes and fsyncs 256 MiB through the proxy.
+    // Faults while dd writes and fsyncs 1 GiB through the proxy.
     let faults = std::thread::spawn({
         let proxy = std::sync::Arc::new(proxy);
         let p = proxy.clone();
