@@ -149,3 +149,48 @@ fn full_cache_disk_is_enospc_and_loses_nothing_already_closed() {
     assert_eq!(m.sh("cat files/kept.txt"), "small and safe\n");
     m.unmount();
 }
+
+/// An upload that keeps failing (here: the server went away after the file was opened) is
+/// an alert in `shelf status`, not only a log line; it clears once the upload succeeds.
+#[test]
+fn uploads_that_keep_failing_raise_an_alert_in_status() {
+    use std::io::{BufRead, Write};
+    let mut server = Server::start(&[("al", "pw", "user")]);
+    let d = Device::new();
+    d.login(&server, "al", "pw", "laptop");
+    let m = d.mount();
+    m.sh("printf first > files/x.txt && sync files/x.txt");
+    let mut child = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sys\nf = open('files/x.txt', 'r+')\nprint('open', flush=True)\nsys.stdin.readline()\nf.write('second')\nf.close()\n",
+        ])
+        .current_dir(&m.path)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("opened");
+    server.stop();
+    writeln!(child.stdin.take().expect("stdin"), "go").expect("go");
+    assert!(
+        child.wait().expect("python").success(),
+        "close works offline"
+    );
+    let alerted = wait_until(std::time::Duration::from_secs(20), || {
+        d.run(&["status"])
+            .contains("ALERT:    1 file(s) keep failing to upload")
+    });
+    assert!(alerted, "status: {}", d.run(&["status"]));
+    server.start_again();
+    let cleared = wait_until(std::time::Duration::from_secs(30), || {
+        let s = d.run(&["status"]);
+        !s.contains("ALERT") && s.contains("pending:  0 file(s)")
+    });
+    assert!(cleared, "status: {}", d.run(&["status"]));
+    assert_eq!(m.sh("cat files/x.txt"), "second");
+    m.unmount();
+}

@@ -8,6 +8,7 @@
 //! CACHE/lock             flock'd by the mount using the folder
 //! CACHE/io-mode          "local" or "relayed": how the mount does file I/O (for status)
 //! CACHE/traffic          bytes sent and received by the mount so far (for status)
+//! CACHE/failures         uploads that keep failing (for the alert in status)
 //! ```
 
 pub mod chunks;
@@ -103,6 +104,50 @@ pub fn traffic(root: &Path) -> Option<(u64, u64)> {
     let text = std::fs::read_to_string(root.join("traffic")).ok()?;
     let mut it = text.split_whitespace().map(|n| n.parse().ok());
     Some((it.next()??, it.next()??))
+}
+
+/// A background upload that failed, as `shelf status` reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UploadFailure {
+    pub node: u64,
+    /// Failed attempts in a row.
+    pub count: u32,
+    /// Unix seconds of the first failure.
+    pub since: u64,
+    pub error: String,
+}
+
+/// Records the failing uploads (an empty list removes the file).
+pub fn set_upload_failures(root: &Path, list: &[UploadFailure]) {
+    let path = root.join("failures");
+    if list.is_empty() {
+        let _ = std::fs::remove_file(path);
+        return;
+    }
+    let text: String = list
+        .iter()
+        .map(|f| {
+            let error = f.error.replace(['\n', '\t'], " ");
+            format!("{}\t{}\t{}\t{error}\n", f.node, f.count, f.since)
+        })
+        .collect();
+    let _ = std::fs::write(path, text);
+}
+
+/// What [`set_upload_failures`] recorded.
+pub fn upload_failures(root: &Path) -> Vec<UploadFailure> {
+    let text = std::fs::read_to_string(root.join("failures")).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| {
+            let mut it = l.splitn(4, '\t');
+            Some(UploadFailure {
+                node: it.next()?.parse().ok()?,
+                count: it.next()?.parse().ok()?,
+                since: it.next()?.parse().ok()?,
+                error: it.next()?.to_string(),
+            })
+        })
+        .collect()
 }
 
 /// Number of pending uploads recorded in a cache folder (for `shelf status` and `umount`).

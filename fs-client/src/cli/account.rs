@@ -117,6 +117,9 @@ pub fn connect(login: &Login) -> anyhow::Result<(Remote, shelf_protocol::Attr)> 
     Ok((remote, root))
 }
 
+/// Failed attempts in a row after which `shelf status` raises an alert.
+const ALERT_AFTER: u32 = 3;
+
 pub fn status() -> anyhow::Result<()> {
     let login = Login::load()?;
     println!(
@@ -178,6 +181,21 @@ pub fn status() -> anyhow::Result<()> {
             "pinned:   {} file(s), {} folder(s) kept fully cached",
             pins.files.len(),
             pins.folders.len()
+        );
+    }
+    let failing: Vec<_> = shelf::cache::upload_failures(&cache)
+        .into_iter()
+        .filter(|f| f.count >= ALERT_AFTER)
+        .collect();
+    if let Some(last) = failing.iter().max_by_key(|f| f.since) {
+        let since = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs().saturating_sub(last.since))
+            .unwrap_or(0);
+        println!(
+            "ALERT:    {} file(s) keep failing to upload (for {since} s): {}; they stay journaled and are retried",
+            failing.len(),
+            last.error
         );
     }
     println!(

@@ -131,6 +131,8 @@ pub struct FsCore {
     pub(crate) kernel: std::sync::OnceLock<Box<dyn coherence::KernelCache>>,
     /// Pushed changes applied so far (see [`FsCore::epoch`]).
     pub(crate) epoch: AtomicU64,
+    /// Background uploads that failed: (times in a row, last error, since when).
+    pub(crate) failures: Mutex<std::collections::BTreeMap<NodeId, (u32, String, SystemTime)>>,
     /// (file, lock owner) pairs that hold a lease on the server.
     pub(crate) held_locks: Mutex<std::collections::HashSet<(NodeId, u64)>>,
     /// Whether opens may be given local I/O (cleared when the kernel refuses it).
@@ -171,6 +173,7 @@ impl FsCore {
             kernel: std::sync::OnceLock::new(),
             epoch: AtomicU64::new(0),
             held_locks: Mutex::new(std::collections::HashSet::new()),
+            failures: Mutex::new(std::collections::BTreeMap::new()),
             remote,
             root: root.node,
             opts,

@@ -563,8 +563,12 @@ impl FsCore {
         let mut backoff = Duration::from_millis(200);
         while let Some(node) = self.queue.pop() {
             match self.upload(node, false) {
-                Ok(()) => backoff = Duration::from_millis(200),
+                Ok(()) => {
+                    backoff = Duration::from_millis(200);
+                    self.note_upload(node, None);
+                }
                 Err(e) => {
+                    self.note_upload(node, Some(&e));
                     let transient = matches!(&e, FsError::Remote(r) if r.is_transient());
                     tracing::warn!(node, error = %e, retry_in = ?backoff, "upload failed; it stays journaled");
                     if transient || matches!(e, FsError::Io(_)) {
@@ -576,6 +580,42 @@ impl FsCore {
                 }
             }
             self.queue.done();
+        }
+    }
+
+    /// Records an upload's outcome; failures are kept (with how often and since when) in
+    /// `CACHE/failures`, which `shelf status` turns into an alert.
+    fn note_upload(&self, node: NodeId, error: Option<&FsError>) {
+        let Ok(mut f) = self.failures.lock() else {
+            return;
+        };
+        let changed = match error {
+            None => f.remove(&node).is_some(),
+            Some(e) => {
+                let entry = f
+                    .entry(node)
+                    .or_insert_with(|| (0, String::new(), std::time::SystemTime::now()));
+                entry.0 += 1;
+                entry.1 = e.to_string();
+                true
+            }
+        };
+        if changed {
+            let list: Vec<crate::cache::UploadFailure> = f
+                .iter()
+                .map(
+                    |(node, (count, error, since))| crate::cache::UploadFailure {
+                        node: *node,
+                        count: *count,
+                        since: since
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map(|d| d.as_secs())
+                            .unwrap_or(0),
+                        error: error.clone(),
+                    },
+                )
+                .collect();
+            crate::cache::set_upload_failures(&self.cache.root, &list);
         }
     }
 
