@@ -194,3 +194,34 @@ fn uploads_that_keep_failing_raise_an_alert_in_status() {
     assert_eq!(m.sh("cat files/x.txt"), "second");
     m.unmount();
 }
+
+/// With the server gone, what the mount has seen stays readable: listings, attributes,
+/// file contents it read or wrote. A file it never read is a clear EIO, not a hang.
+#[test]
+fn seen_files_stay_readable_while_the_server_is_away() {
+    let mut server = Server::start(&[("ola", "pw", "user")]);
+    let (a, b) = (Device::new(), Device::new());
+    a.login(&server, "ola", "pw", "laptop");
+    b.login(&server, "ola", "pw", "phone");
+    let ma = a.mount();
+    ma.sh("mkdir files/trip && printf 'day one\\n' > files/trip/notes.txt && head -c 300000 /dev/urandom > files/trip/photo.jpg && printf 'never read\\n' > files/trip/unread.txt && sync files/trip/*");
+    let want = ma.sh("sha256sum < files/trip/photo.jpg");
+    ma.unmount();
+    let mb = b.mount();
+    // B reads two of the three files.
+    assert_eq!(mb.sh("cat files/trip/notes.txt"), "day one\n");
+    assert_eq!(mb.sh("sha256sum < files/trip/photo.jpg"), want);
+    assert_eq!(mb.sh("ls files/trip"), "notes.txt\nphoto.jpg\nunread.txt\n");
+    server.stop();
+    std::thread::sleep(std::time::Duration::from_millis(1200)); // past the cache time
+    assert_eq!(mb.sh("ls files/trip"), "notes.txt\nphoto.jpg\nunread.txt\n");
+    assert_eq!(mb.sh("cat files/trip/notes.txt"), "day one\n");
+    assert_eq!(mb.sh("sha256sum < files/trip/photo.jpg"), want);
+    assert_eq!(mb.sh("stat -c %s files/trip/photo.jpg").trim(), "300000");
+    let err = sh_fails(&mb.path, "cat files/trip/unread.txt");
+    assert!(err.contains("Input/output error"), "{err}");
+    assert!(b.run(&["status"]).contains("store:    offline"));
+    server.start_again();
+    assert_eq!(mb.sh("cat files/trip/unread.txt"), "never read\n");
+    mb.unmount();
+}

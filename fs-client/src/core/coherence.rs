@@ -126,6 +126,7 @@ impl FsCore {
             ChangeKind::Attr => self.kernel_inode(c.node, false),
             ChangeKind::Created | ChangeKind::Conflicted => self.kernel_entry(c.parent, &c.name),
             ChangeKind::Removed => {
+                self.forget_name(c.parent, &c.name);
                 self.kernel_entry(c.parent, &c.name);
                 self.kernel_inode(c.node, true);
             }
@@ -134,6 +135,8 @@ impl FsCore {
                 from_name,
             } => {
                 self.forget_attr(*from_parent);
+                self.forget_name(*from_parent, from_name);
+                self.forget_name(c.parent, &c.name);
                 self.forget_listing(*from_parent);
                 self.kernel_inode(*from_parent, false);
                 self.kernel_entry(*from_parent, from_name);

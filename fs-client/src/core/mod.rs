@@ -14,6 +14,7 @@ pub mod coherence;
 mod error;
 pub mod files;
 pub mod locks;
+pub mod offline;
 pub mod pins;
 pub mod upload;
 pub mod versions;
@@ -131,6 +132,8 @@ pub struct FsCore {
     pub(crate) kernel: std::sync::OnceLock<Box<dyn coherence::KernelCache>>,
     /// Pushed changes applied so far (see [`FsCore::epoch`]).
     pub(crate) epoch: AtomicU64,
+    /// Names seen per directory, for offline lookups and listings.
+    pub(crate) seen_names: Mutex<offline::SeenNames>,
     /// Background uploads that failed: (times in a row, last error, since when).
     pub(crate) failures: Mutex<std::collections::BTreeMap<NodeId, (u32, String, SystemTime)>>,
     /// (file, lock owner) pairs that hold a lease on the server.
@@ -174,6 +177,7 @@ impl FsCore {
             epoch: AtomicU64::new(0),
             held_locks: Mutex::new(std::collections::HashSet::new()),
             failures: Mutex::new(std::collections::BTreeMap::new()),
+            seen_names: Mutex::new(offline::SeenNames::default()),
             remote,
             root: root.node,
             opts,
@@ -297,7 +301,10 @@ impl FsCore {
         if let Some(a) = self.cached_attr(node) {
             return Ok(a);
         }
-        self.call_attr("getattr", Request::GetAttr { node })
+        match self.call_attr("getattr", Request::GetAttr { node }) {
+            Err(e) if offline::is_offline(&e) => self.stale_attr(node).ok_or(e),
+            other => other,
+        }
     }
 
     /// Kernel attributes: the server's, with local unsent content (size, mtime) laid over.
@@ -343,13 +350,27 @@ impl FsCore {
             // A name the store can never hold simply does not exist.
             Err(_) => return Err(FsError::NotFound),
         }
-        let attr = self.call_attr(
+        let dir = self.node_of(parent);
+        let found = self.call_attr(
             "lookup",
             Request::Lookup {
-                parent: self.node_of(parent),
+                parent: dir,
                 name: name.to_string(),
             },
-        )?;
+        );
+        let attr = match found {
+            Ok(a) => {
+                self.remember_name(dir, name, a.node);
+                a
+            }
+            Err(e) if offline::is_offline(&e) => self.offline_lookup(dir, name).ok_or(e)?,
+            Err(e) => {
+                if e.errno() == libc::ENOENT {
+                    self.forget_name(dir, name);
+                }
+                return Err(e);
+            }
+        };
         Ok(self.stat_of(&attr))
     }
 
@@ -519,6 +540,7 @@ impl FsCore {
                 name: name.to_string(),
             },
         )?;
+        self.forget_name(parent, name);
         self.forget_attr(parent);
         Ok(())
     }
@@ -535,6 +557,7 @@ impl FsCore {
                 name: name.to_string(),
             },
         )?;
+        self.forget_name(parent, name);
         self.forget_attr(parent);
         Ok(())
     }
@@ -565,6 +588,8 @@ impl FsCore {
                 mode,
             },
         )?;
+        self.forget_name(parent, name);
+        self.forget_name(new_parent, new_name);
         self.forget_attr(parent);
         self.forget_attr(new_parent);
         Ok(())
@@ -600,12 +625,34 @@ impl FsCore {
         ];
         let mut after = None;
         let epoch = self.epoch();
+        let mut names = std::collections::BTreeMap::new();
         loop {
-            let page = self.remote.call(Request::ReadDir {
+            let page = match self.remote.call(Request::ReadDir {
                 dir,
                 after: after.clone(),
                 limit: DIR_PAGE,
-            })?;
+            }) {
+                Ok(p) => p,
+                Err(e) if e.is_transient() => {
+                    // Offline: what this mount has seen of the folder.
+                    let known = self.offline_listing(dir).ok_or_else(|| {
+                        FsError::Remote(crate::remote::RemoteError::Disconnected(
+                            "the server is unreachable and this folder was not listed before"
+                                .into(),
+                        ))
+                    })?;
+                    items.truncate(2);
+                    for (name, attr) in known {
+                        items.push(DirItem {
+                            name,
+                            stat: self.stat_of(&attr),
+                        });
+                    }
+                    names.clear();
+                    break;
+                }
+                Err(e) => return Err(e.into()),
+            };
             let Response::DirPage { entries, more } = page else {
                 return Err(FsError::Unexpected("readdir"));
             };
@@ -613,12 +660,14 @@ impl FsCore {
             let fresh = self.epoch() == epoch;
             for e in entries {
                 let stat = self.stat_of(&e.attr);
+                names.insert(e.name.clone(), e.attr.node);
                 if fresh {
                     self.remember(e.attr);
                 }
                 items.push(DirItem { name: e.name, stat });
             }
             if !more || after.is_none() {
+                self.remember_listing(dir, std::mem::take(&mut names));
                 break;
             }
         }

@@ -1,0 +1,66 @@
+//! Offline reading: when the server cannot be reached, what this mount has already seen
+//! stays usable — names it looked up or listed, the last attributes it got, local copies
+//! and cached chunks — instead of every call failing with EIO. Files never read here stay
+//! unreadable until the server is back (EIO); changes to files with a local copy are kept
+//! and uploaded after the reconnect.
+
+use super::{FsCore, FsError};
+use shelf_protocol::{Attr, NodeId};
+use std::collections::{BTreeMap, HashMap};
+
+/// The names this mount has seen, per directory.
+#[derive(Default)]
+pub struct SeenNames {
+    by_dir: HashMap<NodeId, BTreeMap<String, NodeId>>,
+}
+
+/// Whether an error means "the server cannot be reached" (rather than a refusal).
+pub fn is_offline(e: &FsError) -> bool {
+    matches!(e, FsError::Remote(r) if r.is_transient())
+}
+
+impl FsCore {
+    fn seen(&self) -> std::sync::MutexGuard<'_, SeenNames> {
+        self.seen_names.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn remember_name(&self, dir: NodeId, name: &str, node: NodeId) {
+        self.seen()
+            .by_dir
+            .entry(dir)
+            .or_default()
+            .insert(name.to_string(), node);
+    }
+
+    pub(crate) fn forget_name(&self, dir: NodeId, name: &str) {
+        if let Some(d) = self.seen().by_dir.get_mut(&dir) {
+            d.remove(name);
+        }
+    }
+
+    /// A full listing just read from the server replaces what was known of the directory.
+    pub(crate) fn remember_listing(&self, dir: NodeId, entries: BTreeMap<String, NodeId>) {
+        self.seen().by_dir.insert(dir, entries);
+    }
+
+    /// The last attributes received for `node`, however old.
+    pub(crate) fn stale_attr(&self, node: NodeId) -> Option<Attr> {
+        self.attrs.lock().ok()?.get(&node).map(|(a, _)| a.clone())
+    }
+
+    pub(crate) fn offline_lookup(&self, dir: NodeId, name: &str) -> Option<Attr> {
+        let node = *self.seen().by_dir.get(&dir)?.get(name)?;
+        self.stale_attr(node)
+    }
+
+    /// What this mount knows of a directory's entries (names with their last attributes).
+    pub(crate) fn offline_listing(&self, dir: NodeId) -> Option<Vec<(String, Attr)>> {
+        let names = self.seen().by_dir.get(&dir)?.clone();
+        Some(
+            names
+                .into_iter()
+                .filter_map(|(name, node)| self.stale_attr(node).map(|a| (name, a)))
+                .collect(),
+        )
+    }
+}
