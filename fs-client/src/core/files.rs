@@ -30,8 +30,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 /// How long fsync keeps retrying when the connection to the server fails.
 const FSYNC_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
-/// Chunks fetched ahead of a sequential reader.
-const READ_AHEAD_CHUNKS: usize = 8;
+/// Chunks fetched ahead of a sequential reader (in the background).
+const READ_AHEAD_CHUNKS: usize = 32;
 /// Chunks per download request (several requests run in parallel).
 const READ_BATCH_CHUNKS: usize = 4;
 
@@ -642,21 +642,12 @@ impl FsCore {
         let end = (offset + u64::from(size)).min(m.size);
         let first = m.chunk_at(offset);
         let last = m.chunk_at(end - 1);
-        let mut want_end = last + 1;
         if sequential {
-            // Fetch ahead, in the same parallel batch, the next chunks not yet cached.
-            let mut extra = last + 1;
-            while extra < m.chunks.len() && extra <= last + READ_AHEAD_CHUNKS {
-                extra += 1;
-            }
-            if m.chunks[last + 1..extra]
-                .iter()
-                .any(|c| !self.chunks.contains(&c.id))
-            {
-                want_end = extra;
-            }
+            // The next chunks come in the background while this read is answered.
+            let ahead_end = (last + 1 + READ_AHEAD_CHUNKS).min(m.chunks.len());
+            self.prefetch_chunks(&m.chunks[last + 1..ahead_end]);
         }
-        let bodies = self.fetch_chunks(&m.chunks[first..want_end])?;
+        let bodies = self.fetch_chunks(&m.chunks[first..=last])?;
         let mut out = Vec::with_capacity((end - offset) as usize);
         for (i, body) in bodies.iter().enumerate().take(last - first + 1) {
             let start = m.offsets[first + i];
@@ -669,8 +660,21 @@ impl FsCore {
         Ok(out)
     }
 
-    /// Bodies of `refs`, from the cache or fetched in parallel and verified.
+    /// Bodies of `refs`, from the cache, from read-ahead under way, or fetched.
     pub(crate) fn fetch_chunks(&self, refs: &[ChunkRef]) -> Result<Vec<Arc<Vec<u8>>>, FsError> {
+        let missing: Vec<ChunkId> = refs
+            .iter()
+            .filter(|r| !self.chunks.contains(&r.id))
+            .map(|r| r.id)
+            .collect();
+        if !missing.is_empty() {
+            self.wait_for_prefetch(&missing);
+        }
+        self.fetch_now(refs)
+    }
+
+    /// Bodies of `refs`, from the cache or fetched in parallel and verified.
+    pub(crate) fn fetch_now(&self, refs: &[ChunkRef]) -> Result<Vec<Arc<Vec<u8>>>, FsError> {
         let mut out: Vec<Option<Arc<Vec<u8>>>> =
             refs.iter().map(|r| self.chunks.get(&r.id)).collect();
         let missing: Vec<usize> = (0..refs.len()).filter(|&i| out[i].is_none()).collect();

@@ -16,6 +16,7 @@ pub mod files;
 pub mod locks;
 pub mod offline;
 pub mod pins;
+pub mod prefetch;
 pub mod upload;
 pub mod versions;
 
@@ -132,6 +133,8 @@ pub struct FsCore {
     pub(crate) kernel: std::sync::OnceLock<Box<dyn coherence::KernelCache>>,
     /// Pushed changes applied so far (see [`FsCore::epoch`]).
     pub(crate) epoch: AtomicU64,
+    /// Read-ahead under way.
+    pub(crate) prefetch: prefetch::Prefetch,
     /// Names seen per directory, for offline lookups and listings.
     pub(crate) seen_names: Mutex<offline::SeenNames>,
     /// Background uploads that failed: (times in a row, last error, since when).
@@ -178,6 +181,7 @@ impl FsCore {
             held_locks: Mutex::new(std::collections::HashSet::new()),
             failures: Mutex::new(std::collections::BTreeMap::new()),
             seen_names: Mutex::new(offline::SeenNames::default()),
+            prefetch: prefetch::Prefetch::default(),
             remote,
             root: root.node,
             opts,

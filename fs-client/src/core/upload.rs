@@ -540,6 +540,13 @@ impl FsCore {
             );
         }
         let core = self.clone();
+        threads.push(
+            std::thread::Builder::new()
+                .name("shelf-prefetch".into())
+                .spawn(move || core.prefetch_loop())
+                .expect("spawning the prefetch thread"),
+        );
+        let core = self.clone();
         // Detached: it sleeps for minutes and holds nothing that needs a clean stop.
         let _ = std::thread::Builder::new()
             .name("shelf-pins".into())
@@ -671,6 +678,7 @@ impl FsCore {
     /// Stops the uploader and syncer threads (after a final sync).
     pub fn stop_background(&self) {
         self.queue.stop();
+        self.stop_prefetch();
     }
 
     /// Uploads everything pending and waits, up to `timeout`. Returns how many files are left.

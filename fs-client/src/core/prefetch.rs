@@ -1,0 +1,116 @@
+//! Read-ahead in the background: a sequential reader gets the chunks it asked for at once,
+//! while the next ones are fetched by a prefetch thread into the chunk cache, so the
+//! network stays busy between the reader's requests. A read that needs a chunk already on
+//! its way waits for it instead of fetching it twice.
+
+use super::FsCore;
+use shelf_protocol::{ChunkId, ChunkRef};
+use std::collections::HashSet;
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
+
+/// Chunks being fetched ahead, and the batches waiting for the prefetch thread.
+#[derive(Default)]
+pub struct Prefetch {
+    state: Mutex<State>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct State {
+    in_flight: HashSet<ChunkId>,
+    queue: Vec<Vec<ChunkRef>>,
+    /// A prefetch thread is serving the queue (a core without background threads, as in
+    /// unit tests, reads without read-ahead).
+    running: bool,
+    stopping: bool,
+}
+
+/// A reader never waits longer than this for a chunk being prefetched (then fetches it).
+const WAIT_LIMIT: Duration = Duration::from_secs(30);
+
+impl FsCore {
+    fn prefetch_state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.prefetch
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues `refs` (those not cached nor already on their way) for the prefetch thread.
+    pub(crate) fn prefetch_chunks(&self, refs: &[ChunkRef]) {
+        let mut st = self.prefetch_state();
+        if !st.running || st.stopping {
+            return;
+        }
+        let todo: Vec<ChunkRef> = refs
+            .iter()
+            .filter(|r| !self.chunks.contains(&r.id) && !st.in_flight.contains(&r.id))
+            .copied()
+            .collect();
+        if todo.is_empty() {
+            return;
+        }
+        st.in_flight.extend(todo.iter().map(|r| r.id));
+        st.queue.push(todo);
+        self.prefetch.changed.notify_all();
+    }
+
+    /// Waits until none of `ids` is being prefetched (or the wait limit passes).
+    pub(crate) fn wait_for_prefetch(&self, ids: &[ChunkId]) {
+        let mut st = self.prefetch_state();
+        let deadline = std::time::Instant::now() + WAIT_LIMIT;
+        while ids.iter().any(|id| st.in_flight.contains(id)) {
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return;
+            }
+            st = self
+                .prefetch
+                .changed
+                .wait_timeout(st, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    /// The prefetch thread: fetches queued batches into the chunk cache.
+    pub(crate) fn prefetch_loop(&self) {
+        self.prefetch_state().running = true;
+        loop {
+            let batch = {
+                let mut st = self.prefetch_state();
+                loop {
+                    if st.stopping {
+                        st.running = false;
+                        st.queue.clear();
+                        st.in_flight.clear();
+                        self.prefetch.changed.notify_all();
+                        return;
+                    }
+                    if !st.queue.is_empty() {
+                        break st.queue.remove(0);
+                    }
+                    st = self
+                        .prefetch
+                        .changed
+                        .wait(st)
+                        .unwrap_or_else(|p| p.into_inner());
+                }
+            };
+            if let Err(e) = self.fetch_now(&batch) {
+                tracing::debug!(error = %e, "read-ahead failed; readers fetch on their own");
+            }
+            let mut st = self.prefetch_state();
+            for r in &batch {
+                st.in_flight.remove(&r.id);
+            }
+            self.prefetch.changed.notify_all();
+        }
+    }
+
+    pub(crate) fn stop_prefetch(&self) {
+        self.prefetch_state().stopping = true;
+        self.prefetch.changed.notify_all();
+    }
+}
