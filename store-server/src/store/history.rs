@@ -139,11 +139,11 @@ impl HistoryTx<'_> {
 }
 
 /// One version along a history.
-struct Step {
-    number: u64,
-    node: NodeId,
-    version: u64,
-    rec: VersionRec,
+pub(crate) struct Step {
+    pub number: u64,
+    pub node: NodeId,
+    pub version: u64,
+    pub rec: VersionRec,
 }
 
 impl Store {
@@ -160,19 +160,33 @@ impl Store {
 
     /// Every version in `node`'s history, oldest number first.
     fn history(&self, ctx: &Ctx, node: NodeId) -> Result<Vec<Step>> {
+        self.walk_history(node, Some(ctx)).map(|(steps, _)| steps)
+    }
+
+    /// Every version along `node`'s history, oldest number first, and the nodes visited.
+    /// With `ctx`, each node passes the account check; a predecessor that retention
+    /// removed ends the walk (the history starts after it).
+    pub(crate) fn walk_history(
+        &self,
+        node: NodeId,
+        ctx: Option<&Ctx>,
+    ) -> Result<(Vec<Step>, Vec<NodeId>)> {
         let mut steps = Vec::new();
         let mut cur = Some(node);
         let mut seen = BTreeSet::new();
+        let mut visited = Vec::new();
         while let Some(id) = cur {
             if !seen.insert(id) || seen.len() > MAX_CHAIN {
                 return Err(StoreError::Corrupt(format!("history of node {node} loops")));
             }
-            match self.history_node(ctx, id) {
-                Ok(_) => {}
-                // A predecessor removed by retention: the history starts after it.
-                Err(StoreError::Refused(ErrorCode::NotFound)) if id != node => break,
-                Err(e) => return Err(e),
+            if let Some(ctx) = ctx {
+                match self.history_node(ctx, id) {
+                    Ok(_) => {}
+                    Err(StoreError::Refused(ErrorCode::NotFound)) if id != node => break,
+                    Err(e) => return Err(e),
+                }
             }
+            visited.push(id);
             let lineage: Option<LineageRec> = match self.lineage.get(node_key(id))? {
                 Some(b) => Some(decode(&b)?),
                 None => None,
@@ -193,7 +207,7 @@ impl Store {
             cur = lineage.map(|l| l.from);
         }
         steps.sort_by_key(|s| s.number);
-        Ok(steps)
+        Ok((steps, visited))
     }
 
     /// The history of every file in `dir`, live and deleted, by name then number.

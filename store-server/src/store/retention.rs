@@ -16,7 +16,7 @@
 //!
 //! [`ChunkStore::compact`]: crate::chunkstore::ChunkStore::compact
 
-use super::history::{GraveRec, LineageRec};
+use super::history::GraveRec;
 use super::{check_format, decode, node_key, version_key, NodeRec, Store, VersionRec, FORMAT};
 use crate::error::{Result, StoreError};
 use serde::{Deserialize, Serialize};
@@ -107,7 +107,6 @@ pub struct PruneReport {
 struct Item {
     node: NodeId,
     version: u64,
-    number: u64,
     created: i64,
 }
 
@@ -139,33 +138,15 @@ impl Store {
 
     /// The versions along `node`'s history (no authorisation: maintenance only).
     fn chain(&self, node: NodeId) -> Result<(Vec<Item>, Vec<NodeId>)> {
-        let mut items = Vec::new();
-        let mut nodes = Vec::new();
-        let mut cur = Some(node);
-        while let Some(id) = cur {
-            if nodes.contains(&id) || nodes.len() > 100_000 {
-                return Err(StoreError::Corrupt(format!("history of node {node} loops")));
-            }
-            nodes.push(id);
-            let lineage: Option<LineageRec> = match self.lineage.get(node_key(id))? {
-                Some(b) => Some(decode(&b)?),
-                None => None,
-            };
-            let base = lineage.map_or(0, |l| l.base);
-            for item in self.versions.scan_prefix(node_key(id)) {
-                let (k, v) = item?;
-                let version = super::version_of_key(&k)?;
-                let rec: VersionRec = decode(&v)?;
-                items.push(Item {
-                    node: id,
-                    version,
-                    number: base + version,
-                    created: rec.created.secs,
-                });
-            }
-            cur = lineage.map(|l| l.from);
-        }
-        items.sort_by_key(|i| i.number);
+        let (steps, nodes) = self.walk_history(node, None)?;
+        let items = steps
+            .into_iter()
+            .map(|s| Item {
+                node: s.node,
+                version: s.version,
+                created: s.rec.created.secs,
+            })
+            .collect();
         Ok((items, nodes))
     }
 
