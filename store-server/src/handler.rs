@@ -7,6 +7,7 @@
 use crate::authz::{authorize, Action};
 use crate::error::StoreError;
 use crate::store::conflicts::Committed;
+use crate::store::locks::LockSpec;
 use crate::store::namespace::NewNode;
 use crate::store::{Ctx, Store};
 use shelf_protocol::{
@@ -384,7 +385,15 @@ fn dispatch(store: &Store, session: &Session, req: Request) -> Result<Response, 
             start,
             end,
         } => {
-            store.lock(ctx, session.key(), node, owner, kind, start, end)?;
+            let spec = LockSpec {
+                session: session.key(),
+                node,
+                owner,
+                kind,
+                start,
+                end,
+            };
+            store.lock(ctx, spec)?;
             Response::Ok
         }
         Request::TestLock {
@@ -393,15 +402,17 @@ fn dispatch(store: &Store, session: &Session, req: Request) -> Result<Response, 
             kind,
             start,
             end,
-        } => Response::LockHolder(store.test_lock(
-            ctx,
-            session.key(),
-            node,
-            owner,
-            kind,
-            start,
-            end,
-        )?),
+        } => {
+            let spec = LockSpec {
+                session: session.key(),
+                node,
+                owner,
+                kind,
+                start,
+                end,
+            };
+            Response::LockHolder(store.test_lock(ctx, spec)?)
+        }
         Request::RenewLocks => {
             store.renew_locks(session.key());
             Response::Ok

@@ -38,6 +38,17 @@ impl Lease {
     }
 }
 
+/// One lock request: who (session and the kernel's lock owner), on what, which bytes.
+#[derive(Clone, Copy, Debug)]
+pub struct LockSpec {
+    pub session: u64,
+    pub node: NodeId,
+    pub owner: u64,
+    pub kind: LockKind,
+    pub start: u64,
+    pub end: u64,
+}
+
 /// Every lease, by file.
 #[derive(Default)]
 pub struct Locks {
@@ -50,17 +61,15 @@ impl Store {
     }
 
     /// Takes or drops a lease on bytes `start..=end` of `node` for `owner` of `session`.
-    #[allow(clippy::too_many_arguments)]
-    pub fn lock(
-        &self,
-        ctx: &Ctx,
-        session: u64,
-        node: NodeId,
-        owner: u64,
-        kind: LockKind,
-        start: u64,
-        end: u64,
-    ) -> Result<()> {
+    pub fn lock(&self, ctx: &Ctx, spec: LockSpec) -> Result<()> {
+        let LockSpec {
+            session,
+            node,
+            owner,
+            kind,
+            start,
+            end,
+        } = spec;
         // Locking changes nothing stored: any role that may see the file may lock it.
         self.getattr(ctx, node)?;
         let holder = (session, owner);
@@ -95,17 +104,15 @@ impl Store {
     }
 
     /// The lease that would conflict with this one, if any (F_GETLK).
-    #[allow(clippy::too_many_arguments)]
-    pub fn test_lock(
-        &self,
-        ctx: &Ctx,
-        session: u64,
-        node: NodeId,
-        owner: u64,
-        kind: LockKind,
-        start: u64,
-        end: u64,
-    ) -> Result<Option<(LockKind, u64, u64)>> {
+    pub fn test_lock(&self, ctx: &Ctx, spec: LockSpec) -> Result<Option<(LockKind, u64, u64)>> {
+        let LockSpec {
+            session,
+            node,
+            owner,
+            kind,
+            start,
+            end,
+        } = spec;
         self.getattr(ctx, node)?;
         let now = Instant::now();
         let write = kind == LockKind::Write;
