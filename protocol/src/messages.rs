@@ -191,6 +191,21 @@ pub enum XattrMode {
     Replace,
 }
 
+/// Node ids a client may choose for the nodes it creates (random in this range; the server
+/// numbers its own nodes far below it). A create replayed after a lost answer then finds its
+/// node instead of making a second one.
+pub const CLIENT_NODE_IDS: std::ops::Range<NodeId> = (1 << 61)..(1 << 62);
+
+/// What a removal expects to find under the name: the change a device made while it could
+/// not reach the server applies only if nobody changed the file since (an edit elsewhere
+/// wins over a delete).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Expect {
+    pub node: NodeId,
+    /// The file's content version the device saw (`None`: any).
+    pub version: Option<u64>,
+}
+
 /// Every request a client can make after the hello.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Request {
@@ -223,11 +238,13 @@ pub enum Request {
         after: Option<String>,
         limit: u32,
     },
-    /// Create a directory; answers its [`Response::Attr`].
+    /// Create a directory; answers its [`Response::Attr`]. Every create may carry a node id
+    /// the client chose (see [`CLIENT_NODE_IDS`]), which makes replaying it idempotent.
     Mkdir {
         parent: NodeId,
         name: String,
         mode: u32,
+        id: Option<NodeId>,
     },
     /// Create an empty file; answers its [`Response::Attr`]. `exclusive` fails on an existing name.
     Create {
@@ -235,27 +252,40 @@ pub enum Request {
         name: String,
         mode: u32,
         exclusive: bool,
+        id: Option<NodeId>,
     },
     /// Create a symbolic link; answers its [`Response::Attr`].
     Symlink {
         parent: NodeId,
         name: String,
         target: String,
+        id: Option<NodeId>,
     },
     /// The target of a symbolic link; answers [`Response::Target`].
     ReadLink { node: NodeId },
-    /// Remove a file or symlink entry; answers [`Response::Removed`].
-    Unlink { parent: NodeId, name: String },
+    /// Remove a file or symlink entry; answers [`Response::Removed`]. With `expect`, only
+    /// if the name still holds what the client saw (else `Conflict`, nothing removed).
+    Unlink {
+        parent: NodeId,
+        name: String,
+        expect: Option<Expect>,
+    },
     /// Remove an empty directory.
-    Rmdir { parent: NodeId, name: String },
+    Rmdir {
+        parent: NodeId,
+        name: String,
+        expect: Option<Expect>,
+    },
     /// Move an entry, replacing, refusing or exchanging with an existing target; answers
-    /// [`Response::Removed`] with the replaced node.
+    /// [`Response::Removed`] with the replaced node. With `expect`, only if `name` still
+    /// names that node (else `Conflict`).
     Rename {
         parent: NodeId,
         name: String,
         new_parent: NodeId,
         new_name: String,
         mode: RenameMode,
+        expect: Option<NodeId>,
     },
     /// Set a `user.*` extended attribute.
     SetXattr {
@@ -303,6 +333,7 @@ pub enum Request {
         kind: NodeKind,
         mode: u32,
         rdev: u32,
+        id: Option<NodeId>,
     },
     /// The history of every file of a directory, deleted ones included; answers
     /// [`Response::Versions`].

@@ -41,6 +41,32 @@ pub fn validate_symlink_target(target: &str) -> Result<(), ErrorCode> {
     Ok(())
 }
 
+/// `YYYY-MM-DD HHMMSS` in UTC (for conflicted-copy names).
+pub fn civil(secs: i64) -> String {
+    let [y, m, d, hh, mm, ss] = crate::Timestamp { secs, nanos: 0 }.utc();
+    format!("{y:04}-{m:02}-{d:02} {hh:02}{mm:02}{ss:02}")
+}
+
+/// `report.txt` → `report (conflicted copy 2026-11-22 231500 from laptop).txt`, kept
+/// within the 255-byte name limit. Used by the server for conflicting commits and by a
+/// client whose offline create finds the name taken.
+pub fn conflict_name(name: &str, at: crate::Timestamp, device: &str) -> String {
+    let (stem, ext) = match name.rfind('.') {
+        Some(i) if i > 0 => (&name[..i], &name[i..]),
+        _ => (name, ""),
+    };
+    let when = civil(at.secs);
+    let mut tag = format!(" (conflicted copy {when} from {device})");
+    while tag.len() + ext.len() > MAX_NAME / 2 && !tag.is_empty() {
+        tag.pop();
+    }
+    let mut stem = stem.to_string();
+    while stem.len() + tag.len() + ext.len() > MAX_NAME && !stem.is_empty() {
+        stem.pop();
+    }
+    format!("{stem}{tag}{ext}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

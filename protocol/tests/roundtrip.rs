@@ -68,6 +68,12 @@ fn attr() -> impl Strategy<Value = Attr> {
         )
 }
 
+fn expect() -> impl Strategy<Value = Option<Expect>> {
+    proptest::option::of(
+        (any::<u64>(), any::<Option<u64>>()).prop_map(|(node, version)| Expect { node, version }),
+    )
+}
+
 fn chunk_bodies() -> impl Strategy<Value = Vec<ChunkBody>> {
     prop::collection::vec(
         (chunk_id(), prop::collection::vec(any::<u8>(), 0..256))
@@ -122,36 +128,65 @@ fn request() -> impl Strategy<Value = Request> {
             }),
         (any::<u64>(), proptest::option::of(name()), any::<u32>())
             .prop_map(|(dir, after, limit)| Request::ReadDir { dir, after, limit }),
-        (any::<u64>(), name(), any::<u32>()).prop_map(|(parent, name, mode)| Request::Mkdir {
-            parent,
-            name,
-            mode
-        }),
-        (any::<u64>(), name(), any::<u32>(), any::<bool>()).prop_map(
-            |(parent, name, mode, exclusive)| Request::Create {
+        (any::<u64>(), name(), any::<u32>(), any::<Option<u64>>()).prop_map(
+            |(parent, name, mode, id)| Request::Mkdir {
                 parent,
                 name,
                 mode,
-                exclusive
+                id
             }
         ),
-        (any::<u64>(), name(), name()).prop_map(|(parent, name, target)| Request::Symlink {
-            parent,
-            name,
-            target
-        }),
-        any::<u64>().prop_map(|node| Request::ReadLink { node }),
-        (any::<u64>(), name()).prop_map(|(parent, name)| Request::Unlink { parent, name }),
-        (any::<u64>(), name()).prop_map(|(parent, name)| Request::Rmdir { parent, name }),
-        (any::<u64>(), name(), any::<u64>(), name(), rename_mode).prop_map(
-            |(parent, name, new_parent, new_name, mode)| Request::Rename {
+        (
+            any::<u64>(),
+            name(),
+            any::<u32>(),
+            any::<bool>(),
+            any::<Option<u64>>()
+        )
+            .prop_map(|(parent, name, mode, exclusive, id)| Request::Create {
                 parent,
                 name,
-                new_parent,
-                new_name,
-                mode
+                mode,
+                exclusive,
+                id
+            }),
+        (any::<u64>(), name(), name(), any::<Option<u64>>()).prop_map(
+            |(parent, name, target, id)| Request::Symlink {
+                parent,
+                name,
+                target,
+                id
             }
         ),
+        any::<u64>().prop_map(|node| Request::ReadLink { node }),
+        (any::<u64>(), name(), expect()).prop_map(|(parent, name, expect)| Request::Unlink {
+            parent,
+            name,
+            expect
+        }),
+        (any::<u64>(), name(), expect()).prop_map(|(parent, name, expect)| Request::Rmdir {
+            parent,
+            name,
+            expect
+        }),
+        (
+            any::<u64>(),
+            name(),
+            any::<u64>(),
+            name(),
+            rename_mode,
+            any::<Option<u64>>()
+        )
+            .prop_map(|(parent, name, new_parent, new_name, mode, expect)| {
+                Request::Rename {
+                    parent,
+                    name,
+                    new_parent,
+                    new_name,
+                    mode,
+                    expect,
+                }
+            }),
         (
             any::<u64>(),
             name(),
@@ -191,15 +226,22 @@ fn request() -> impl Strategy<Value = Request> {
                 }
             }),
         Just(Request::Status),
-        (any::<u64>(), name(), kind(), any::<u32>(), any::<u32>()).prop_map(
-            |(parent, name, kind, mode, rdev)| Request::Mknod {
+        (
+            any::<u64>(),
+            name(),
+            kind(),
+            any::<u32>(),
+            any::<u32>(),
+            any::<Option<u64>>()
+        )
+            .prop_map(|(parent, name, kind, mode, rdev, id)| Request::Mknod {
                 parent,
                 name,
                 kind,
                 mode,
-                rdev
-            }
-        ),
+                rdev,
+                id
+            }),
         any::<u64>().prop_map(|dir| Request::ListVersions { dir }),
         (any::<u64>(), any::<u64>())
             .prop_map(|(node, version)| Request::GetVersion { node, version }),

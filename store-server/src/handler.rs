@@ -202,6 +202,7 @@ fn dispatch(store: &Store, session: &Session, req: Request) -> Result<Response, 
             kind,
             mode,
             rdev,
+            id,
         } => {
             if matches!(kind, NodeKind::Dir | NodeKind::Symlink) {
                 return Err(ErrorCode::InvalidArgument.into());
@@ -216,6 +217,7 @@ fn dispatch(store: &Store, session: &Session, req: Request) -> Result<Response, 
                     target: None,
                     exclusive: true,
                     rdev,
+                    id,
                 },
             )?)
         }
@@ -223,7 +225,12 @@ fn dispatch(store: &Store, session: &Session, req: Request) -> Result<Response, 
             let (entries, more) = store.readdir(ctx, dir, after.as_deref(), limit)?;
             Response::DirPage { entries, more }
         }
-        Request::Mkdir { parent, name, mode } => Response::Attr(store.create_node(
+        Request::Mkdir {
+            parent,
+            name,
+            mode,
+            id,
+        } => Response::Attr(store.create_node(
             ctx,
             parent,
             &name,
@@ -233,6 +240,7 @@ fn dispatch(store: &Store, session: &Session, req: Request) -> Result<Response, 
                 target: None,
                 exclusive: true,
                 rdev: 0,
+                id,
             },
         )?),
         Request::Create {
@@ -240,6 +248,7 @@ fn dispatch(store: &Store, session: &Session, req: Request) -> Result<Response, 
             name,
             mode,
             exclusive,
+            id,
         } => Response::Attr(store.create_node(
             ctx,
             parent,
@@ -250,12 +259,14 @@ fn dispatch(store: &Store, session: &Session, req: Request) -> Result<Response, 
                 target: None,
                 exclusive,
                 rdev: 0,
+                id,
             },
         )?),
         Request::Symlink {
             parent,
             name,
             target,
+            id,
         } => Response::Attr(store.create_node(
             ctx,
             parent,
@@ -266,22 +277,38 @@ fn dispatch(store: &Store, session: &Session, req: Request) -> Result<Response, 
                 target: Some(&target),
                 exclusive: true,
                 rdev: 0,
+                id,
             },
         )?),
         Request::ReadLink { node } => Response::Target(store.readlink(ctx, node)?),
-        Request::Unlink { parent, name } => {
-            Response::Removed(Some(store.remove(ctx, parent, &name, false)?))
-        }
-        Request::Rmdir { parent, name } => {
-            Response::Removed(Some(store.remove(ctx, parent, &name, true)?))
-        }
+        Request::Unlink {
+            parent,
+            name,
+            expect,
+        } => Response::Removed(Some(
+            store.remove_expecting(ctx, parent, &name, false, expect)?,
+        )),
+        Request::Rmdir {
+            parent,
+            name,
+            expect,
+        } => Response::Removed(Some(
+            store.remove_expecting(ctx, parent, &name, true, expect)?,
+        )),
         Request::Rename {
             parent,
             name,
             new_parent,
             new_name,
             mode,
-        } => Response::Removed(store.rename(ctx, parent, &name, new_parent, &new_name, mode)?),
+            expect,
+        } => Response::Removed(store.rename(
+            ctx,
+            (parent, &name),
+            (new_parent, &new_name),
+            mode,
+            expect,
+        )?),
         Request::SetXattr {
             node,
             name,

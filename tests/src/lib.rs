@@ -257,8 +257,20 @@ impl Device {
         password: &str,
         device: &str,
     ) -> Output {
+        self.login_at(server, &server.addr, user, password, device)
+    }
+
+    /// Logs in through `addr` (a proxy in front of `server`).
+    pub fn login_at(
+        &self,
+        server: &Server,
+        addr: &str,
+        user: &str,
+        password: &str,
+        device: &str,
+    ) -> Output {
         self.shelf()
-            .args(["login", &server.addr, "--user", user, "--device", device])
+            .args(["login", addr, "--user", user, "--device", device])
             .args(["--fingerprint", &server.fingerprint])
             .env("SHELF_PASSWORD", password)
             .output()

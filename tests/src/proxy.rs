@@ -1,6 +1,6 @@
 //! A fault-injecting TCP proxy for tests (the kernel here has no netem): it forwards between
 //! a client and the server, and on command drops every connection, stalls them, or lets
-//! bytes through slowly.
+//! bytes through slowly, or takes the server away (refusing connections).
 
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
@@ -10,6 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const PASS: u8 = 0;
 const STALL: u8 = 1;
 const DRIP: u8 = 2;
+const OFFLINE: u8 = 3;
 
 pub struct FaultProxy {
     /// Where clients connect.
@@ -37,6 +38,10 @@ impl FaultProxy {
         let (m, c, up) = (mode.clone(), cut.clone(), upstream.to_string());
         rt.spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
+                if m.load(Ordering::SeqCst) == OFFLINE {
+                    drop(client); // the server "cannot be reached"
+                    continue;
+                }
                 let (m, c, up) = (m.clone(), c.clone(), up.clone());
                 tokio::spawn(async move {
                     let Ok(server) = tokio::net::TcpStream::connect(&up).await else {
@@ -72,6 +77,13 @@ impl FaultProxy {
     /// Lets bytes through at about 100 KB/s.
     pub fn drip(&self) {
         self.mode.store(DRIP, Ordering::SeqCst);
+    }
+
+    /// Cuts every connection and refuses new ones until [`FaultProxy::pass`]: for the
+    /// client, the server is gone.
+    pub fn offline(&self) {
+        self.mode.store(OFFLINE, Ordering::SeqCst);
+        self.cut.fetch_add(1, Ordering::SeqCst);
     }
 
     pub fn pass(&self) {

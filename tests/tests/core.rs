@@ -30,6 +30,7 @@ fn core_with(
             // Small, so the eviction path runs.
             chunk_cache_bytes: 1 << 20,
             passthrough,
+            device: device.to_string(),
         },
     )
     .expect("core")

@@ -82,6 +82,7 @@ impl Client {
                 read_only: false,
                 chunk_cache_bytes: 512 << 10, // small: eviction runs
                 passthrough: local,
+                device: device.to_string(),
             },
         )
         .expect("core");

@@ -178,6 +178,7 @@ fn one_account_cannot_reach_another_accounts_nodes_or_chunks() {
         name: "secret.txt".into(),
         mode: 0o600,
         exclusive: true,
+        id: None,
     }) else {
         panic!("create")
     };
@@ -226,6 +227,7 @@ fn one_account_cannot_reach_another_accounts_nodes_or_chunks() {
     not_found(bob.call(Request::Unlink {
         parent: alice_root.node,
         name: "secret.txt".into(),
+        expect: None,
     }));
     not_found(bob.call(Request::SetAttr {
         node: secret.node,
@@ -254,6 +256,7 @@ fn one_account_cannot_reach_another_accounts_nodes_or_chunks() {
             parent: vic_root.node,
             name: "x".into(),
             mode: 0o755,
+            id: None,
         })
         .expect_err("viewer write");
     assert_eq!(ro.code(), Some(ErrorCode::ReadOnly));
@@ -290,16 +293,19 @@ fn names_the_store_cannot_hold_are_refused_and_nothing_is_written() {
                 name: name.into(),
                 mode: 0o644,
                 exclusive: true,
+                id: None,
             },
             Request::Mkdir {
                 parent: root.node,
                 name: name.into(),
                 mode: 0o755,
+                id: None,
             },
             Request::Symlink {
                 parent: root.node,
                 name: name.into(),
                 target: "t".into(),
+                id: None,
             },
             Request::Rename {
                 parent: root.node,
@@ -307,6 +313,7 @@ fn names_the_store_cannot_hold_are_refused_and_nothing_is_written() {
                 new_parent: root.node,
                 new_name: name.into(),
                 mode: RenameMode::Replace,
+                expect: None,
             },
         ] {
             let err = alice.call(req).expect_err("bad name accepted");
@@ -345,6 +352,7 @@ fn the_feed_pushes_changes_and_resumes_after_a_reconnect() {
             name: name.into(),
             mode: 0o644,
             exclusive: true,
+            id: None,
         })
         .expect("create");
     };
@@ -355,6 +363,7 @@ fn the_feed_pushes_changes_and_resumes_after_a_reconnect() {
         new_parent: files,
         new_name: "two".into(),
         mode: RenameMode::Replace,
+        expect: None,
     })
     .expect("rename");
     let next = || {
@@ -383,6 +392,7 @@ fn the_feed_pushes_changes_and_resumes_after_a_reconnect() {
         parent: zfiles,
         name: "private".into(),
         mode: 0o755,
+        id: None,
     })
     .expect("mkdir");
 

@@ -70,7 +70,8 @@ fn log_path(dir: &Path) -> PathBuf {
     dir.join("log")
 }
 
-fn frame(entry: &Entry) -> std::io::Result<Vec<u8>> {
+/// One log entry as written: `length (u32 BE) ‖ postcard body`.
+pub(crate) fn frame<T: Serialize>(entry: &T) -> std::io::Result<Vec<u8>> {
     let body = postcard::to_stdvec(entry).map_err(std::io::Error::other)?;
     let mut out = Vec::with_capacity(4 + body.len());
     out.extend_from_slice(&(body.len() as u32).to_be_bytes());
@@ -78,35 +79,46 @@ fn frame(entry: &Entry) -> std::io::Result<Vec<u8>> {
     Ok(out)
 }
 
-/// Replays a log: the live records in node order, and how many entries are dead.
-fn replay(bytes: &[u8]) -> (BTreeMap<NodeId, Record>, usize) {
-    let mut live = BTreeMap::new();
-    let mut entries = 0usize;
+/// The entries of a log in order, up to a torn tail (whose append never returned).
+pub(crate) fn entries<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Vec<T> {
+    let mut out = Vec::new();
     let mut at = 0usize;
     while at + 4 <= bytes.len() {
         let len =
             u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]) as usize;
         let Some(body) = bytes.get(at + 4..at + 4 + len) else {
-            break; // torn tail: that close never returned
+            break;
         };
-        match postcard::from_bytes::<Entry>(body) {
-            Ok(Entry::Upsert(rec)) if rec.format == FORMAT => {
+        match postcard::from_bytes::<T>(body) {
+            Ok(e) => out.push(e),
+            Err(_) => break, // torn or damaged tail
+        }
+        at += 4 + len;
+    }
+    out
+}
+
+/// Replays a log: the live records in node order, and how many entries are dead.
+fn replay(bytes: &[u8]) -> (BTreeMap<NodeId, Record>, usize) {
+    let mut live = BTreeMap::new();
+    let mut entries = 0usize;
+    for entry in self::entries::<Entry>(bytes) {
+        match entry {
+            Entry::Upsert(rec) if rec.format == FORMAT => {
                 live.insert(rec.node, rec);
             }
-            Ok(Entry::Done(node)) => {
+            Entry::Done(node) => {
                 live.remove(&node);
             }
-            Ok(Entry::Upsert(rec)) => {
+            Entry::Upsert(rec) => {
                 tracing::error!(
                     node = rec.node,
                     format = rec.format,
                     "journal record of unknown format"
                 );
             }
-            Err(_) => break, // torn or damaged tail
         }
         entries += 1;
-        at += 4 + len;
     }
     let dead = entries.saturating_sub(live.len());
     (live, dead)

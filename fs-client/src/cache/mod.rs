@@ -13,6 +13,7 @@
 
 pub mod chunks;
 pub mod journal;
+pub mod oplog;
 
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -153,4 +154,9 @@ pub fn upload_failures(root: &Path) -> Vec<UploadFailure> {
 /// Number of pending uploads recorded in a cache folder (for `shelf status` and `umount`).
 pub fn pending_uploads(root: &Path) -> usize {
     journal::count(&root.join("journal"))
+}
+
+/// Namespace changes (creates, renames, deletes, …) made offline and not yet on the server.
+pub fn pending_changes(root: &Path) -> usize {
+    oplog::count(&root.join("journal"))
 }

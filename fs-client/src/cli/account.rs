@@ -148,7 +148,11 @@ pub fn status() -> anyhow::Result<()> {
             }
             _ => println!("store:    online"),
         },
-        Err(e) => println!("store:    offline ({e})"),
+        Err(e) => {
+            let cache = super::mount::account_cache(&login, None);
+            let n = shelf::cache::pending_uploads(&cache) + shelf::cache::pending_changes(&cache);
+            println!("store:    offline, {n} changes pending ({e})");
+        }
     }
     let cache = super::mount::account_cache(&login, None);
     println!("cache:    {}", cache.display());
@@ -199,8 +203,9 @@ pub fn status() -> anyhow::Result<()> {
         );
     }
     println!(
-        "pending:  {} file(s) waiting for upload",
-        shelf::cache::pending_uploads(&cache)
+        "pending:  {} file(s) waiting for upload, {} change(s) to names waiting for the server",
+        shelf::cache::pending_uploads(&cache),
+        shelf::cache::pending_changes(&cache)
     );
     let _ = config::config_dir();
     Ok(())

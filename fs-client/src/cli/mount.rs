@@ -189,6 +189,7 @@ fn run_foreground(
             read_only: opts.read_only,
             chunk_cache_bytes: args.cache_bytes,
             passthrough: opts.passthrough,
+            device: login.device.clone(),
         },
     )?;
     let threads = core.start_background(2);
@@ -329,12 +330,12 @@ pub fn umount(dir: &Path, force: bool) -> anyhow::Result<()> {
             let mut last = usize::MAX;
             let mut progress = Instant::now();
             loop {
-                let n = pending_uploads(cache);
+                let n = pending_uploads(cache) + shelf::cache::pending_changes(cache);
                 if n == 0 || pid.is_some_and(|p| !alive(p)) {
                     break;
                 }
                 if n != last {
-                    eprint!("\ruploading {n} file(s) before unmounting…   ");
+                    eprint!("\rsending {n} pending change(s) and upload(s) before unmounting…   ");
                     last = n;
                     progress = Instant::now();
                 }

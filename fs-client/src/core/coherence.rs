@@ -77,13 +77,13 @@ impl FsCore {
         }
     }
 
-    fn kernel_inode(&self, node: NodeId, data: bool) {
+    pub(crate) fn kernel_inode(&self, node: NodeId, data: bool) {
         if let Some(k) = self.kernel.get() {
             k.inval_inode(self.ino_of(node), data);
         }
     }
 
-    fn kernel_entry(&self, parent: NodeId, name: &str) {
+    pub(crate) fn kernel_entry(&self, parent: NodeId, name: &str) {
         if let (Some(k), false) = (self.kernel.get(), name.is_empty()) {
             k.inval_entry(self.ino_of(parent), name);
         }

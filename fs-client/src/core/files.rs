@@ -363,17 +363,21 @@ impl FsCore {
         self.refuse_virtual(&[parent])?;
         let name = super::check_name(name)?;
         let parent_node = self.node_of(parent);
-        let attr = match self.remote.call(Request::Create {
-            parent: parent_node,
-            name: name.to_string(),
-            mode,
-            exclusive: flags & libc::O_EXCL != 0,
-        })? {
-            Response::Attr(a) => a,
-            _ => return Err(FsError::Unexpected("create")),
+        let exclusive = flags & libc::O_EXCL != 0;
+        let new = super::pending::NewNode {
+            exclusive,
+            ..super::pending::NewNode::of(NodeKind::File, mode & 0o7777)
         };
-        self.remember(attr.clone());
-        self.forget_attr(parent_node);
+        let made = self.make(parent_node, name, new);
+        let attr = match made {
+            Ok(a) => a,
+            // Queued offline over an existing name: O_CREAT without O_EXCL opens it.
+            Err(e) if !exclusive && e.errno() == libc::EEXIST => {
+                let stat = self.lookup(parent, std::ffi::OsStr::new(name))?;
+                self.server_attr(self.node_of(stat.ino))?
+            }
+            Err(e) => return Err(e),
+        };
         let opened = self.open(self.ino_of_node(attr.node), flags)?;
         let attr = self.server_attr(attr.node)?;
         Ok((self.stat_of(&attr), opened))

@@ -3,7 +3,8 @@
 //! mount. The fuser adapter (`crate::fuse`) only translates.
 //!
 //! * Inode numbers are server node ids, except the account's root, which is inode 1.
-//! * Namespace changes (mkdir, create, rename, unlink, …) go to the server at once.
+//! * Namespace changes (mkdir, create, rename, unlink, …) go to the server at once; while it
+//!   cannot be reached they are applied locally and queued in order ([`pending`]).
 //! * File content is write-back ([`files`]): writes land in a local staging file, `close`
 //!   records the file in the journal, and the uploader ([`upload`]) commits it later.
 //! * Reads of files without local content fetch only the chunks they touch and keep them in
@@ -15,6 +16,7 @@ mod error;
 pub mod files;
 pub mod locks;
 pub mod offline;
+pub mod pending;
 pub mod pins;
 pub mod prefetch;
 pub mod upload;
@@ -24,6 +26,7 @@ pub use error::FsError;
 
 use crate::cache::chunks::ChunkCache;
 use crate::cache::journal::Journal;
+use crate::cache::oplog::NsOp;
 use crate::cache::CacheDir;
 use crate::remote::Remote;
 use files::FileState;
@@ -99,6 +102,8 @@ pub struct CoreOptions {
     pub chunk_cache_bytes: u64,
     /// Offer local I/O on staging files (kernel passthrough) to the adapter.
     pub passthrough: bool,
+    /// This device's name (in conflicted-copy names of changes made offline).
+    pub device: String,
 }
 
 pub struct FsCore {
@@ -143,6 +148,8 @@ pub struct FsCore {
     pub(crate) held_locks: Mutex<std::collections::HashSet<(NodeId, u64)>>,
     /// Whether opens may be given local I/O (cleared when the kernel refuses it).
     pub(crate) passthrough: AtomicBool,
+    /// Namespace changes waiting for the server, and what they did to the view.
+    pub(crate) pending: pending::Pending,
 }
 
 /// The clean local copies and their total size.
@@ -172,7 +179,9 @@ impl FsCore {
     ) -> Result<Arc<FsCore>, FsError> {
         let chunks = ChunkCache::open(cache.chunks(), opts.chunk_cache_bytes)?;
         let journal = Journal::open(cache.journal())?;
+        let pending = pending::Pending::open(cache.journal())?;
         let core = Arc::new(FsCore {
+            pending,
             passthrough: AtomicBool::new(opts.passthrough),
             virtuals: Mutex::new(versions::Virtuals::default()),
             pins: Mutex::new(pins::Pins::load(&cache.root.join("pins"))),
@@ -217,7 +226,7 @@ impl FsCore {
         if ino == ROOT_INO {
             self.root
         } else {
-            ino
+            self.pending.alias(ino)
         }
     }
 
@@ -247,9 +256,13 @@ impl FsCore {
         }
     }
 
+    /// Makes the next getattr of `node` ask the server. The old attributes stay for offline
+    /// use (see [`offline`]).
     pub(crate) fn forget_attr(&self, node: NodeId) {
         if let Ok(mut a) = self.attrs.lock() {
-            a.remove(&node);
+            if let Some((_, at)) = a.get_mut(&node) {
+                *at = Instant::now().checked_sub(TTL * 2).unwrap_or(*at);
+            }
         }
     }
 
@@ -279,9 +292,9 @@ impl FsCore {
         }
     }
 
-    /// Sends a removing request and drops local state of the node that lost its last name.
-    fn call_removed(&self, what: &'static str, req: Request) -> Result<(), FsError> {
-        match self.remote.call(req)? {
+    /// Drops local state of the node that lost its last name in a removing answer.
+    fn removed(&self, answer: Response, what: &'static str) -> Result<(), FsError> {
+        match answer {
             Response::Removed(node) => {
                 if let Some(node) = node {
                     self.drop_local(node);
@@ -293,6 +306,56 @@ impl FsCore {
         }
     }
 
+    /// unlink / rmdir of `name` in `parent`.
+    fn remove(&self, parent: NodeId, name: &str, dir: bool) -> Result<(), FsError> {
+        let op = NsOp::Remove {
+            parent,
+            name: name.to_string(),
+            dir,
+            expect: None,
+        };
+        if let pending::Applied::Sent(r) = self.ns_change(op)? {
+            self.removed(r, if dir { "rmdir" } else { "unlink" })?;
+        }
+        self.forget_name(parent, name);
+        self.forget_attr(parent);
+        Ok(())
+    }
+
+    /// Creates a node (mkdir, create, symlink, mknod) under a fresh client-chosen id.
+    pub(crate) fn make(
+        &self,
+        parent: NodeId,
+        name: &str,
+        new: pending::NewNode,
+    ) -> Result<Attr, FsError> {
+        let epoch = self.epoch();
+        let op = NsOp::Make {
+            parent,
+            name: name.to_string(),
+            id: pending::new_node_id(),
+            kind: new.kind,
+            mode: new.mode,
+            rdev: new.rdev,
+            target: new.target,
+            exclusive: new.exclusive,
+            at: Timestamp::now(),
+        };
+        let attr = match self.ns_change(op)? {
+            pending::Applied::Sent(Response::Attr(a)) => {
+                if self.epoch() == epoch {
+                    self.remember(a.clone());
+                }
+                a
+            }
+            pending::Applied::Queued(Some(a)) => a,
+            _ => return Err(FsError::Unexpected("create")),
+        };
+        self.remember_name(parent, name, attr.node);
+        self.forget_attr(parent);
+        Ok(attr)
+    }
+
     fn call_ok(&self, what: &'static str, req: Request) -> Result<(), FsError> {
         match self.remote.call(req)? {
             Response::Ok => Ok(()),
@@ -302,6 +365,9 @@ impl FsCore {
 
     /// The server's attributes of a node (from the short-lived cache when fresh).
     pub(crate) fn server_attr(&self, node: NodeId) -> Result<Attr, FsError> {
+        if let Some(a) = self.overlay_attr(node) {
+            return Ok(a);
+        }
         if let Some(a) = self.cached_attr(node) {
             return Ok(a);
         }
@@ -355,6 +421,10 @@ impl FsCore {
             Err(_) => return Err(FsError::NotFound),
         }
         let dir = self.node_of(parent);
+        if let Some(queued) = self.overlay_entry(dir, name) {
+            let node = queued.ok_or(FsError::NotFound)?;
+            return Ok(self.stat_of(&self.server_attr(node)?));
+        }
         let found = self.call_attr(
             "lookup",
             Request::Lookup {
@@ -367,7 +437,12 @@ impl FsCore {
                 self.remember_name(dir, name, a.node);
                 a
             }
-            Err(e) if offline::is_offline(&e) => self.offline_lookup(dir, name).ok_or(e)?,
+            Err(e) if offline::is_offline(&e) => match self.seen_entry(dir, name) {
+                // Offline, a name this mount never saw is absent as far as it can tell (so
+                // it can be created; a clash at replay becomes a conflicted copy).
+                None => return Err(FsError::NotFound),
+                Some(_) => self.offline_lookup(dir, name).ok_or(e)?,
+            },
             Err(e) => {
                 if e.errno() == libc::ENOENT {
                     self.forget_name(dir, name);
@@ -407,17 +482,24 @@ impl FsCore {
             if let Some(t) = mtime {
                 self.set_local_mtime(node, t)?;
             }
-            self.call_attr(
-                "setattr",
-                Request::SetAttr {
-                    node,
-                    mode,
-                    uid,
-                    gid,
-                    atime,
-                    mtime,
-                },
-            )?;
+            let epoch = self.epoch();
+            let op = NsOp::SetAttr {
+                node,
+                mode,
+                uid,
+                gid,
+                atime,
+                mtime,
+            };
+            match self.ns_change(op)? {
+                pending::Applied::Sent(Response::Attr(a)) => {
+                    if self.epoch() == epoch {
+                        self.remember(a);
+                    }
+                }
+                pending::Applied::Sent(_) => return Err(FsError::Unexpected("setattr")),
+                pending::Applied::Queued(_) => {}
+            }
         }
         self.getattr(ino)
     }
@@ -427,15 +509,7 @@ impl FsCore {
         self.refuse_virtual(&[parent])?;
         let name = check_name(name)?;
         let parent = self.node_of(parent);
-        let attr = self.call_attr(
-            "mkdir",
-            Request::Mkdir {
-                parent,
-                name: name.to_string(),
-                mode,
-            },
-        )?;
-        self.forget_attr(parent);
+        let attr = self.make(parent, name, pending::NewNode::of(NodeKind::Dir, mode))?;
         Ok(self.stat_of(&attr))
     }
 
@@ -468,32 +542,19 @@ impl FsCore {
         let name = check_name(name)?;
         let parent = self.node_of(parent);
         let perm = mode & 0o7777;
-        let req = match mode & libc::S_IFMT {
-            libc::S_IFREG | 0 => Request::Create {
-                parent,
-                name: name.to_string(),
-                mode: perm,
-                exclusive: true,
-            },
-            fmt => {
-                let kind = match fmt {
-                    libc::S_IFIFO => NodeKind::Fifo,
-                    libc::S_IFSOCK => NodeKind::Socket,
-                    libc::S_IFCHR => NodeKind::CharDevice,
-                    libc::S_IFBLK => NodeKind::BlockDevice,
-                    _ => return Err(FsError::Invalid),
-                };
-                Request::Mknod {
-                    parent,
-                    name: name.to_string(),
-                    kind,
-                    mode: perm,
-                    rdev,
-                }
-            }
+        let kind = match mode & libc::S_IFMT {
+            libc::S_IFREG | 0 => NodeKind::File,
+            libc::S_IFIFO => NodeKind::Fifo,
+            libc::S_IFSOCK => NodeKind::Socket,
+            libc::S_IFCHR => NodeKind::CharDevice,
+            libc::S_IFBLK => NodeKind::BlockDevice,
+            _ => return Err(FsError::Invalid),
         };
-        let attr = self.call_attr("mknod", req)?;
-        self.forget_attr(parent);
+        let new = pending::NewNode {
+            rdev: if kind == NodeKind::File { 0 } else { rdev },
+            ..pending::NewNode::of(kind, perm)
+        };
+        let attr = self.make(parent, name, new)?;
         Ok(self.stat_of(&attr))
     }
 
@@ -507,22 +568,23 @@ impl FsCore {
         self.refuse_virtual(&[parent])?;
         let name = check_name(name)?;
         let target = target.to_str().ok_or(FsError::Invalid)?;
+        shelf_protocol::names::validate_symlink_target(target)
+            .map_err(|code| FsError::Remote(crate::remote::RemoteError::Server(code.into())))?;
         let parent = self.node_of(parent);
-        let attr = self.call_attr(
-            "symlink",
-            Request::Symlink {
-                parent,
-                name: name.to_string(),
-                target: target.to_string(),
-            },
-        )?;
-        self.forget_attr(parent);
+        let new = pending::NewNode {
+            target: Some(target.to_string()),
+            ..pending::NewNode::of(NodeKind::Symlink, 0o777)
+        };
+        let attr = self.make(parent, name, new)?;
         Ok(self.stat_of(&attr))
     }
 
     pub fn readlink(&self, ino: u64) -> Result<String, FsError> {
         if versions::is_virtual(ino) {
             return Err(FsError::Invalid);
+        }
+        if let Some(t) = self.overlay_target(self.node_of(ino)) {
+            return Ok(t);
         }
         match self.remote.call(Request::ReadLink {
             node: self.node_of(ino),
@@ -536,34 +598,14 @@ impl FsCore {
         self.check_writable()?;
         self.refuse_virtual(&[parent])?;
         let name = name_str(name)?;
-        let parent = self.node_of(parent);
-        self.call_removed(
-            "unlink",
-            Request::Unlink {
-                parent,
-                name: name.to_string(),
-            },
-        )?;
-        self.forget_name(parent, name);
-        self.forget_attr(parent);
-        Ok(())
+        self.remove(self.node_of(parent), name, false)
     }
 
     pub fn rmdir(&self, parent: u64, name: &std::ffi::OsStr) -> Result<(), FsError> {
         self.check_writable()?;
         self.refuse_virtual(&[parent])?;
         let name = name_str(name)?;
-        let parent = self.node_of(parent);
-        self.call_removed(
-            "rmdir",
-            Request::Rmdir {
-                parent,
-                name: name.to_string(),
-            },
-        )?;
-        self.forget_name(parent, name);
-        self.forget_attr(parent);
-        Ok(())
+        self.remove(self.node_of(parent), name, true)
     }
 
     pub fn rename(
@@ -582,16 +624,17 @@ impl FsCore {
         let name = name_str(name)?;
         let new_name = check_name(new_name)?;
         let (parent, new_parent) = (self.node_of(parent), self.node_of(new_parent));
-        self.call_removed(
-            "rename",
-            Request::Rename {
-                parent,
-                name: name.to_string(),
-                new_parent,
-                new_name: new_name.to_string(),
-                mode,
-            },
-        )?;
+        let op = NsOp::Rename {
+            parent,
+            name: name.to_string(),
+            new_parent,
+            new_name: new_name.to_string(),
+            mode,
+            expect: None,
+        };
+        if let pending::Applied::Sent(r) = self.ns_change(op)? {
+            self.removed(r, "rename")?;
+        }
         self.forget_name(parent, name);
         self.forget_name(new_parent, new_name);
         self.forget_attr(parent);
@@ -630,7 +673,12 @@ impl FsCore {
         let mut after = None;
         let epoch = self.epoch();
         let mut names = std::collections::BTreeMap::new();
+        // A folder made offline is not on the server yet: the overlay is all of it.
+        let listed_here = self.overlay_created(dir);
         loop {
+            if listed_here {
+                break;
+            }
             let page = match self.remote.call(Request::ReadDir {
                 dir,
                 after: after.clone(),
@@ -675,11 +723,29 @@ impl FsCore {
                 break;
             }
         }
+        self.merge_overlay(dir, &mut items);
         let fh = self.new_fh();
         if let Ok(mut d) = self.dirs.lock() {
             d.insert(fh, (Arc::new(items), epoch));
         }
         Ok(fh)
+    }
+
+    /// Lays queued changes of `dir` over a listing (after `.` and `..`).
+    fn merge_overlay(&self, dir: NodeId, items: &mut Vec<DirItem>) {
+        let Some(changes) = self.overlay_listing(dir) else {
+            return;
+        };
+        items.retain(|i| i.name == "." || i.name == ".." || !changes.contains_key(&i.name));
+        for (name, node) in changes {
+            let Some(node) = node else { continue };
+            if let Ok(attr) = self.server_attr(node) {
+                items.push(DirItem {
+                    name,
+                    stat: self.stat_of(&attr),
+                });
+            }
+        }
     }
 
     /// Whether an open listing's attributes may be cached by the kernel: no pushed change

@@ -48,6 +48,16 @@ impl FsCore {
         self.attrs.lock().ok()?.get(&node).map(|(a, _)| a.clone())
     }
 
+    /// The node this mount last saw under `name` in `dir`.
+    pub(crate) fn seen_entry(&self, dir: NodeId, name: &str) -> Option<NodeId> {
+        self.seen().by_dir.get(&dir)?.get(name).copied()
+    }
+
+    /// The names this mount has seen in `dir`.
+    pub(crate) fn seen_dir(&self, dir: NodeId) -> Option<BTreeMap<String, NodeId>> {
+        self.seen().by_dir.get(&dir).cloned()
+    }
+
     pub(crate) fn offline_lookup(&self, dir: NodeId, name: &str) -> Option<Attr> {
         let node = *self.seen().by_dir.get(&dir)?.get(name)?;
         self.stale_attr(node)

@@ -136,6 +136,13 @@ impl FsCore {
     /// Uploads `node`'s local content if it is dirty. `durable` (fsync) uploads even while
     /// the file is open and waits for the server's flush.
     pub fn upload(&self, node: NodeId, durable: bool) -> Result<(), FsError> {
+        // Namespace changes made offline go first (the file may be one of them).
+        let patience = durable.then_some(Duration::from_secs(1));
+        if !self.wait_changes_sent(patience) {
+            return Err(FsError::Remote(RemoteError::Disconnected(
+                "changes made offline are still waiting for the server".into(),
+            )));
+        }
         let st = self.file_state(node);
         // One upload of a file at a time.
         {
@@ -554,6 +561,13 @@ impl FsCore {
         let core = self.clone();
         threads.push(
             std::thread::Builder::new()
+                .name("shelf-replay".into())
+                .spawn(move || core.replay_loop())
+                .expect("spawning the replay thread"),
+        );
+        let core = self.clone();
+        threads.push(
+            std::thread::Builder::new()
                 .name("shelf-sync".into())
                 .spawn(move || core.sync_loop())
                 .expect("spawning the syncer thread"),
@@ -675,15 +689,27 @@ impl FsCore {
         }
     }
 
-    /// Stops the uploader and syncer threads (after a final sync).
+    /// Stops the uploader, replayer and syncer threads (after a final sync).
     pub fn stop_background(&self) {
         self.queue.stop();
+        self.pending.stop();
         self.stop_prefetch();
     }
 
-    /// Uploads everything pending and waits, up to `timeout`. Returns how many files are left.
+    /// Sends every queued change and upload, waiting up to `timeout`. Returns how many
+    /// changes and files are left.
     pub fn drain(&self, timeout: Duration) -> usize {
-        self.queue.wait_idle(timeout)
+        let deadline = std::time::Instant::now() + timeout;
+        if !self.wait_changes_sent(Some(timeout)) {
+            return self.pending.len() + self.queue.pending();
+        }
+        self.queue
+            .wait_idle(deadline.saturating_duration_since(std::time::Instant::now()))
+    }
+
+    /// Namespace changes made offline that the server does not have yet.
+    pub fn pending_changes(&self) -> usize {
+        self.pending.len()
     }
 }
 

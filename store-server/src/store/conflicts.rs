@@ -39,21 +39,7 @@ fn prefs_key(account: u64) -> Vec<u8> {
     k
 }
 
-/// `report.txt` → `report (conflicted copy 2026-11-22 231500 from laptop).txt`, kept
-/// within the 255-byte name limit.
-pub fn conflict_name(name: &str, at: Timestamp, device: &str) -> String {
-    let (stem, ext) = match name.rfind('.') {
-        Some(i) if i > 0 => (&name[..i], &name[i..]),
-        _ => (name, ""),
-    };
-    let when = crate::store::civil(at.secs);
-    let tag = format!(" (conflicted copy {when} from {device})");
-    let mut stem = stem.to_string();
-    while stem.len() + tag.len() + ext.len() > 255 && !stem.is_empty() {
-        stem.pop();
-    }
-    format!("{stem}{tag}{ext}")
-}
+pub use shelf_protocol::names::conflict_name;
 
 impl Store {
     pub fn conflict_policy(&self, account: u64) -> Result<ConflictPolicy> {
@@ -179,6 +165,7 @@ impl Store {
                 target: None,
                 exclusive: true,
                 rdev: 0,
+                id: None,
             };
             let attr = match self.create_node(ctx, parent, &name, new) {
                 Ok(a) => a,

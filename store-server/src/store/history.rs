@@ -304,6 +304,7 @@ impl Store {
                     target: None,
                     exclusive: true,
                     rdev: 0,
+                    id: None,
                 },
             )?
         } else {
@@ -368,6 +369,7 @@ mod tests {
                         target: None,
                         exclusive: false,
                         rdev: 0,
+                        id: None,
                     },
                 )
                 .unwrap()
@@ -447,11 +449,10 @@ mod tests {
         f.store
             .rename(
                 &f.ctx,
-                f.dir,
-                ".a.txt.swp",
-                f.dir,
-                "a.txt",
+                (f.dir, ".a.txt.swp"),
+                (f.dir, "a.txt"),
                 RenameMode::Replace,
+                None,
             )
             .unwrap();
         assert_eq!(
@@ -510,7 +511,13 @@ mod tests {
         f.write("c", "c1");
         f.write("c", "c2");
         f.store
-            .rename(&f.ctx, f.dir, "c", f.dir, "d", RenameMode::Replace)
+            .rename(
+                &f.ctx,
+                (f.dir, "c"),
+                (f.dir, "d"),
+                RenameMode::Replace,
+                None,
+            )
             .unwrap();
         assert!(f.history("c").is_empty());
         assert_eq!(f.history("d"), h(&[(1, "c1", false), (2, "c2", false)]));

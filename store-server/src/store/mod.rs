@@ -281,12 +281,6 @@ impl Store {
     }
 }
 
-/// `YYYY-MM-DD HHMMSS` in UTC (for conflicted-copy names).
-pub fn civil(secs: i64) -> String {
-    let [y, m, d, hh, mm, ss] = Timestamp { secs, nanos: 0 }.utc();
-    format!("{y:04}-{m:02}-{d:02} {hh:02}{mm:02}{ss:02}")
-}
-
 pub(crate) fn node_key(id: NodeId) -> [u8; 8] {
     id.to_be_bytes()
 }

@@ -11,8 +11,8 @@ use crate::authz::{authorize, Action};
 use crate::error::{Result, StoreError};
 use shelf_protocol::names::{validate_name, validate_symlink_target};
 use shelf_protocol::{
-    Attr, ChangeKind, ChunkRef, DirEntry, ErrorCode, NodeId, NodeKind, RenameMode, ServerStatus,
-    Timestamp, XattrMode,
+    Attr, ChangeKind, ChunkRef, DirEntry, ErrorCode, Expect, NodeId, NodeKind, RenameMode,
+    ServerStatus, Timestamp, XattrMode, CLIENT_NODE_IDS,
 };
 use sled::transaction::{
     ConflictableTransactionError, TransactionError, TransactionalTree, UnabortableTransactionError,
@@ -40,6 +40,8 @@ pub struct NewNode<'a> {
     pub exclusive: bool,
     /// Device number of a device node.
     pub rdev: u32,
+    /// The id the client chose (in [`CLIENT_NODE_IDS`]); `None`: the store numbers it.
+    pub id: Option<NodeId>,
 }
 
 pub(crate) fn tx_error(e: TransactionError<StoreError>) -> StoreError {
@@ -181,12 +183,17 @@ impl Store {
             target,
             exclusive,
             rdev,
+            id: chosen,
         } = new;
         check_name(name)?;
         if let Some(t) = target {
             validate_symlink_target(t)?;
         }
-        let id = self.new_node_id()?;
+        let id = match chosen {
+            Some(id) if CLIENT_NODE_IDS.contains(&id) => id,
+            Some(_) => return Err(ErrorCode::InvalidArgument.into()),
+            None => self.new_node_id()?,
+        };
         let now = Timestamp::now();
         let rec = NodeRec {
             format: FORMAT,
@@ -229,6 +236,22 @@ impl Store {
                     device: &ctx.device,
                 };
                 let mut dir = tx_dir(ctx, nodes, parent, Action::Write)?;
+                if chosen.is_some() {
+                    if let Some(bytes) = nodes.get(node_key(id))? {
+                        // This create was applied before (its answer was lost): the node
+                        // is the answer, wherever it is now. Another account's node of
+                        // that id (a collision of random ids) is refused without detail.
+                        let old: NodeRec = tx_decode(&bytes)?;
+                        if old.owner != ctx.account {
+                            return abort(ErrorCode::InvalidArgument);
+                        }
+                        let old = tx_node(ctx, nodes, id, Action::Read)?;
+                        if old.deleted.is_some() {
+                            return abort(ErrorCode::NotFound);
+                        }
+                        return Ok((old.attr(id), false));
+                    }
+                }
                 if let Some(existing) = dirents.get(&key)? {
                     // O_CREAT without O_EXCL on an existing file opens it.
                     let existing = child_of(&existing)?;
@@ -269,6 +292,19 @@ impl Store {
 
     /// Removes a name: a file or symlink (`want_dir == false`) or an empty directory.
     pub fn remove(&self, ctx: &Ctx, parent: NodeId, name: &str, want_dir: bool) -> Result<NodeId> {
+        self.remove_expecting(ctx, parent, name, want_dir, None)
+    }
+
+    /// [`Store::remove`], but only if the name still holds the node (and, for a file, the
+    /// content version) the client saw; `Conflict` otherwise, with nothing removed.
+    pub fn remove_expecting(
+        &self,
+        ctx: &Ctx,
+        parent: NodeId,
+        name: &str,
+        want_dir: bool,
+        expect: Option<Expect>,
+    ) -> Result<NodeId> {
         check_name(name)?;
         let key = dirent_key(parent, name);
         let now = self.now();
@@ -294,6 +330,12 @@ impl Store {
                 };
                 let child = child_of(&child)?;
                 let mut rec = tx_node(ctx, nodes, child, Action::Write)?;
+                if let Some(e) = expect {
+                    let edited = e.version.is_some_and(|v| v != rec.version);
+                    if e.node != child || edited {
+                        return abort(ErrorCode::Conflict);
+                    }
+                }
                 match (want_dir, rec.kind == NodeKind::Dir) {
                     (true, false) => return abort(ErrorCode::NotDir),
                     (false, true) => return abort(ErrorCode::IsDir),
@@ -346,11 +388,10 @@ impl Store {
     pub fn rename(
         &self,
         ctx: &Ctx,
-        parent: NodeId,
-        name: &str,
-        new_parent: NodeId,
-        new_name: &str,
+        (parent, name): (NodeId, &str),
+        (new_parent, new_name): (NodeId, &str),
         mode: RenameMode,
+        expect: Option<NodeId>,
     ) -> Result<Option<NodeId>> {
         check_name(name)?;
         check_name(new_name)?;
@@ -378,6 +419,9 @@ impl Store {
                     return abort(ErrorCode::NotFound);
                 };
                 let src = child_of(&src)?;
+                if expect.is_some_and(|e| e != src) {
+                    return abort(ErrorCode::Conflict);
+                }
                 let mut src_rec = tx_node(ctx, nodes, src, Action::Write)?;
                 let same_dir = parent == new_parent;
                 let mut dst_dir = if same_dir {

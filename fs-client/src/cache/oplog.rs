@@ -1,0 +1,239 @@
+//! The namespace journal: creates, removes, renames and attribute changes made while the
+//! server could not be reached, in the order they were made, until the server has them.
+//!
+//! One append-only log, `CACHE/journal/ops`, framed like the upload journal: an `Op` entry
+//! when a change is made locally, a `Done` entry once the server has applied it (or refused
+//! it for good). A torn last entry is ignored: that call never returned. The log is rewritten
+//! with only the live entries when opened, and emptied whenever it drains.
+
+use super::journal::{entries, frame};
+use serde::{Deserialize, Serialize};
+use shelf_protocol::{Expect, NodeId, NodeKind, RenameMode, Timestamp};
+use std::collections::VecDeque;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+const FORMAT: u8 = 1;
+
+/// One namespace change, as the device made it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub enum NsOp {
+    /// mkdir, create, symlink or mknod, with the node id the device chose.
+    Make {
+        parent: NodeId,
+        name: String,
+        id: NodeId,
+        kind: NodeKind,
+        mode: u32,
+        rdev: u32,
+        target: Option<String>,
+        /// O_EXCL (online only: a replayed create always makes a new node).
+        exclusive: bool,
+        at: Timestamp,
+    },
+    /// unlink (`dir == false`) or rmdir. Queued, it carries what the device saw under the
+    /// name: the server removes it only if that is still there, unchanged.
+    Remove {
+        parent: NodeId,
+        name: String,
+        dir: bool,
+        expect: Option<Expect>,
+    },
+    /// rename; queued, it carries the node the device moved.
+    Rename {
+        parent: NodeId,
+        name: String,
+        new_parent: NodeId,
+        new_name: String,
+        mode: RenameMode,
+        expect: Option<NodeId>,
+    },
+    /// chmod, chown, utimens.
+    SetAttr {
+        node: NodeId,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        atime: Option<Timestamp>,
+        mtime: Option<Timestamp>,
+    },
+}
+
+#[derive(Serialize, Deserialize, Debug)]
+enum Entry {
+    Op { format: u8, seq: u64, op: NsOp },
+    Done(u64),
+}
+
+struct Inner {
+    file: File,
+    ops: VecDeque<(u64, NsOp)>,
+    next_seq: u64,
+}
+
+pub struct OpLog {
+    dir: PathBuf,
+    inner: Mutex<Inner>,
+}
+
+fn log_path(dir: &Path) -> PathBuf {
+    dir.join("ops")
+}
+
+/// The live operations of a log, in order.
+fn replay(bytes: &[u8]) -> VecDeque<(u64, NsOp)> {
+    let mut ops: VecDeque<(u64, NsOp)> = VecDeque::new();
+    for entry in entries::<Entry>(bytes) {
+        match entry {
+            Entry::Op { format, seq, op } if format == FORMAT => ops.push_back((seq, op)),
+            Entry::Op { format, .. } => {
+                tracing::error!(format, "namespace journal entry of unknown format")
+            }
+            Entry::Done(seq) => ops.retain(|(s, _)| *s != seq),
+        }
+    }
+    ops
+}
+
+fn rewrite(dir: &Path, ops: &VecDeque<(u64, NsOp)>) -> std::io::Result<File> {
+    let tmp = dir.join("ops.tmp");
+    let mut bytes = Vec::new();
+    for (seq, op) in ops {
+        bytes.extend(frame(&Entry::Op {
+            format: FORMAT,
+            seq: *seq,
+            op: op.clone(),
+        })?);
+    }
+    let mut f = File::create(&tmp)?;
+    f.write_all(&bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, log_path(dir))?;
+    OpenOptions::new().append(true).open(log_path(dir))
+}
+
+impl OpLog {
+    /// Opens the log in `dir` with the operations still waiting for the server.
+    pub fn open(dir: PathBuf) -> std::io::Result<OpLog> {
+        let bytes = match std::fs::read(log_path(&dir)) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        let ops = replay(&bytes);
+        let file = rewrite(&dir, &ops)?;
+        let next_seq = ops.back().map(|(s, _)| s + 1).unwrap_or(1);
+        Ok(OpLog {
+            dir,
+            inner: Mutex::new(Inner {
+                file,
+                ops,
+                next_seq,
+            }),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Appends an operation (one `write(2)`; the syncer makes it durable with the rest).
+    pub fn push(&self, op: NsOp) -> std::io::Result<u64> {
+        let mut inner = self.lock();
+        let seq = inner.next_seq;
+        let bytes = frame(&Entry::Op {
+            format: FORMAT,
+            seq,
+            op: op.clone(),
+        })?;
+        inner.file.write_all(&bytes)?;
+        inner.next_seq += 1;
+        inner.ops.push_back((seq, op));
+        Ok(seq)
+    }
+
+    /// The oldest operation the server does not have yet.
+    pub fn front(&self) -> Option<(u64, NsOp)> {
+        self.lock().ops.front().cloned()
+    }
+
+    /// Records that operation `seq` (the oldest) is done; an emptied log is truncated.
+    pub fn done(&self, seq: u64) -> std::io::Result<()> {
+        let mut inner = self.lock();
+        inner.ops.retain(|(s, _)| *s != seq);
+        if inner.ops.is_empty() {
+            inner.file = rewrite(&self.dir, &inner.ops)?;
+        } else {
+            let bytes = frame(&Entry::Done(seq))?;
+            inner.file.write_all(&bytes)?;
+        }
+        Ok(())
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().ops.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every waiting operation, oldest first.
+    pub fn ops(&self) -> Vec<NsOp> {
+        self.lock().ops.iter().map(|(_, op)| op.clone()).collect()
+    }
+}
+
+/// Operations waiting in the log of folder `dir` (read-only; for `shelf status`).
+pub fn count(dir: &Path) -> usize {
+    std::fs::read(log_path(dir))
+        .map(|b| replay(&b).len())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op(n: u64) -> NsOp {
+        NsOp::SetAttr {
+            node: n,
+            mode: Some(0o600),
+            uid: None,
+            gid: None,
+            atime: None,
+            mtime: None,
+        }
+    }
+
+    #[test]
+    fn keeps_order_across_reopen_and_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = OpLog::open(dir.path().to_path_buf()).unwrap();
+        for n in 0..5 {
+            log.push(op(n)).unwrap();
+        }
+        let (first, _) = log.front().unwrap();
+        log.done(first).unwrap();
+        log.push(op(5)).unwrap();
+        drop(log);
+        assert_eq!(count(dir.path()), 5);
+        // A torn last append is ignored.
+        let path = dir.path().join("ops");
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes.truncate(bytes.len() - 3);
+        std::fs::write(&path, &bytes).unwrap();
+        let log = OpLog::open(dir.path().to_path_buf()).unwrap();
+        assert_eq!(log.ops(), vec![op(1), op(2), op(3), op(4)]);
+        // New entries continue after the surviving ones.
+        let seq = log.push(op(9)).unwrap();
+        assert!(seq > log.front().unwrap().0);
+        while let Some((seq, _)) = log.front() {
+            log.done(seq).unwrap();
+        }
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+        assert_eq!(count(dir.path()), 0);
+    }
+}

@@ -1,0 +1,929 @@
+//! Namespace changes that cannot reach the server now: applied locally, journaled
+//! ([`crate::cache::oplog`]) and replayed in order by a background thread once it answers.
+//!
+//! * A change goes straight to the server while nothing is waiting. When the server cannot be
+//!   reached it is queued instead, and so is every later change until the queue drains, so
+//!   the server receives them in the order they were made.
+//! * The [`Overlay`] holds what the queued changes did to names and attributes. Lookups,
+//!   listings and getattr consult it before the server, so the mount shows its own changes
+//!   while they wait, online or not.
+//! * Every node a client creates gets an id the client picked ([`CLIENT_NODE_IDS`]): content
+//!   written to a file made offline is uploaded to that node once its create is replayed, and
+//!   a replay whose answer was lost finds its node instead of making a second one.
+//! * Replays retry with backoff while the server is unreachable. Conflicts lose nothing: a
+//!   create whose name was taken meanwhile gets a conflicted-copy name (a folder is merged
+//!   into the folder of that name), one whose folder was deleted goes to the top of the
+//!   store; a delete of a file another device changed since, or a rename of a name that now
+//!   holds another file, is not applied. Uploads wait until the queue has drained.
+
+use super::{FsCore, FsError};
+use crate::cache::oplog::{NsOp, OpLog};
+use crate::remote::RemoteError;
+use shelf_protocol::names::conflict_name;
+use shelf_protocol::{
+    Attr, ErrorCode, Expect, NodeId, NodeKind, RenameMode, Request, Response, Timestamp,
+    CLIENT_NODE_IDS,
+};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+const BACKOFF_MIN: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(15);
+/// Names tried for one create or rename before the change is given up.
+const MAX_NAME_TRIES: u32 = 8;
+
+/// What queued changes did, laid over the server's view.
+#[derive(Default)]
+pub struct Overlay {
+    /// Per directory: name → node it now names, or `None` where a name was removed.
+    names: HashMap<NodeId, BTreeMap<String, Option<NodeId>>>,
+    /// Attributes of nodes made or changed by queued changes.
+    attrs: HashMap<NodeId, Attr>,
+    /// Targets of symlinks made offline.
+    targets: HashMap<NodeId, String>,
+    /// Nodes made by queued changes (the server does not know them yet).
+    created: HashSet<NodeId>,
+}
+
+impl Overlay {
+    fn is_empty(&self) -> bool {
+        self.names.is_empty() && self.attrs.is_empty()
+    }
+
+    /// Lays one change over the view; `base` is the node's attributes before a SetAttr.
+    fn apply(&mut self, op: &NsOp, base: Option<Attr>) {
+        match op {
+            NsOp::Make {
+                parent,
+                name,
+                id,
+                kind,
+                mode,
+                rdev,
+                target,
+                at,
+                ..
+            } => {
+                let attr = Attr {
+                    node: *id,
+                    kind: *kind,
+                    mode: match kind {
+                        NodeKind::Symlink => 0o777,
+                        _ => mode & 0o7777,
+                    },
+                    size: target.as_ref().map(|t| t.len() as u64).unwrap_or(0),
+                    mtime: *at,
+                    ctime: *at,
+                    atime: *at,
+                    nlink: if *kind == NodeKind::Dir { 2 } else { 1 },
+                    version: 0,
+                    rdev: *rdev,
+                    uid: None,
+                    gid: None,
+                };
+                self.names
+                    .entry(*parent)
+                    .or_default()
+                    .insert(name.clone(), Some(*id));
+                self.attrs.insert(*id, attr);
+                if let Some(t) = target {
+                    self.targets.insert(*id, t.clone());
+                }
+                self.created.insert(*id);
+            }
+            NsOp::Remove { parent, name, .. } => {
+                self.names
+                    .entry(*parent)
+                    .or_default()
+                    .insert(name.clone(), None);
+            }
+            NsOp::Rename {
+                parent,
+                name,
+                new_parent,
+                new_name,
+                expect,
+                ..
+            } => {
+                self.names
+                    .entry(*parent)
+                    .or_default()
+                    .insert(name.clone(), None);
+                self.names
+                    .entry(*new_parent)
+                    .or_default()
+                    .insert(new_name.clone(), *expect);
+            }
+            NsOp::SetAttr {
+                node,
+                mode,
+                uid,
+                gid,
+                atime,
+                mtime,
+            } => {
+                let Some(mut a) = self.attrs.get(node).cloned().or(base) else {
+                    return;
+                };
+                if let Some(m) = mode {
+                    a.mode = m & 0o7777;
+                }
+                if uid.is_some() {
+                    a.uid = *uid;
+                }
+                if gid.is_some() {
+                    a.gid = *gid;
+                }
+                if let Some(t) = atime {
+                    a.atime = *t;
+                }
+                if let Some(t) = mtime {
+                    a.mtime = *t;
+                }
+                a.ctime = Timestamp::now();
+                self.attrs.insert(*node, a);
+            }
+        }
+    }
+
+    /// `Some(answer)` when the overlay decides what `name` in `dir` is.
+    fn entry(&self, dir: NodeId, name: &str) -> Option<Option<NodeId>> {
+        match self.names.get(&dir).and_then(|d| d.get(name)) {
+            Some(e) => Some(*e),
+            // A folder made offline holds only what the overlay says.
+            None if self.created.contains(&dir) => Some(None),
+            None => None,
+        }
+    }
+}
+
+/// The queue of namespace changes and its overlay.
+pub struct Pending {
+    log: OpLog,
+    overlay: Mutex<Overlay>,
+    /// Signalled when a change is queued, when the queue drains and when stopping.
+    cv: Condvar,
+    /// Whether the overlay holds anything (read without the lock on every lookup).
+    active: AtomicBool,
+    /// A replay ended differently than the change was made locally (a conflicted name, a
+    /// merged folder, a change not applied): cached names are dropped when the queue drains.
+    diverged: AtomicBool,
+    /// Folders made offline that turned out to exist on the server: local id → server id.
+    aliases: Mutex<HashMap<NodeId, NodeId>>,
+    stopping: AtomicBool,
+}
+
+/// How a namespace change was made.
+pub(crate) enum Applied {
+    /// The server answered.
+    Sent(Response),
+    /// Applied locally and queued; the attributes of a made or changed node.
+    Queued(Option<Attr>),
+}
+
+/// What a create makes.
+pub(crate) struct NewNode {
+    pub kind: NodeKind,
+    pub mode: u32,
+    pub rdev: u32,
+    pub target: Option<String>,
+    /// O_EXCL: fail on an existing name (always, except for plain file creates).
+    pub exclusive: bool,
+}
+
+impl NewNode {
+    pub fn of(kind: NodeKind, mode: u32) -> NewNode {
+        NewNode {
+            kind,
+            mode,
+            rdev: 0,
+            target: None,
+            exclusive: true,
+        }
+    }
+}
+
+/// A fresh node id for a create (random in [`CLIENT_NODE_IDS`]).
+pub fn new_node_id() -> NodeId {
+    let mut b = [0u8; 8];
+    if getrandom::getrandom(&mut b).is_err() {
+        // No entropy source: time and a counter still make ids unique on this device.
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        b = (t ^ N.fetch_add(1, Ordering::Relaxed).rotate_left(40)).to_le_bytes();
+    }
+    let span = CLIENT_NODE_IDS.end - CLIENT_NODE_IDS.start;
+    CLIENT_NODE_IDS.start + u64::from_le_bytes(b) % span
+}
+
+fn refused(code: ErrorCode) -> FsError {
+    FsError::Remote(RemoteError::Server(code.into()))
+}
+
+fn offline(what: &str) -> FsError {
+    FsError::Remote(RemoteError::Disconnected(format!(
+        "the server is unreachable and {what} cannot be done offline"
+    )))
+}
+
+/// The request for a change; a replayed create is always exclusive (its node must be new).
+fn request(op: &NsOp, replay: bool) -> Request {
+    match op.clone() {
+        NsOp::Make {
+            parent,
+            name,
+            id,
+            kind,
+            mode,
+            rdev,
+            target,
+            exclusive,
+            ..
+        } => match kind {
+            NodeKind::Dir => Request::Mkdir {
+                parent,
+                name,
+                mode,
+                id: Some(id),
+            },
+            NodeKind::File => Request::Create {
+                parent,
+                name,
+                mode,
+                exclusive: exclusive || replay,
+                id: Some(id),
+            },
+            NodeKind::Symlink => Request::Symlink {
+                parent,
+                name,
+                target: target.unwrap_or_default(),
+                id: Some(id),
+            },
+            kind => Request::Mknod {
+                parent,
+                name,
+                kind,
+                mode,
+                rdev,
+                id: Some(id),
+            },
+        },
+        NsOp::Remove {
+            parent,
+            name,
+            dir: false,
+            expect,
+        } => Request::Unlink {
+            parent,
+            name,
+            expect,
+        },
+        NsOp::Remove {
+            parent,
+            name,
+            dir: true,
+            expect,
+        } => Request::Rmdir {
+            parent,
+            name,
+            expect,
+        },
+        NsOp::Rename {
+            parent,
+            name,
+            new_parent,
+            new_name,
+            mode,
+            expect,
+        } => Request::Rename {
+            parent,
+            name,
+            new_parent,
+            new_name,
+            mode,
+            expect,
+        },
+        NsOp::SetAttr {
+            node,
+            mode,
+            uid,
+            gid,
+            atime,
+            mtime,
+        } => Request::SetAttr {
+            node,
+            mode,
+            uid,
+            gid,
+            atime,
+            mtime,
+        },
+    }
+}
+
+impl Pending {
+    /// Opens the queue in the journal folder `dir`; changes left by a killed client are laid
+    /// over the view again and replayed.
+    pub fn open(dir: std::path::PathBuf) -> std::io::Result<Pending> {
+        let log = OpLog::open(dir)?;
+        let mut overlay = Overlay::default();
+        for op in log.ops() {
+            overlay.apply(&op, None);
+        }
+        if !log.is_empty() {
+            tracing::info!(
+                changes = log.len(),
+                "namespace changes made offline will be replayed"
+            );
+        }
+        Ok(Pending {
+            active: AtomicBool::new(!overlay.is_empty()),
+            log,
+            overlay: Mutex::new(overlay),
+            cv: Condvar::new(),
+            diverged: AtomicBool::new(false),
+            aliases: Mutex::new(HashMap::new()),
+            stopping: AtomicBool::new(false),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Overlay> {
+        self.overlay.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Changes waiting for the server.
+    pub fn len(&self) -> usize {
+        self.log.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.log.is_empty()
+    }
+
+    /// Waits until no change is waiting, up to `timeout` (`None`: until stopped). Returns
+    /// whether the queue is empty.
+    pub fn wait_drained(&self, timeout: Option<Duration>) -> bool {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut g = self.lock();
+        loop {
+            if self.log.is_empty() {
+                return true;
+            }
+            if self.stopping.load(Ordering::Acquire) {
+                return false;
+            }
+            let wait = match deadline {
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        return false;
+                    }
+                    d - now
+                }
+                None => Duration::from_secs(1),
+            };
+            g = self
+                .cv
+                .wait_timeout(g, wait)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::Release);
+        let _g = self.lock();
+        self.cv.notify_all();
+    }
+
+    /// The server's id of a node (a folder made offline may have been merged).
+    pub fn alias(&self, node: NodeId) -> NodeId {
+        if node < CLIENT_NODE_IDS.start {
+            return node;
+        }
+        self.aliases
+            .lock()
+            .ok()
+            .and_then(|a| a.get(&node).copied())
+            .unwrap_or(node)
+    }
+}
+
+impl FsCore {
+    /// Makes a namespace change: on the server at once when nothing is queued, else (or when
+    /// the server cannot be reached) locally, queued for replay.
+    pub(crate) fn ns_change(&self, op: NsOp) -> Result<Applied, FsError> {
+        if self.pending.is_empty() {
+            match self.remote.call(request(&op, false)) {
+                Ok(r) => return Ok(Applied::Sent(r)),
+                Err(e) if e.is_transient() => {
+                    tracing::info!(error = %e, "the server is unreachable: changes are kept here and sent when it is back");
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.queue_change(op).map(Applied::Queued)
+    }
+
+    /// The node `name` in `dir` names in this mount's view, as far as it is known.
+    fn view_entry(&self, ov: &Overlay, dir: NodeId, name: &str) -> Option<NodeId> {
+        match ov.entry(dir, name) {
+            Some(e) => e,
+            None => self.seen_entry(dir, name),
+        }
+    }
+
+    fn view_attr(&self, ov: &Overlay, node: NodeId) -> Option<Attr> {
+        ov.attrs
+            .get(&node)
+            .cloned()
+            .or_else(|| self.stale_attr(node))
+    }
+
+    /// Whether a directory is known to hold entries in this mount's view.
+    fn view_nonempty(&self, ov: &Overlay, dir: NodeId) -> bool {
+        let added = ov.names.get(&dir);
+        if added.is_some_and(|d| d.values().any(Option::is_some)) {
+            return true;
+        }
+        self.seen_dir(dir).is_some_and(|names| {
+            names
+                .keys()
+                .any(|n| added.is_none_or(|d| d.get(n) != Some(&None)))
+        })
+    }
+
+    /// Checks a change against this mount's view, journals it and lays it over the view.
+    fn queue_change(&self, mut op: NsOp) -> Result<Option<Attr>, FsError> {
+        let mut ov = self.pending.lock();
+        let mut base = None;
+        let mut gone = None;
+        match &mut op {
+            NsOp::Make { parent, name, .. } => {
+                if self.view_entry(&ov, *parent, name).is_some() {
+                    return Err(refused(ErrorCode::Exists));
+                }
+            }
+            NsOp::Remove {
+                parent,
+                name,
+                dir,
+                expect,
+            } => {
+                let node = self
+                    .view_entry(&ov, *parent, name)
+                    .ok_or(FsError::NotFound)?;
+                let attr = self.view_attr(&ov, node);
+                if let Some(a) = &attr {
+                    match (*dir, a.kind == NodeKind::Dir) {
+                        (true, false) => return Err(refused(ErrorCode::NotDir)),
+                        (false, true) => return Err(refused(ErrorCode::IsDir)),
+                        (true, true) if self.view_nonempty(&ov, node) => {
+                            return Err(refused(ErrorCode::NotEmpty))
+                        }
+                        _ => {}
+                    }
+                }
+                *expect = Some(Expect {
+                    node,
+                    version: attr.filter(|a| a.kind == NodeKind::File).map(|a| a.version),
+                });
+                gone = Some(node);
+            }
+            NsOp::Rename {
+                parent,
+                name,
+                new_parent,
+                new_name,
+                mode,
+                expect,
+            } => {
+                if *mode == RenameMode::Exchange {
+                    return Err(offline("an exchanging rename"));
+                }
+                let node = self
+                    .view_entry(&ov, *parent, name)
+                    .ok_or(FsError::NotFound)?;
+                if (*parent, name.as_str()) == (*new_parent, new_name.as_str()) {
+                    return Ok(None);
+                }
+                if let Some(target) = self.view_entry(&ov, *new_parent, new_name) {
+                    if *mode == RenameMode::NoReplace {
+                        return Err(refused(ErrorCode::Exists));
+                    }
+                    if target == node {
+                        return Ok(None);
+                    }
+                    let is_dir = |n| {
+                        self.view_attr(&ov, n)
+                            .map(|a| a.kind == NodeKind::Dir)
+                            .unwrap_or(false)
+                    };
+                    match (is_dir(node), is_dir(target)) {
+                        (true, false) => return Err(refused(ErrorCode::NotDir)),
+                        (false, true) => return Err(refused(ErrorCode::IsDir)),
+                        (true, true) if self.view_nonempty(&ov, target) => {
+                            return Err(refused(ErrorCode::NotEmpty))
+                        }
+                        _ => {}
+                    }
+                    gone = Some(target);
+                }
+                *expect = Some(node);
+            }
+            NsOp::SetAttr { node, .. } => {
+                base = Some(
+                    self.view_attr(&ov, *node)
+                        .ok_or_else(|| offline("changing a file never seen here"))?,
+                );
+            }
+        }
+        self.pending.log.push(op.clone())?;
+        ov.apply(&op, base);
+        self.pending.active.store(true, Ordering::Release);
+        let attr = match &op {
+            NsOp::Make { id, .. } => ov.attrs.get(id).cloned(),
+            NsOp::SetAttr { node, .. } => ov.attrs.get(node).cloned(),
+            _ => None,
+        };
+        self.pending.cv.notify_all();
+        drop(ov);
+        self.needs_sync.store(true, Ordering::Release);
+        // The rest of the mount's caches follow the change too.
+        match &op {
+            NsOp::Make {
+                parent, name, id, ..
+            } => {
+                self.remember_name(*parent, name, *id);
+                self.forget_attr(*parent);
+            }
+            NsOp::Remove { parent, name, .. } => {
+                self.forget_name(*parent, name);
+                self.forget_attr(*parent);
+            }
+            NsOp::Rename {
+                parent,
+                name,
+                new_parent,
+                new_name,
+                expect,
+                ..
+            } => {
+                self.forget_name(*parent, name);
+                if let Some(node) = expect {
+                    self.remember_name(*new_parent, new_name, *node);
+                }
+                self.forget_attr(*parent);
+                self.forget_attr(*new_parent);
+            }
+            NsOp::SetAttr { .. } => {}
+        }
+        if let Some(node) = gone {
+            self.drop_local(node);
+            self.forget_attr(node);
+        }
+        Ok(attr)
+    }
+
+    /// `Some(answer)` when queued changes decide what `name` in `dir` is.
+    pub(crate) fn overlay_entry(&self, dir: NodeId, name: &str) -> Option<Option<NodeId>> {
+        if !self.pending.active.load(Ordering::Acquire) {
+            return None;
+        }
+        self.pending.lock().entry(dir, name)
+    }
+
+    /// Attributes set by queued changes.
+    pub(crate) fn overlay_attr(&self, node: NodeId) -> Option<Attr> {
+        if !self.pending.active.load(Ordering::Acquire) {
+            return None;
+        }
+        self.pending.lock().attrs.get(&node).cloned()
+    }
+
+    pub(crate) fn overlay_target(&self, node: NodeId) -> Option<String> {
+        if !self.pending.active.load(Ordering::Acquire) {
+            return None;
+        }
+        self.pending.lock().targets.get(&node).cloned()
+    }
+
+    /// Whether `dir` was made by a queued change (the server does not know it yet).
+    pub(crate) fn overlay_created(&self, node: NodeId) -> bool {
+        self.pending.active.load(Ordering::Acquire) && self.pending.lock().created.contains(&node)
+    }
+
+    /// Lays queued changes over a directory listing: `(name, node)` pairs to drop or add.
+    pub(crate) fn overlay_listing(&self, dir: NodeId) -> Option<BTreeMap<String, Option<NodeId>>> {
+        if !self.pending.active.load(Ordering::Acquire) {
+            return None;
+        }
+        self.pending.lock().names.get(&dir).cloned()
+    }
+
+    /// Waits (up to `timeout`; `None`: until stopped) until no namespace change is queued.
+    pub(crate) fn wait_changes_sent(&self, timeout: Option<Duration>) -> bool {
+        self.pending.wait_drained(timeout)
+    }
+
+    /// Replays queued changes in order, with backoff while the server cannot be reached.
+    pub(crate) fn replay_loop(&self) {
+        let mut backoff = BACKOFF_MIN;
+        loop {
+            {
+                let mut g = self.pending.lock();
+                while self.pending.log.is_empty() && !self.pending.stopping.load(Ordering::Acquire)
+                {
+                    g = self.pending.cv.wait(g).unwrap_or_else(|p| p.into_inner());
+                }
+            }
+            if self.pending.stopping.load(Ordering::Acquire) {
+                return;
+            }
+            let Some((seq, op)) = self.pending.log.front() else {
+                continue;
+            };
+            match self.replay_one(&op) {
+                Ok(()) => {
+                    backoff = BACKOFF_MIN;
+                    if let Err(e) = self.pending.log.done(seq) {
+                        // Replaying it again is harmless (replays are idempotent).
+                        tracing::error!(error = %e, "cannot record a replayed change in the journal");
+                        std::thread::sleep(Duration::from_secs(1));
+                        continue;
+                    }
+                    self.needs_sync.store(true, Ordering::Release);
+                    self.finish_if_drained();
+                }
+                Err(e) => {
+                    tracing::info!(error = %e, waiting = self.pending.len(), retry_in = ?backoff, "namespace changes made offline wait for the server");
+                    // New changes do not cut the wait short; stopping does.
+                    let until = Instant::now() + backoff;
+                    let mut g = self.pending.lock();
+                    while !self.pending.stopping.load(Ordering::Acquire) {
+                        let now = Instant::now();
+                        if now >= until {
+                            break;
+                        }
+                        g = self
+                            .pending
+                            .cv
+                            .wait_timeout(g, until - now)
+                            .unwrap_or_else(|p| p.into_inner())
+                            .0;
+                    }
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+        }
+    }
+
+    /// Once the queue is empty the server's view is the truth again: the overlay goes, and
+    /// the kernel forgets every entry and attribute it answered from.
+    fn finish_if_drained(&self) {
+        let overlay = {
+            let mut g = self.pending.lock();
+            if !self.pending.log.is_empty() {
+                return;
+            }
+            self.pending.active.store(false, Ordering::Release);
+            self.pending.cv.notify_all();
+            std::mem::take(&mut *g)
+        };
+        let diverged = self.pending.diverged.swap(false, Ordering::AcqRel);
+        tracing::info!("namespace changes made offline are all on the server");
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        for (dir, names) in &overlay.names {
+            let dir = self.pending.alias(*dir);
+            self.forget_attr(dir);
+            self.forget_listing(dir);
+            self.kernel_inode(dir, false);
+            for name in names.keys() {
+                if diverged {
+                    self.forget_name(dir, name);
+                }
+                self.kernel_entry(dir, name);
+            }
+        }
+        for node in overlay.attrs.keys() {
+            self.forget_attr(*node);
+            self.kernel_inode(*node, false);
+        }
+    }
+
+    /// Sends one queued change. `Err` only when it should be tried again later; a refusal
+    /// ends its replay (what it would have changed stays as it is: nothing is lost).
+    fn replay_one(&self, op: &NsOp) -> Result<(), RemoteError> {
+        let a = |n: NodeId| self.pending.alias(n);
+        match op {
+            NsOp::Make { .. } => self.replay_make(op),
+            NsOp::Remove {
+                parent,
+                name,
+                dir,
+                expect,
+            } => {
+                let op = NsOp::Remove {
+                    parent: a(*parent),
+                    name: name.clone(),
+                    dir: *dir,
+                    expect: expect.map(|e| Expect {
+                        node: a(e.node),
+                        version: e.version,
+                    }),
+                };
+                match self.remote.call(request(&op, true)) {
+                    Ok(_) => Ok(()),
+                    Err(e) if e.code() == Some(ErrorCode::NotFound) => Ok(()),
+                    Err(e) => self.not_applied(e, "delete", name),
+                }
+            }
+            NsOp::Rename {
+                parent,
+                name,
+                new_parent,
+                new_name,
+                mode,
+                expect,
+            } => {
+                let (parent, new_parent, expect) = (a(*parent), a(*new_parent), expect.map(a));
+                let mut target = new_name.clone();
+                for attempt in 0..MAX_NAME_TRIES {
+                    let op = NsOp::Rename {
+                        parent,
+                        name: name.clone(),
+                        new_parent,
+                        new_name: target.clone(),
+                        mode: *mode,
+                        expect,
+                    };
+                    match self.remote.call(request(&op, true)) {
+                        Ok(Response::Removed(replaced)) => {
+                            if let Some(r) = replaced {
+                                self.drop_local(r);
+                            }
+                            if attempt > 0 {
+                                self.note_renamed(name, &target);
+                            }
+                            return Ok(());
+                        }
+                        Ok(_) => return Ok(()),
+                        Err(e) if e.code() == Some(ErrorCode::Exists) => {
+                            target = self.conflicted(new_name, attempt);
+                        }
+                        Err(e) if e.code() == Some(ErrorCode::NotFound) => {
+                            // Applied before, with the answer lost? Then the node is there.
+                            return match self.remote.call(Request::Lookup {
+                                parent: new_parent,
+                                name: target.clone(),
+                            }) {
+                                Ok(Response::Attr(found)) if Some(found.node) == expect => Ok(()),
+                                Err(t) if t.is_transient() => Err(t),
+                                _ => self.not_applied(e, "rename", name),
+                            };
+                        }
+                        Err(e) => return self.not_applied(e, "rename", name),
+                    }
+                }
+                self.not_applied(
+                    RemoteError::Server(ErrorCode::Exists.into()),
+                    "rename",
+                    name,
+                )
+            }
+            NsOp::SetAttr {
+                node,
+                mode,
+                uid,
+                gid,
+                atime,
+                mtime,
+            } => {
+                let op = NsOp::SetAttr {
+                    node: a(*node),
+                    mode: *mode,
+                    uid: *uid,
+                    gid: *gid,
+                    atime: *atime,
+                    mtime: *mtime,
+                };
+                match self.remote.call(request(&op, true)) {
+                    Ok(_) => Ok(()),
+                    Err(e) if e.code() == Some(ErrorCode::NotFound) => Ok(()),
+                    Err(e) => self.not_applied(e, "attribute change", "a file"),
+                }
+            }
+        }
+    }
+
+    /// Replays a create: under its own name, else (taken meanwhile) a conflicted-copy name,
+    /// or merged into the existing folder; at the top of the store if its folder is gone.
+    fn replay_make(&self, op: &NsOp) -> Result<(), RemoteError> {
+        let NsOp::Make {
+            parent,
+            name,
+            id,
+            kind,
+            ..
+        } = op
+        else {
+            return Ok(());
+        };
+        let mut parent = self.pending.alias(*parent);
+        let mut target = name.clone();
+        for attempt in 0..MAX_NAME_TRIES {
+            let mut attempt_op = op.clone();
+            if let NsOp::Make {
+                parent: p, name: n, ..
+            } = &mut attempt_op
+            {
+                *p = parent;
+                *n = target.clone();
+            }
+            match self.remote.call(request(&attempt_op, true)) {
+                Ok(Response::Attr(a)) if a.node == *id => {
+                    if target != *name {
+                        self.note_renamed(name, &target);
+                    }
+                    return Ok(());
+                }
+                Ok(_) => {
+                    return Err(RemoteError::Protocol(
+                        "unexpected answer to a create".into(),
+                    ))
+                }
+                Err(e) if e.code() == Some(ErrorCode::Exists) => {
+                    if *kind == NodeKind::Dir {
+                        match self.remote.call(Request::Lookup {
+                            parent,
+                            name: target.clone(),
+                        }) {
+                            Ok(Response::Attr(found)) if found.kind == NodeKind::Dir => {
+                                tracing::info!(folder = %target, "a folder made offline exists on the server too: merged");
+                                if let Ok(mut al) = self.pending.aliases.lock() {
+                                    al.insert(*id, found.node);
+                                }
+                                self.pending.diverged.store(true, Ordering::Release);
+                                return Ok(());
+                            }
+                            Err(t) if t.is_transient() => return Err(t),
+                            _ => {}
+                        }
+                    }
+                    target = self.conflicted(name, attempt);
+                }
+                Err(e) if e.code() == Some(ErrorCode::NotFound) && parent != self.root => {
+                    tracing::warn!(name = %name, "the folder of a file made offline was deleted on another device; keeping it at the top of the store");
+                    parent = self.root;
+                    target = self.conflicted(name, attempt);
+                }
+                Err(e) => return self.not_applied(e, "create", name),
+            }
+        }
+        self.not_applied(
+            RemoteError::Server(ErrorCode::Exists.into()),
+            "create",
+            name,
+        )
+    }
+
+    fn conflicted(&self, name: &str, attempt: u32) -> String {
+        let device = match attempt {
+            0 => self.opts.device.clone(),
+            n => format!("{} {}", self.opts.device, n + 1),
+        };
+        conflict_name(name, Timestamp::now(), &device)
+    }
+
+    fn note_renamed(&self, name: &str, now: &str) {
+        tracing::warn!(name = %name, kept_as = %now, "the name was taken on another device meanwhile: the change made offline was kept under another name");
+        self.pending.diverged.store(true, Ordering::Release);
+    }
+
+    /// A queued change the server refused. Space and server failures are retried (the change
+    /// may still carry data); anything else is given up, leaving the server's state as it is.
+    fn not_applied(&self, e: RemoteError, what: &str, name: &str) -> Result<(), RemoteError> {
+        let retry = e.is_transient()
+            || matches!(
+                e.code(),
+                Some(
+                    ErrorCode::NoSpace
+                        | ErrorCode::QuotaExceeded
+                        | ErrorCode::Internal
+                        | ErrorCode::SessionExpired
+                        | ErrorCode::AuthRequired
+                )
+            );
+        if retry {
+            return Err(e);
+        }
+        tracing::warn!(name = %name, error = %e, "a {what} made offline was not applied: another device changed the same file or folder meanwhile");
+        self.pending.diverged.store(true, Ordering::Release);
+        Ok(())
+    }
+}
