@@ -180,10 +180,21 @@ impl Server {
         password: &str,
         device: &str,
     ) -> (shelf::remote::Remote, shelf_protocol::Attr) {
+        self.connect_at(&self.addr, user, password, device)
+    }
+
+    /// [`Server::connect`] through `addr` (a proxy in front of this server).
+    pub fn connect_at(
+        &self,
+        addr: &str,
+        user: &str,
+        password: &str,
+        device: &str,
+    ) -> (shelf::remote::Remote, shelf_protocol::Attr) {
         use shelf_protocol::{Request, Response};
         let remote = shelf::remote::Remote::new(
             shelf::remote::Endpoint {
-                addr: self.addr.clone(),
+                addr: addr.to_string(),
                 fingerprint: Some(self.fingerprint.clone()),
             },
             None,

@@ -35,10 +35,12 @@ impl FsCore {
     /// `device` is this mount's device name: its own changes are not applied again.
     pub fn start_events(self: &Arc<Self>, device: String) -> Result<(), FsError> {
         let rx = self.remote.subscribe()?;
-        let core = self.clone();
+        // A weak reference: the thread must not keep a stopped core (and its cache lock)
+        // alive.
+        let core = Arc::downgrade(self);
         std::thread::Builder::new()
             .name("shelf-events".into())
-            .spawn(move || core.events_loop(rx, &device))?;
+            .spawn(move || Self::events_loop(&core, rx, &device))?;
         Ok(())
     }
 
@@ -46,7 +48,11 @@ impl FsCore {
     /// just before the change, still on its way to the kernel when the change arrived,
     /// would otherwise be cached for the full TTL (the kernel cannot drop what it has not
     /// received yet: a new inode, say).
-    fn events_loop(&self, rx: std::sync::mpsc::Receiver<Change>, device: &str) {
+    fn events_loop(
+        core: &std::sync::Weak<FsCore>,
+        rx: std::sync::mpsc::Receiver<Change>,
+        device: &str,
+    ) {
         use std::collections::VecDeque;
         use std::sync::mpsc::RecvTimeoutError;
         use std::time::{Duration, Instant};
@@ -55,10 +61,17 @@ impl FsCore {
             let wait = again
                 .front()
                 .map(|(at, _)| at.saturating_duration_since(Instant::now()))
-                .unwrap_or(Duration::from_secs(3600));
-            match rx.recv_timeout(wait) {
+                .unwrap_or(Duration::from_secs(1));
+            let received = rx.recv_timeout(wait);
+            let Some(this) = core.upgrade() else {
+                return;
+            };
+            if this.queue.is_stopping() {
+                return;
+            }
+            match received {
                 Ok(change) => {
-                    self.apply_change(&change, device);
+                    this.apply_change(&change, device);
                     if change.device != device || change.kind == ChangeKind::Conflicted {
                         for delay in REAPPLY {
                             again.push_back((Instant::now() + delay, change.clone()));
@@ -71,7 +84,7 @@ impl FsCore {
             }
             while again.front().is_some_and(|(at, _)| *at <= Instant::now()) {
                 if let Some((_, c)) = again.pop_front() {
-                    self.apply_change(&c, device);
+                    this.apply_change(&c, device);
                 }
             }
         }

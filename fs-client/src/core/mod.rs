@@ -632,11 +632,12 @@ impl FsCore {
             mode,
             expect: None,
         };
+        // (Queued, the change already updated the names this mount knows.)
         if let pending::Applied::Sent(r) = self.ns_change(op)? {
             self.removed(r, "rename")?;
+            self.forget_name(parent, name);
+            self.forget_name(new_parent, new_name);
         }
-        self.forget_name(parent, name);
-        self.forget_name(new_parent, new_name);
         self.forget_attr(parent);
         self.forget_attr(new_parent);
         Ok(())

@@ -593,10 +593,9 @@ impl FsCore {
                     let transient = matches!(&e, FsError::Remote(r) if r.is_transient());
                     tracing::warn!(node, error = %e, retry_in = ?backoff, "upload failed; it stays journaled");
                     if transient || matches!(e, FsError::Io(_)) {
-                        let core_queue = &self.queue;
-                        std::thread::sleep(backoff);
-                        backoff = (backoff * 2).min(Duration::from_secs(30));
-                        core_queue.push(node);
+                        self.queue.pause(backoff);
+                        backoff = (backoff * 2).min(Duration::from_secs(10));
+                        self.queue.push(node);
                     }
                 }
             }
@@ -714,7 +713,24 @@ impl FsCore {
 }
 
 impl Queue {
-    fn is_stopping(&self) -> bool {
+    /// Sleeps for `d`, or until the queue is stopped.
+    fn pause(&self, d: Duration) {
+        let until = std::time::Instant::now() + d;
+        let mut q = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        while !q.stopping {
+            let now = std::time::Instant::now();
+            if now >= until {
+                return;
+            }
+            q = self
+                .cv
+                .wait_timeout(q, until - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    pub(crate) fn is_stopping(&self) -> bool {
         self.inner.lock().map(|q| q.stopping).unwrap_or(true)
     }
 }
