@@ -299,8 +299,8 @@ fn run(ops: Vec<Op>) {
     };
     // A device that died offline, to be started again when it reconnects.
     let mut dead = [false, false];
-    for d in 0..2 {
-        expect_view(&devs[d], case, &model.view[d], |_| true);
+    for (dev, view) in devs.iter().zip(&model.view) {
+        expect_view(dev, case, view, |_| true);
     }
 
     for op in ops {
@@ -453,11 +453,11 @@ fn run(ops: Vec<Op>) {
     }
 
     // Everyone back: both devices, a fresh third one and the model agree.
-    for d in 0..2 {
-        devs[d].proxy.pass();
-        if dead[d] {
-            devs[d].start(&server);
-            dead[d] = false;
+    for (dev, dead) in devs.iter_mut().zip(dead.iter_mut()) {
+        dev.proxy.pass();
+        if *dead {
+            dev.start(&server);
+            *dead = false;
         }
     }
     for d in 0..2 {
