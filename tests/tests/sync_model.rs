@@ -460,8 +460,8 @@ fn run(ops: Vec<Op>) {
             *dead = false;
         }
     }
-    for d in 0..2 {
-        let left = devs[d].core().drain(Duration::from_secs(60));
+    for (d, dev) in devs.iter().enumerate() {
+        let left = dev.core().drain(Duration::from_secs(60));
         assert_eq!(left, 0);
         if !model.online[d] {
             model.reconnect(d);
