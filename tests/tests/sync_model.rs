@@ -275,6 +275,13 @@ fn expect_view(dev: &Device, case: &str, want: &Tree, read: impl Fn(&str) -> boo
 }
 
 fn run(ops: Vec<Op>) {
+    // SHELF_TEST_LOG=info (or debug) shows what the clients do.
+    if let Ok(filter) = std::env::var("SHELF_TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    }
     let server = Server::start(&[("sam", "pw", "user")]);
     let tmp = tempfile::tempdir().expect("tempdir");
     let mut devs: Vec<Device> = (0..2)
@@ -504,4 +511,58 @@ proptest! {
     ) {
         run(ops);
     }
+}
+
+/// Found by the model: an offline write to a file the device had written shortly before.
+#[test]
+fn offline_rewrite_after_a_reconnect() {
+    use Op::*;
+    run(vec![
+        Write {
+            dev: 1,
+            file: 0,
+            byte: 90,
+            len: 68897,
+        },
+        Delete { dev: 1, file: 5 },
+        Write {
+            dev: 1,
+            file: 2,
+            byte: 177,
+            len: 62028,
+        },
+        Write {
+            dev: 1,
+            file: 0,
+            byte: 166,
+            len: 51144,
+        },
+        Write {
+            dev: 1,
+            file: 3,
+            byte: 39,
+            len: 9110,
+        },
+        Disconnect { dev: 0 },
+        Write {
+            dev: 1,
+            file: 4,
+            byte: 89,
+            len: 45061,
+        },
+        Reconnect { dev: 0 },
+        Disconnect { dev: 0 },
+        Write {
+            dev: 0,
+            file: 2,
+            byte: 63,
+            len: 14549,
+        },
+        Write {
+            dev: 0,
+            file: 0,
+            byte: 77,
+            len: 56802,
+        },
+    ]);
 }

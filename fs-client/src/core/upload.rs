@@ -590,13 +590,13 @@ impl FsCore {
                 }
                 Err(e) => {
                     self.note_upload(node, Some(&e));
-                    let transient = matches!(&e, FsError::Remote(r) if r.is_transient());
+                    // Whatever the failure, the file stays journaled and is tried again
+                    // (a refusal too: it may be temporary, like a full server or a session
+                    // being resumed); `shelf status` raises an alert if it keeps failing.
                     tracing::warn!(node, error = %e, retry_in = ?backoff, "upload failed; it stays journaled");
-                    if transient || matches!(e, FsError::Io(_)) {
-                        self.queue.pause(backoff);
-                        backoff = (backoff * 2).min(Duration::from_secs(10));
-                        self.queue.push(node);
-                    }
+                    self.queue.pause(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    self.queue.push(node);
                 }
             }
             self.queue.done();

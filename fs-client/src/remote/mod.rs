@@ -145,9 +145,8 @@ impl Remote {
         }
         *guard = None;
         let conn = Arc::new(self.rt.block_on(self.open())?);
-        *guard = Some(conn.clone());
-        drop(guard);
-        // Resume the session on the fresh connection.
+        // Resume the session on the fresh connection before anyone else may use it (a
+        // request racing ahead of the resume would be refused as "not logged in").
         let token = self.token.lock().ok().and_then(|t| t.clone());
         if let Some(token) = token {
             let t = self.submit_on(&conn, Request::Resume { token });
@@ -159,6 +158,7 @@ impl Remote {
             let answer = self.submit_on(&conn, Request::Subscribe { after }).wait()?;
             self.note_subscribed(&answer);
         }
+        *guard = Some(conn.clone());
         Ok(conn)
     }
 
