@@ -185,6 +185,18 @@ fn uploads_that_keep_failing_raise_an_alert_in_status() {
             .contains("ALERT:    1 file(s) keep failing to upload")
     });
     assert!(alerted, "status: {}", d.run(&["status"]));
+    // `shelf events` has a line for it (the server's feed itself is unreachable: an error).
+    let out = d
+        .shelf()
+        .args(["events", "--last", "20"])
+        .output()
+        .expect("events");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("failed      files/x.txt  (this device: upload: "),
+        "{text}"
+    );
+    assert!(!out.status.success());
     server.start_again();
     let cleared = wait_until(std::time::Duration::from_secs(30), || {
         let s = d.run(&["status"]);

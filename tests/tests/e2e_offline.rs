@@ -206,8 +206,13 @@ fn edits_on_a_device_that_was_offline_conflict_without_losing_either() {
     assert!(on_b.contains("./renamed.txt=g\n"), "{on_b}");
     assert!(!on_b.contains("./gone.txt"), "{on_b}");
     assert_eq!(on_b.lines().count(), 7, "{on_b}");
-    // The conflict is news to both devices.
+    // The conflict is news to both devices; the delete A could not apply is in its events.
     assert!(b.run(&["events", "--last", "50"]).contains("conflict "));
+    let on_a = a.run(&["events", "--last", "50"]);
+    assert!(
+        on_a.contains("failed      other.txt  (this device: delete made offline not applied"),
+        "{on_a}"
+    );
     ma.unmount();
     mb.unmount();
 }

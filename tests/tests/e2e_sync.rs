@@ -176,6 +176,25 @@ fn conflicting_edits_keep_both_and_deletes_keep_the_edit() {
     mb.unmount();
 }
 
+/// Waits until a lock holder started with `echo held` in its script says it holds the lock.
+fn held(child: &mut std::process::Child) {
+    use std::io::BufRead;
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("holder stdout"))
+        .read_line(&mut line)
+        .expect("holder output");
+    assert_eq!(line.trim(), "held", "the holder took the lock");
+}
+
+fn try_flock(m: &Mount) -> bool {
+    std::process::Command::new("flock")
+        .args(["-n"])
+        .arg(m.path.join("files/lockfile"))
+        .arg("true")
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 /// flock and fcntl locks exclude holders on other devices; a dead device's lease expires.
 #[test]
 fn locks_hold_across_devices_and_expire_with_a_dead_device() {
@@ -190,22 +209,24 @@ fn locks_hold_across_devices_and_expire_with_a_dead_device() {
     // flock held on A: flock -n on B fails; released, B succeeds.
     let mut holder = std::process::Command::new("flock")
         .arg(ma.path.join("files/lockfile"))
-        .args(["-c", "sleep 1.5"])
+        .args(["-c", "echo held; sleep 1.5"])
+        .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("flock on A");
-    std::thread::sleep(Duration::from_millis(500));
+    held(&mut holder);
     // flock -n exits 1 without a message when the lock is taken.
     let busy = sh_fails(&mb.path, "flock -n files/lockfile true");
     assert!(!busy.contains("No such"), "{busy}");
     assert!(holder.wait().expect("flock ends").success());
-    mb.sh("flock -n files/lockfile true");
+    // The kernel sends the release after the holder exits: it arrives shortly.
+    assert!(wait_until(Duration::from_secs(3), || try_flock(&mb)));
 
     // fcntl (POSIX) write lock on B: A's non-blocking attempt gets EAGAIN / EACCES.
     let lock_script = r#"python3 - <<'PY'
 import fcntl, time, sys
 f = open('files/lockfile', 'r+')
 fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-print('locked', flush=True)
+print('held', flush=True)
 time.sleep(float(sys.argv[1]) if len(sys.argv) > 1 else 1.5)
 PY"#;
     let mut posix = std::process::Command::new("bash")
@@ -214,7 +235,7 @@ PY"#;
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("lockf on B");
-    std::thread::sleep(Duration::from_millis(500));
+    held(&mut posix);
     let err = sh_fails(
         &ma.path,
         r#"python3 -c "
@@ -230,22 +251,17 @@ fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     assert!(posix.wait().expect("lockf ends").success());
 
     // A takes a lock and dies: once the lease period passes, B may lock.
+    // (B's lockf holder above may still be releasing.)
     let mut dead_holder = std::process::Command::new("flock")
         .arg(ma.path.join("files/lockfile"))
-        .args(["-c", "sleep 30"])
+        .args(["-c", "echo held; sleep 30"])
+        .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("flock on A");
-    std::thread::sleep(Duration::from_millis(500));
+    held(&mut dead_holder);
     sh_fails(&mb.path, "flock -n files/lockfile true");
     ma.kill_client();
-    let freed = wait_until(Duration::from_secs(10), || {
-        std::process::Command::new("flock")
-            .args(["-n"])
-            .arg(mb.path.join("files/lockfile"))
-            .arg("true")
-            .status()
-            .is_ok_and(|s| s.success())
-    });
+    let freed = wait_until(Duration::from_secs(10), || try_flock(&mb));
     // Stop only the process this test started.
     let _ = dead_holder.kill();
     let _ = dead_holder.wait();

@@ -340,6 +340,17 @@ fn pinned_files_stay_cached_beyond_the_cache_budget() {
     assert!(b
         .run(&["status"])
         .contains("pinned:   3 file(s), 1 folder(s)"));
+    // Each download is a line in `shelf events`.
+    let events = b.run(&["events", "--last", "100"]);
+    for (file, bytes) in [
+        ("keep.bin", 3145728),
+        ("album/1.jpg", 1),
+        ("album/2.jpg", 1),
+    ] {
+        let want =
+            format!("downloaded  files/{file}  (this device: pinned, {bytes} bytes fetched)");
+        assert!(events.contains(&want), "{want} in:\n{events}");
+    }
     // The pin shows as an attribute of the file, and is never listed or stored.
     mb.sh(r#"python3 -c "
 import os, errno

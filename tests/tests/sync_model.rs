@@ -566,3 +566,25 @@ fn offline_rewrite_after_a_reconnect() {
         },
     ]);
 }
+
+/// Found by the model: the second application of a pushed rename (250 ms later) made the
+/// device forget the name it had just learnt, so offline it showed an empty folder.
+#[test]
+fn a_rename_seen_just_before_going_offline_stays_in_the_offline_view() {
+    use Op::*;
+    run(vec![
+        Write {
+            dev: 0,
+            file: 2,
+            byte: 5,
+            len: 48715,
+        },
+        Rename {
+            dev: 1,
+            from: 2,
+            to: 0,
+        },
+        Disconnect { dev: 0 },
+        Restart { dev: 1 },
+    ]);
+}

@@ -107,6 +107,10 @@ pub fn traffic(root: &Path) -> Option<(u64, u64)> {
     Some((it.next()??, it.next()??))
 }
 
+/// Failed attempts in a row after which an upload is reported (`ALERT` in `shelf status`,
+/// a `failed` line in `shelf events`).
+pub const ALERT_AFTER: u32 = 3;
+
 /// A background upload that failed, as `shelf status` reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UploadFailure {
@@ -149,6 +153,80 @@ pub fn upload_failures(root: &Path) -> Vec<UploadFailure> {
             })
         })
         .collect()
+}
+
+/// One of this device's own events (an upload that failed, a pinned file downloaded, a
+/// change made offline that could not be applied), for `shelf events` beside the server's
+/// feed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocalEvent {
+    /// Unix seconds.
+    pub at: i64,
+    pub what: String,
+    pub path: String,
+    pub detail: String,
+}
+
+/// Largest size of the local event log before its older half is dropped.
+const EVENTS_MAX: u64 = 1 << 20;
+
+/// Appends a line to `CACHE/events` (tab-separated: time, what, path, detail).
+pub fn append_event(root: &Path, what: &str, path: &str, detail: &str) {
+    use std::io::Write;
+    let path_file = root.join("events");
+    let at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let clean = |s: &str| s.replace(['\n', '\t'], " ");
+    let line = format!("{at}\t{what}\t{}\t{}\n", clean(path), clean(detail));
+    if std::fs::metadata(&path_file).is_ok_and(|m| m.len() > EVENTS_MAX) {
+        if let Ok(text) = std::fs::read_to_string(&path_file) {
+            let keep = text.len() / 2;
+            let cut = text[keep..]
+                .find('\n')
+                .map(|i| keep + i + 1)
+                .unwrap_or(text.len());
+            let _ = std::fs::write(&path_file, &text[cut..]);
+        }
+    }
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path_file)
+    {
+        let _ = f.write_all(line.as_bytes());
+    }
+}
+
+/// The events [`append_event`] recorded, from byte `from` of the log on, and where the log
+/// ends (to continue from).
+pub fn local_events(root: &Path, from: u64) -> (Vec<LocalEvent>, u64) {
+    let text = std::fs::read(root.join("events")).unwrap_or_default();
+    // A log cut shorter since (its old half dropped) is read from its start.
+    let from = if from as usize > text.len() {
+        0
+    } else {
+        from as usize
+    };
+    let end = text[from..]
+        .iter()
+        .rposition(|b| *b == b'\n')
+        .map(|i| from + i + 1)
+        .unwrap_or(from);
+    let events = String::from_utf8_lossy(&text[from..end])
+        .lines()
+        .filter_map(|l| {
+            let mut it = l.splitn(4, '\t');
+            Some(LocalEvent {
+                at: it.next()?.parse().ok()?,
+                what: it.next()?.to_string(),
+                path: it.next()?.to_string(),
+                detail: it.next().unwrap_or_default().to_string(),
+            })
+        })
+        .collect();
+    (events, end as u64)
 }
 
 /// Number of pending uploads recorded in a cache folder (for `shelf status` and `umount`).

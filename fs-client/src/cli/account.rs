@@ -118,7 +118,7 @@ pub fn connect(login: &Login) -> anyhow::Result<(Remote, shelf_protocol::Attr)> 
 }
 
 /// Failed attempts in a row after which `shelf status` raises an alert.
-const ALERT_AFTER: u32 = 3;
+use shelf::cache::ALERT_AFTER;
 
 pub fn status() -> anyhow::Result<()> {
     let login = Login::load()?;

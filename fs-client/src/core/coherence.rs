@@ -71,7 +71,7 @@ impl FsCore {
             }
             match received {
                 Ok(change) => {
-                    this.apply_change(&change, device);
+                    this.apply_change(&change, device, true);
                     if change.device != device || change.kind == ChangeKind::Conflicted {
                         for delay in REAPPLY {
                             again.push_back((Instant::now() + delay, change.clone()));
@@ -84,7 +84,7 @@ impl FsCore {
             }
             while again.front().is_some_and(|(at, _)| *at <= Instant::now()) {
                 if let Some((_, c)) = again.pop_front() {
-                    this.apply_change(&c, device);
+                    this.apply_change(&c, device, false);
                 }
             }
         }
@@ -102,8 +102,10 @@ impl FsCore {
         }
     }
 
-    /// Drops what is cached about a change's nodes, here and in the kernel.
-    pub fn apply_change(&self, c: &Change, me: &str) {
+    /// Drops what is cached about a change's nodes, here and in the kernel. The `first` time
+    /// a change is applied it also updates the names this mount knows (for offline use);
+    /// applied again later, it only drops caches (a later change may have moved on).
+    pub fn apply_change(&self, c: &Change, me: &str, first: bool) {
         tracing::debug!(seq = c.seq, kind = ?c.kind, node = c.node, parent = c.parent, name = %c.name, device = %c.device, "change");
         // This device's own changes are already in its caches; a conflict is news to it.
         let own = c.device == me && c.kind != ChangeKind::Conflicted;
@@ -112,10 +114,14 @@ impl FsCore {
             self.epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         }
         if c.kind == ChangeKind::Resync {
+            // Expired, not dropped: the old attributes stay for offline use.
             let known: Vec<NodeId> = match self.attrs.lock() {
-                Ok(mut a) => a.drain().map(|(n, _)| n).collect(),
+                Ok(a) => a.keys().copied().collect(),
                 Err(_) => Vec::new(),
             };
+            for n in &known {
+                self.forget_attr(*n);
+            }
             self.forget_listings();
             for n in known {
                 self.kernel_inode(n, false);
@@ -137,9 +143,16 @@ impl FsCore {
                 self.kernel_inode(c.node, true);
             }
             ChangeKind::Attr => self.kernel_inode(c.node, false),
-            ChangeKind::Created | ChangeKind::Conflicted => self.kernel_entry(c.parent, &c.name),
+            ChangeKind::Created | ChangeKind::Conflicted => {
+                if first {
+                    self.remember_name(c.parent, &c.name, c.node);
+                }
+                self.kernel_entry(c.parent, &c.name)
+            }
             ChangeKind::Removed => {
-                self.forget_name(c.parent, &c.name);
+                if first {
+                    self.forget_name(c.parent, &c.name);
+                }
                 self.kernel_entry(c.parent, &c.name);
                 self.kernel_inode(c.node, true);
             }
@@ -148,8 +161,10 @@ impl FsCore {
                 from_name,
             } => {
                 self.forget_attr(*from_parent);
-                self.forget_name(*from_parent, from_name);
-                self.forget_name(c.parent, &c.name);
+                if first {
+                    self.forget_name(*from_parent, from_name);
+                    self.remember_name(c.parent, &c.name, c.node);
+                }
                 self.forget_listing(*from_parent);
                 self.kernel_inode(*from_parent, false);
                 self.kernel_entry(*from_parent, from_name);

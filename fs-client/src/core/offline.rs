@@ -43,6 +43,43 @@ impl FsCore {
         self.seen().by_dir.insert(dir, entries);
     }
 
+    /// A path for messages: the names this mount has seen, from the top of the store down to
+    /// `node` (`#NODE` where a name is not known here).
+    pub(crate) fn seen_path(&self, node: NodeId) -> String {
+        let seen = self.seen();
+        let mut parts = Vec::new();
+        let mut cur = node;
+        for _ in 0..64 {
+            if cur == self.root {
+                break;
+            }
+            let up = seen.by_dir.iter().find_map(|(dir, names)| {
+                names
+                    .iter()
+                    .find(|(_, n)| **n == cur)
+                    .map(|(name, _)| (*dir, name.clone()))
+            });
+            match up {
+                Some((dir, name)) => {
+                    parts.push(name);
+                    cur = dir;
+                }
+                None => {
+                    parts.push(format!("#{cur}"));
+                    break;
+                }
+            }
+        }
+        parts.reverse();
+        parts.join("/")
+    }
+
+    /// Records one of this device's own events for `shelf events`.
+    pub(crate) fn note_event(&self, what: &str, node: NodeId, detail: &str) {
+        let path = self.seen_path(node);
+        crate::cache::append_event(&self.cache.root, what, &path, detail);
+    }
+
     /// The last attributes received for `node`, however old.
     pub(crate) fn stale_attr(&self, node: NodeId) -> Option<Attr> {
         self.attrs.lock().ok()?.get(&node).map(|(a, _)| a.clone())

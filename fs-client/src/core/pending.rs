@@ -923,6 +923,12 @@ impl FsCore {
             return Err(e);
         }
         tracing::warn!(name = %name, error = %e, "a {what} made offline was not applied: another device changed the same file or folder meanwhile");
+        crate::cache::append_event(
+            &self.cache.root,
+            "failed",
+            name,
+            &format!("{what} made offline not applied ({e}): changed on another device meanwhile"),
+        );
         self.pending.diverged.store(true, Ordering::Release);
         Ok(())
     }

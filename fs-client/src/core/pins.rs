@@ -134,6 +134,7 @@ impl FsCore {
             };
             after = entries.last().map(|e| e.name.clone());
             for e in entries {
+                self.remember_name(dir, &e.name, e.attr.node);
                 match e.attr.kind {
                     NodeKind::File => out.push(e.attr.node),
                     NodeKind::Dir => self.files_below(e.attr.node, out)?,
@@ -153,7 +154,7 @@ impl FsCore {
             Err(_) => return Err(FsError::Invalid),
         };
         let mut want = HashSet::new();
-        let mut refs = Vec::new();
+        let mut per_file = Vec::new();
         for node in files {
             self.forget_attr(node);
             let m = match self.manifest(node) {
@@ -162,20 +163,30 @@ impl FsCore {
                 Err(e) if e.errno() == libc::ENOENT => continue,
                 Err(e) => return Err(e),
             };
-            for c in &m.chunks {
-                if want.insert(c.id) {
-                    refs.push(*c);
-                }
-            }
+            want.extend(m.chunks.iter().map(|c| c.id));
+            per_file.push((node, m));
         }
         self.chunks.set_pinned(want);
-        let missing: HashSet<_> = self.chunks.missing_pinned().into_iter().collect();
-        let todo: Vec<_> = refs
-            .into_iter()
-            .filter(|r| missing.contains(&r.id))
-            .collect();
-        for batch in todo.chunks(64) {
-            self.fetch_chunks(batch)?;
+        let mut missing: HashSet<_> = self.chunks.missing_pinned().into_iter().collect();
+        for (node, m) in per_file {
+            let todo: Vec<_> = m
+                .chunks
+                .iter()
+                .filter(|r| missing.remove(&r.id))
+                .copied()
+                .collect();
+            if todo.is_empty() {
+                continue;
+            }
+            for batch in todo.chunks(64) {
+                self.fetch_chunks(batch)?;
+            }
+            let bytes: u64 = todo.iter().map(|r| u64::from(r.len)).sum();
+            self.note_event(
+                "downloaded",
+                node,
+                &format!("pinned, {bytes} bytes fetched"),
+            );
         }
         Ok(())
     }

@@ -617,6 +617,10 @@ impl FsCore {
                     .or_insert_with(|| (0, String::new(), std::time::SystemTime::now()));
                 entry.0 += 1;
                 entry.1 = e.to_string();
+                // One line in `shelf events` per failing file, when the alert starts.
+                if entry.0 == crate::cache::ALERT_AFTER {
+                    self.note_event("failed", node, &format!("upload: {e}; retrying"));
+                }
                 true
             }
         };
