@@ -124,28 +124,39 @@ fn replay(bytes: &[u8]) -> (BTreeMap<NodeId, Record>, usize) {
     (live, dead)
 }
 
+/// Replaces the log at `path` with `bytes` atomically (synced before the rename) and opens
+/// it for appending.
+pub(crate) fn replace_log(path: &Path, bytes: &[u8]) -> std::io::Result<File> {
+    let tmp = path.with_extension("tmp");
+    let mut f = File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    OpenOptions::new().append(true).open(path)
+}
+
+/// The bytes of the log at `path` (none if it does not exist yet).
+pub(crate) fn read_log(path: &Path) -> std::io::Result<Vec<u8>> {
+    match std::fs::read(path) {
+        Ok(b) => Ok(b),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
 /// Writes `live` as a fresh log and puts it in place atomically.
 fn rewrite(dir: &Path, live: &BTreeMap<NodeId, Record>) -> std::io::Result<File> {
-    let tmp = dir.join("log.tmp");
     let mut bytes = Vec::new();
     for rec in live.values() {
         bytes.extend(frame(&Entry::Upsert(rec.clone()))?);
     }
-    let mut f = File::create(&tmp)?;
-    f.write_all(&bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, log_path(dir))?;
-    OpenOptions::new().append(true).open(log_path(dir))
+    replace_log(&log_path(dir), &bytes)
 }
 
 impl Journal {
     /// Opens the journal in `dir`, replaying and compacting the log.
     pub fn open(dir: PathBuf) -> std::io::Result<Journal> {
-        let bytes = match std::fs::read(log_path(&dir)) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(e),
-        };
+        let bytes = read_log(&log_path(&dir))?;
         let (live, _) = replay(&bytes);
         let file = rewrite(&dir, &live)?;
         Ok(Journal {

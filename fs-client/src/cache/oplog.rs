@@ -6,11 +6,11 @@
 //! it for good). A torn last entry is ignored: that call never returned. The log is rewritten
 //! with only the live entries when opened, and emptied whenever it drains.
 
-use super::journal::{entries, frame};
+use super::journal::{entries, frame, read_log, replace_log};
 use serde::{Deserialize, Serialize};
 use shelf_protocol::{Expect, NodeId, NodeKind, RenameMode, Timestamp};
 use std::collections::VecDeque;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -98,7 +98,6 @@ fn replay(bytes: &[u8]) -> VecDeque<(u64, NsOp)> {
 }
 
 fn rewrite(dir: &Path, ops: &VecDeque<(u64, NsOp)>) -> std::io::Result<File> {
-    let tmp = dir.join("ops.tmp");
     let mut bytes = Vec::new();
     for (seq, op) in ops {
         bytes.extend(frame(&Entry::Op {
@@ -107,22 +106,13 @@ fn rewrite(dir: &Path, ops: &VecDeque<(u64, NsOp)>) -> std::io::Result<File> {
             op: op.clone(),
         })?);
     }
-    let mut f = File::create(&tmp)?;
-    f.write_all(&bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, log_path(dir))?;
-    OpenOptions::new().append(true).open(log_path(dir))
+    replace_log(&log_path(dir), &bytes)
 }
 
 impl OpLog {
     /// Opens the log in `dir` with the operations still waiting for the server.
     pub fn open(dir: PathBuf) -> std::io::Result<OpLog> {
-        let bytes = match std::fs::read(log_path(&dir)) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(e),
-        };
-        let ops = replay(&bytes);
+        let ops = replay(&read_log(&log_path(&dir))?);
         let file = rewrite(&dir, &ops)?;
         let next_seq = ops.back().map(|(s, _)| s + 1).unwrap_or(1);
         Ok(OpLog {
