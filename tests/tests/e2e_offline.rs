@@ -216,3 +216,51 @@ fn edits_on_a_device_that_was_offline_conflict_without_losing_either() {
     ma.unmount();
     mb.unmount();
 }
+
+/// `fsync` while the server is away waits for it (for `SHELF_FSYNC_PATIENCE_SECS`, 60 s by
+/// default): if it comes back in time, fsync succeeds with the file committed; if not, EIO,
+/// and the file stays in the mount and is uploaded later.
+#[test]
+fn fsync_offline_waits_for_the_server_then_reports_eio() {
+    let mut server = Server::start(&[("fay", "pw", "user")]);
+    let a = Device::new();
+    a.login(&server, "fay", "pw", "laptop");
+    let ma = a.mount_with(&[("SHELF_FSYNC_PATIENCE_SECS", "8")]);
+    ma.sh("ls files > /dev/null");
+    server.stop();
+    let fsync = "python3 -c \"
+import os, sys
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+os.write(fd, sys.argv[2].encode())
+try:
+    os.fsync(fd)
+    print('synced')
+except OSError as e:
+    print(os.strerror(e.errno))
+os.close(fd)
+\"";
+    // Nobody brings the server back: EIO after the patience, the file stays.
+    let t0 = std::time::Instant::now();
+    let out = ma.sh(&format!("{fsync} files/late.txt late"));
+    assert_eq!(out.trim(), "Input/output error");
+    assert!(t0.elapsed() >= Duration::from_secs(7), "{:?}", t0.elapsed());
+    assert_eq!(ma.sh("cat files/late.txt"), "late");
+    // The server comes back while fsync waits: it succeeds, committed. (The server is
+    // started from this thread: a child dies with the thread that started it.)
+    let path = ma.path.clone();
+    let script = format!("{fsync} files/soon.txt soon");
+    let waiting = std::thread::spawn(move || sh_in(&path, &script));
+    std::thread::sleep(Duration::from_millis(1500));
+    server.start_again();
+    let out = waiting.join().expect("fsync");
+    assert_eq!(out.trim(), "synced");
+    let b = Device::new();
+    b.login(&server, "fay", "pw", "desktop");
+    let mb = b.mount();
+    assert_eq!(mb.sh("cat files/soon.txt"), "soon");
+    assert!(wait_until(Duration::from_secs(30), || mb
+        .sh("cat files/late.txt 2>/dev/null || true")
+        == "late"));
+    ma.unmount();
+    mb.unmount();
+}

@@ -29,7 +29,14 @@ use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 /// How long fsync keeps retrying when the connection to the server fails.
-const FSYNC_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
+/// (`SHELF_FSYNC_PATIENCE_SECS` overrides the 60 s, for tests.)
+fn fsync_patience() -> std::time::Duration {
+    let secs = std::env::var("SHELF_FSYNC_PATIENCE_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(60);
+    std::time::Duration::from_secs(secs)
+}
 /// Chunks fetched ahead of a sequential reader (in the background).
 const READ_AHEAD_CHUNKS: usize = 32;
 /// Chunks per download request (several requests run in parallel).
@@ -798,7 +805,7 @@ impl FsCore {
         }
         // A dropped or stalled connection is retried (the remote reconnects) for a while
         // before fsync gives up with EIO; the content stays journaled either way.
-        let deadline = std::time::Instant::now() + FSYNC_PATIENCE;
+        let deadline = std::time::Instant::now() + fsync_patience();
         let mut backoff = std::time::Duration::from_millis(100);
         loop {
             match self.upload(node, true) {

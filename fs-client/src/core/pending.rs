@@ -30,7 +30,7 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
-const BACKOFF_MAX: Duration = Duration::from_secs(15);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Names tried for one create or rename before the change is given up.
 const MAX_NAME_TRIES: u32 = 8;
 
@@ -173,6 +173,8 @@ pub struct Pending {
     /// Folders made offline that turned out to exist on the server: local id → server id.
     aliases: Mutex<HashMap<NodeId, NodeId>>,
     stopping: AtomicBool,
+    /// Someone waits for the queue (fsync): retry now instead of after the backoff.
+    kicked: AtomicBool,
 }
 
 /// How a namespace change was made.
@@ -349,6 +351,7 @@ impl Pending {
             diverged: AtomicBool::new(false),
             aliases: Mutex::new(HashMap::new()),
             stopping: AtomicBool::new(false),
+            kicked: AtomicBool::new(false),
         })
     }
 
@@ -370,6 +373,11 @@ impl Pending {
     pub fn wait_drained(&self, timeout: Option<Duration>) -> bool {
         let deadline = timeout.map(|t| Instant::now() + t);
         let mut g = self.lock();
+        if timeout.is_some() && !self.log.is_empty() {
+            // A caller in a hurry (fsync): the replay tries again at once.
+            self.kicked.store(true, Ordering::Release);
+            self.cv.notify_all();
+        }
         loop {
             if self.log.is_empty() {
                 return true;
@@ -662,10 +670,12 @@ impl FsCore {
                 }
                 Err(e) => {
                     tracing::info!(error = %e, waiting = self.pending.len(), retry_in = ?backoff, "namespace changes made offline wait for the server");
-                    // New changes do not cut the wait short; stopping does.
+                    // New changes do not cut the wait short; stopping and a waiting fsync do.
                     let until = Instant::now() + backoff;
                     let mut g = self.pending.lock();
-                    while !self.pending.stopping.load(Ordering::Acquire) {
+                    while !self.pending.stopping.load(Ordering::Acquire)
+                        && !self.pending.kicked.swap(false, Ordering::AcqRel)
+                    {
                         let now = Instant::now();
                         if now >= until {
                             break;
