@@ -204,8 +204,11 @@ fn killing_the_server_during_uploads_loses_nothing_and_commits_nothing_half() {
         seed ^= seed << 17;
         std::thread::sleep(Duration::from_millis(50 + seed % 300));
         server.kill();
-        let _ = child.wait();
+        // Back after a moment, while the workload goes on: what it did meanwhile was queued
+        // (creates) or waits (fsync) and must arrive too.
+        std::thread::sleep(Duration::from_millis(300));
         server.start_again();
+        let _ = child.wait();
         for line in std::fs::read_to_string(&log).expect("log").lines() {
             let (name, n) = line.split_once(' ').expect("name and lines");
             let n: usize = n.parse().expect("a number");
