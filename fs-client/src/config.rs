@@ -75,6 +75,9 @@ pub struct Login {
     pub user: String,
     pub device: String,
     pub token: String,
+    /// A CA certificate file the server's certificate must chain to (instead of the pinned
+    /// fingerprint), when logged in with `--ca-file`.
+    pub ca: Option<PathBuf>,
 }
 
 impl Login {
@@ -106,6 +109,7 @@ impl Login {
             user: get("user")?,
             device: get("device")?,
             token: get("token")?,
+            ca: get("ca").ok().map(PathBuf::from),
         })
     }
 
@@ -131,6 +135,10 @@ impl Login {
             "# Shelf login record: a session token, never a password.\nserver={}\nfingerprint={}\nuser={}\ndevice={}\ntoken={}\n",
             self.server, self.fingerprint, self.user, self.device, self.token
         )
+        .and_then(|_| match &self.ca {
+            Some(ca) => writeln!(f, "ca={}", ca.display()),
+            None => Ok(()),
+        })
         .and_then(|_| f.sync_all())
         .map_err(io(&tmp))?;
         std::fs::rename(&tmp, &path).map_err(io(&path))

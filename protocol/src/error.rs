@@ -61,6 +61,8 @@ pub enum ErrorCode {
     Internal,
     /// Another holder (here or on another device) has a conflicting lock.
     WouldBlock,
+    /// A rename between two accounts' trees (into or out of a shared folder).
+    CrossDevice,
 }
 
 impl ErrorCode {
@@ -98,6 +100,7 @@ impl ErrorCode {
             ErrorCode::MissingChunk => libc::EIO,
             ErrorCode::WouldBlock => libc::EAGAIN,
             ErrorCode::Internal => libc::EIO,
+            ErrorCode::CrossDevice => libc::EXDEV,
         }
     }
 }
@@ -156,6 +159,7 @@ impl From<ErrorCode> for WireError {
             ErrorCode::MissingChunk => "a chunk of this version is missing on the server",
             ErrorCode::WouldBlock => "the file is locked by another holder",
             ErrorCode::Internal => "internal server error",
+            ErrorCode::CrossDevice => "cannot move between your files and a shared folder",
         };
         WireError::new(code, message)
     }

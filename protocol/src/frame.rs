@@ -2,8 +2,8 @@
 //!
 //! [`FrameReader`] and [`FrameWriter`] own the two halves of a connection and are generic over
 //! `AsyncRead`/`AsyncWrite`, so tests run them over `tokio::io::duplex`. A length over
-//! [`MAX_FRAME`] is refused before any allocation; a clean EOF between frames is `Ok(None)`,
-//! an EOF inside a frame is an error.
+//! [`MAX_FRAME`] is refused before any allocation, and the buffer grows only as a frame's
+//! bytes arrive; a clean EOF between frames is `Ok(None)`, an EOF inside a frame is an error.
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -59,16 +59,19 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         if len > MAX_FRAME {
             return Err(FrameError::TooLarge(len));
         }
-        self.buf.resize(len, 0);
-        match self.inner.read_exact(&mut self.buf).await {
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                return Err(FrameError::Truncated)
-            }
-            Err(e) => return Err(e.into()),
+        // The buffer grows as bytes arrive, not to what the length claims: a peer that
+        // announces 8 MiB and sends nothing costs nothing.
+        self.buf.clear();
+        self.buf.reserve(len.min(64 << 10));
+        (&mut self.inner)
+            .take(len as u64)
+            .read_to_end(&mut self.buf)
+            .await?;
+        if self.buf.len() < len {
+            return Err(FrameError::Truncated);
         }
         let value = postcard::from_bytes(&self.buf)?;
-        if self.buf.capacity() > (1 << 20) {
+        if self.buf.capacity() > (2 << 20) {
             // Do not keep a large buffer alive for an idle connection.
             self.buf = Vec::new();
         }
@@ -176,6 +179,18 @@ mod tests {
             r.read::<ClientFrame>().await,
             Err(FrameError::Truncated)
         ));
+    }
+
+    #[tokio::test]
+    async fn a_large_announced_frame_costs_only_what_arrives() {
+        let mut bytes = (MAX_FRAME as u32).to_be_bytes().to_vec();
+        bytes.extend_from_slice(&[7; 10]);
+        let mut r = FrameReader::new(bytes.as_slice());
+        assert!(matches!(
+            r.read::<ClientFrame>().await,
+            Err(FrameError::Truncated)
+        ));
+        assert!(r.buf.capacity() <= 64 << 10, "{}", r.buf.capacity());
     }
 
     #[tokio::test]

@@ -28,7 +28,7 @@ pub use messages::*;
 pub const MAGIC: [u8; 4] = *b"SHLF";
 
 /// Bumped on every incompatible change of [`messages`].
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Largest chunk body the server accepts (FastCDC's maximum chunk size is below this).
 pub const MAX_CHUNK: usize = 1 << 20;

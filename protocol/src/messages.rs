@@ -196,6 +196,10 @@ pub enum XattrMode {
 /// node instead of making a second one.
 pub const CLIENT_NODE_IDS: std::ops::Range<NodeId> = (1 << 61)..(1 << 62);
 
+/// Node ids of the folders `shared/OWNER/` the server shows a share recipient (the base
+/// plus the owner's account number). They have no record; nothing can be written in them.
+pub const SHARED_OWNER_DIRS: std::ops::Range<NodeId> = (1 << 60)..(1 << 61);
+
 /// What a removal expects to find under the name: the change a device made while it could
 /// not reach the server applies only if nobody changed the file since (an edit elsewhere
 /// wins over a delete).
@@ -304,12 +308,18 @@ pub enum Request {
     /// Space figures for statfs; answers [`Response::StatFs`].
     StatFs,
     /// Which of these chunks the server lacks; answers [`Response::Missing`] (indices).
-    HaveChunks { ids: Vec<ChunkId> },
+    /// Chunks are always asked about, sent and fetched for one file (`node`): they belong
+    /// to that file's owner (a share recipient reads and writes the owner's chunks), and a
+    /// recipient learns only about chunks of that file's history.
+    HaveChunks { node: NodeId, ids: Vec<ChunkId> },
     /// Upload chunk bodies (batched: one request per ~1 MiB); the server checks each
     /// against its id.
-    PutChunks { chunks: Vec<ChunkBody> },
+    PutChunks {
+        node: NodeId,
+        chunks: Vec<ChunkBody>,
+    },
     /// Download chunk bodies; answers [`Response::Chunks`] in the same order.
-    GetChunks { ids: Vec<ChunkId> },
+    GetChunks { node: NodeId, ids: Vec<ChunkId> },
     /// The chunk list of a file's current version; answers [`Response::Manifest`].
     GetManifest { node: NodeId },
     /// Make a new version of a file from uploaded chunks; answers the new [`Response::Attr`].
@@ -371,6 +381,107 @@ pub enum Request {
     },
     /// Keeps every lease of this session alive for another lease period.
     RenewLocks,
+    /// The devices signed in to this account ([`Response::Devices`]).
+    ListDevices,
+    /// Ends every session of one device of this account; its next request is refused.
+    RevokeDevice { device: String },
+    /// Account management, for admins only.
+    Admin(AdminRequest),
+    /// Shares a file or folder of one's own with another user (read-only unless `write`);
+    /// sharing again changes the access.
+    Share {
+        node: NodeId,
+        with: String,
+        write: bool,
+    },
+    /// Ends a share: the owner names the user (`None`: everyone); a recipient may end only
+    /// its own access (`with` = itself or `None`).
+    Unshare { node: NodeId, with: Option<String> },
+    /// What this account shares and what is shared with it ([`Response::Shares`]).
+    ListShares,
+    /// A device tells the server that syncing keeps failing (uploads refused again and
+    /// again): the server raises a sync alert for the account (with the path) and its
+    /// admins (without: they do not see users' file names).
+    ReportSyncFailure { path: String, error: String },
+}
+
+/// One share, as its owner or recipient sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShareInfo {
+    pub node: NodeId,
+    pub owner: String,
+    pub recipient: String,
+    pub write: bool,
+    /// Where it is: below the owner's root for the owner, `shared/OWNER/NAME` for the
+    /// recipient.
+    pub path: String,
+}
+
+/// What an admin may do over the protocol (`shelf admin …`). Admins manage accounts and see
+/// usage, alerts and the audit log; they do not see other users' files.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AdminRequest {
+    /// [`Response::Users`].
+    ListUsers,
+    AddUser {
+        name: String,
+        password: String,
+        role: Role,
+    },
+    DeleteUser {
+        name: String,
+    },
+    SetRole {
+        name: String,
+        role: Role,
+    },
+    SetPassword {
+        name: String,
+        password: String,
+    },
+    /// `None`: no quota.
+    SetQuota {
+        name: String,
+        bytes: Option<u64>,
+    },
+    /// The newest `limit` audit entries ([`Response::Audit`]).
+    Audit {
+        limit: u32,
+    },
+}
+
+/// An account as an admin sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserInfo {
+    pub name: String,
+    pub role: Role,
+    /// Bytes stored after dedup, history included.
+    pub stored_bytes: u64,
+    pub quota: Option<u64>,
+}
+
+/// One audit log entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditLine {
+    pub at: Timestamp,
+    pub what: String,
+    pub user: String,
+    pub from: String,
+    pub detail: String,
+}
+
+/// One device signed in to an account.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceInfo {
+    pub device: String,
+    /// When it signed in (its newest session).
+    pub created: Timestamp,
+    /// When that session expires unless renewed by signing in again.
+    pub expires: Timestamp,
+    /// Sessions it holds.
+    pub sessions: u32,
+    /// The device asking.
+    pub current: bool,
 }
 
 /// A lock request's kind.
@@ -436,6 +547,14 @@ pub enum Response {
     /// already dropped from the feed, so everything cached should be checked again.
     /// `head` is the newest position at the time of the answer.
     Subscribed { trimmed: bool, head: u64 },
+    /// Devices signed in to the account.
+    Devices(Vec<DeviceInfo>),
+    /// Every account ([`AdminRequest::ListUsers`]).
+    Users(Vec<UserInfo>),
+    /// Audit entries, oldest first.
+    Audit(Vec<AuditLine>),
+    /// Shares of and with the account.
+    Shares(Vec<ShareInfo>),
 }
 
 /// One change in an account's feed.
@@ -494,6 +613,33 @@ pub enum ChangeKind {
     /// A commit conflicted: its content was kept as the new file `parent`/`name` (a
     /// conflicted copy beside the original, or the deleted file brought back).
     Conflicted,
+    /// Something the user (or, for admins, the server's keeper) must know about; `path`
+    /// holds the message. Not a change of the namespace.
+    Alert(AlertClass),
+}
+
+/// What an alert is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AlertClass {
+    /// Failed logins, a locked account, a revoked device.
+    Security,
+    /// Stored data failed verification.
+    Integrity,
+    /// An account ran out of quota.
+    Quota,
+    /// Changes that could not be synchronised.
+    Sync,
+}
+
+impl std::fmt::Display for AlertClass {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            AlertClass::Security => "security",
+            AlertClass::Integrity => "integrity",
+            AlertClass::Quota => "quota",
+            AlertClass::Sync => "sync",
+        })
+    }
 }
 
 /// One version in a directory's history (`NAME.vNN` in `.versions/`).

@@ -203,9 +203,12 @@ fn request() -> impl Strategy<Value = Request> {
         any::<u64>().prop_map(|node| Request::ListXattr { node }),
         (any::<u64>(), name()).prop_map(|(node, name)| Request::RemoveXattr { node, name }),
         Just(Request::StatFs),
-        prop::collection::vec(chunk_id(), 0..10).prop_map(|ids| Request::HaveChunks { ids }),
-        chunk_bodies().prop_map(|chunks| Request::PutChunks { chunks }),
-        prop::collection::vec(chunk_id(), 0..5).prop_map(|ids| Request::GetChunks { ids }),
+        (any::<u64>(), prop::collection::vec(chunk_id(), 0..10))
+            .prop_map(|(node, ids)| Request::HaveChunks { node, ids }),
+        (any::<u64>(), chunk_bodies())
+            .prop_map(|(node, chunks)| Request::PutChunks { node, chunks }),
+        (any::<u64>(), prop::collection::vec(chunk_id(), 0..5))
+            .prop_map(|(node, ids)| Request::GetChunks { node, ids }),
         any::<u64>().prop_map(|node| Request::GetManifest { node }),
         (
             any::<u64>(),

@@ -2,11 +2,14 @@
 //! (with `node: None`), and every node a store operation reads or changes passes it again with
 //! the node's record, so no code path — admin, versions, events — can skip the check.
 //!
-//! Rules today: a session may touch only nodes its account owns; a node of another account is
-//! reported as *not found*, so an error never reveals that someone else's file exists. Viewers
-//! may read but every write is refused as read-only.
+//! Rules: a session may touch nodes its account owns, and nodes of another account that are
+//! shared with it (the node or a folder above it, [`Target::grant`]) — to read with a
+//! read-only share, to read and write with a read-write one. Any other account's node is
+//! reported as *not found*, so an error never reveals that someone else's file exists.
+//! Viewers may read but every write is refused as read-only; so is a write in a read-only
+//! share. Account management is for admins.
 
-use crate::store::{Ctx, NodeRec};
+use crate::store::Ctx;
 use shelf_protocol::{ErrorCode, Request, Role};
 
 /// What a request or store step wants to do.
@@ -16,6 +19,8 @@ pub enum Action {
     Read,
     /// Change names, attributes or content.
     Write,
+    /// Manage accounts, see usage and the audit log (admins only).
+    Admin,
 }
 
 impl Action {
@@ -34,14 +39,21 @@ impl Action {
             | Request::StatFs
             | Request::GetChunks { .. }
             | Request::GetManifest { .. }
-            | Request::HaveChunks { .. }
             | Request::Status
             | Request::ListVersions { .. }
             | Request::GetVersion { .. }
             | Request::Subscribe { .. }
             | Request::Lock { .. }
             | Request::TestLock { .. }
-            | Request::RenewLocks => Action::Read,
+            | Request::RenewLocks
+            // A viewer may still see and sign out its own devices.
+            | Request::ListDevices
+            | Request::RevokeDevice { .. }
+            // Anyone may drop a share of its own (the store checks whose it is).
+            | Request::Unshare { .. }
+            | Request::ListShares
+            | Request::ReportSyncFailure { .. } => Action::Read,
+            Request::Share { .. } => Action::Write,
             Request::SetAttr { .. }
             | Request::Mkdir { .. }
             | Request::Create { .. }
@@ -52,21 +64,47 @@ impl Action {
             | Request::SetXattr { .. }
             | Request::RemoveXattr { .. }
             | Request::PutChunks { .. }
+            // Asked only while uploading.
+            | Request::HaveChunks { .. }
             | Request::Commit { .. }
             | Request::Mknod { .. }
             | Request::Restore { .. } => Action::Write,
+            Request::Admin(_) => Action::Admin,
         }
     }
 }
 
-/// Decides whether the session `ctx` may perform `action`, on `node` when one is given.
-pub fn authorize(ctx: &Ctx, action: Action, node: Option<&NodeRec>) -> Result<(), ErrorCode> {
-    if let Some(node) = node {
-        if node.owner != ctx.account {
-            return Err(ErrorCode::NotFound);
+/// What a share grants.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+pub enum Access {
+    Read,
+    Write,
+}
+
+/// The node a step acts on, as authorisation sees it: whose it is, and what the session's
+/// account was granted on it by shares (only looked up for other accounts' nodes).
+#[derive(Clone, Copy, Debug)]
+pub struct Target {
+    pub owner: u64,
+    pub grant: Option<Access>,
+}
+
+/// Decides whether the session `ctx` may perform `action`, on `target` when one is given.
+pub fn authorize(ctx: &Ctx, action: Action, target: Option<Target>) -> Result<(), ErrorCode> {
+    if let Some(t) = target {
+        if t.owner != ctx.account {
+            match (t.grant, action) {
+                (None, _) | (_, Action::Admin) => return Err(ErrorCode::NotFound),
+                (Some(Access::Read), Action::Write) => return Err(ErrorCode::ReadOnly),
+                (Some(_), _) => {}
+            }
         }
     }
     match (action, ctx.role) {
+        (Action::Admin, Role::Admin) => Ok(()),
+        (Action::Admin, _) => Err(ErrorCode::PermissionDenied),
         (Action::Read, _) => Ok(()),
         (Action::Write, Role::Admin | Role::User) => Ok(()),
         (Action::Write, Role::Viewer) => Err(ErrorCode::ReadOnly),

@@ -35,8 +35,12 @@ pub trait ChunkStore: Send + Sync {
     fn get(&self, account: u64, id: &ChunkId) -> Result<Vec<u8>>;
     /// Makes every body written so far durable.
     fn sync(&self) -> Result<()>;
+    /// Bytes of chunk bodies stored for the account, and how many chunks.
+    fn usage(&self, account: u64) -> Result<(u64, u64)>;
     /// Bytes of chunk bodies stored for the account.
-    fn stored_bytes(&self, account: u64) -> Result<u64>;
+    fn stored_bytes(&self, account: u64) -> Result<u64> {
+        Ok(self.usage(account)?.0)
+    }
     /// Every chunk the account holds, with its length.
     fn ids(&self, account: u64) -> Result<Vec<(ChunkId, u32)>>;
     /// Forgets a chunk of the account; its bytes are reclaimed by [`ChunkStore::compact`].
@@ -82,7 +86,7 @@ pub struct PackStore {
     index: sled::Tree,
     /// Per-account byte totals, computed from the index at first use and kept up to date in
     /// memory (a per-chunk database update would cost more than the chunk write itself).
-    usage: Mutex<HashMap<u64, u64>>,
+    usage: Mutex<HashMap<u64, (u64, u64)>>,
     writer: Mutex<Writer>,
     readers: RwLock<HashMap<u32, Arc<File>>>,
 }
@@ -283,8 +287,9 @@ impl ChunkStore for PackStore {
         let loc = self.append_locked(&mut w, account, id, data)?;
         self.index.insert(key, postcard::to_stdvec(&loc)?)?;
         drop(w);
-        if let Some(total) = self.usage.lock().map_err(poisoned)?.get_mut(&account) {
-            *total += data.len() as u64;
+        if let Some((bytes, count)) = self.usage.lock().map_err(poisoned)?.get_mut(&account) {
+            *bytes += data.len() as u64;
+            *count += 1;
         }
         Ok(true)
     }
@@ -328,19 +333,20 @@ impl ChunkStore for PackStore {
         Ok(())
     }
 
-    fn stored_bytes(&self, account: u64) -> Result<u64> {
+    fn usage(&self, account: u64) -> Result<(u64, u64)> {
         let mut usage = self.usage.lock().map_err(poisoned)?;
         if let Some(n) = usage.get(&account) {
             return Ok(*n);
         }
-        let mut total = 0u64;
+        let (mut total, mut count) = (0u64, 0u64);
         for item in self.index.scan_prefix(account.to_be_bytes()) {
             let (_, v) = item?;
             let loc: Location = postcard::from_bytes(&v)?;
             total += u64::from(loc.len);
+            count += 1;
         }
-        usage.insert(account, total);
-        Ok(total)
+        usage.insert(account, (total, count));
+        Ok((total, count))
     }
 
     fn ids(&self, account: u64) -> Result<Vec<(ChunkId, u32)>> {
@@ -360,8 +366,9 @@ impl ChunkStore for PackStore {
             return Ok(None);
         };
         let loc: Location = postcard::from_bytes(&raw)?;
-        if let Some(total) = self.usage.lock().map_err(poisoned)?.get_mut(&account) {
-            *total = total.saturating_sub(u64::from(loc.len));
+        if let Some((bytes, count)) = self.usage.lock().map_err(poisoned)?.get_mut(&account) {
+            *bytes = bytes.saturating_sub(u64::from(loc.len));
+            *count = count.saturating_sub(1);
         }
         Ok(Some(loc.len))
     }

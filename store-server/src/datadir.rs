@@ -5,9 +5,13 @@
 //! DIR/packs/         append-only chunk pack files
 //! DIR/tls/cert.pem   self-signed certificate (its SHA-256 fingerprint is what clients pin)
 //! DIR/tls/key.pem    its private key (0600)
-//! DIR/master.key     32 random bytes (0600) for encryption at rest
+//! DIR/master.key     32 random bytes (0600): wraps every account's data key (the path can
+//!                    be set with --master-key / SHELF_MASTER_KEY, e.g. to keep it on
+//!                    another disk than the data)
+//! DIR/master.key.new the next master key while a rotation is under way
 //! ```
 
+use crate::crypto::{CryptoError, Keyring, MasterKey};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -15,11 +19,29 @@ use std::path::{Path, PathBuf};
 #[derive(Clone, Debug)]
 pub struct DataDir {
     pub root: PathBuf,
+    /// Where the master key is, if not `DIR/master.key`.
+    pub master_key_path: Option<PathBuf>,
+}
+
+/// What a master key rotation did.
+pub struct Rotation {
+    pub old_id: String,
+    pub new_id: String,
+    pub rewrapped: usize,
 }
 
 impl DataDir {
     pub fn new(root: impl Into<PathBuf>) -> DataDir {
-        DataDir { root: root.into() }
+        DataDir {
+            root: root.into(),
+            master_key_path: None,
+        }
+    }
+
+    /// The same folder with its master key kept at `path` (None: `DIR/master.key`).
+    pub fn with_master_key(mut self, path: Option<PathBuf>) -> DataDir {
+        self.master_key_path = path;
+        self
     }
     pub fn db(&self) -> PathBuf {
         self.root.join("db")
@@ -34,7 +56,58 @@ impl DataDir {
         self.root.join("tls").join("key.pem")
     }
     pub fn master_key(&self) -> PathBuf {
-        self.root.join("master.key")
+        self.master_key_path
+            .clone()
+            .unwrap_or_else(|| self.root.join("master.key"))
+    }
+
+    /// Where the next master key waits while a rotation is under way.
+    pub fn next_master_key(&self) -> PathBuf {
+        let mut p = self.master_key().into_os_string();
+        p.push(".new");
+        PathBuf::from(p)
+    }
+
+    /// The master keys to open the store with: the current one, and the next one when a
+    /// rotation was interrupted (data keys may be wrapped by either).
+    pub fn master_keys(&self) -> Result<Vec<MasterKey>, CryptoError> {
+        let mut keys = vec![MasterKey::load(&self.master_key())?];
+        if self.next_master_key().exists() {
+            keys.push(MasterKey::load(&self.next_master_key())?);
+        }
+        Ok(keys)
+    }
+
+    /// Re-wraps every data key under a new master key, then replaces the key file. The
+    /// server must be stopped. Safe to interrupt: the new key is written (and synced)
+    /// first as `master.key.new`, and a second run finishes with that same key.
+    pub fn rotate_master_key(&self) -> anyhow::Result<Rotation> {
+        let old = MasterKey::load(&self.master_key())?;
+        let next = self.next_master_key();
+        let new = if next.exists() {
+            MasterKey::load(&next)?
+        } else {
+            let (key, raw) = MasterKey::generate()?;
+            write_private(&next, &raw)?;
+            key
+        };
+        let (old_id, new_id) = (old.id(), new.id());
+        let rewrapped = {
+            let db = crate::store::open_db(self)?;
+            let keys = Keyring::new(&db, vec![new, old])?;
+            let n = keys.rewrap_all()?;
+            db.flush()?;
+            n
+        };
+        std::fs::rename(&next, self.master_key())?;
+        if let Some(parent) = self.master_key().parent() {
+            std::fs::File::open(parent)?.sync_all()?;
+        }
+        Ok(Rotation {
+            old_id,
+            new_id,
+            rewrapped,
+        })
     }
     pub fn is_initialised(&self) -> bool {
         self.cert().exists() && self.key().exists()
@@ -55,9 +128,16 @@ impl DataDir {
         let (cert_pem, key_pem) = crate::tls::generate(hostnames)?;
         write_private(&self.key(), key_pem.as_bytes())?;
         std::fs::write(self.cert(), cert_pem.as_bytes())?;
-        let mut key = [0u8; 32];
-        getrandom::getrandom(&mut key).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
-        write_private(&self.master_key(), &key)?;
+        if self.master_key().exists() {
+            // A key kept elsewhere and made beforehand: check it, keep it.
+            MasterKey::load(&self.master_key())?;
+        } else {
+            if let Some(parent) = self.master_key().parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            let (_, raw) = MasterKey::generate()?;
+            write_private(&self.master_key(), &raw)?;
+        }
         crate::tls::fingerprint_of_file(&self.cert())
     }
 }

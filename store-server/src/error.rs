@@ -2,6 +2,7 @@
 //! [`shelf_protocol::WireError`] by [`StoreError::to_wire`], which never leaks internals
 //! beyond a short message (details go to the log, once, at the handler boundary).
 
+use crate::crypto::CryptoError;
 use shelf_protocol::{ErrorCode, WireError};
 
 #[derive(Debug, thiserror::Error)]
@@ -17,6 +18,9 @@ pub enum StoreError {
     Corrupt(String),
     #[error("password hashing failed: {0}")]
     Hash(String),
+    /// Encryption at rest: a value failed authentication (integrity) or a key is missing.
+    #[error("{0}")]
+    Crypto(#[from] crate::crypto::CryptoError),
 }
 
 impl From<ErrorCode> for StoreError {
@@ -41,8 +45,10 @@ impl StoreError {
             StoreError::Io(e) if e.raw_os_error() == Some(libc::EDQUOT) => {
                 WireError::from(ErrorCode::NoSpace)
             }
-            StoreError::Corrupt(_) => WireError::from(ErrorCode::Corrupt),
-            StoreError::Db(_) | StoreError::Io(_) | StoreError::Hash(_) => {
+            StoreError::Corrupt(_) | StoreError::Crypto(CryptoError::Tampered) => {
+                WireError::from(ErrorCode::Corrupt)
+            }
+            StoreError::Db(_) | StoreError::Io(_) | StoreError::Hash(_) | StoreError::Crypto(_) => {
                 WireError::from(ErrorCode::Internal)
             }
         }

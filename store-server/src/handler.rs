@@ -6,14 +6,21 @@
 
 use crate::authz::{authorize, Action};
 use crate::error::StoreError;
+use crate::store::audit::AuditKind;
 use crate::store::conflicts::Committed;
 use crate::store::locks::LockSpec;
 use crate::store::namespace::NewNode;
+use crate::store::shares::ChunkScope;
 use crate::store::{Ctx, Store};
 use shelf_protocol::{
-    ChunkBody, ErrorCode, NodeKind, Request, Response, WireError, MAX_CHUNK, MAX_CHUNKS_PER_REQUEST,
+    AdminRequest, AuditLine, ChunkBody, ChunkId, ErrorCode, NodeKind, Request, Response, UserInfo,
+    WireError, MAX_CHUNK, MAX_CHUNKS_PER_REQUEST,
 };
 use std::sync::Mutex;
+
+/// Chunks of other accounts' files one session remembers having uploaded (a commit naming
+/// a forgotten one is answered `MissingChunk`, and the client sends it again).
+const MAX_FOREIGN_UPLOADS: usize = 1 << 18;
 
 /// Most chunk ids one `HaveChunks` may ask about.
 pub const MAX_HAVE_CHUNKS: usize = 65_536;
@@ -22,9 +29,42 @@ pub const MAX_HAVE_CHUNKS: usize = 65_536;
 #[derive(Default)]
 pub struct Session {
     state: Mutex<Option<(Ctx, String)>>,
+    /// The client's network address (for throttling logins and the audit log).
+    peer: Option<std::net::IpAddr>,
+    /// Chunks this session uploaded into other accounts (shared files), which its commits
+    /// may name.
+    uploads: Mutex<std::collections::HashSet<(u64, ChunkId)>>,
 }
 
 impl Session {
+    pub fn for_peer(peer: std::net::IpAddr) -> Session {
+        Session {
+            state: Mutex::new(None),
+            peer: Some(peer),
+            uploads: Mutex::default(),
+        }
+    }
+
+    /// Whether this session may name chunk `id` in `scope` (always in its own account).
+    fn may_use(&self, scope: &ChunkScope, id: &ChunkId) -> bool {
+        scope.covers(id)
+            || self
+                .uploads
+                .lock()
+                .is_ok_and(|u| u.contains(&(scope.account, *id)))
+    }
+
+    fn uploaded(&self, scope: &ChunkScope, id: ChunkId) {
+        if scope.only.is_some() {
+            if let Ok(mut u) = self.uploads.lock() {
+                if u.len() >= MAX_FOREIGN_UPLOADS {
+                    u.clear();
+                }
+                u.insert((scope.account, id));
+            }
+        }
+    }
+
     pub fn ctx(&self) -> Option<Ctx> {
         self.state
             .lock()
@@ -43,7 +83,8 @@ impl Session {
         u64::from_le_bytes(h.as_bytes()[..8].try_into().unwrap_or([0; 8]))
     }
 
-    fn token(&self) -> Option<String> {
+    /// The session's token, when logged in.
+    pub fn token(&self) -> Option<String> {
         self.state
             .lock()
             .ok()
@@ -57,6 +98,13 @@ fn describe(req: &Request) -> &'static str {
         Request::Login { .. } => "login",
         Request::Resume { .. } => "resume",
         Request::Logout => "logout",
+        Request::ListDevices => "list-devices",
+        Request::RevokeDevice { .. } => "revoke-device",
+        Request::Admin(_) => "admin",
+        Request::Share { .. } => "share",
+        Request::Unshare { .. } => "unshare",
+        Request::ListShares => "list-shares",
+        Request::ReportSyncFailure { .. } => "report-sync-failure",
         Request::Lookup { .. } => "lookup",
         Request::GetAttr { .. } => "getattr",
         Request::SetAttr { .. } => "setattr",
@@ -107,6 +155,9 @@ fn changes_store(req: &Request) -> bool {
             | Request::Commit { .. }
             | Request::Mknod { .. }
             | Request::Restore { .. }
+            | Request::Admin(_)
+            | Request::Share { .. }
+            | Request::Unshare { .. }
     )
 }
 
@@ -139,11 +190,13 @@ fn dispatch(store: &Store, session: &Session, req: Request) -> Result<Response, 
             password,
             device,
         } => {
-            let (token, ctx) = store.login(&user, &password, &device).inspect_err(|e| {
-                if e.code() == ErrorCode::AuthFailed {
-                    tracing::info!(user = %user, device = %device, "failed login");
-                }
-            })?;
+            let (token, ctx) = store
+                .login_from(&user, &password, &device, session.peer)
+                .inspect_err(|e| {
+                    if matches!(e.code(), ErrorCode::AuthFailed | ErrorCode::Locked) {
+                        tracing::info!(user = %user, device = %device, peer = ?session.peer, code = ?e.code(), "failed login");
+                    }
+                })?;
             tracing::info!(user = %ctx.user, device = %ctx.device, "login");
             let root = store.getattr(&ctx, ctx.root)?;
             let resp = Response::Session {
@@ -169,8 +222,17 @@ fn dispatch(store: &Store, session: &Session, req: Request) -> Result<Response, 
         }
         _ => {}
     }
-    let Some(ctx) = session.ctx() else {
+    let Some(token) = session.token() else {
         return Err(ErrorCode::AuthRequired.into());
+    };
+    // The session is looked up again for every request: a revoked device, an expired
+    // session, a deleted account or a changed role take effect at once.
+    let ctx = match store.resume(&token) {
+        Ok(ctx) => ctx,
+        Err(e) => {
+            session.set(None);
+            return Err(e);
+        }
     };
     authorize(&ctx, Action::of(&req), None)?;
     let ctx = &ctx;
@@ -184,6 +246,25 @@ fn dispatch(store: &Store, session: &Session, req: Request) -> Result<Response, 
                 store.logout(&token)?;
             }
             session.set(None);
+            Response::Ok
+        }
+        Request::ListDevices => Response::Devices(store.devices(ctx)?),
+        Request::Admin(req) => admin(store, ctx, req)?,
+        Request::Share { node, with, write } => {
+            store.share(ctx, node, &with, write)?;
+            Response::Ok
+        }
+        Request::Unshare { node, with } => {
+            store.unshare(ctx, node, with.as_deref())?;
+            Response::Ok
+        }
+        Request::ListShares => Response::Shares(store.list_shares(ctx)?),
+        Request::ReportSyncFailure { path, error } => {
+            store.sync_failure(ctx, &path, &error);
+            Response::Ok
+        }
+        Request::RevokeDevice { device } => {
+            store.revoke_device(ctx, &device)?;
             Response::Ok
         }
         Request::Lookup { parent, name } => Response::Attr(store.lookup(ctx, parent, &name)?),
@@ -326,39 +407,54 @@ fn dispatch(store: &Store, session: &Session, req: Request) -> Result<Response, 
         }
         Request::StatFs => {
             let used = store.chunks.stored_bytes(ctx.account)?;
+            // `df` on the mount shows the quota when one is set.
+            let free = match store.quota(ctx.account)? {
+                Some(q) => free_space(store).min(q.saturating_sub(used)),
+                None => free_space(store),
+            };
             Response::StatFs {
                 used_bytes: used,
-                free_bytes: free_space(store),
+                free_bytes: free,
                 files: 0,
             }
         }
-        Request::HaveChunks { ids } => {
+        Request::HaveChunks { node, ids } => {
             if ids.len() > MAX_HAVE_CHUNKS {
                 return Err(ErrorCode::TooLarge.into());
             }
+            let scope = store.chunk_scope(ctx, node, Action::Write)?;
             let mut missing = Vec::new();
             for (i, id) in ids.iter().enumerate() {
-                if !store.chunks.contains(ctx.account, id)? {
+                if !session.may_use(&scope, id) || !store.chunks.contains(scope.account, id)? {
                     missing.push(i as u32);
                 }
             }
             Response::Missing(missing)
         }
-        Request::PutChunks { chunks } => {
-            put_chunks(store, ctx, &chunks)?;
+        Request::PutChunks { node, chunks } => {
+            let scope = store.chunk_scope(ctx, node, Action::Write)?;
+            put_chunks(store, ctx, session, &scope, &chunks)?;
             Response::Ok
         }
-        Request::GetChunks { ids } => {
+        Request::GetChunks { node, ids } => {
             if ids.len() > MAX_CHUNKS_PER_REQUEST {
                 return Err(ErrorCode::TooLarge.into());
             }
+            let scope = store.chunk_scope(ctx, node, Action::Read)?;
             let mut out = Vec::with_capacity(ids.len());
             for id in ids {
-                let data = store.chunks.get(ctx.account, &id)?;
-                if blake3::hash(&data).as_bytes() != &id.0 {
-                    tracing::error!(user = %ctx.user, chunk = %id, "stored chunk failed verification");
-                    return Err(ErrorCode::Corrupt.into());
+                // A recipient reads only chunks of the shared file's own history.
+                if !scope.covers(&id) {
+                    return Err(ErrorCode::NotFound.into());
                 }
+                let data = match store.chunks.get(scope.account, &id) {
+                    Ok(data) if blake3::hash(&data).as_bytes() == &id.0 => data,
+                    Ok(_) | Err(StoreError::Corrupt(_)) => {
+                        store.chunk_failed(scope.account, &ctx.user, &id);
+                        return Err(ErrorCode::Corrupt.into());
+                    }
+                    Err(e) => return Err(e),
+                };
                 out.push(ChunkBody { id, data });
             }
             Response::Chunks(out)
@@ -379,7 +475,13 @@ fn dispatch(store: &Store, session: &Session, req: Request) -> Result<Response, 
             mtime,
             durable,
         } => {
-            put_chunks(store, ctx, &inline)?;
+            let scope = store.chunk_scope(ctx, node, Action::Write)?;
+            put_chunks(store, ctx, session, &scope, &inline)?;
+            // A recipient's commit may name only chunks of the file's history or chunks it
+            // uploaded itself: the owner's other chunks are not its to learn about.
+            if chunks.iter().any(|c| !session.may_use(&scope, &c.id)) {
+                return Err(ErrorCode::MissingChunk.into());
+            }
             // Every commit is made durable before the answer (see `handle`); `durable`
             // stays in the protocol for the client's own bookkeeping.
             let _ = durable;
@@ -478,7 +580,75 @@ pub fn subscribe(
 
 /// Verifies a batch of uploaded chunks against their ids, then stores them (nothing is
 /// stored if any fails).
-fn put_chunks(store: &Store, ctx: &Ctx, chunks: &[ChunkBody]) -> Result<(), StoreError> {
+/// An admin's request (the role was checked by [`authorize`]).
+fn admin(store: &Store, ctx: &Ctx, req: AdminRequest) -> Result<Response, StoreError> {
+    let by = format!("{} on {}", ctx.user, ctx.device);
+    let named = |name: &str| -> Result<crate::store::AccountRec, StoreError> {
+        store
+            .account(name)?
+            .ok_or_else(|| ErrorCode::NotFound.into())
+    };
+    Ok(match req {
+        AdminRequest::ListUsers => {
+            let mut out = Vec::new();
+            for a in store.list_users()? {
+                out.push(UserInfo {
+                    stored_bytes: store.chunks.stored_bytes(a.id)?,
+                    quota: store.quota(a.id)?,
+                    name: a.name,
+                    role: a.role,
+                });
+            }
+            Response::Users(out)
+        }
+        AdminRequest::AddUser {
+            name,
+            password,
+            role,
+        } => {
+            let a = store.add_user(&name, &password, role)?;
+            store.audit(a.id, AuditKind::UserAdded, &name, &by, &role.to_string());
+            Response::Ok
+        }
+        AdminRequest::DeleteUser { name } => {
+            store.delete_user(&name, &by)?;
+            Response::Ok
+        }
+        AdminRequest::SetRole { name, role } => {
+            store.set_role(&name, role, &by)?;
+            Response::Ok
+        }
+        AdminRequest::SetPassword { name, password } => {
+            store.set_password(&name, &password, &by)?;
+            Response::Ok
+        }
+        AdminRequest::SetQuota { name, bytes } => {
+            store.set_quota(named(&name)?.id, bytes)?;
+            Response::Ok
+        }
+        AdminRequest::Audit { limit } => Response::Audit(
+            store
+                .audit_log(None, limit.min(10_000) as usize)?
+                .into_iter()
+                .map(|e| AuditLine {
+                    at: e.at,
+                    what: e.kind.to_string(),
+                    user: e.user,
+                    from: e.from,
+                    detail: e.detail,
+                })
+                .collect(),
+        ),
+    })
+}
+
+fn put_chunks(
+    store: &Store,
+    ctx: &Ctx,
+    session: &Session,
+    scope: &ChunkScope,
+    chunks: &[ChunkBody],
+) -> Result<(), StoreError> {
     if chunks.len() > MAX_CHUNKS_PER_REQUEST {
         return Err(ErrorCode::TooLarge.into());
     }
@@ -491,8 +661,17 @@ fn put_chunks(store: &Store, ctx: &Ctx, chunks: &[ChunkBody]) -> Result<(), Stor
             return Err(ErrorCode::Corrupt.into());
         }
     }
+    let mut extra = 0u64;
     for c in chunks {
-        store.chunks.put(ctx.account, &c.id, &c.data)?;
+        if !store.chunks.contains(scope.account, &c.id)? {
+            extra += c.data.len() as u64;
+        }
+    }
+    // Space is the owner's: a recipient's uploads count against the owner's quota.
+    store.check_quota(scope.account, &ctx.user, extra)?;
+    for c in chunks {
+        store.chunks.put(scope.account, &c.id, &c.data)?;
+        session.uploaded(scope, c.id);
     }
     Ok(())
 }

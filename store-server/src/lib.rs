@@ -9,15 +9,19 @@
 //! * [`tls`] — certificate generation, fingerprints, the TLS-1.3-only server config.
 //! * [`store`] — the sled database: accounts, sessions, nodes, directory entries, versions.
 //! * [`chunkstore`] — content-addressed chunk bodies in pack files.
+//! * [`crypto`] — encryption at rest: master key, per-account data keys, sealing.
+//! * [`sealed_chunks`] — the chunk store wrapper that seals every body.
 //! * [`authz`] — the one authorisation function every request passes.
 //! * [`handler`] — request → store call → response.
 //! * [`server`] — listener, per-connection task, limits, timeouts, graceful shutdown.
 
 pub mod authz;
 pub mod chunkstore;
+pub mod crypto;
 pub mod datadir;
 pub mod error;
 pub mod handler;
+pub mod sealed_chunks;
 pub mod server;
 pub mod store;
 pub mod tls;

@@ -17,6 +17,10 @@ use std::sync::Arc;
 #[derive(Parser)]
 #[command(name = "shelf-server", version, verbatim_doc_comment)]
 struct Cli {
+    /// The master key file that wraps every account's data key (default: DATA/master.key).
+    /// Keep it on another disk than the data to make a stolen data disk useless alone.
+    #[arg(long, global = true, env = "SHELF_MASTER_KEY")]
+    master_key: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -41,6 +45,28 @@ enum Command {
         /// chosen address is printed).
         #[arg(long, default_value = "127.0.0.1:7443")]
         listen: String,
+    },
+    /// Re-wrap every account's data key under a new master key and replace the key file
+    /// (stop the server first; the stored data is not rewritten). Safe to interrupt and
+    /// run again.
+    RotateMasterKey {
+        #[arg(long)]
+        data: PathBuf,
+    },
+    /// Re-read every stored chunk, check it against its BLAKE3 id and its authentication
+    /// tag, and report (and raise an integrity alert for) any that fail. Stop the server
+    /// first. Exits with status 1 when a chunk failed.
+    Scrub {
+        #[arg(long)]
+        data: PathBuf,
+    },
+    /// Print the newest entries of the audit log (logins, failures, locks, account and role
+    /// changes, deletions, revoked devices, alerts).
+    Audit {
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long, default_value_t = 50)]
+        last: usize,
     },
     /// Print the certificate fingerprint of a data folder.
     Fingerprint {
@@ -106,8 +132,39 @@ enum UserCommand {
         #[arg(long)]
         data: PathBuf,
     },
-    /// List accounts.
+    /// List accounts with their role, stored bytes and quota.
     List {
+        #[arg(long)]
+        data: PathBuf,
+    },
+    /// Delete an account and everything it stored (its data key is destroyed).
+    Del {
+        name: String,
+        #[arg(long)]
+        data: PathBuf,
+    },
+    /// Set a new password (from SHELF_PASSWORD, else prompted); every device of the account
+    /// must log in again.
+    Passwd {
+        name: String,
+        #[arg(long)]
+        data: PathBuf,
+    },
+    /// Change an account's role (the last admin stays one).
+    Role {
+        name: String,
+        role: Role,
+        #[arg(long)]
+        data: PathBuf,
+    },
+    /// Set the most an account may store (after dedup, history included), or none.
+    Quota {
+        name: String,
+        /// Quota in GiB (may be fractional, e.g. 0.5).
+        #[arg(long, conflicts_with = "none")]
+        gib: Option<f64>,
+        #[arg(long)]
+        none: bool,
         #[arg(long)]
         data: PathBuf,
     },
@@ -125,8 +182,22 @@ fn password_from_env_or_prompt(prompt: &str) -> anyhow::Result<String> {
     Ok(p)
 }
 
-fn open_initialised(data: &std::path::Path) -> anyhow::Result<(DataDir, Store)> {
-    let dir = DataDir::new(data);
+/// A store refusal as a plain message.
+fn refusal(name: &str, e: shelf_server::StoreError) -> anyhow::Error {
+    match e.code() {
+        shelf_protocol::ErrorCode::NotFound => anyhow::anyhow!("no user {name}"),
+        shelf_protocol::ErrorCode::InvalidArgument => {
+            anyhow::anyhow!("refused: {name} is the last admin (make another admin first)")
+        }
+        _ => anyhow::anyhow!("{name}: {}", e.to_wire().message),
+    }
+}
+
+fn open_initialised(
+    data: &std::path::Path,
+    master_key: &Option<PathBuf>,
+) -> anyhow::Result<(DataDir, Store)> {
+    let dir = DataDir::new(data).with_master_key(master_key.clone());
     if !dir.is_initialised() {
         anyhow::bail!(
             "{} is not a Shelf data folder; create it with `shelf-server init --data {}`",
@@ -150,9 +221,48 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Init { data, hostnames } => {
-            let fp = DataDir::new(&data).init(&hostnames)?;
+            let fp = DataDir::new(&data)
+                .with_master_key(cli.master_key.clone())
+                .init(&hostnames)?;
             println!("initialised {}", data.display());
             println!("fingerprint {fp}");
+        }
+        Command::Audit { data, last } => {
+            let (_, store) = open_initialised(&data, &cli.master_key)?;
+            for e in store.audit_log(None, last)? {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}",
+                    e.at.secs, e.kind, e.user, e.from, e.detail
+                );
+            }
+        }
+        Command::RotateMasterKey { data } => {
+            let dir = DataDir::new(&data).with_master_key(cli.master_key.clone());
+            let r = dir.rotate_master_key()?;
+            println!(
+                "re-wrapped {} data key(s): master key {} replaced by {} in {}",
+                r.rewrapped,
+                r.old_id,
+                r.new_id,
+                dir.master_key().display()
+            );
+        }
+        Command::Scrub { data } => {
+            let (_, store) = open_initialised(&data, &cli.master_key)?;
+            let r = store.scrub()?;
+            store.sync()?;
+            println!(
+                "checked {} chunk(s), {} bytes: {} failed",
+                r.checked,
+                r.bytes,
+                r.failed.len()
+            );
+            for f in &r.failed {
+                println!("FAILED {f}");
+            }
+            if !r.failed.is_empty() {
+                std::process::exit(1);
+            }
         }
         Command::Fingerprint { data } => {
             println!(
@@ -162,22 +272,85 @@ fn main() -> anyhow::Result<()> {
         }
         Command::User { command } => match command {
             UserCommand::Add { name, role, data } => {
-                let (_, store) = open_initialised(&data)?;
+                let (_, store) = open_initialised(&data, &cli.master_key)?;
                 let password = password_from_env_or_prompt(&format!("Password for {name}: "))?;
                 store
                     .add_user(&name, &password, role)
                     .map_err(|e| anyhow::anyhow!("cannot add {name}: {}", e.to_wire()))?;
+                if let Some(a) = store.account(&name)? {
+                    store.audit(
+                        a.id,
+                        shelf_server::store::audit::AuditKind::UserAdded,
+                        &name,
+                        "shelf-server",
+                        &role.to_string(),
+                    );
+                }
                 println!("added {name} ({role})");
             }
             UserCommand::List { data } => {
-                let (_, store) = open_initialised(&data)?;
+                let (_, store) = open_initialised(&data, &cli.master_key)?;
                 for a in store.list_users()? {
-                    println!("{}\t{}", a.name, a.role);
+                    let quota = store
+                        .quota(a.id)?
+                        .map_or("no quota".to_string(), |q| format!("quota {q} bytes"));
+                    println!(
+                        "{}\t{}\t{} bytes stored\t{quota}",
+                        a.name,
+                        a.role,
+                        store.chunks.stored_bytes(a.id)?
+                    );
+                }
+            }
+            UserCommand::Del { name, data } => {
+                let (_, store) = open_initialised(&data, &cli.master_key)?;
+                store
+                    .delete_user(&name, "shelf-server")
+                    .map_err(|e| refusal(&name, e))?;
+                println!("deleted {name} and everything it stored");
+            }
+            UserCommand::Passwd { name, data } => {
+                let (_, store) = open_initialised(&data, &cli.master_key)?;
+                let password = password_from_env_or_prompt(&format!("New password for {name}: "))?;
+                store
+                    .set_password(&name, &password, "shelf-server")
+                    .map_err(|e| refusal(&name, e))?;
+                println!("changed the password of {name}; its devices must log in again");
+            }
+            UserCommand::Role { name, role, data } => {
+                let (_, store) = open_initialised(&data, &cli.master_key)?;
+                store
+                    .set_role(&name, role, "shelf-server")
+                    .map_err(|e| refusal(&name, e))?;
+                println!("{name} is now {role}");
+            }
+            UserCommand::Quota {
+                name,
+                gib,
+                none,
+                data,
+            } => {
+                let (_, store) = open_initialised(&data, &cli.master_key)?;
+                let account = store
+                    .account(&name)?
+                    .ok_or_else(|| anyhow::anyhow!("no user {name}"))?;
+                if none {
+                    store.set_quota(account.id, None)?;
+                } else if let Some(g) = gib {
+                    if g.is_nan() || g < 0.0 {
+                        anyhow::bail!("--gib must be a positive number");
+                    }
+                    store.set_quota(account.id, Some((g * (1u64 << 30) as f64) as u64))?;
+                }
+                store.sync()?;
+                match store.quota(account.id)? {
+                    Some(q) => println!("{name}: quota {q} bytes"),
+                    None => println!("{name}: no quota"),
                 }
             }
         },
         Command::Prune { data, now } => {
-            let (_, store) = open_initialised(&data)?;
+            let (_, store) = open_initialised(&data, &cli.master_key)?;
             let now = now
                 .map(|secs| shelf_protocol::Timestamp { secs, nanos: 0 })
                 .unwrap_or_else(|| store.now());
@@ -196,7 +369,7 @@ fn main() -> anyhow::Result<()> {
             daily_days,
             deleted_days,
         } => {
-            let (_, store) = open_initialised(&data)?;
+            let (_, store) = open_initialised(&data, &cli.master_key)?;
             let account = store
                 .account(&name)?
                 .ok_or_else(|| anyhow::anyhow!("no user {name}"))?;
@@ -231,7 +404,7 @@ fn main() -> anyhow::Result<()> {
             last_writer_wins,
         } => {
             use shelf_server::store::conflicts::ConflictPolicy;
-            let (_, store) = open_initialised(&data)?;
+            let (_, store) = open_initialised(&data, &cli.master_key)?;
             let account = store
                 .account(&name)?
                 .ok_or_else(|| anyhow::anyhow!("no user {name}"))?;
@@ -253,7 +426,13 @@ fn main() -> anyhow::Result<()> {
             println!("{name}: conflicts: {p}");
         }
         Command::Run { data, listen } => {
-            let (dir, store) = open_initialised(&data)?;
+            let (dir, mut store) = open_initialised(&data, &cli.master_key)?;
+            if let Some(secs) = std::env::var("SHELF_LOCKOUT_SECS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+            {
+                store.lockout_secs = secs;
+            }
             let tls = shelf_server::tls::server_config(&dir.cert(), &dir.key())?;
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

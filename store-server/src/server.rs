@@ -64,7 +64,7 @@ pub async fn serve(
         let store = store.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            if let Err(e) = connection(acceptor, tcp, store, shutdown).await {
+            if let Err(e) = connection(acceptor, tcp, peer.ip(), store, shutdown).await {
                 tracing::debug!(%peer, error = %e, "connection ended");
             }
             drop(permit);
@@ -146,6 +146,7 @@ fn spawn_flusher(
 async fn connection(
     acceptor: TlsAcceptor,
     tcp: TcpStream,
+    peer: std::net::IpAddr,
     store: Arc<Store>,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
@@ -194,7 +195,7 @@ async fn connection(
         Ok::<_, shelf_protocol::FrameError>(())
     });
 
-    let session = Arc::new(Session::default());
+    let session = Arc::new(Session::for_peer(peer));
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     // Ends the event forwarder of this connection (set when the connection ends or
     // subscribes again).
@@ -209,8 +210,8 @@ async fn connection(
                 id,
                 body: Request::Subscribe { after },
             })) => {
-                let (store, session2) = (store.clone(), session.clone());
-                let sub = tokio::task::spawn_blocking(move || subscribe(&store, &session2, after))
+                let (store2, session2) = (store.clone(), session.clone());
+                let sub = tokio::task::spawn_blocking(move || subscribe(&store2, &session2, after))
                     .await
                     .unwrap_or_else(|_| Err(WireError::from(ErrorCode::Internal)));
                 match sub {
@@ -228,7 +229,17 @@ async fn connection(
                         if let Some(old) = forwarder.replace(stop_tx) {
                             let _ = old.send(true);
                         }
-                        tokio::spawn(forward_events(sub.backlog, sub.live, tx.clone(), stop_rx));
+                        let valid = {
+                            let (store, token) = (store.clone(), session.token());
+                            move || token.as_deref().is_some_and(|t| store.session_valid(t))
+                        };
+                        tokio::spawn(forward_events(
+                            sub.backlog,
+                            sub.live,
+                            tx.clone(),
+                            stop_rx,
+                            valid,
+                        ));
                     }
                 }
             }
@@ -260,13 +271,15 @@ async fn connection(
     result
 }
 
-/// Sends a subscription's backlog, then its live changes, until the connection ends. A
-/// subscriber that falls too far behind is told to resync.
+/// Sends a subscription's backlog, then its live changes, until the connection ends or its
+/// session is no longer `valid` (a revoked device hears nothing more). A subscriber that
+/// falls too far behind is told to resync.
 async fn forward_events(
     backlog: Vec<Change>,
     mut live: broadcast::Receiver<Change>,
     tx: mpsc::Sender<ServerFrame>,
     mut stop: watch::Receiver<bool>,
+    valid: impl Fn() -> bool + Send + 'static,
 ) {
     let mut last = 0;
     for c in backlog {
@@ -287,6 +300,9 @@ async fn forward_events(
             Err(broadcast::error::RecvError::Closed) => return,
         };
         last = last.max(change.seq);
+        if !valid() {
+            return;
+        }
         if tx.send(ServerFrame::Event(change)).await.is_err() {
             return;
         }

@@ -70,7 +70,10 @@ fn user_add_validates_names_and_roles() {
         .arg(&data)
         .output()
         .expect("run");
-    assert_eq!(String::from_utf8_lossy(&list.stdout).trim(), "alice\tadmin");
+    assert_eq!(
+        String::from_utf8_lossy(&list.stdout).trim(),
+        "alice\tadmin\t0 bytes stored\tno quota"
+    );
 }
 
 #[test]

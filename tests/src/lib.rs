@@ -115,7 +115,7 @@ impl Server {
             .env("SHELF_LOG", "warn")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stderr(self.log_file());
         // If the test process dies without running Drop (killed), the server goes too.
         // SAFETY: prctl is async-signal-safe; it only sets this child's parent-death signal.
         unsafe {
@@ -139,6 +139,28 @@ impl Server {
         std::thread::spawn(move || for _ in lines {});
         self.addr = addr;
         self.child = Some(child);
+    }
+
+    /// Where the server's log goes (beside, not inside, its data folder); a failing test
+    /// prints its tail.
+    pub fn log_path(&self) -> PathBuf {
+        self._dir.path().join("server.log")
+    }
+
+    fn log_file(&self) -> Stdio {
+        match std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+        {
+            Ok(f) => Stdio::from(f),
+            Err(_) => Stdio::inherit(),
+        }
+    }
+
+    /// Everything the server logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
     /// Stops the server (SIGTERM to the PID we started, then wait).
@@ -196,6 +218,7 @@ impl Server {
             shelf::remote::Endpoint {
                 addr: addr.to_string(),
                 fingerprint: Some(self.fingerprint.clone()),
+                ca: None,
             },
             None,
         )
@@ -222,6 +245,12 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.log();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = lines[lines.len().saturating_sub(60)..].join("\n");
+            eprintln!("--- shelf-server log (last 60 lines)\n{tail}\n---");
+        }
         self.kill();
     }
 }
@@ -387,6 +416,22 @@ impl Mount {
 
     /// `shelf umount`: waits for uploads, unmounts, waits for the client to exit.
     pub fn unmount(mut self) {
+        self.unmount_inner();
+    }
+
+    /// `shelf umount --force`: at once, pending uploads stay journaled.
+    pub fn unmount_forced(mut self) {
+        let out = Command::new(shelf_bin())
+            .env("SHELF_CONFIG_DIR", &self.config)
+            .args(["umount", "--force"])
+            .arg(&self.path)
+            .output()
+            .expect("shelf umount --force");
+        assert!(
+            out.status.success(),
+            "umount --force: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         self.unmount_inner();
     }
 

@@ -126,7 +126,7 @@ fn hostile_frames_close_the_connection_and_the_server_lives_on() {
         assert!(closed(&mut tcp).await);
     });
     // Still serving.
-    let (remote, _) = login(&server, "alice");
+    let (remote, alice_root) = login(&server, "alice");
     assert!(matches!(
         remote.call(Request::StatFs),
         Ok(Response::StatFs { .. })
@@ -136,6 +136,7 @@ fn hostile_frames_close_the_connection_and_the_server_lives_on() {
         Endpoint {
             addr: server.addr.clone(),
             fingerprint: Some(server.fingerprint.clone()),
+            ca: None,
         },
         None,
     )
@@ -145,6 +146,7 @@ fn hostile_frames_close_the_connection_and_the_server_lives_on() {
     // The client refuses to send an oversized request, with a clear error.
     let big = remote
         .call(Request::PutChunks {
+            node: alice_root.node,
             chunks: vec![ChunkBody {
                 id: ChunkId([0; 32]),
                 data: vec![0; MAX_FRAME + 1],
@@ -155,6 +157,7 @@ fn hostile_frames_close_the_connection_and_the_server_lives_on() {
     // A chunk whose body does not match its id is refused.
     let bad = remote
         .call(Request::PutChunks {
+            node: alice_root.node,
             chunks: vec![ChunkBody {
                 id: ChunkId([1; 32]),
                 data: b"not that".to_vec(),
@@ -172,7 +175,7 @@ fn one_account_cannot_reach_another_accounts_nodes_or_chunks() {
         ("vic", "pw", "viewer"),
     ]);
     let (alice, alice_root) = login(&server, "alice");
-    let (bob, _) = login(&server, "bob");
+    let (bob, bob_root) = login(&server, "bob");
     let Ok(Response::Attr(secret)) = alice.call(Request::Create {
         parent: alice_root.node,
         name: "secret.txt".into(),
@@ -186,6 +189,7 @@ fn one_account_cannot_reach_another_accounts_nodes_or_chunks() {
     let id = shelf::chunker::chunk_id(&data);
     alice
         .call(Request::PutChunks {
+            node: secret.node,
             chunks: vec![ChunkBody {
                 id,
                 data: data.clone(),
@@ -214,7 +218,15 @@ fn one_account_cannot_reach_another_accounts_nodes_or_chunks() {
     };
     not_found(bob.call(Request::GetAttr { node: secret.node }));
     not_found(bob.call(Request::GetManifest { node: secret.node }));
-    not_found(bob.call(Request::GetChunks { ids: vec![id] }));
+    not_found(bob.call(Request::GetChunks {
+        node: secret.node,
+        ids: vec![id],
+    }));
+    // Naming a file of his own does not open Alice's chunks either.
+    not_found(bob.call(Request::GetChunks {
+        node: bob_root.node,
+        ids: vec![id],
+    }));
     not_found(bob.call(Request::Lookup {
         parent: alice_root.node,
         name: "secret.txt".into(),
@@ -239,7 +251,7 @@ fn one_account_cannot_reach_another_accounts_nodes_or_chunks() {
     }));
     // Bob cannot commit Alice's chunk into his own file either: chunks are per account.
     assert!(
-        matches!(bob.call(Request::HaveChunks { ids: vec![id] }), Ok(Response::Missing(m)) if m == vec![0])
+        matches!(bob.call(Request::HaveChunks { node: bob_root.node, ids: vec![id] }), Ok(Response::Missing(m)) if m == vec![0])
     );
 
     // A viewer reads but never writes.

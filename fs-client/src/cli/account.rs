@@ -22,6 +22,7 @@ fn probe_fingerprint(server: &str) -> anyhow::Result<String> {
         Endpoint {
             addr: server.to_string(),
             fingerprint: None,
+            ca: None,
         },
         None,
     )?;
@@ -38,10 +39,24 @@ pub fn login(
     fingerprint: Option<String>,
     accept: bool,
     password_given: Option<String>,
+    ca_file: Option<&std::path::Path>,
 ) -> anyhow::Result<Login> {
-    let pinned = match fingerprint {
-        Some(fp) => shelf::remote::tls::normalise_fingerprint(&fp),
-        None => {
+    // With a CA, the certificate is checked against it (a copy kept with the login).
+    let ca = match ca_file {
+        Some(f) => {
+            let dir = config::config_dir();
+            std::fs::create_dir_all(&dir)?;
+            let copy = dir.join("ca.pem");
+            std::fs::copy(f, &copy)
+                .with_context(|| format!("cannot read the CA file {}", f.display()))?;
+            Some(copy)
+        }
+        None => None,
+    };
+    let pinned = match (fingerprint, &ca) {
+        (_, Some(_)) => String::new(),
+        (Some(fp), None) => shelf::remote::tls::normalise_fingerprint(&fp),
+        (None, None) => {
             let fp = probe_fingerprint(server)?;
             if !accept {
                 eprintln!("The server at {server} presents the certificate\n  {fp}");
@@ -66,6 +81,7 @@ pub fn login(
         Endpoint {
             addr: server.to_string(),
             fingerprint: Some(pinned.clone()),
+            ca: ca.clone(),
         },
         None,
     )?;
@@ -82,12 +98,23 @@ pub fn login(
     let Response::Session { token, .. } = resp else {
         bail!("unexpected answer to login");
     };
+    let fingerprint = match &ca {
+        // What the CA vouched for, for `shelf status`.
+        Some(_) => remote
+            .seen_fingerprint
+            .lock()
+            .ok()
+            .and_then(|f| f.clone())
+            .unwrap_or_default(),
+        None => pinned,
+    };
     let login = Login {
         server: server.to_string(),
-        fingerprint: pinned,
+        fingerprint,
         user: user.to_string(),
         device: device.to_string(),
         token,
+        ca,
     };
     login.save()?;
     Ok(login)
@@ -99,6 +126,7 @@ pub fn connect(login: &Login) -> anyhow::Result<(Remote, shelf_protocol::Attr)> 
         Endpoint {
             addr: login.server.clone(),
             fingerprint: Some(login.fingerprint.clone()),
+            ca: login.ca.clone(),
         },
         None,
     )?;
@@ -115,6 +143,55 @@ pub fn connect(login: &Login) -> anyhow::Result<(Remote, shelf_protocol::Attr)> 
     };
     remote.set_token(Some(login.token.clone()));
     Ok((remote, root))
+}
+
+pub fn server_error(e: RemoteError) -> anyhow::Error {
+    match e {
+        RemoteError::Server(w) => anyhow::anyhow!("{}", w.message),
+        other => anyhow::anyhow!("{other}"),
+    }
+}
+
+/// `shelf devices`: one line per signed-in device.
+pub fn devices() -> anyhow::Result<()> {
+    let login = Login::load()?;
+    let (remote, _) = connect(&login)?;
+    let Response::Devices(list) = remote.call(Request::ListDevices).map_err(server_error)? else {
+        bail!("unexpected answer to list-devices");
+    };
+    println!(
+        "{:<24}  {:<20}  {:<20}  SESSIONS",
+        "DEVICE", "SIGNED IN", "EXPIRES"
+    );
+    for d in list {
+        println!(
+            "{:<24}  {:<20}  {:<20}  {}{}",
+            d.device,
+            super::history::utc(d.created.secs),
+            super::history::utc(d.expires.secs),
+            d.sessions,
+            if d.current { "  (this device)" } else { "" }
+        );
+    }
+    Ok(())
+}
+
+/// `shelf devices revoke NAME`.
+pub fn revoke(device: &str) -> anyhow::Result<()> {
+    let login = Login::load()?;
+    let (remote, _) = connect(&login)?;
+    remote
+        .call(Request::RevokeDevice {
+            device: device.to_string(),
+        })
+        .map_err(|e| match e {
+            RemoteError::Server(w) if w.code == shelf_protocol::ErrorCode::NotFound => {
+                anyhow::anyhow!("no device {device} is signed in to {}", login.user)
+            }
+            other => server_error(other),
+        })?;
+    println!("signed out {device}: its next request is refused; it must log in again");
+    Ok(())
 }
 
 /// Failed attempts in a row after which `shelf status` raises an alert.

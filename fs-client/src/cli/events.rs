@@ -22,6 +22,15 @@ fn line(c: &Change) -> String {
                 super::history::utc(c.at.secs)
             )
         }
+        ChangeKind::Alert(class) => {
+            return format!(
+                "{}  {:<10}  {}: {}",
+                super::history::utc(c.at.secs),
+                "alert",
+                class,
+                c.path
+            )
+        }
     };
     let from = match &c.kind {
         ChangeKind::Moved { from_name, .. } => format!(" (was {from_name})"),

@@ -52,7 +52,7 @@ fn parts(path: &Path) -> anyhow::Result<Vec<String>> {
     Ok(out)
 }
 
-fn remote_error(e: RemoteError) -> anyhow::Error {
+pub(super) fn remote_error(e: RemoteError) -> anyhow::Error {
     match e {
         RemoteError::Server(w) => anyhow::anyhow!("{}", w.message),
         other => anyhow::anyhow!("{other}"),
@@ -60,7 +60,11 @@ fn remote_error(e: RemoteError) -> anyhow::Error {
 }
 
 /// The directory holding the file, and the file's name.
-fn locate(remote: &Remote, root: NodeId, path: &Path) -> anyhow::Result<(NodeId, String)> {
+pub(super) fn locate(
+    remote: &Remote,
+    root: NodeId,
+    path: &Path,
+) -> anyhow::Result<(NodeId, String)> {
     let mut parts = store_path(path)?;
     let name = parts.pop().unwrap_or_default();
     let mut dir = root;

@@ -1,10 +1,12 @@
 //! The `shelf` commands. This is the binary's edge: `anyhow` errors, printing, processes.
 
 mod account;
+mod admin;
 mod events;
 mod history;
 mod mount;
 mod pin;
+mod share;
 mod up;
 
 use clap::{Parser, Subcommand};
@@ -41,6 +43,10 @@ enum Command {
         /// Trust whatever certificate the server presents now, and pin it.
         #[arg(long)]
         accept_fingerprint: bool,
+        /// Trust a certificate signed by this CA (PEM) for the server's host name, instead
+        /// of pinning one fingerprint (for servers with a certificate from your own CA).
+        #[arg(long, conflicts_with_all = ["fingerprint", "accept_fingerprint"])]
+        ca_file: Option<PathBuf>,
     },
     /// Mount your store at DIR. Returns once the mount is ready; keeps serving in the
     /// background unless --foreground. The mount goes away if the client dies.
@@ -68,6 +74,35 @@ enum Command {
     },
     /// Show the server, the account, mounts and pending uploads.
     Status,
+    /// List the devices signed in to your account, or sign one out for good
+    /// (`shelf devices revoke NAME`: its next request is refused; a lost laptop).
+    Devices {
+        #[command(subcommand)]
+        action: Option<DevicesAction>,
+    },
+    /// Share a file or folder with another user: they see it under shared/YOU/ in their
+    /// mount, read-only unless --write. Sharing again changes the access.
+    Share {
+        path: PathBuf,
+        #[arg(long)]
+        with: String,
+        #[arg(long)]
+        write: bool,
+    },
+    /// End a share: yours with one user (--with) or everyone; or, on something shared
+    /// with you (shared/OWNER/NAME), your own access.
+    Unshare {
+        path: PathBuf,
+        #[arg(long)]
+        with: Option<String>,
+    },
+    /// What you share and what is shared with you.
+    Shares,
+    /// Manage accounts (admins only): users, add, del, role, passwd, quota, audit.
+    Admin {
+        #[command(subcommand)]
+        command: admin::AdminCommand,
+    },
     /// Set up and run Shelf on this machine: a local server, your account, and ~/Shelf.
     Up {
         /// Where to mount (default ~/Shelf).
@@ -113,6 +148,12 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum DevicesAction {
+    /// Sign a device out: every session it holds ends now.
+    Revoke { device: String },
+}
+
 pub fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let foreground_mount = matches!(
@@ -130,6 +171,7 @@ pub fn main() -> anyhow::Result<()> {
             device,
             fingerprint,
             accept_fingerprint,
+            ca_file,
         } => {
             let login = account::login(
                 &server,
@@ -138,6 +180,7 @@ pub fn main() -> anyhow::Result<()> {
                 fingerprint,
                 accept_fingerprint,
                 None,
+                ca_file.as_deref(),
             )?;
             println!(
                 "logged in to {} as {} (device {}); certificate {}",
@@ -160,6 +203,14 @@ pub fn main() -> anyhow::Result<()> {
         }),
         Command::Umount { dir, force } => mount::umount(&dir, force),
         Command::Status => account::status(),
+        Command::Admin { command } => admin::admin(command),
+        Command::Share { path, with, write } => share::share(&path, &with, write),
+        Command::Unshare { path, with } => share::unshare(&path, with.as_deref()),
+        Command::Shares => share::list(),
+        Command::Devices { action } => match action {
+            None => account::devices(),
+            Some(DevicesAction::Revoke { device }) => account::revoke(&device),
+        },
         Command::Up { dir } => up::up(dir),
         Command::Down { dir } => up::down(dir),
         Command::Versions { path } => history::versions(&path),

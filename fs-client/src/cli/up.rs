@@ -218,6 +218,7 @@ pub fn up(dir: Option<PathBuf>) -> anyhow::Result<()> {
                 Some(fp.trim().to_string()),
                 false,
                 Some(password),
+                None,
             )?;
             notes.push(format!("logged in as {user} on device {}", login.device));
             login

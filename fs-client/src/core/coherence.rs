@@ -107,6 +107,9 @@ impl FsCore {
     /// applied again later, it only drops caches (a later change may have moved on).
     pub fn apply_change(&self, c: &Change, me: &str, first: bool) {
         tracing::debug!(seq = c.seq, kind = ?c.kind, node = c.node, parent = c.parent, name = %c.name, device = %c.device, "change");
+        if matches!(c.kind, ChangeKind::Alert(_)) {
+            return; // for people (`shelf events`), not for caches
+        }
         // This device's own changes are already in its caches; a conflict is news to it.
         let own = c.device == me && c.kind != ChangeKind::Conflicted;
         if c.kind == ChangeKind::Resync || !own {
@@ -171,7 +174,7 @@ impl FsCore {
                 self.kernel_entry(c.parent, &c.name);
                 self.kernel_inode(c.node, false);
             }
-            ChangeKind::Resync => {}
+            ChangeKind::Resync | ChangeKind::Alert(_) => {}
         }
     }
 

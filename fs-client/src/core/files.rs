@@ -54,6 +54,8 @@ pub struct Handle {
 
 /// A version's chunk list with the offset where each chunk starts.
 pub struct Manifest {
+    /// The file (or, for an old version, the node of its history) the chunks belong to.
+    pub node: NodeId,
     pub version: u64,
     pub size: u64,
     pub chunks: Vec<ChunkRef>,
@@ -61,7 +63,7 @@ pub struct Manifest {
 }
 
 impl Manifest {
-    pub fn new(version: u64, chunks: Vec<ChunkRef>) -> Manifest {
+    pub fn new(node: NodeId, version: u64, chunks: Vec<ChunkRef>) -> Manifest {
         let mut offsets = Vec::with_capacity(chunks.len());
         let mut at = 0u64;
         for c in &chunks {
@@ -69,6 +71,7 @@ impl Manifest {
             at += u64::from(c.len);
         }
         Manifest {
+            node,
             version,
             size: at,
             chunks,
@@ -439,7 +442,7 @@ impl FsCore {
             let mut idx = 0;
             while idx < m.chunks.len() && m.offsets[idx] < keep {
                 let end = (idx + 64).min(m.chunks.len());
-                let bodies = self.fetch_chunks(&m.chunks[idx..end])?;
+                let bodies = self.fetch_chunks(node, &m.chunks[idx..end])?;
                 for (i, body) in bodies.iter().enumerate() {
                     // Runs of zeros stay holes (set_len below): sparse files stay sparse.
                     if body.iter().any(|&b| b != 0) {
@@ -621,7 +624,7 @@ impl FsCore {
         else {
             return Err(FsError::Unexpected("get-manifest"));
         };
-        let m = Arc::new(Manifest::new(version, chunks));
+        let m = Arc::new(Manifest::new(node, version, chunks));
         if let Ok(mut cache) = self.manifests.lock() {
             cache.put(node, m.clone());
         }
@@ -656,9 +659,9 @@ impl FsCore {
         if sequential {
             // The next chunks come in the background while this read is answered.
             let ahead_end = (last + 1 + READ_AHEAD_CHUNKS).min(m.chunks.len());
-            self.prefetch_chunks(&m.chunks[last + 1..ahead_end]);
+            self.prefetch_chunks(m.node, &m.chunks[last + 1..ahead_end]);
         }
-        let bodies = self.fetch_chunks(&m.chunks[first..=last])?;
+        let bodies = self.fetch_chunks(m.node, &m.chunks[first..=last])?;
         let mut out = Vec::with_capacity((end - offset) as usize);
         for (i, body) in bodies.iter().enumerate().take(last - first + 1) {
             let start = m.offsets[first + i];
@@ -672,7 +675,11 @@ impl FsCore {
     }
 
     /// Bodies of `refs`, from the cache, from read-ahead under way, or fetched.
-    pub(crate) fn fetch_chunks(&self, refs: &[ChunkRef]) -> Result<Vec<Arc<Vec<u8>>>, FsError> {
+    pub(crate) fn fetch_chunks(
+        &self,
+        node: NodeId,
+        refs: &[ChunkRef],
+    ) -> Result<Vec<Arc<Vec<u8>>>, FsError> {
         let missing: Vec<ChunkId> = refs
             .iter()
             .filter(|r| !self.chunks.contains(&r.id))
@@ -681,11 +688,15 @@ impl FsCore {
         if !missing.is_empty() {
             self.wait_for_prefetch(&missing);
         }
-        self.fetch_now(refs)
+        self.fetch_now(node, refs)
     }
 
     /// Bodies of `refs`, from the cache or fetched in parallel and verified.
-    pub(crate) fn fetch_now(&self, refs: &[ChunkRef]) -> Result<Vec<Arc<Vec<u8>>>, FsError> {
+    pub(crate) fn fetch_now(
+        &self,
+        node: NodeId,
+        refs: &[ChunkRef],
+    ) -> Result<Vec<Arc<Vec<u8>>>, FsError> {
         let mut out: Vec<Option<Arc<Vec<u8>>>> =
             refs.iter().map(|r| self.chunks.get(&r.id)).collect();
         let missing: Vec<usize> = (0..refs.len()).filter(|&i| out[i].is_none()).collect();
@@ -694,7 +705,7 @@ impl FsCore {
             .chunks(READ_BATCH_CHUNKS)
             .map(|group| {
                 let ids = group.iter().map(|&i| refs[i].id).collect();
-                (group, self.remote.submit(Request::GetChunks { ids }))
+                (group, self.remote.submit(Request::GetChunks { node, ids }))
             })
             .collect();
         for (group, t) in tickets {

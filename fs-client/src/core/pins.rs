@@ -179,7 +179,7 @@ impl FsCore {
                 continue;
             }
             for batch in todo.chunks(64) {
-                self.fetch_chunks(batch)?;
+                self.fetch_chunks(node, batch)?;
             }
             let bytes: u64 = todo.iter().map(|r| u64::from(r.len)).sum();
             self.note_event(

@@ -4,7 +4,7 @@
 //! its way waits for it instead of fetching it twice.
 
 use super::FsCore;
-use shelf_protocol::{ChunkId, ChunkRef};
+use shelf_protocol::{ChunkId, ChunkRef, NodeId};
 use std::collections::HashSet;
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
@@ -19,7 +19,8 @@ pub struct Prefetch {
 #[derive(Default)]
 struct State {
     in_flight: HashSet<ChunkId>,
-    queue: Vec<Vec<ChunkRef>>,
+    /// Batches of one file's chunks each.
+    queue: Vec<(NodeId, Vec<ChunkRef>)>,
     /// A prefetch thread is serving the queue (a core without background threads, as in
     /// unit tests, reads without read-ahead).
     running: bool,
@@ -38,7 +39,7 @@ impl FsCore {
     }
 
     /// Queues `refs` (those not cached nor already on their way) for the prefetch thread.
-    pub(crate) fn prefetch_chunks(&self, refs: &[ChunkRef]) {
+    pub(crate) fn prefetch_chunks(&self, node: NodeId, refs: &[ChunkRef]) {
         let mut st = self.prefetch_state();
         if !st.running || st.stopping {
             return;
@@ -52,7 +53,7 @@ impl FsCore {
             return;
         }
         st.in_flight.extend(todo.iter().map(|r| r.id));
-        st.queue.push(todo);
+        st.queue.push((node, todo));
         self.prefetch.changed.notify_all();
     }
 
@@ -78,7 +79,7 @@ impl FsCore {
     pub(crate) fn prefetch_loop(&self) {
         self.prefetch_state().running = true;
         loop {
-            let batch = {
+            let (node, batch) = {
                 let mut st = self.prefetch_state();
                 loop {
                     if st.stopping {
@@ -98,7 +99,7 @@ impl FsCore {
                         .unwrap_or_else(|p| p.into_inner());
                 }
             };
-            if let Err(e) = self.fetch_now(&batch) {
+            if let Err(e) = self.fetch_now(node, &batch) {
                 tracing::debug!(error = %e, "read-ahead failed; readers fetch on their own");
             }
             let mut st = self.prefetch_state();

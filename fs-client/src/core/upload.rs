@@ -209,7 +209,7 @@ impl FsCore {
                         .unwrap_or_default(),
                     _ => HashSet::new(),
                 };
-                (self.send_chunks(reader, &known)?, Vec::new())
+                (self.send_chunks(node, reader, &known)?, Vec::new())
             };
             // 3. Changed while we read it? Then take a new snapshot.
             {
@@ -275,7 +275,7 @@ impl FsCore {
             // 5. Mark clean (or re-journal on the new base if written meanwhile).
             self.remember(attr.clone());
             if let Ok(mut m) = self.manifests.lock() {
-                m.put(node, Arc::new(Manifest::new(attr.version, chunks)));
+                m.put(node, Arc::new(Manifest::new(node, attr.version, chunks)));
             }
             let mut inner = st.lock();
             // A utimens that raced the upload set the server's mtime before this commit
@@ -443,6 +443,7 @@ impl FsCore {
     /// about: the server holds them, so an edit in a large file costs a few ids, not all.
     fn send_chunks(
         &self,
+        node: NodeId,
         reader: SnapshotReader,
         known: &HashSet<shelf_protocol::ChunkId>,
     ) -> Result<Vec<ChunkRef>, FsError> {
@@ -467,7 +468,10 @@ impl FsCore {
                         expect_ok(t)?;
                     }
                 }
-                puts.push_back(self.remote.submit(Request::PutChunks { chunks: group }));
+                puts.push_back(self.remote.submit(Request::PutChunks {
+                    node,
+                    chunks: group,
+                }));
                 Ok::<_, FsError>(())
             };
             for i in missing {
@@ -497,7 +501,7 @@ impl FsCore {
                    puts: &mut VecDeque<Ticket>|
          -> Result<(), FsError> {
             let ids = batch.iter().map(|(r, _)| r.id).collect();
-            let ticket = self.remote.submit(Request::HaveChunks { ids });
+            let ticket = self.remote.submit(Request::HaveChunks { node, ids });
             if let Some(prev) = asked.replace((batch, ticket)) {
                 send_missing(prev, puts)?;
             }
@@ -620,6 +624,16 @@ impl FsCore {
                 // One line in `shelf events` per failing file, when the alert starts.
                 if entry.0 == crate::cache::ALERT_AFTER {
                     self.note_event("failed", node, &format!("upload: {e}; retrying"));
+                }
+                // The server (when it answers) tells the account's devices and the admins;
+                // again every 20 failures, in case it was unreachable the first time.
+                if entry.0 >= crate::cache::ALERT_AFTER
+                    && (entry.0 - crate::cache::ALERT_AFTER).is_multiple_of(20)
+                {
+                    drop(self.remote.submit(Request::ReportSyncFailure {
+                        path: self.seen_path(node),
+                        error: e.to_string(),
+                    }));
                 }
                 true
             }

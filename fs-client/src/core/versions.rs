@@ -265,7 +265,7 @@ impl FsCore {
         else {
             return Err(FsError::Unexpected("get-version"));
         };
-        let m = Arc::new(Manifest::new(version, chunks));
+        let m = Arc::new(Manifest::new(node, version, chunks));
         let mut v = self.virtuals();
         if v.manifests.len() > 256 {
             v.manifests.clear();

@@ -67,6 +67,9 @@ pub struct Endpoint {
     pub addr: String,
     /// Pinned certificate fingerprint; `None` only during a first login.
     pub fingerprint: Option<String>,
+    /// Trust a certificate that chains to this CA (PEM) and names the host, instead of the
+    /// pinned fingerprint.
+    pub ca: Option<std::path::PathBuf>,
 }
 
 type Reply = std::sync::mpsc::SyncSender<Result<Response, RemoteError>>;
@@ -215,7 +218,10 @@ impl Remote {
             .map_err(|e| unreachable(e.to_string()))?;
         let _ = tcp.set_nodelay(true);
         let tcp = counted::Counted::new(tcp, self.traffic.clone());
-        let verifier = tls::PinnedVerifier::new(self.endpoint.fingerprint.clone());
+        let verifier = match &self.endpoint.ca {
+            Some(ca) => tls::PinnedVerifier::with_ca(ca).map_err(|e| unreachable(e.to_string()))?,
+            None => tls::PinnedVerifier::new(self.endpoint.fingerprint.clone()),
+        };
         let config =
             tls::client_config(verifier.clone()).map_err(|e| unreachable(e.to_string()))?;
         let connector = tokio_rustls::TlsConnector::from(config);

@@ -1,6 +1,7 @@
 //! Server certificate pinning: the client accepts exactly the certificate whose SHA-256
-//! fingerprint it pinned at `shelf login` (like ssh's known_hosts). TLS 1.3 only; the
-//! handshake signature is still verified against that certificate.
+//! fingerprint it pinned at `shelf login` (like ssh's known_hosts), or — logged in with
+//! `--ca-file` — a certificate that chains to that CA and names the host (webpki). TLS 1.3
+//! only; the handshake signature is verified against the certificate either way.
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{verify_tls13_signature, CryptoProvider};
@@ -40,6 +41,8 @@ pub struct PinnedVerifier {
     /// The fingerprint the server presented.
     pub seen: Mutex<Option<String>>,
     provider: Arc<CryptoProvider>,
+    /// CA trust instead of a pin.
+    ca: Option<Arc<rustls::client::WebPkiServerVerifier>>,
 }
 
 impl PinnedVerifier {
@@ -48,7 +51,42 @@ impl PinnedVerifier {
             pinned: pinned.map(|p| normalise_fingerprint(&p)),
             seen: Mutex::new(None),
             provider: Arc::new(rustls::crypto::ring::default_provider()),
+            ca: None,
         })
+    }
+
+    /// Trusts certificates that chain to the CA certificates in the PEM file `ca`.
+    pub fn with_ca(ca: &std::path::Path) -> Result<Arc<PinnedVerifier>, Error> {
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        let certs = CertificateDer::pem_file_iter(ca).map_err(|e| {
+            Error::General(format!("cannot read the CA file {}: {e}", ca.display()))
+        })?;
+        for cert in certs {
+            let cert = cert.map_err(|e| {
+                Error::General(format!("the CA file {} is not PEM: {e}", ca.display()))
+            })?;
+            roots.add(cert)?;
+        }
+        if roots.is_empty() {
+            return Err(Error::General(format!(
+                "the CA file {} holds no certificate",
+                ca.display()
+            )));
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider.clone(),
+        )
+        .build()
+        .map_err(|e| Error::General(format!("CA file {}: {e}", ca.display())))?;
+        Ok(Arc::new(PinnedVerifier {
+            pinned: None,
+            seen: Mutex::new(None),
+            provider,
+            ca: Some(webpki),
+        }))
     }
 }
 
@@ -56,14 +94,23 @@ impl ServerCertVerifier for PinnedVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
     ) -> Result<ServerCertVerified, Error> {
         let fp = fingerprint(end_entity.as_ref());
         if let Ok(mut seen) = self.seen.lock() {
             *seen = Some(fp.clone());
+        }
+        if let Some(ca) = &self.ca {
+            return ca
+                .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+                .map_err(|e| {
+                    Error::General(format!(
+                        "the server's certificate is not trusted by the CA file ({e}); nothing was sent"
+                    ))
+                });
         }
         match &self.pinned {
             Some(p) if *p != fp => Err(Error::General(format!(

@@ -98,7 +98,8 @@ impl Store {
         let root = self.new_node_id()?;
         // Build the initial tree in memory, then write it in one transaction.
         let mut nodes: Vec<(u64, NodeRec)> = Vec::new();
-        let mut dirents: Vec<(Vec<u8>, u64)> = Vec::new();
+        // (parent, name, child)
+        let mut dirents: Vec<(u64, &str, u64)> = Vec::new();
         let mut root_rec = dir_rec(account_id, root, now);
         for cat in CATEGORIES {
             let cat_id = self.new_node_id()?;
@@ -106,18 +107,18 @@ impl Store {
             for sub in SUBCATEGORIES {
                 let sub_id = self.new_node_id()?;
                 nodes.push((sub_id, dir_rec(account_id, cat_id, now)));
-                dirents.push((super::dirent_key(cat_id, sub), sub_id));
+                dirents.push((cat_id, sub, sub_id));
                 cat_rec.entries += 1;
                 cat_rec.nlink += 1;
             }
             nodes.push((cat_id, cat_rec));
-            dirents.push((super::dirent_key(root, cat), cat_id));
+            dirents.push((root, cat, cat_id));
             root_rec.entries += 1;
             root_rec.nlink += 1;
         }
         let shared_id = self.new_node_id()?;
         nodes.push((shared_id, dir_rec(account_id, root, now)));
-        dirents.push((super::dirent_key(root, SHARED), shared_id));
+        dirents.push((root, SHARED, shared_id));
         root_rec.entries += 1;
         root_rec.nlink += 1;
         nodes.push((root, root_rec));
@@ -134,7 +135,14 @@ impl Store {
         let account_bytes = postcard::to_stdvec(&account)?;
         let mut encoded_nodes = Vec::new();
         for (id, rec) in &nodes {
-            encoded_nodes.push((*id, postcard::to_stdvec(rec)?));
+            encoded_nodes.push((*id, self.seal_node(*id, rec)?));
+        }
+        let mut encoded_dirents = Vec::new();
+        for (parent, name, child) in &dirents {
+            let key = self.dirent_key(account_id, *parent, name)?;
+            let value = self.dirent_value(account_id, &key, *child, name)?;
+            let place = self.name_value(account_id, *child, *parent, name)?;
+            encoded_dirents.push((key, value, *child, place));
         }
         use sled::Transactional;
         (&self.accounts, &self.nodes, &self.dirents, &self.names)
@@ -146,10 +154,9 @@ impl Store {
                 for (id, bytes) in &encoded_nodes {
                     tnodes.insert(&super::node_key(*id), bytes.clone())?;
                 }
-                for (key, child) in &dirents {
-                    tdirents.insert(key.clone(), &child.to_be_bytes())?;
-                    // The dirent key is parent ‖ name: the names tree's value.
-                    tnames.insert(&super::node_key(*child), key.clone())?;
+                for (key, value, child, place) in &encoded_dirents {
+                    tdirents.insert(key.clone(), value.clone())?;
+                    tnames.insert(&super::node_key(*child), place.clone())?;
                 }
                 Ok(())
             })
@@ -180,7 +187,20 @@ impl Store {
 
     /// Checks a password and opens a session for `device`. Returns the token and the context.
     pub fn login(&self, user: &str, password: &str, device: &str) -> Result<(String, Ctx)> {
+        self.login_from(user, password, device, None)
+    }
+
+    /// [`Store::login`] from a network address: locked accounts and blocked addresses are
+    /// refused, failures counted ([`super::guard`]).
+    pub fn login_from(
+        &self,
+        user: &str,
+        password: &str,
+        device: &str,
+        addr: Option<std::net::IpAddr>,
+    ) -> Result<(String, Ctx)> {
         validate_account_name(device).map_err(|_| StoreError::from(ErrorCode::InvalidArgument))?;
+        self.check_login_allowed(user, addr)?;
         let account = self.account(user).ok().flatten();
         let ok = match &account {
             Some(acc) => verify_password(password, &acc.pw_hash),
@@ -192,8 +212,10 @@ impl Store {
             }
         };
         let Some(account) = account.filter(|_| ok) else {
+            self.login_failed(user, self.account(user).ok().flatten().map(|a| a.id), addr);
             return Err(ErrorCode::AuthFailed.into());
         };
+        self.login_succeeded(&account.name, account.id, device);
         let mut raw = [0u8; 32];
         getrandom::getrandom(&mut raw).map_err(|e| StoreError::Hash(e.to_string()))?;
         let token = hex::encode(raw);
@@ -229,6 +251,66 @@ impl Store {
             return Err(ErrorCode::SessionExpired.into());
         };
         Ok(ctx_of(&account, &rec.device))
+    }
+
+    /// Whether `token` still opens a session (not revoked, not expired).
+    pub fn session_valid(&self, token: &str) -> bool {
+        self.resume(token).is_ok()
+    }
+
+    /// The devices signed in to `ctx`'s account.
+    pub fn devices(&self, ctx: &Ctx) -> Result<Vec<shelf_protocol::DeviceInfo>> {
+        let mut by_device: BTreeMap<String, shelf_protocol::DeviceInfo> = BTreeMap::new();
+        let now = Timestamp::now();
+        for item in self.sessions.iter() {
+            let (_, v) = item?;
+            let rec: SessionRec = decode(&v)?;
+            if rec.user != ctx.user || rec.expires < now {
+                continue;
+            }
+            let e = by_device
+                .entry(rec.device.clone())
+                .or_insert(shelf_protocol::DeviceInfo {
+                    device: rec.device.clone(),
+                    created: rec.created,
+                    expires: rec.expires,
+                    sessions: 0,
+                    current: rec.device == ctx.device,
+                });
+            e.sessions += 1;
+            if rec.created > e.created {
+                e.created = rec.created;
+                e.expires = rec.expires;
+            }
+        }
+        Ok(by_device.into_values().collect())
+    }
+
+    /// Ends every session of `device` of `ctx`'s account. Returns how many.
+    pub fn revoke_device(&self, ctx: &Ctx, device: &str) -> Result<usize> {
+        let mut doomed = Vec::new();
+        for item in self.sessions.iter() {
+            let (k, v) = item?;
+            let rec: SessionRec = decode(&v)?;
+            if rec.user == ctx.user && rec.device == device {
+                doomed.push(k);
+            }
+        }
+        if doomed.is_empty() {
+            return Err(ErrorCode::NotFound.into());
+        }
+        for k in &doomed {
+            self.sessions.remove(k)?;
+        }
+        self.db.flush()?;
+        self.audit(
+            ctx.account,
+            super::audit::AuditKind::DeviceRevoked,
+            &ctx.user,
+            &ctx.device,
+            device,
+        );
+        Ok(doomed.len())
     }
 
     pub fn logout(&self, token: &str) -> Result<()> {

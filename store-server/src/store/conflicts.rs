@@ -112,7 +112,7 @@ impl Store {
         let Some(b) = self.nodes.get(node_key(node))? else {
             return Ok(false);
         };
-        let rec: NodeRec = super::decode(&b)?;
+        let rec: NodeRec = self.open_node(node, &b)?;
         if rec.owner != ctx.account || rec.deleted.is_none() || rec.kind != NodeKind::File {
             return Ok(false);
         }
@@ -133,21 +133,18 @@ impl Store {
         mtime: Timestamp,
         conflict: bool,
     ) -> Result<Committed> {
-        let Some(place) = self.names.get(node_key(node))? else {
+        let Some(bytes) = self.nodes.get(node_key(node))? else {
             return Err(ErrorCode::NotFound.into());
         };
-        if place.len() < 8 {
-            return Err(StoreError::Corrupt("names entry".into()));
-        }
-        let mut parent = u64::from_be_bytes(place[..8].try_into().unwrap_or([0; 8]));
-        let old_name = String::from_utf8_lossy(&place[8..]).into_owned();
+        let rec = self.open_node(node, &bytes)?;
+        let Some((mut parent, old_name)) = self.place_of(rec.owner, node)? else {
+            return Err(ErrorCode::NotFound.into());
+        };
         // The folder may be gone too: then the account's root holds the file.
         if self.getattr(ctx, parent).is_err() {
             parent = ctx.root;
         }
-        let mode = self.nodes.get(node_key(node))?.map_or(0o644, |b| {
-            super::decode::<NodeRec>(&b).map_or(0o644, |r| r.mode)
-        });
+        let mode = rec.mode;
         let now = self.now();
         let mut names = Vec::new();
         if !conflict {
@@ -175,7 +172,8 @@ impl Store {
             let attr = self.commit(ctx, attr.node, 0, chunks, mtime)?;
             // Also to the committing device, whose own changes are otherwise not applied.
             self.publish(ctx, ChangeKind::Conflicted, attr.node, parent, &name);
-            tracing::info!(user = %ctx.user, device = %ctx.device, file = %name, "conflict kept both versions");
+            // File names stay out of the log (the data folder holds no plaintext names).
+            tracing::info!(user = %ctx.user, device = %ctx.device, node = attr.node, "conflict kept both versions");
             return Ok(Committed::Elsewhere { attr, name });
         }
         Err(ErrorCode::Exists.into())

@@ -1,5 +1,5 @@
 //! The change feed: an ordered, per-account record of namespace and content changes, kept in
-//! the `feed` tree (account ‖ seq → [`Change`]) and pushed live to every subscribed
+//! the `feed` tree (account ‖ seq → sealed [`Change`]) and pushed live to every subscribed
 //! connection of the account.
 //!
 //! Positions (`seq`) come from sled's id generator: increasing across the server, so each
@@ -61,34 +61,93 @@ impl Store {
         parent: NodeId,
         name: &str,
     ) -> Result<()> {
-        let seq = self.db.generate_id()? + 1;
+        // The change belongs to the owner of what changed (a share recipient may have made
+        // it), and goes to everyone a share covering it was given to.
+        let owner_of = |id: NodeId| -> Option<u64> {
+            self.nodes
+                .get(super::node_key(id))
+                .ok()
+                .flatten()
+                .and_then(|v| super::sealed::node_owner(&v).ok())
+        };
+        let owner = owner_of(parent)
+            .filter(|_| parent != 0)
+            .or_else(|| owner_of(node))
+            .unwrap_or(ctx.account);
         let path = if name.is_empty() {
-            self.path_of(node)
+            self.path_of(owner, node)
         } else {
-            let dir = self.path_of(parent);
+            let dir = self.path_of(owner, parent);
             if dir.is_empty() {
                 name.to_string()
             } else {
                 format!("{dir}/{name}")
             }
         };
+        // Device names are per account: a change made from another account names it.
+        let device_for = |account: u64| {
+            if account == ctx.account {
+                ctx.device.clone()
+            } else {
+                format!("{}:{}", ctx.user, ctx.device)
+            }
+        };
         let change = Change {
-            seq,
+            seq: self.db.generate_id()? + 1,
             kind,
             node,
             parent,
             name: name.to_string(),
-            device: ctx.device.clone(),
-            path,
+            device: device_for(owner),
+            path: path.clone(),
             at: self.now(),
         };
-        self.feed
-            .insert(feed_key(ctx.account, seq), postcard::to_stdvec(&change)?)?;
-        if seq % 1000 == 0 {
-            self.trim_feed(ctx.account)?;
+        self.record_change(owner, change.clone())?;
+
+        let mut shares = self.covering_shares(node)?;
+        if parent != 0 {
+            shares.extend(self.covering_shares(parent)?);
+        }
+        let mut told = Vec::new();
+        for s in shares {
+            if told.contains(&s.recipient) {
+                continue;
+            }
+            told.push(s.recipient);
+            // Below `shared/OWNER/` the share's own name starts the path.
+            let root = self.path_of(owner, s.node);
+            let above = root.rsplit_once('/').map_or("", |(a, _)| a);
+            let rel = path
+                .strip_prefix(above)
+                .map(|r| r.trim_start_matches('/'))
+                .unwrap_or(&path);
+            let owner_name = self
+                .list_users()?
+                .into_iter()
+                .find(|a| a.id == owner)
+                .map_or_else(String::new, |a| a.name);
+            let shared = Change {
+                seq: self.db.generate_id()? + 1,
+                device: device_for(s.recipient),
+                path: format!("shared/{owner_name}/{rel}"),
+                ..change.clone()
+            };
+            self.record_change(s.recipient, shared)?;
+        }
+        Ok(())
+    }
+
+    /// Appends a change to an account's feed and pushes it to its live subscribers.
+    pub(crate) fn record_change(&self, account: u64, change: Change) -> Result<()> {
+        let seq = change.seq;
+        let key = feed_key(account, seq);
+        let sealed = self.seal_rec(account, b"feed", &key, &change)?;
+        self.feed.insert(key, sealed)?;
+        if seq.is_multiple_of(1000) {
+            self.trim_feed(account)?;
         }
         if let Ok(subs) = self.subscribers.by_account.lock() {
-            if let Some(tx) = subs.get(&ctx.account) {
+            if let Some(tx) = subs.get(&account) {
                 let _ = tx.send(change);
             }
         }
@@ -155,7 +214,7 @@ impl Store {
             let seq = u64::from_be_bytes(k[8..16].try_into().unwrap_or([0; 8]));
             head = head.max(seq);
             if seq > from {
-                out.push(super::decode(&v)?);
+                out.push(self.open_rec(account, b"feed", &k, &v)?);
             }
         }
         let trimmed = after.is_some_and(|a| a < mark);

@@ -11,8 +11,9 @@
 //! that name in the `graves` tree (one grave per name; a newer grave inherits an older
 //! one), so its versions stay listed in `.versions/` and restorable.
 
-use super::namespace::{encode, tx_decode, NewNode, TxResult};
-use super::{check_format, decode, dirent_key, node_key, Ctx, NodeRec, Store, VersionRec, FORMAT};
+use super::namespace::{encode, tx, tx_decode, NewNode, TxResult};
+use super::sealed::{dirent_child, node_owner};
+use super::{check_format, decode, node_key, Ctx, NodeRec, Store, VersionRec, FORMAT};
 use crate::authz::{authorize, Action};
 use crate::error::{Result, StoreError};
 use serde::{Deserialize, Serialize};
@@ -34,10 +35,13 @@ pub struct LineageRec {
     pub base: u64,
 }
 
-/// `graves` tree: (directory, name) → the deleted file last known by that name.
+/// `graves` tree: (directory, name token) → the deleted file last known by that name
+/// (stored as owner ‖ sealed record).
 #[derive(Serialize, Deserialize, Clone, Debug)]
 pub struct GraveRec {
     pub format: u8,
+    /// The name (the key holds only its token).
+    pub name: String,
     pub node: NodeId,
     pub deleted: Timestamp,
     /// The device that deleted it: its own late uploads do not bring the file back.
@@ -46,6 +50,9 @@ pub struct GraveRec {
 
 /// The trees a namespace transaction needs for history bookkeeping.
 pub(crate) struct HistoryTx<'a> {
+    pub store: &'a Store,
+    /// The account owning the folders involved: its key seals names and graves.
+    pub owner: u64,
     pub nodes: &'a TransactionalTree,
     pub lineage: &'a TransactionalTree,
     pub graves: &'a TransactionalTree,
@@ -67,7 +74,7 @@ impl HistoryTx<'_> {
     fn top(&self, node: NodeId) -> TxResult<u64> {
         let base = self.lineage_of(node)?.map_or(0, |l| l.base);
         let version = match self.nodes.get(node_key(node))? {
-            Some(b) => tx_decode::<NodeRec>(&b)?.version,
+            Some(b) => tx(self.store.open_node(node, &b))?.version,
             None => 0,
         };
         Ok(base + version)
@@ -95,11 +102,11 @@ impl HistoryTx<'_> {
     /// A file now holds `name` in `parent`: it continues the history of the deleted file
     /// buried there, if it has none of its own.
     pub fn take_grave(&self, parent: NodeId, name: &str, node: NodeId) -> TxResult<()> {
-        let key = dirent_key(parent, name);
+        let key = tx(self.store.dirent_key(self.owner, parent, name))?;
         let Some(g) = self.graves.get(&key)? else {
             return Ok(());
         };
-        let grave: GraveRec = tx_decode(&g)?;
+        let grave = tx(self.store.open_grave(&key, &g))?;
         if self.inherit(node, grave.node)? {
             self.graves.remove(key)?;
         }
@@ -108,18 +115,21 @@ impl HistoryTx<'_> {
 
     /// A file with history lost its last name: bury it there (taking over an older grave).
     pub fn bury(&self, parent: NodeId, name: &str, node: NodeId, now: Timestamp) -> TxResult<()> {
-        let key = dirent_key(parent, name);
+        let key = tx(self.store.dirent_key(self.owner, parent, name))?;
         if let Some(g) = self.graves.get(&key)? {
-            let older: GraveRec = tx_decode(&g)?;
+            let older = tx(self.store.open_grave(&key, &g))?;
             self.inherit(node, older.node)?;
         }
         let grave = GraveRec {
             format: FORMAT,
+            name: name.to_string(),
             node,
             deleted: now,
             device: self.device.to_string(),
         };
-        self.graves.insert(key, encode(&grave)?)?;
+        let mut value = self.owner.to_be_bytes().to_vec();
+        value.extend(tx(self.store.seal_rec(self.owner, b"grave", &key, &grave))?);
+        self.graves.insert(key, value)?;
         Ok(())
     }
 
@@ -132,8 +142,10 @@ impl HistoryTx<'_> {
 
     /// Records where a node now lives.
     pub fn set_name(&self, node: NodeId, parent: NodeId, name: &str) -> TxResult<()> {
-        self.names
-            .insert(&node_key(node), dirent_key(parent, name))?;
+        self.names.insert(
+            &node_key(node),
+            tx(self.store.name_value(self.owner, node, parent, name))?,
+        )?;
         Ok(())
     }
 }
@@ -147,14 +159,22 @@ pub(crate) struct Step {
 }
 
 impl Store {
+    /// A `graves` value: the owner, then the sealed [`GraveRec`].
+    pub(crate) fn open_grave(&self, key: &[u8], value: &[u8]) -> Result<GraveRec> {
+        let owner = node_owner(value)?;
+        let g: GraveRec = self.open_rec(owner, b"grave", key, &value[8..])?;
+        check_format(g.format, "grave")?;
+        Ok(g)
+    }
+
     /// A node's record for history purposes: deleted files too, after the account check.
     fn history_node(&self, ctx: &Ctx, id: NodeId) -> Result<NodeRec> {
         let Some(bytes) = self.nodes.get(node_key(id))? else {
             return Err(ErrorCode::NotFound.into());
         };
-        let rec: NodeRec = decode(&bytes)?;
+        let rec = self.open_node(id, &bytes)?;
         check_format(rec.format, "node")?;
-        authorize(ctx, Action::Read, Some(&rec))?;
+        authorize(ctx, Action::Read, Some(self.target(ctx, id, &rec)))?;
         Ok(rec)
     }
 
@@ -239,10 +259,8 @@ impl Store {
         let mut live = BTreeSet::new();
         for item in self.dirents.scan_prefix(dir.to_be_bytes()) {
             let (k, v) = item?;
-            let name = entry_name(&k)?;
-            let id = <[u8; 8]>::try_from(v.as_ref())
-                .map(u64::from_be_bytes)
-                .map_err(|_| StoreError::Corrupt("directory entry".into()))?;
+            let name = self.dirent_name(d.owner, &k, &v)?;
+            let id = dirent_child(&v)?;
             let rec = self.history_node(ctx, id)?;
             if rec.kind == NodeKind::File {
                 push(&name, self.history(ctx, id)?, false)?;
@@ -251,14 +269,12 @@ impl Store {
         }
         for item in self.graves.scan_prefix(dir.to_be_bytes()) {
             let (k, v) = item?;
-            let name = entry_name(&k)?;
-            if live.contains(&name) {
+            let grave = self.open_grave(&k, &v)?;
+            if live.contains(&grave.name) {
                 // Shadowed by a live file that has a history of its own.
                 continue;
             }
-            let grave: GraveRec = decode(&v)?;
-            check_format(grave.format, "grave")?;
-            push(&name, self.history(ctx, grave.node)?, true)?;
+            push(&grave.name, self.history(ctx, grave.node)?, true)?;
         }
         out.sort_by(|a, b| (&a.name, a.number).cmp(&(&b.name, b.number)));
         Ok(out)
@@ -315,10 +331,6 @@ impl Store {
         }
         self.commit(ctx, target.node, target.version, chunks, self.now())
     }
-}
-
-fn entry_name(key: &[u8]) -> Result<String> {
-    String::from_utf8(key[8..].to_vec()).map_err(|_| StoreError::Corrupt("entry name".into()))
 }
 
 #[cfg(test)]

@@ -5,33 +5,50 @@
 //! |-------------|-----------------------------|--------------|
 //! | `accounts`  | user name                   | [`AccountRec`] |
 //! | `sessions`  | BLAKE3(token)               | [`SessionRec`] |
-//! | `nodes`     | node id (BE)                | [`NodeRec`]    |
-//! | `dirents`   | parent id (BE) ‖ name       | child id (BE)  |
+//! | `nodes`     | node id (BE)                | owner ‖ sealed [`NodeRec`] |
+//! | `dirents`   | parent id (BE) ‖ name token | child id (BE) ‖ sealed name |
 //! | `versions`  | node id (BE) ‖ version (BE) | [`VersionRec`] |
 //! | `lineage`   | node id (BE)                | [`history::LineageRec`]: whose history it continues |
-//! | `graves`    | parent id (BE) ‖ name       | [`history::GraveRec`]: the deleted file last named so |
-//! | `names`     | node id (BE)                | parent id (BE) ‖ name: where the node is (or was last) |
+//! | `graves`    | parent id (BE) ‖ name token | sealed [`history::GraveRec`]: the deleted file last named so |
+//! | `names`     | node id (BE)                | parent id (BE) ‖ sealed name: where the node is (or was last) |
 //! | `retention` | account id (BE)             | [`retention::Retention`] (absent: the default) |
-//! | `prefs`     | account id (BE) ‖ key       | per-account preferences ([`conflicts::ConflictPolicy`]) |
-//! | `feed`      | account id (BE) ‖ seq (BE)  | [`shelf_protocol::Change`] ([`feed`]) |
+//! | `prefs`     | account id (BE) ‖ key       | per-account preferences ([`conflicts::ConflictPolicy`], [`quota`]) |
+//! | `feed`      | account id (BE) ‖ seq (BE)  | sealed [`shelf_protocol::Change`] ([`feed`]) |
+//! | `keys`      | account id (BE)             | the account's data key, wrapped ([`crate::crypto`]) |
+//! | `audit`     | seq (BE)                    | account ‖ sealed [`audit::AuditRec`] (append-only) |
+//! | `logins`    | user name                   | [`guard::LoginState`]: failures in a row, locked until |
+//! | `shares`    | node ‖ recipient            | [`shares::ShareRec`] |
+//! | `shares_in` | recipient ‖ node            | owner (index of what is shared with an account) |
+//!
+//! Everything that could reveal content or names is sealed with the account's data key
+//! ([`sealed`]); names are found by keyed-hash tokens.
 //!
 //! Chunk bodies and their index belong to the [`ChunkStore`]. Every namespace change is one
 //! sled transaction over the trees it touches ([`namespace`]).
 
 pub mod accounts;
+pub mod admin;
+pub mod audit;
 pub mod conflicts;
 pub mod feed;
+pub mod guard;
 pub mod history;
 pub mod locks;
 pub mod namespace;
+pub mod quota;
 pub mod retention;
+pub mod scrub;
+pub mod sealed;
+pub mod shares;
 
 /// A source of the current time.
 pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
 
 use crate::chunkstore::{ChunkStore, PackStore};
+use crate::crypto::{Keyring, MasterKey};
 use crate::datadir::DataDir;
 use crate::error::{Result, StoreError};
+use crate::sealed_chunks::SealedChunks;
 use serde::{Deserialize, Serialize};
 use shelf_protocol::{Attr, ChunkRef, NodeId, NodeKind, Role, Timestamp};
 use std::collections::BTreeMap;
@@ -146,13 +163,45 @@ pub struct Store {
     pub graves: sled::Tree,
     /// node → parent ‖ name: where a node lives (or last lived), for paths in events.
     pub names: sled::Tree,
+    /// Chunk bodies, sealed on the way in and opened on the way out.
     pub chunks: Arc<dyn ChunkStore>,
+    /// Every account's data key (encryption at rest).
+    pub keys: Arc<Keyring>,
     /// Per-account retention policies ([`retention::Retention`]).
     pub retention: sled::Tree,
     /// Per-account preferences (the conflict policy).
     pub prefs: sled::Tree,
     /// The change feed ([`feed`]) and its live subscribers.
     pub feed: sled::Tree,
+    /// The audit log ([`audit`]).
+    pub audit: sled::Tree,
+    /// Chunk ids of file histories, for share recipients' chunk requests.
+    #[allow(clippy::type_complexity)]
+    pub history_chunks: std::sync::Mutex<
+        std::collections::HashMap<
+            (NodeId, u64, bool),
+            Arc<std::collections::HashSet<shelf_protocol::ChunkId>>,
+        >,
+    >,
+    /// Grants by node, in memory ([`shares`]).
+    #[allow(clippy::type_complexity)]
+    pub share_index:
+        std::sync::RwLock<std::collections::HashMap<NodeId, Vec<(u64, crate::authz::Access)>>>,
+    /// Shares ([`shares`]) and their index by recipient.
+    pub shares: sled::Tree,
+    pub shares_in: sled::Tree,
+    /// Failed logins per account (user name → [`guard::LoginState`]).
+    pub logins: sled::Tree,
+    /// Failed logins per network address (in memory).
+    pub addr_guard: guard::AddressGuard,
+    /// How long a lock after failed logins lasts (seconds).
+    pub lockout_secs: i64,
+    /// When each device last reported failing uploads (a sync alert a minute at most).
+    pub sync_alerts: std::sync::Mutex<std::collections::HashMap<(u64, String), i64>>,
+    /// Accounts told they reached their quota (one alert each).
+    pub quota_alerted: std::sync::Mutex<std::collections::HashSet<u64>>,
+    /// Chunks already reported as failing verification (one alert each).
+    pub failed_chunks: std::sync::Mutex<std::collections::HashSet<(u64, [u8; 32])>>,
     pub subscribers: feed::Subscribers,
     /// Lock leases (in memory).
     pub locks: locks::Locks,
@@ -183,29 +232,31 @@ pub(crate) fn check_format(format: u8, what: &str) -> Result<()> {
 impl Store {
     /// Opens (creating if needed) the database and pack store of a data folder.
     pub fn open(dir: &DataDir) -> Result<Store> {
-        let db = sled::Config::new()
-            .path(dir.db())
-            // The server's own flusher syncs packs first, then sled (see `ChunkStore`).
-            .flush_every_ms(None)
-            .cache_capacity(256 << 20)
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => {
-                    StoreError::Io(std::io::Error::other(format!(
-                        "the database in {} is in use by a running shelf-server; stop it first",
-                        dir.root.display()
-                    )))
-                }
-                other => other.into(),
-            })?;
+        let db = open_db(dir)?;
         let chunks: Arc<dyn ChunkStore> = Arc::new(PackStore::open(dir.packs(), &db)?);
-        let mut store = Store::with_chunk_store(db, chunks)?;
+        let mut store = Store::with_parts(db, chunks, dir.master_keys()?)?;
         store.data_root = Some(dir.root.clone());
         Ok(store)
     }
 
+    /// A store over `db` and a chunk store, with a fresh random master key (tests).
     pub fn with_chunk_store(db: sled::Db, chunks: Arc<dyn ChunkStore>) -> Result<Store> {
-        Ok(Store {
+        Store::with_parts(db, chunks, vec![MasterKey::generate()?.0])
+    }
+
+    /// A store over `db`, whose chunk bodies `chunks` keeps sealed, with data keys wrapped
+    /// by `masters[0]` (any of `masters` may unwrap existing ones).
+    pub fn with_parts(
+        db: sled::Db,
+        chunks: Arc<dyn ChunkStore>,
+        masters: Vec<MasterKey>,
+    ) -> Result<Store> {
+        let keys = Arc::new(Keyring::new(&db, masters)?);
+        // Every data key in memory from the start: transactions must not read other trees.
+        keys.check_all()?;
+        let chunks: Arc<dyn ChunkStore> = Arc::new(SealedChunks::new(chunks, keys.clone()));
+        let store = Store {
+            keys,
             accounts: db.open_tree("accounts")?,
             sessions: db.open_tree("sessions")?,
             nodes: db.open_tree("nodes")?,
@@ -216,6 +267,17 @@ impl Store {
             names: db.open_tree("names")?,
             retention: db.open_tree("retention")?,
             feed: db.open_tree("feed")?,
+            audit: db.open_tree("audit")?,
+            failed_chunks: Default::default(),
+            quota_alerted: Default::default(),
+            sync_alerts: Default::default(),
+            logins: db.open_tree("logins")?,
+            shares: db.open_tree("shares")?,
+            history_chunks: Default::default(),
+            share_index: Default::default(),
+            shares_in: db.open_tree("shares_in")?,
+            addr_guard: Default::default(),
+            lockout_secs: guard::LOCKOUT_SECS,
             prefs: db.open_tree("prefs")?,
             subscribers: feed::Subscribers::default(),
             locks: locks::Locks::default(),
@@ -224,19 +286,20 @@ impl Store {
             chunks,
             db,
             data_root: None,
-        })
+        };
+        store.load_share_index()?;
+        Ok(store)
     }
 
     /// The path of a node below its account's root (`files/work/a.txt`), from the `names`
     /// tree; parts that are not known show as `#NODE`.
-    pub fn path_of(&self, node: NodeId) -> String {
+    pub fn path_of(&self, owner: u64, node: NodeId) -> String {
         let mut parts = Vec::new();
         let mut cur = node;
         for _ in 0..256 {
-            match self.names.get(node_key(cur)) {
-                Ok(Some(v)) if v.len() >= 8 => {
-                    let parent = u64::from_be_bytes(v[..8].try_into().unwrap_or([0; 8]));
-                    parts.push(String::from_utf8_lossy(&v[8..]).into_owned());
+            match self.place_of(owner, cur) {
+                Ok(Some((parent, name))) => {
+                    parts.push(name);
                     if parent == cur {
                         break;
                     }
@@ -258,7 +321,7 @@ impl Store {
 
     fn is_root(&self, node: NodeId) -> bool {
         match self.nodes.get(node_key(node)) {
-            Ok(Some(b)) => decode::<NodeRec>(&b).is_ok_and(|r| r.parent == node),
+            Ok(Some(b)) => self.open_node(node, &b).is_ok_and(|r| r.parent == node),
             _ => false,
         }
     }
@@ -281,15 +344,27 @@ impl Store {
     }
 }
 
-pub(crate) fn node_key(id: NodeId) -> [u8; 8] {
-    id.to_be_bytes()
+/// Opens the sled database of a data folder (one process at a time).
+pub fn open_db(dir: &DataDir) -> Result<sled::Db> {
+    sled::Config::new()
+        .path(dir.db())
+        // The server's own flusher syncs packs first, then sled (see `ChunkStore`).
+        .flush_every_ms(None)
+        .cache_capacity(256 << 20)
+        .open()
+        .map_err(|e| match e {
+            sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => {
+                StoreError::Io(std::io::Error::other(format!(
+                    "the database in {} is in use by a running shelf-server; stop it first",
+                    dir.root.display()
+                )))
+            }
+            other => other.into(),
+        })
 }
 
-pub(crate) fn dirent_key(parent: NodeId, name: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(8 + name.len());
-    k.extend_from_slice(&parent.to_be_bytes());
-    k.extend_from_slice(name.as_bytes());
-    k
+pub(crate) fn node_key(id: NodeId) -> [u8; 8] {
+    id.to_be_bytes()
 }
 
 /// The version number of a `versions` key.

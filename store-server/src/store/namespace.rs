@@ -3,20 +3,16 @@
 //! touches, and every node it reads or changes passes [`authorize`].
 
 use super::history::HistoryTx;
-use super::{
-    check_format, decode, dirent_key, node_key, version_key, Ctx, NodeRec, Store, VersionRec,
-    FORMAT,
-};
+use super::sealed::{dirent_child, node_owner};
+use super::{check_format, decode, node_key, version_key, Ctx, NodeRec, Store, VersionRec, FORMAT};
 use crate::authz::{authorize, Action};
 use crate::error::{Result, StoreError};
 use shelf_protocol::names::{validate_name, validate_symlink_target};
 use shelf_protocol::{
     Attr, ChangeKind, ChunkRef, DirEntry, ErrorCode, Expect, NodeId, NodeKind, RenameMode,
-    ServerStatus, Timestamp, XattrMode, CLIENT_NODE_IDS,
+    ServerStatus, Timestamp, XattrMode, CLIENT_NODE_IDS, SHARED_OWNER_DIRS,
 };
-use sled::transaction::{
-    ConflictableTransactionError, TransactionError, TransactionalTree, UnabortableTransactionError,
-};
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
@@ -63,36 +59,60 @@ pub(crate) fn encode<T: serde::Serialize>(v: &T) -> TxResult<Vec<u8>> {
     postcard::to_stdvec(v).map_err(|e| ConflictableTransactionError::Abort(e.into()))
 }
 
-/// Reads a node inside a transaction and authorises `action` on it.
-fn tx_node(ctx: &Ctx, nodes: &TransactionalTree, id: NodeId, action: Action) -> TxResult<NodeRec> {
-    let Some(bytes) = nodes.get(node_key(id))? else {
-        return abort(ErrorCode::NotFound);
-    };
-    let rec: NodeRec = tx_decode(&bytes)?;
-    if rec.format != FORMAT {
-        return Err(ConflictableTransactionError::Abort(StoreError::Corrupt(
-            "node record of unknown format".into(),
-        )));
+/// A store result inside a transaction.
+pub(crate) fn tx<T>(r: Result<T>) -> TxResult<T> {
+    r.map_err(ConflictableTransactionError::Abort)
+}
+
+impl Store {
+    /// Reads a node inside a transaction and authorises `action` on it.
+    pub(crate) fn tx_node(
+        &self,
+        ctx: &Ctx,
+        nodes: &TransactionalTree,
+        id: NodeId,
+        action: Action,
+    ) -> TxResult<NodeRec> {
+        let Some(bytes) = nodes.get(node_key(id))? else {
+            return abort(ErrorCode::NotFound);
+        };
+        let rec = tx(self.open_node(id, &bytes))?;
+        if rec.format != FORMAT {
+            return Err(ConflictableTransactionError::Abort(StoreError::Corrupt(
+                "node record of unknown format".into(),
+            )));
+        }
+        authorize(ctx, action, Some(self.target_in(ctx, id, &rec, nodes))).or_else(abort)?;
+        Ok(rec)
     }
-    authorize(ctx, action, Some(&rec)).or_else(abort)?;
-    Ok(rec)
-}
 
-fn tx_put(nodes: &TransactionalTree, id: NodeId, rec: &NodeRec) -> TxResult<()> {
-    nodes.insert(&node_key(id), encode(rec)?)?;
-    Ok(())
-}
-
-fn tx_dir(ctx: &Ctx, nodes: &TransactionalTree, id: NodeId, action: Action) -> TxResult<NodeRec> {
-    let rec = tx_node(ctx, nodes, id, action)?;
-    if rec.kind != NodeKind::Dir {
-        return abort(ErrorCode::NotDir);
+    pub(crate) fn tx_put(
+        &self,
+        nodes: &TransactionalTree,
+        id: NodeId,
+        rec: &NodeRec,
+    ) -> TxResult<()> {
+        nodes.insert(&node_key(id), tx(self.seal_node(id, rec))?)?;
+        Ok(())
     }
-    Ok(rec)
+
+    fn tx_dir(
+        &self,
+        ctx: &Ctx,
+        nodes: &TransactionalTree,
+        id: NodeId,
+        action: Action,
+    ) -> TxResult<NodeRec> {
+        let rec = self.tx_node(ctx, nodes, id, action)?;
+        if rec.kind != NodeKind::Dir {
+            return abort(ErrorCode::NotDir);
+        }
+        Ok(rec)
+    }
 }
 
-fn child_of(v: &[u8]) -> std::result::Result<NodeId, UnabortableTransactionError> {
-    Ok(<[u8; 8]>::try_from(v).map(u64::from_be_bytes).unwrap_or(0))
+fn child_of(v: &[u8]) -> TxResult<NodeId> {
+    tx(dirent_child(v))
 }
 
 fn check_name(name: &str) -> Result<()> {
@@ -104,9 +124,9 @@ impl Store {
         let Some(bytes) = self.nodes.get(node_key(id))? else {
             return Err(ErrorCode::NotFound.into());
         };
-        let rec: NodeRec = decode(&bytes)?;
+        let rec = self.open_node(id, &bytes)?;
         check_format(rec.format, "node")?;
-        authorize(ctx, action, Some(&rec))?;
+        authorize(ctx, action, Some(self.target(ctx, id, &rec)))?;
         if rec.deleted.is_some() {
             return Err(ErrorCode::NotFound.into());
         }
@@ -114,22 +134,43 @@ impl Store {
     }
 
     pub fn getattr(&self, ctx: &Ctx, id: NodeId) -> Result<Attr> {
+        if let Some(attr) = self.shared_owner_attr(ctx, id)? {
+            return Ok(attr);
+        }
         Ok(self.node(ctx, id, Action::Read)?.attr(id))
     }
 
+    /// Nothing is created, removed or renamed in `shared/` or `shared/OWNER/` (they show
+    /// what others share; the shared nodes themselves are below them).
+    fn refuse_in_shared_view(&self, ctx: &Ctx, dir: NodeId) -> Result<()> {
+        if SHARED_OWNER_DIRS.contains(&dir)
+            || self.shared_dir(ctx.account, ctx.root).ok() == Some(dir)
+        {
+            return Err(ErrorCode::ReadOnly.into());
+        }
+        Ok(())
+    }
+
     pub fn lookup(&self, ctx: &Ctx, parent: NodeId, name: &str) -> Result<Attr> {
+        if let Some(entries) = self.shared_listing(ctx, parent)? {
+            return entries
+                .into_iter()
+                .find(|e| e.name == name)
+                .map(|e| e.attr)
+                .ok_or_else(|| ErrorCode::NotFound.into());
+        }
         let dir = self.node(ctx, parent, Action::Read)?;
         if dir.kind != NodeKind::Dir {
             return Err(ErrorCode::NotDir.into());
         }
         check_name(name)?;
-        let Some(child) = self.dirents.get(dirent_key(parent, name))? else {
+        let Some(child) = self
+            .dirents
+            .get(self.dirent_key(dir.owner, parent, name)?)?
+        else {
             return Err(ErrorCode::NotFound.into());
         };
-        let id = <[u8; 8]>::try_from(child.as_ref())
-            .map(u64::from_be_bytes)
-            .map_err(|_| StoreError::Corrupt("directory entry".into()))?;
-        self.getattr(ctx, id)
+        self.getattr(ctx, dirent_child(&child)?)
     }
 
     pub fn readdir(
@@ -139,14 +180,23 @@ impl Store {
         after: Option<&str>,
         limit: u32,
     ) -> Result<(Vec<DirEntry>, bool)> {
+        let limit = limit.clamp(1, MAX_DIR_PAGE) as usize;
+        if let Some(entries) = self.shared_listing(ctx, dir)? {
+            let mut rest: Vec<DirEntry> = entries
+                .into_iter()
+                .filter(|e| after.is_none_or(|a| e.name.as_str() > a))
+                .collect();
+            let more = rest.len() > limit;
+            rest.truncate(limit);
+            return Ok((rest, more));
+        }
         let rec = self.node(ctx, dir, Action::Read)?;
         if rec.kind != NodeKind::Dir {
             return Err(ErrorCode::NotDir.into());
         }
-        let limit = limit.clamp(1, MAX_DIR_PAGE) as usize;
         let prefix = dir.to_be_bytes();
         let lo = match after {
-            Some(name) => Bound::Excluded(dirent_key(dir, name)),
+            Some(name) => Bound::Excluded(self.dirent_key(rec.owner, dir, name)?),
             None => Bound::Included(prefix.to_vec()),
         };
         let hi = Bound::Excluded((dir + 1).to_be_bytes().to_vec());
@@ -158,12 +208,8 @@ impl Store {
                 more = true;
                 break;
             }
-            let name = String::from_utf8(k[8..].to_vec())
-                .map_err(|_| StoreError::Corrupt("directory entry name".into()))?;
-            let id = <[u8; 8]>::try_from(v.as_ref())
-                .map(u64::from_be_bytes)
-                .map_err(|_| StoreError::Corrupt("directory entry".into()))?;
-            let attr = self.getattr(ctx, id)?;
+            let name = self.dirent_name(rec.owner, &k, &v)?;
+            let attr = self.getattr(ctx, dirent_child(&v)?)?;
             entries.push(DirEntry { name, attr });
         }
         Ok((entries, more))
@@ -186,6 +232,7 @@ impl Store {
             id: chosen,
         } = new;
         check_name(name)?;
+        self.refuse_in_shared_view(ctx, parent)?;
         if let Some(t) = target {
             validate_symlink_target(t)?;
         }
@@ -218,7 +265,6 @@ impl Store {
             xattrs: BTreeMap::new(),
             deleted: None,
         };
-        let key = dirent_key(parent, name);
         use sled::Transactional;
         (
             &self.nodes,
@@ -228,24 +274,26 @@ impl Store {
             &self.names,
         )
             .transaction(|(nodes, dirents, lineage, graves, names)| {
+                let mut dir = self.tx_dir(ctx, nodes, parent, Action::Write)?;
                 let history = HistoryTx {
+                    store: self,
+                    owner: dir.owner,
                     nodes,
                     lineage,
                     graves,
                     names,
                     device: &ctx.device,
                 };
-                let mut dir = tx_dir(ctx, nodes, parent, Action::Write)?;
+                let key = tx(self.dirent_key(dir.owner, parent, name))?;
                 if chosen.is_some() {
                     if let Some(bytes) = nodes.get(node_key(id))? {
                         // This create was applied before (its answer was lost): the node
                         // is the answer, wherever it is now. Another account's node of
                         // that id (a collision of random ids) is refused without detail.
-                        let old: NodeRec = tx_decode(&bytes)?;
-                        if old.owner != ctx.account {
+                        if tx(node_owner(&bytes))? != dir.owner {
                             return abort(ErrorCode::InvalidArgument);
                         }
-                        let old = tx_node(ctx, nodes, id, Action::Read)?;
+                        let old = self.tx_node(ctx, nodes, id, Action::Read)?;
                         if old.deleted.is_some() {
                             return abort(ErrorCode::NotFound);
                         }
@@ -255,21 +303,30 @@ impl Store {
                 if let Some(existing) = dirents.get(&key)? {
                     // O_CREAT without O_EXCL on an existing file opens it.
                     let existing = child_of(&existing)?;
-                    let old = tx_node(ctx, nodes, existing, Action::Read)?;
+                    let old = self.tx_node(ctx, nodes, existing, Action::Read)?;
                     if exclusive || kind != NodeKind::File || old.kind != NodeKind::File {
                         return abort(ErrorCode::Exists);
                     }
                     return Ok((old.attr(existing), false));
                 }
-                dirents.insert(key.clone(), &id.to_be_bytes())?;
+                dirents.insert(
+                    key.clone(),
+                    tx(self.dirent_value(dir.owner, &key, id, name))?,
+                )?;
                 dir.entries += 1;
                 if kind == NodeKind::Dir {
                     dir.nlink += 1;
                 }
                 dir.mtime = now;
                 dir.ctime = now;
-                tx_put(nodes, parent, &dir)?;
-                tx_put(nodes, id, &rec)?;
+                self.tx_put(nodes, parent, &dir)?;
+                // A node belongs to the account that owns its folder (a shared folder's
+                // owner, when someone it is shared with creates it).
+                let rec = NodeRec {
+                    owner: dir.owner,
+                    ..rec.clone()
+                };
+                self.tx_put(nodes, id, &rec)?;
                 history.set_name(id, parent, name)?;
                 if kind == NodeKind::File {
                     history.take_grave(parent, name, id)?;
@@ -306,7 +363,7 @@ impl Store {
         expect: Option<Expect>,
     ) -> Result<NodeId> {
         check_name(name)?;
-        let key = dirent_key(parent, name);
+        self.refuse_in_shared_view(ctx, parent)?;
         let now = self.now();
         use sled::Transactional;
         (
@@ -317,19 +374,22 @@ impl Store {
             &self.names,
         )
             .transaction(|(nodes, dirents, lineage, graves, names)| {
+                let mut dir = self.tx_dir(ctx, nodes, parent, Action::Write)?;
                 let history = HistoryTx {
+                    store: self,
+                    owner: dir.owner,
                     nodes,
                     lineage,
                     graves,
                     names,
                     device: &ctx.device,
                 };
-                let mut dir = tx_dir(ctx, nodes, parent, Action::Write)?;
+                let key = tx(self.dirent_key(dir.owner, parent, name))?;
                 let Some(child) = dirents.get(&key)? else {
                     return abort(ErrorCode::NotFound);
                 };
                 let child = child_of(&child)?;
-                let mut rec = tx_node(ctx, nodes, child, Action::Write)?;
+                let mut rec = self.tx_node(ctx, nodes, child, Action::Write)?;
                 if let Some(e) = expect {
                     let edited = e.version.is_some_and(|v| v != rec.version);
                     if e.node != child || edited {
@@ -349,12 +409,22 @@ impl Store {
                 }
                 dir.mtime = now;
                 dir.ctime = now;
-                tx_put(nodes, parent, &dir)?;
+                self.tx_put(nodes, parent, &dir)?;
                 Self::tx_unlink_node(&history, child, &mut rec, now, Some((parent, name)))?;
                 Ok(child)
             })
             .map_err(tx_error)
-            .inspect(|&child| self.publish(ctx, ChangeKind::Removed, child, parent, name))
+            .inspect(|&child| {
+                self.publish(ctx, ChangeKind::Removed, child, parent, name);
+                // The node only: names stay out of the log an admin reads.
+                self.audit(
+                    ctx.account,
+                    super::audit::AuditKind::Deleted,
+                    &ctx.user,
+                    &ctx.device,
+                    &format!("node {child}"),
+                );
+            })
     }
 
     /// Drops a node's last name: files with history keep their record (marked deleted) so
@@ -374,7 +444,7 @@ impl Store {
             // Who deleted it decides whether a late edit brings it back (conflicts.rs).
             rec.xattrs
                 .insert(DELETED_BY.to_string(), history.device.as_bytes().to_vec());
-            tx_put(history.nodes, id, rec)?;
+            history.store.tx_put(history.nodes, id, rec)?;
             if let Some((parent, name)) = grave {
                 history.bury(parent, name, id, now)?;
             }
@@ -395,8 +465,8 @@ impl Store {
     ) -> Result<Option<NodeId>> {
         check_name(name)?;
         check_name(new_name)?;
-        let from_key = dirent_key(parent, name);
-        let to_key = dirent_key(new_parent, new_name);
+        self.refuse_in_shared_view(ctx, parent)?;
+        self.refuse_in_shared_view(ctx, new_parent)?;
         let now = self.now();
         use sled::Transactional;
         (
@@ -407,14 +477,18 @@ impl Store {
             &self.names,
         )
             .transaction(|(nodes, dirents, lineage, graves, names)| {
+                let mut src_dir = self.tx_dir(ctx, nodes, parent, Action::Write)?;
                 let history = HistoryTx {
+                    store: self,
+                    owner: src_dir.owner,
                     nodes,
                     lineage,
                     graves,
                     names,
                     device: &ctx.device,
                 };
-                let mut src_dir = tx_dir(ctx, nodes, parent, Action::Write)?;
+                let from_key = tx(self.dirent_key(src_dir.owner, parent, name))?;
+                let to_key = tx(self.dirent_key(src_dir.owner, new_parent, new_name))?;
                 let Some(src) = dirents.get(&from_key)? else {
                     return abort(ErrorCode::NotFound);
                 };
@@ -422,13 +496,18 @@ impl Store {
                 if expect.is_some_and(|e| e != src) {
                     return abort(ErrorCode::Conflict);
                 }
-                let mut src_rec = tx_node(ctx, nodes, src, Action::Write)?;
+                let mut src_rec = self.tx_node(ctx, nodes, src, Action::Write)?;
                 let same_dir = parent == new_parent;
                 let mut dst_dir = if same_dir {
                     None
                 } else {
-                    Some(tx_dir(ctx, nodes, new_parent, Action::Write)?)
+                    Some(self.tx_dir(ctx, nodes, new_parent, Action::Write)?)
                 };
+                // Names are filed under their folder owner's key: a move between two
+                // accounts' trees (into or out of a share) is a copy, as across devices.
+                if dst_dir.as_ref().is_some_and(|d| d.owner != src_dir.owner) {
+                    return abort(ErrorCode::CrossDevice);
+                }
                 if from_key == to_key {
                     return Ok((None, None, None));
                 }
@@ -440,7 +519,7 @@ impl Store {
                         if cur == src {
                             return abort(ErrorCode::Busy);
                         }
-                        let r = tx_node(ctx, nodes, cur, Action::Read)?;
+                        let r = self.tx_node(ctx, nodes, cur, Action::Read)?;
                         if r.parent == cur {
                             break;
                         }
@@ -456,20 +535,26 @@ impl Store {
                     (Some(_), RenameMode::NoReplace) => return abort(ErrorCode::Exists),
                     (None, RenameMode::Exchange) => return abort(ErrorCode::NotFound),
                     (Some(dst), RenameMode::Exchange) => {
-                        let mut dst_rec = tx_node(ctx, nodes, dst, Action::Write)?;
+                        let mut dst_rec = self.tx_node(ctx, nodes, dst, Action::Write)?;
                         let dst_is_dir = i64::from(dst_rec.kind == NodeKind::Dir);
-                        dirents.insert(from_key.clone(), &dst.to_be_bytes())?;
-                        dirents.insert(to_key.clone(), &src.to_be_bytes())?;
+                        dirents.insert(
+                            from_key.clone(),
+                            tx(self.dirent_value(src_dir.owner, &from_key, dst, name))?,
+                        )?;
+                        dirents.insert(
+                            to_key.clone(),
+                            tx(self.dirent_value(src_dir.owner, &to_key, src, new_name))?,
+                        )?;
                         src_delta.1 = dst_is_dir - is_dir;
                         dst_delta.1 = is_dir - dst_is_dir;
                         dst_rec.parent = parent;
                         dst_rec.ctime = now;
-                        tx_put(nodes, dst, &dst_rec)?;
+                        self.tx_put(nodes, dst, &dst_rec)?;
                         history.set_name(dst, parent, name)?;
                         exchanged = Some(dst);
                     }
                     (Some(dst), RenameMode::Replace) => {
-                        let mut dst_rec = tx_node(ctx, nodes, dst, Action::Write)?;
+                        let mut dst_rec = self.tx_node(ctx, nodes, dst, Action::Write)?;
                         let dst_is_dir = i64::from(dst_rec.kind == NodeKind::Dir);
                         match (is_dir, dst_is_dir) {
                             (1, 0) => return abort(ErrorCode::NotDir),
@@ -478,7 +563,10 @@ impl Store {
                             _ => {}
                         }
                         dirents.remove(from_key.clone())?;
-                        dirents.insert(to_key.clone(), &src.to_be_bytes())?;
+                        dirents.insert(
+                            to_key.clone(),
+                            tx(self.dirent_value(src_dir.owner, &to_key, src, new_name))?,
+                        )?;
                         // Saving by rename over the old file continues its history.
                         let inherited = src_rec.kind == NodeKind::File
                             && history.has_history(dst, &dst_rec)?
@@ -491,7 +579,10 @@ impl Store {
                     }
                     (None, _) => {
                         dirents.remove(from_key.clone())?;
-                        dirents.insert(to_key.clone(), &src.to_be_bytes())?;
+                        dirents.insert(
+                            to_key.clone(),
+                            tx(self.dirent_value(src_dir.owner, &to_key, src, new_name))?,
+                        )?;
                         src_delta = (-1, -is_dir);
                         dst_delta = (1, is_dir);
                         if src_rec.kind == NodeKind::File {
@@ -502,7 +593,7 @@ impl Store {
                 history.set_name(src, new_parent, new_name)?;
                 src_rec.parent = new_parent;
                 src_rec.ctime = now;
-                tx_put(nodes, src, &src_rec)?;
+                self.tx_put(nodes, src, &src_rec)?;
                 let apply = |dir: &mut NodeRec, (entries, nlink): (i64, i64)| {
                     dir.entries = (dir.entries as i64 + entries).max(0) as u64;
                     dir.nlink = (i64::from(dir.nlink) + nlink).max(2) as u32;
@@ -517,10 +608,10 @@ impl Store {
                     Some(d) => {
                         apply(&mut src_dir, src_delta);
                         apply(d, dst_delta);
-                        tx_put(nodes, new_parent, d)?;
+                        self.tx_put(nodes, new_parent, d)?;
                     }
                 }
-                tx_put(nodes, parent, &src_dir)?;
+                self.tx_put(nodes, parent, &src_dir)?;
                 Ok((replaced, Some(src), exchanged))
             })
             .map_err(tx_error)
@@ -541,6 +632,11 @@ impl Store {
                 }
                 if let Some(dst) = replaced {
                     self.publish(ctx, ChangeKind::Removed, dst, new_parent, new_name);
+                    // Saved by rename over a shared file: the new file is shared as the
+                    // old one was.
+                    if let Some(Err(e)) = src.map(|src| self.move_shares(dst, src)) {
+                        tracing::warn!(error = %e, "could not carry shares over a replace");
+                    }
                 }
                 replaced
             })
@@ -584,12 +680,12 @@ impl Store {
     ) -> Result<Attr> {
         self.nodes
             .transaction(|nodes| {
-                let mut rec = tx_node(ctx, nodes, id, Action::Write)?;
+                let mut rec = self.tx_node(ctx, nodes, id, Action::Write)?;
                 if rec.deleted.is_some() {
                     return abort(ErrorCode::NotFound);
                 }
                 f(&mut rec).or_else(abort)?;
-                tx_put(nodes, id, &rec)?;
+                self.tx_put(nodes, id, &rec)?;
                 Ok((rec.attr(id), rec.parent))
             })
             .map_err(tx_error)
@@ -700,7 +796,8 @@ impl Store {
             return Err(ErrorCode::IsDir.into());
         }
         for c in &chunks {
-            if !self.chunks.contains(ctx.account, &c.id)? {
+            // The file's owner holds its chunks (the committer may be a share recipient).
+            if !self.chunks.contains(rec.owner, &c.id)? {
                 return Err(ErrorCode::MissingChunk.into());
             }
         }
@@ -718,7 +815,7 @@ impl Store {
         use sled::Transactional;
         (&self.nodes, &self.versions)
             .transaction(|(nodes, versions)| {
-                let mut rec = tx_node(ctx, nodes, id, Action::Write)?;
+                let mut rec = self.tx_node(ctx, nodes, id, Action::Write)?;
                 if rec.deleted.is_some() {
                     return abort(ErrorCode::NotFound);
                 }
@@ -732,7 +829,7 @@ impl Store {
                 // landed: the client already showed that ctime, and tar compares it.
                 rec.ctime = rec.ctime.max(mtime);
                 versions.insert(&version_key(id, rec.version), body.clone())?;
-                tx_put(nodes, id, &rec)?;
+                self.tx_put(nodes, id, &rec)?;
                 Ok((rec.attr(id), rec.parent))
             })
             .map_err(tx_error)
@@ -750,14 +847,14 @@ impl Store {
         let mut old_versions = 0u64;
         for item in self.nodes.iter() {
             let (k, v) = item?;
-            let rec: NodeRec = decode(&v)?;
-            if rec.owner != ctx.account {
+            if node_owner(&v)? != ctx.account {
                 continue;
             }
+            let id = <[u8; 8]>::try_from(k.as_ref())
+                .map(u64::from_be_bytes)
+                .map_err(|_| StoreError::Corrupt("node key".into()))?;
+            let rec = self.open_node(id, &v)?;
             if rec.kind == NodeKind::File {
-                let id = <[u8; 8]>::try_from(k.as_ref())
-                    .map(u64::from_be_bytes)
-                    .map_err(|_| StoreError::Corrupt("node key".into()))?;
                 for item in self.versions.scan_prefix(node_key(id)) {
                     let (vk, vv) = item?;
                     let version = super::version_of_key(&vk)?;

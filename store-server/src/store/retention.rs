@@ -16,7 +16,6 @@
 //!
 //! [`ChunkStore::compact`]: crate::chunkstore::ChunkStore::compact
 
-use super::history::GraveRec;
 use super::{check_format, decode, node_key, version_key, NodeRec, Store, VersionRec, FORMAT};
 use crate::error::{Result, StoreError};
 use serde::{Deserialize, Serialize};
@@ -131,7 +130,7 @@ impl Store {
 
     fn node_rec(&self, id: NodeId) -> Result<Option<NodeRec>> {
         match self.nodes.get(node_key(id))? {
-            Some(b) => Ok(Some(decode(&b)?)),
+            Some(b) => Ok(Some(self.open_node(id, &b)?)),
             None => Ok(None),
         }
     }
@@ -168,9 +167,7 @@ impl Store {
         let mut starts = Vec::new();
         for item in self.dirents.iter() {
             let (_, v) = item?;
-            if let Ok(id) = <[u8; 8]>::try_from(v.as_ref()).map(u64::from_be_bytes) {
-                starts.push(id);
-            }
+            starts.push(super::sealed::dirent_child(&v)?);
         }
         for id in starts {
             let Some(rec) = self.node_rec(id)? else {
@@ -188,8 +185,7 @@ impl Store {
         let mut graves = Vec::new();
         for item in self.graves.iter() {
             let (k, v) = item?;
-            let g: GraveRec = decode(&v)?;
-            check_format(g.format, "grave")?;
+            let g = self.open_grave(&k, &v)?;
             graves.push((k, g));
         }
         for (key, g) in graves {
@@ -250,12 +246,13 @@ impl Store {
         let mut owners: HashMap<NodeId, u64> = HashMap::new();
         for item in self.nodes.iter() {
             let (k, v) = item?;
-            let rec: NodeRec = decode(&v)?;
+            let id = <[u8; 8]>::try_from(k.as_ref())
+                .map(u64::from_be_bytes)
+                .map_err(|_| StoreError::Corrupt("node key".into()))?;
+            let rec = self.open_node(id, &v)?;
             referenced.entry(rec.owner).or_default();
             if rec.kind == NodeKind::File {
-                if let Ok(id) = <[u8; 8]>::try_from(k.as_ref()).map(u64::from_be_bytes) {
-                    owners.insert(id, rec.owner);
-                }
+                owners.insert(id, rec.owner);
             }
         }
         for item in self.versions.iter() {
