@@ -5,6 +5,8 @@
 //! * [`core`] — the filesystem core (no fuser, testable without a mount).
 //! * [`cache`] — chunk cache, staging files, upload journal.
 //! * [`chunker`] — FastCDC + BLAKE3.
+//! * [`transfer`] — sending file content: only the chunks the server lacks.
+//! * [`ingest`] — import and scheduled backup of local folders.
 //! * [`fuse`] — the thin fuser adapter.
 
 pub mod cache;
@@ -12,4 +14,6 @@ pub mod chunker;
 pub mod config;
 pub mod core;
 pub mod fuse;
+pub mod ingest;
 pub mod remote;
+pub mod transfer;

@@ -13,6 +13,7 @@
 //! is a clear error rather than a decode failure or a hang. After that every request carries an
 //! id that its response echoes, so many requests can be in flight on one connection.
 
+pub mod category;
 pub mod chunk;
 pub mod error;
 pub mod frame;
@@ -23,6 +24,7 @@ pub use chunk::ChunkId;
 pub use error::{ErrorCode, WireError};
 pub use frame::{FrameError, FrameReader, FrameWriter, MAX_FRAME};
 pub use messages::*;
+pub use names::is_valid_agent;
 
 /// First four bytes of every client hello: guards against talking to something that is not Shelf.
 pub const MAGIC: [u8; 4] = *b"SHLF";

@@ -403,6 +403,11 @@ pub enum Request {
     /// again): the server raises a sync alert for the account (with the path) and its
     /// admins (without: they do not see users' file names).
     ReportSyncFailure { path: String, error: String },
+    /// Names the program behind this connection when it is not the device's mount (for
+    /// example `import`, `backup`): its changes are then published as made by
+    /// `DEVICE AGENT`, so the device's own mount applies them like another device's.
+    /// [`crate::is_valid_agent`] says which names are accepted.
+    SetAgent { agent: String },
 }
 
 /// One share, as its owner or recipient sees it.

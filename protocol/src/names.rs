@@ -67,6 +67,15 @@ pub fn conflict_name(name: &str, at: crate::Timestamp, device: &str) -> String {
     format!("{stem}{tag}{ext}")
 }
 
+/// Whether `agent` may name a program on a device ([`crate::Request::SetAgent`]): 1–16
+/// characters of `[a-z0-9-]`, so that `DEVICE AGENT` stays a valid part of a file name.
+pub fn is_valid_agent(agent: &str) -> bool {
+    (1..=16).contains(&agent.len())
+        && agent
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

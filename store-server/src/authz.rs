@@ -52,7 +52,8 @@ impl Action {
             // Anyone may drop a share of its own (the store checks whose it is).
             | Request::Unshare { .. }
             | Request::ListShares
-            | Request::ReportSyncFailure { .. } => Action::Read,
+            | Request::ReportSyncFailure { .. }
+            | Request::SetAgent { .. } => Action::Read,
             Request::Share { .. } => Action::Write,
             Request::SetAttr { .. }
             | Request::Mkdir { .. }

@@ -34,6 +34,9 @@ pub struct Session {
     /// Chunks this session uploaded into other accounts (shared files), which its commits
     /// may name.
     uploads: Mutex<std::collections::HashSet<(u64, ChunkId)>>,
+    /// The program behind this connection when it is not the device's mount
+    /// ([`Request::SetAgent`]): its changes are published as made by `DEVICE AGENT`.
+    agent: Mutex<Option<String>>,
 }
 
 impl Session {
@@ -42,6 +45,7 @@ impl Session {
             state: Mutex::new(None),
             peer: Some(peer),
             uploads: Mutex::default(),
+            agent: Mutex::default(),
         }
     }
 
@@ -105,6 +109,7 @@ fn describe(req: &Request) -> &'static str {
         Request::Unshare { .. } => "unshare",
         Request::ListShares => "list-shares",
         Request::ReportSyncFailure { .. } => "report-sync-failure",
+        Request::SetAgent { .. } => "set-agent",
         Request::Lookup { .. } => "lookup",
         Request::GetAttr { .. } => "getattr",
         Request::SetAttr { .. } => "setattr",
@@ -227,7 +232,7 @@ fn dispatch(store: &Store, session: &Session, req: Request) -> Result<Response, 
     };
     // The session is looked up again for every request: a revoked device, an expired
     // session, a deleted account or a changed role take effect at once.
-    let ctx = match store.resume(&token) {
+    let mut ctx = match store.resume(&token) {
         Ok(ctx) => ctx,
         Err(e) => {
             session.set(None);
@@ -235,6 +240,9 @@ fn dispatch(store: &Store, session: &Session, req: Request) -> Result<Response, 
         }
     };
     authorize(&ctx, Action::of(&req), None)?;
+    if let Some(agent) = session.agent.lock().ok().and_then(|a| a.clone()) {
+        ctx.device = format!("{} {agent}", ctx.device);
+    }
     let ctx = &ctx;
     Ok(match req {
         // Answered before the session check above.
@@ -259,6 +267,15 @@ fn dispatch(store: &Store, session: &Session, req: Request) -> Result<Response, 
             Response::Ok
         }
         Request::ListShares => Response::Shares(store.list_shares(ctx)?),
+        Request::SetAgent { agent } => {
+            if !shelf_protocol::is_valid_agent(&agent) {
+                return Err(ErrorCode::InvalidArgument.into());
+            }
+            if let Ok(mut a) = session.agent.lock() {
+                *a = Some(agent);
+            }
+            Response::Ok
+        }
         Request::ReportSyncFailure { path, error } => {
             store.sync_failure(ctx, &path, &error);
             Response::Ok

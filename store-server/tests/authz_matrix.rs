@@ -316,6 +316,12 @@ fn requests(t: Tree, tag: &str, body_of: &[u8]) -> Vec<(&'static str, Kind, Requ
             },
         ),
         (
+            "set-agent",
+            Request::SetAgent {
+                agent: "backup".into(),
+            },
+        ),
+        (
             "share",
             Request::Share {
                 node: t.file,
@@ -337,7 +343,8 @@ fn requests(t: Tree, tag: &str, body_of: &[u8]) -> Vec<(&'static str, Kind, Requ
                 | Request::RevokeDevice { .. }
                 | Request::ListShares
                 | Request::Unshare { .. }
-                | Request::ReportSyncFailure { .. } => Kind::Session,
+                | Request::ReportSyncFailure { .. }
+                | Request::SetAgent { .. } => Kind::Session,
                 Request::Share { .. } => Kind::Write,
                 Request::PutChunks { .. } | Request::HaveChunks { .. } => Kind::Write,
                 Request::Admin(_) => Kind::Admin,

@@ -2,8 +2,11 @@
 
 mod account;
 mod admin;
+mod backup;
+mod category;
 mod events;
 mod history;
+mod import;
 mod mount;
 mod pin;
 mod share;
@@ -138,6 +141,32 @@ enum Command {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
+    /// Copy every file under SRC into the store, sorted by content into photos/, videos/
+    /// and files/, under personal/, work/ or projects/ (--into; a sub-category like
+    /// work/WebProject works too), keeping SRC's folders as sub-categories, and mtimes and
+    /// modes. A name already taken by other content gets a suffix: nothing is overwritten.
+    /// Running it again sends only what is new or changed (also: an interrupted import
+    /// continues where it stopped).
+    Import {
+        src: PathBuf,
+        #[arg(long)]
+        into: String,
+        /// Print where every file would go, and totals, without sending anything.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// The category folders: `add PATH` (photos/work/WebProject, or work/WebProject for
+    /// all three kinds), `list` (the tree with file counts, sizes and flat names).
+    Category {
+        #[command(subcommand)]
+        command: CategoryCommand,
+    },
+    /// Scheduled backups of local folders (default: the first Sunday of each month at
+    /// 03:00): add, list, run, remove, daemon, install-timer.
+    Backup {
+        #[command(subcommand)]
+        command: backup::BackupCommand,
+    },
     /// Make version N of a file its newest version (recreating it if it was deleted).
     /// Same as `cp DIR/.versions/NAME.vNN DIR/NAME` in a mount. The restore is a version too.
     Restore {
@@ -146,6 +175,14 @@ enum Command {
         #[arg(long)]
         version: u64,
     },
+}
+
+#[derive(Subcommand)]
+enum CategoryCommand {
+    /// Create a category folder (and its parents).
+    Add { path: String },
+    /// Show the category tree: files and bytes under each, and its flat name.
+    List,
 }
 
 #[derive(Subcommand)]
@@ -218,6 +255,12 @@ pub fn main() -> anyhow::Result<()> {
         Command::Pin { paths } => pin::pin(&paths, true),
         Command::Unpin { paths } => pin::pin(&paths, false),
         Command::Restore { path, version } => history::restore(&path, version),
+        Command::Import { src, into, dry_run } => import::import(&src, &into, dry_run),
+        Command::Category { command } => match command {
+            CategoryCommand::Add { path } => category::add(&path),
+            CategoryCommand::List => category::list(),
+        },
+        Command::Backup { command } => backup::backup(command),
     }
 }
 

@@ -231,6 +231,11 @@ fn run_foreground(
     if let Err(e) = core.start_events(login.device.clone()) {
         tracing::warn!(error = %e, "cannot follow the server's changes; other devices' changes show after the 1 s cache time");
     }
+    // Backup jobs of this machine run from the mounted client when they are due.
+    static BACKUP_STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    std::thread::Builder::new()
+        .name("backup".into())
+        .spawn(|| super::backup::daemon_loop(&BACKUP_STOP))?;
     let pid_file = cache_root.join("mount.pid");
     std::fs::write(
         &pid_file,
@@ -289,6 +294,7 @@ fn run_foreground(
     tracing::info!(dir = %dir.display(), "mounted");
     let run = session.run();
     serving.store(false, std::sync::atomic::Ordering::Release);
+    BACKUP_STOP.store(true, std::sync::atomic::Ordering::Relaxed);
     tracing::info!("unmounted; finishing pending uploads");
     let left = core.drain(Duration::from_secs(300));
     if left > 0 {

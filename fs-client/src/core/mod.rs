@@ -30,6 +30,7 @@ use crate::cache::oplog::NsOp;
 use crate::cache::CacheDir;
 use crate::remote::Remote;
 use files::FileState;
+use shelf_protocol::category::CATEGORY_XATTR;
 use shelf_protocol::names::{validate_name, VERSIONS_DIR};
 use shelf_protocol::{Attr, NodeId, NodeKind, RenameMode, Request, Response, Timestamp, XattrMode};
 use std::collections::HashMap;
@@ -814,6 +815,11 @@ impl FsCore {
         if name == pins::PIN_XATTR {
             return self.pin(self.node_of(ino));
         }
+        if name == CATEGORY_XATTR {
+            // Derived from the folder a file is in: copies that carry it along (`cp -a`,
+            // `rsync -X`, `tar --xattrs`) set it, and that changes nothing.
+            return Ok(());
+        }
         self.check_writable()?;
         self.refuse_virtual(&[ino])?;
         if !name.starts_with("user.") || name.starts_with(pins::RESERVED_XATTR_PREFIX) {
@@ -840,7 +846,7 @@ impl FsCore {
         if versions::is_virtual(ino) {
             return Err(FsError::NoAttribute);
         }
-        if name.starts_with(pins::RESERVED_XATTR_PREFIX) {
+        if name.starts_with(pins::RESERVED_XATTR_PREFIX) && name != CATEGORY_XATTR {
             return match name == pins::PIN_XATTR && self.is_pinned(self.node_of(ino)) {
                 true => Ok(b"1".to_vec()),
                 false => Err(FsError::NoAttribute),
@@ -871,6 +877,9 @@ impl FsCore {
         let name = name_str(name)?;
         if name == pins::PIN_XATTR {
             return self.unpin(self.node_of(ino));
+        }
+        if name == CATEGORY_XATTR {
+            return Ok(()); // derived, see setxattr
         }
         self.check_writable()?;
         self.refuse_virtual(&[ino])?;

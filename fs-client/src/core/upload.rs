@@ -15,27 +15,17 @@
 
 use super::files::Manifest;
 use super::{FsCore, FsError};
-use crate::chunker;
-use crate::remote::{RemoteError, Ticket};
-use shelf_protocol::{
-    ChunkBody, ChunkRef, ErrorCode, NodeId, Request, Response, MAX_CHUNKS_PER_REQUEST,
-};
+use crate::remote::RemoteError;
+use crate::transfer;
+use shelf_protocol::{ErrorCode, NodeId, Request, Response};
 use std::collections::{HashSet, VecDeque};
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-/// Chunk ids asked about per `HaveChunks`.
-const HAVE_BATCH: usize = 64;
-/// Chunk upload requests in flight at once.
-const MAX_PUTS_IN_FLIGHT: usize = 8;
-/// Bytes of chunk bodies per upload request.
-const PUT_BATCH_BYTES: usize = 1 << 20;
 /// How often pinned files are checked for new versions and new files in pinned folders.
 const PIN_REFRESH: Duration = Duration::from_secs(300);
-/// Files up to this size send their chunks inside the commit (at most a few chunks).
-const INLINE_MAX: u64 = 256 << 10;
 
 /// Files waiting for upload, each at most once.
 #[derive(Default)]
@@ -189,15 +179,8 @@ impl FsCore {
                 pos: 0,
                 end: size,
             };
-            let (chunks, inline) = if size <= INLINE_MAX {
-                let mut refs = Vec::new();
-                let mut bodies = Vec::new();
-                chunker::chunk_stream(reader, |r, data| {
-                    refs.push(r);
-                    bodies.push(ChunkBody { id: r.id, data });
-                    Ok(())
-                })?;
-                (refs, bodies)
+            let (chunks, inline) = if size <= transfer::INLINE_MAX {
+                transfer::inline_chunks(reader)?
             } else {
                 // The base version's chunks, if its manifest is at hand (not after a
                 // MissingChunk answer: then the server is asked about every chunk).
@@ -209,7 +192,10 @@ impl FsCore {
                         .unwrap_or_default(),
                     _ => HashSet::new(),
                 };
-                (self.send_chunks(node, reader, &known)?, Vec::new())
+                (
+                    transfer::send_chunks(&self.remote, node, reader, &known)?,
+                    Vec::new(),
+                )
             };
             // 3. Changed while we read it? Then take a new snapshot.
             {
@@ -434,110 +420,6 @@ impl FsCore {
         }
     }
 
-    /// Chunks a stream and uploads every chunk the server lacks. Returns the chunk list.
-    ///
-    /// Pipelined: while the server answers which chunks of one batch it lacks, the next batch
-    /// is being chunked and hashed; chunk uploads are sent without waiting, up to
-    /// [`MAX_PUTS_IN_FLIGHT`] at once.
-    /// Chunks in `known` (those of the version the content is based on) are not asked
-    /// about: the server holds them, so an edit in a large file costs a few ids, not all.
-    fn send_chunks(
-        &self,
-        node: NodeId,
-        reader: SnapshotReader,
-        known: &HashSet<shelf_protocol::ChunkId>,
-    ) -> Result<Vec<ChunkRef>, FsError> {
-        type Batch = Vec<(ChunkRef, Vec<u8>)>;
-        let mut refs = Vec::new();
-        let mut batch: Batch = Vec::new();
-        let mut asked: Option<(Batch, Ticket)> = None;
-        let mut puts: VecDeque<Ticket> = VecDeque::new();
-        // Uploads the chunks of an answered batch that the server lacks.
-        let send_missing = |(mut batch, ticket): (Batch, Ticket),
-                            puts: &mut VecDeque<Ticket>|
-         -> Result<(), FsError> {
-            let Response::Missing(missing) = ticket.wait()? else {
-                return Err(FsError::Unexpected("have-chunks"));
-            };
-            let mut seen = HashSet::new();
-            let mut group: Vec<ChunkBody> = Vec::new();
-            let mut group_bytes = 0;
-            let send = |group: Vec<ChunkBody>, puts: &mut VecDeque<Ticket>| {
-                while puts.len() >= MAX_PUTS_IN_FLIGHT {
-                    if let Some(t) = puts.pop_front() {
-                        expect_ok(t)?;
-                    }
-                }
-                puts.push_back(self.remote.submit(Request::PutChunks {
-                    node,
-                    chunks: group,
-                }));
-                Ok::<_, FsError>(())
-            };
-            for i in missing {
-                let Some((r, data)) = batch.get_mut(i as usize) else {
-                    return Err(FsError::Unexpected("have-chunks"));
-                };
-                if !seen.insert(r.id) {
-                    continue; // the same chunk twice in one batch
-                }
-                group_bytes += data.len();
-                group.push(ChunkBody {
-                    id: r.id,
-                    data: std::mem::take(data),
-                });
-                if group.len() >= MAX_CHUNKS_PER_REQUEST || group_bytes >= PUT_BATCH_BYTES {
-                    send(std::mem::take(&mut group), puts)?;
-                    group_bytes = 0;
-                }
-            }
-            if !group.is_empty() {
-                send(group, puts)?;
-            }
-            Ok(())
-        };
-        let ask = |batch: Batch,
-                   asked: &mut Option<(Batch, Ticket)>,
-                   puts: &mut VecDeque<Ticket>|
-         -> Result<(), FsError> {
-            let ids = batch.iter().map(|(r, _)| r.id).collect();
-            let ticket = self.remote.submit(Request::HaveChunks { node, ids });
-            if let Some(prev) = asked.replace((batch, ticket)) {
-                send_missing(prev, puts)?;
-            }
-            Ok(())
-        };
-        let mut err = None;
-        chunker::chunk_stream(reader, |r, data| {
-            refs.push(r);
-            if known.contains(&r.id) {
-                return Ok(());
-            }
-            batch.push((r, data));
-            if batch.len() >= HAVE_BATCH {
-                if let Err(e) = ask(std::mem::take(&mut batch), &mut asked, &mut puts) {
-                    err = Some(e);
-                    return Err(std::io::Error::other("upload failed"));
-                }
-            }
-            Ok(())
-        })
-        .or_else(|e| if err.is_some() { Ok(()) } else { Err(e) })?;
-        if let Some(e) = err {
-            return Err(e);
-        }
-        if !batch.is_empty() {
-            ask(batch, &mut asked, &mut puts)?;
-        }
-        if let Some(last) = asked.take() {
-            send_missing(last, &mut puts)?;
-        }
-        for t in puts {
-            expect_ok(t)?;
-        }
-        Ok(refs)
-    }
-
     /// Starts `n` uploader threads and the syncer. They stop when [`Queue::stop`] is called.
     pub fn start_background(self: &Arc<Self>, n: usize) -> Vec<std::thread::JoinHandle<()>> {
         let mut threads = Vec::new();
@@ -750,14 +632,6 @@ impl Queue {
 
     pub(crate) fn is_stopping(&self) -> bool {
         self.inner.lock().map(|q| q.stopping).unwrap_or(true)
-    }
-}
-
-fn expect_ok(t: Ticket) -> Result<(), FsError> {
-    match t.wait() {
-        Ok(Response::Ok) => Ok(()),
-        Ok(_) => Err(FsError::Unexpected("put-chunk")),
-        Err(e) => Err(FsError::Remote(e)),
     }
 }
 

@@ -29,6 +29,7 @@
 pub mod accounts;
 pub mod admin;
 pub mod audit;
+pub mod categories;
 pub mod conflicts;
 pub mod feed;
 pub mod guard;

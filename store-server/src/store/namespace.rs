@@ -733,6 +733,12 @@ impl Store {
 
     pub fn get_xattr(&self, ctx: &Ctx, id: NodeId, name: &str) -> Result<Vec<u8>> {
         let rec = self.node(ctx, id, Action::Read)?;
+        if name == super::categories::CATEGORY_XATTR {
+            return self
+                .category_of(id, &rec)?
+                .map(String::into_bytes)
+                .ok_or_else(|| ErrorCode::NoAttribute.into());
+        }
         rec.xattrs
             .get(name)
             .cloned()
@@ -740,12 +746,12 @@ impl Store {
     }
 
     pub fn list_xattr(&self, ctx: &Ctx, id: NodeId) -> Result<Vec<String>> {
-        Ok(self
-            .node(ctx, id, Action::Read)?
-            .xattrs
-            .keys()
-            .cloned()
-            .collect())
+        let rec = self.node(ctx, id, Action::Read)?;
+        let mut names: Vec<String> = rec.xattrs.keys().cloned().collect();
+        if self.category_of(id, &rec)?.is_some() {
+            names.push(super::categories::CATEGORY_XATTR.to_string());
+        }
+        Ok(names)
     }
 
     pub fn remove_xattr(&self, ctx: &Ctx, id: NodeId, name: &str) -> Result<()> {
