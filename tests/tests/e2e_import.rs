@@ -384,6 +384,20 @@ fn backup_runs_send_exactly_what_changed_and_keep_deleted_files() {
         "{events}"
     );
 
+    // Changed in the store and in the source since the last run: both kept.
+    m.sh(
+        "printf 'edited in the store\\n' > files/personal/doc4.txt && sync files/personal/doc4.txt",
+    );
+    sh_in(&src, "printf 'more' >> doc4.txt");
+    let fifth = dev.run(&["backup", "run", "Documents"]);
+    assert!(
+        fifth.contains(
+            "changed in the store too, both kept: doc4.txt -> files/personal/doc4 (conflicted copy "
+        ) && fifth.contains(" from laptop backup).txt"),
+        "{fifth}"
+    );
+    assert_eq!(m.sh("cat files/personal/doc4.txt"), "edited in the store\n");
+
     // A failing run raises an alert the user sees.
     std::fs::remove_dir_all(&src).expect("test step");
     let out = dev
@@ -453,4 +467,54 @@ fn install_timer_writes_units_systemd_accepts() {
     assert!(dev
         .run(&["backup", "run", "--due"])
         .contains("no backup job is due"));
+}
+
+/// A job whose run was missed while the machine was off runs once when the mounted client
+/// starts, and not again until its next date.
+#[test]
+fn the_mount_catches_up_a_missed_backup_run_once() {
+    let server = Server::start(&[("ed", "pw", "user")]);
+    let dev = Device::new();
+    dev.login(&server, "ed", "pw", "laptop");
+    let src = tempfile::tempdir().expect("source");
+    std::fs::write(src.path().join("a.txt"), "first\n").expect("write");
+    dev.run(&[
+        "backup",
+        "add",
+        src.path().to_str().expect("utf-8"),
+        "--into",
+        "projects",
+        "--name",
+        "p",
+    ]);
+    // As if it was added on 1 March 2026 and the machine was off since: the runs of
+    // 1 March, 5 April, … were all missed.
+    let jobs = dev.config.join("backup/jobs");
+    let text = std::fs::read_to_string(&jobs).expect("jobs file");
+    let (head, line) = text.split_once('\n').expect("header");
+    let mut fields: Vec<String> = line.trim_end().split('\t').map(String::from).collect();
+    fields[4] = "1772323200".into(); // 2026-03-01 00:00 UTC
+    std::fs::write(&jobs, format!("{head}\n{}\n", fields.join("\t"))).expect("rewrite");
+    assert!(dev.run(&["backup", "list"]).contains("last run never"));
+
+    let m = dev.mount_with(&[("SHELF_BACKUP_CHECK_SECS", "1")]);
+    let ok = wait_until(Duration::from_secs(15), || {
+        m.path.join("files/projects/a.txt").exists()
+    });
+    assert!(
+        ok,
+        "the missed run did not happen: {}",
+        dev.run(&["backup", "list"])
+    );
+    // Several checks later it has still run once.
+    std::thread::sleep(Duration::from_secs(3));
+    let events = dev.run(&["events", "--last", "100"]);
+    let runs = events
+        .lines()
+        .filter(|l| l.contains("backup  ") && l.contains(" p  "))
+        .count();
+    assert_eq!(runs, 1, "{events}");
+    let list = dev.run(&["backup", "list"]);
+    assert!(list.contains(" ok: 1 new"), "{list}");
+    m.unmount();
 }

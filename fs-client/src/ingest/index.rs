@@ -22,6 +22,9 @@ pub struct Sent {
     /// Its path in the store (`photos/work/WebProject/a.jpg`).
     pub dest: String,
     pub node: NodeId,
+    /// The version that run made (or found): the base of the next one, so a file changed
+    /// in the store meanwhile is a conflict (both kept), not overwritten.
+    pub version: u64,
     pub size: u64,
     pub mtime: Timestamp,
     /// [`content_hash`] of what was sent.
@@ -125,6 +128,7 @@ mod tests {
             Sent {
                 dest: "photos/work/a/b.jpg".into(),
                 node: 7,
+                version: 2,
                 size: 3,
                 mtime: Timestamp { secs: 5, nanos: 6 },
                 hash: [1; 32],

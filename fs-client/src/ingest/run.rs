@@ -442,8 +442,10 @@ impl Run<'_> {
         file: std::fs::File,
         sent: Sent,
     ) -> Result<Outcome, IngestError> {
-        let current = match self.call(Request::GetAttr { node: sent.node }) {
-            Ok(r) => expect_attr(r, "getattr")?,
+        match self.call(Request::GetAttr { node: sent.node }) {
+            Ok(r) => {
+                expect_attr(r, "getattr")?;
+            }
             Err(IngestError::Remote(e)) if e.code() == Some(ErrorCode::NotFound) => {
                 // Deleted from the store: sent again as a new file.
                 lock(&self.index).files.remove(&f.rel);
@@ -465,20 +467,20 @@ impl Run<'_> {
                 atime: None,
                 mtime: Some(f.mtime),
             })?;
-            self.remember(f, sent.dest, sent.node, hash);
+            self.remember(f, sent.dest, (sent.node, sent.version), hash);
             return Ok(Outcome::Touched);
         }
         let resp = self.call(Request::Commit {
             node: sent.node,
-            base_version: current.version,
+            base_version: sent.version,
             chunks,
             inline,
             mtime: f.mtime,
             durable: false,
         })?;
         match resp {
-            Response::Attr(_) => {
-                self.remember(f, sent.dest.clone(), sent.node, hash);
+            Response::Attr(a) => {
+                self.remember(f, sent.dest.clone(), (sent.node, a.version), hash);
                 Ok(Outcome::Modified { dest: sent.dest })
             }
             Response::KeptElsewhere { attr, name } => {
@@ -486,19 +488,20 @@ impl Run<'_> {
                     Some((dir, _)) => format!("{dir}/{name}"),
                     None => name,
                 };
-                self.remember(f, dest.clone(), attr.node, hash);
+                self.remember(f, dest.clone(), (attr.node, attr.version), hash);
                 Ok(Outcome::Conflict { dest })
             }
             _ => Err(FsError::Unexpected("commit").into()),
         }
     }
 
-    fn remember(&self, f: &Found, dest: String, node: NodeId, hash: [u8; 32]) {
+    fn remember(&self, f: &Found, dest: String, (node, version): (NodeId, u64), hash: [u8; 32]) {
         lock(&self.index).files.insert(
             f.rel.clone(),
             Sent {
                 dest,
                 node,
+                version,
                 size: f.size,
                 mtime: f.mtime,
                 hash,
@@ -581,7 +584,8 @@ impl Run<'_> {
                             return Err(FsError::Unexpected("get-manifest").into());
                         };
                         if content_hash(&theirs) == content_hash(&chunks) {
-                            self.remember(f, store_path, existing.node, content_hash(&chunks));
+                            let id = (existing.node, existing.version);
+                            self.remember(f, store_path, id, content_hash(&chunks));
                             return Ok(Outcome::AlreadyThere);
                         }
                         continue;
@@ -621,7 +625,12 @@ impl Run<'_> {
                     mtime: None,
                 })?;
             }
-            self.remember(f, store_path.clone(), committed.node, hash);
+            self.remember(
+                f,
+                store_path.clone(),
+                (committed.node, committed.version),
+                hash,
+            );
             return Ok(Outcome::New {
                 dest: store_path,
                 renamed: n > 1,
