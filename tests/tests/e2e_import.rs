@@ -518,3 +518,58 @@ fn the_mount_catches_up_a_missed_backup_run_once() {
     assert!(list.contains(" ok: 1 new"), "{list}");
     m.unmount();
 }
+
+/// Bad input and refusals are clear errors that leave nothing half done.
+#[test]
+fn import_errors_are_clear() {
+    let server = Server::start(&[("vi", "pw", "viewer"), ("ur", "pw", "user")]);
+    let viewer = Device::new();
+    viewer.login(&server, "vi", "pw", "phone");
+    let src = tempfile::tempdir().expect("source");
+    for i in 0..50 {
+        std::fs::write(src.path().join(format!("f{i}.txt")), "x").expect("write");
+    }
+    let fails = |dev: &Device, args: &[&str]| -> String {
+        let out = dev.shelf().args(args).output().expect("run shelf");
+        assert!(!out.status.success(), "{args:?} succeeded");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let s = src.path().to_str().expect("utf-8");
+    // A viewer may not write: one clear refusal, not fifty.
+    let err = fails(&viewer, &["import", s, "--into", "work"]);
+    assert!(
+        err.contains("stopped after") && err.contains("read-only"),
+        "{err}"
+    );
+    assert!(err.lines().count() <= 3, "{err}");
+    let user = Device::new();
+    user.login(&server, "ur", "pw", "laptop");
+    let err = fails(&user, &["import", "/no/such/folder", "--into", "work"]);
+    assert!(
+        err.contains("/no/such/folder") && err.contains("No such file"),
+        "{err}"
+    );
+    let err = fails(&user, &["import", s, "--into", "holidays"]);
+    assert!(err.contains("personal, work or projects"), "{err}");
+    let err = fails(
+        &user,
+        &[
+            "backup",
+            "add",
+            s,
+            "--into",
+            "work",
+            "--schedule",
+            "0 3 * * SUN#9",
+        ],
+    );
+    assert!(err.contains("# takes 1 to 5"), "{err}");
+    let err = fails(&user, &["backup", "run", "nothing-here"]);
+    assert!(err.contains("no backup job called nothing-here"), "{err}");
+    let m = user.mount();
+    assert_eq!(
+        m.sh("ls files/work photos/work videos/work"),
+        "files/work:\n\nphotos/work:\n\nvideos/work:\n"
+    );
+    m.unmount();
+}

@@ -127,8 +127,10 @@ fn add(src: &Path, into: &str, schedule: &str, name: Option<String>) -> anyhow::
     let into = into.trim_matches('/').to_string();
     // The same check the run makes, now rather than on the first Sunday.
     run::validate_into(&into)?;
-    let src_text = src.to_string_lossy().into_owned();
-    if !jobs::is_storable(&src_text) || !jobs::is_storable(&into) {
+    let Some(src_text) = src.to_str() else {
+        anyhow::bail!("{} is not a UTF-8 path; a job needs one", src.display());
+    };
+    if !jobs::is_storable(src_text) || !jobs::is_storable(&into) {
         anyhow::bail!("the folder's path contains a tab or a line break");
     }
     let job = Job {

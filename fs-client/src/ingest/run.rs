@@ -359,7 +359,19 @@ impl Run<'_> {
             Ok(Outcome::Conflict { dest }) => r.conflicts.push((f.rel.clone(), dest)),
             Err(e) => {
                 if let IngestError::Remote(re) = &e {
-                    if re.is_transient() || re.code().is_none() {
+                    // The server is gone, or refuses every file alike: stop, keep the index.
+                    let whole_run = matches!(
+                        re.code(),
+                        None | Some(
+                            ErrorCode::ReadOnly
+                                | ErrorCode::PermissionDenied
+                                | ErrorCode::QuotaExceeded
+                                | ErrorCode::NoSpace
+                                | ErrorCode::AuthRequired
+                                | ErrorCode::SessionExpired
+                        )
+                    );
+                    if whole_run || re.is_transient() {
                         self.broken.store(true, Ordering::Relaxed);
                     }
                 }
