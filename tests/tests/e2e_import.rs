@@ -47,7 +47,8 @@ fn make_tree(src: &Path) -> Vec<(&'static str, &'static str)> {
         src,
         "chmod 755 run.sh && chmod 600 docs/notes.txt && \
          find . -type f -exec touch -d '2021-03-04 05:06:07.123456789' {} + && \
-         touch -d '2019-01-02 03:04:05' WebProject/a.jpg && ln -s top.txt link",
+         touch -d '2019-01-02 03:04:05' WebProject/a.jpg && ln -s top.txt link && \
+         chmod 700 docs && touch -d '2020-02-02 02:02:02.5' docs WebProject",
     );
     vec![
         ("WebProject/a.jpg", "photos/work/WebProject/a.jpg"),
@@ -173,6 +174,20 @@ fn import_sorts_by_content_keeps_times_and_never_overwrites() {
         );
         assert_eq!(stat(&a), stat(&b), "mode/mtime/size of {dest}");
     }
+    // Folders keep their modes and mtimes too, in every kind they were sorted into.
+    for dir in ["files/work/docs", "photos/work/docs", "videos/work/docs"] {
+        assert_eq!(
+            stat(&m.path.join(dir)).rsplit_once(' ').expect("stat").0,
+            stat(&src.join("docs")).rsplit_once(' ').expect("stat").0,
+            "{dir}"
+        );
+    }
+    assert_eq!(
+        stat(&m.path.join("videos/work/WebProject"))
+            .split(' ')
+            .nth(1),
+        stat(&src.join("WebProject")).split(' ').nth(1)
+    );
     // Flat category names, as in the original plan.
     assert_eq!(
         xattr(

@@ -111,9 +111,26 @@ pub struct Report {
     pub per_kind: std::collections::BTreeMap<&'static str, (u64, u64)>,
 }
 
-/// Lists the files under `src` (sorted; symbolic links, devices and names the store cannot
-/// hold are reported in `skipped`).
-pub fn scan(src: &Path) -> Result<(Vec<Found>, Vec<Skipped>), IngestError> {
+/// What is under a source folder.
+#[derive(Debug, Default)]
+pub struct Scan {
+    /// Regular files, in name order, depth first.
+    pub files: Vec<Found>,
+    /// Folder (source-relative, `/`-separated) → its permission bits and mtime.
+    pub dirs: HashMap<String, (u32, Timestamp)>,
+    /// Symbolic links, devices and names the store cannot hold.
+    pub skipped: Vec<Skipped>,
+}
+
+fn mtime_of(m: &std::fs::Metadata) -> Timestamp {
+    Timestamp {
+        secs: m.mtime(),
+        nanos: m.mtime_nsec() as u32,
+    }
+}
+
+/// Lists what is under `src`.
+pub fn scan(src: &Path) -> Result<Scan, IngestError> {
     let meta = std::fs::metadata(src).map_err(io(src))?;
     if !meta.is_dir() {
         return Err(IngestError::Invalid(format!(
@@ -123,6 +140,7 @@ pub fn scan(src: &Path) -> Result<(Vec<Found>, Vec<Skipped>), IngestError> {
     }
     let mut found = Vec::new();
     let mut skipped = Vec::new();
+    let mut dirs = HashMap::new();
     let mut stack = vec![(src.to_path_buf(), String::new())];
     while let Some((dir, rel)) = stack.pop() {
         let mut entries: Vec<_> = std::fs::read_dir(&dir)
@@ -152,15 +170,13 @@ pub fn scan(src: &Path) -> Result<(Vec<Found>, Vec<Skipped>), IngestError> {
             };
             let child = format!("{rel}{name}");
             if m.is_dir() {
+                dirs.insert(child.clone(), (m.mode() & 0o7777, mtime_of(&m)));
                 subdirs.push((path, format!("{child}/")));
             } else if m.is_file() {
                 found.push(Found {
                     rel: child,
                     size: m.len(),
-                    mtime: Timestamp {
-                        secs: m.mtime(),
-                        nanos: m.mtime_nsec() as u32,
-                    },
+                    mtime: mtime_of(&m),
                     mode: m.mode() & 0o7777,
                 });
             } else if m.file_type().is_symlink() {
@@ -172,7 +188,11 @@ pub fn scan(src: &Path) -> Result<(Vec<Found>, Vec<Skipped>), IngestError> {
         // Depth first, in name order.
         stack.extend(subdirs.into_iter().rev());
     }
-    Ok((found, skipped))
+    Ok(Scan {
+        files: found,
+        dirs,
+        skipped,
+    })
 }
 
 /// The store path of a new file of kind `kind` at `rel` in the source.
@@ -195,6 +215,11 @@ struct Run<'a> {
     opts: &'a Options<'a>,
     index: Mutex<Index>,
     dirs: Mutex<HashMap<String, NodeId>>,
+    /// The source's folders: their modes and mtimes go to the folders made for them.
+    src_dirs: HashMap<String, (u32, Timestamp)>,
+    /// Folders this run made for source folders: (node, mode, mtime) to set at the end
+    /// (after their last file went in).
+    made: Mutex<Vec<(NodeId, u32, Timestamp)>>,
     report: Mutex<Report>,
     files_done: AtomicU64,
     bytes_done: AtomicU64,
@@ -221,7 +246,11 @@ pub fn run(
     let started = Instant::now();
     let sent_before = remote.traffic.totals().0;
     validate_into(opts.into)?;
-    let (found, skipped) = scan(opts.src)?;
+    let Scan {
+        files: found,
+        dirs: src_dirs,
+        skipped,
+    } = scan(opts.src)?;
     (opts.scanned)(found.len() as u64, found.iter().map(|f| f.size).sum());
     let index = Index::load(index_path).map_err(io(index_path))?;
     let run = Run {
@@ -230,6 +259,8 @@ pub fn run(
         opts,
         index: Mutex::new(index),
         dirs: Mutex::new(HashMap::new()),
+        src_dirs,
+        made: Mutex::new(Vec::new()),
         report: Mutex::new(Report {
             files: found.len() as u64,
             bytes: found.iter().map(|f| f.size).sum(),
@@ -296,6 +327,19 @@ pub fn run(
     save(true)?;
     if let Some(e) = lock(&save_error).take() {
         return Err(e);
+    }
+    if !run.broken.load(Ordering::Relaxed) {
+        // Folders made for source folders get their modes and mtimes last.
+        for (node, mode, mtime) in std::mem::take(&mut *lock(&run.made)) {
+            run.call(Request::SetAttr {
+                node,
+                mode: Some(mode),
+                uid: None,
+                gid: None,
+                atime: None,
+                mtime: Some(mtime),
+            })?;
+        }
     }
     let mut report = run.report.into_inner().unwrap_or_else(|p| p.into_inner());
     report.bytes_sent = remote.traffic.totals().0.saturating_sub(sent_before);
@@ -653,14 +697,21 @@ impl Run<'_> {
         )))
     }
 
-    /// The folder at store path `path`, created (with its parents) when missing.
+    /// The folder at store path `path` (`KIND/INTO/REL`), created (with its parents) when
+    /// missing; folders standing for source folders are noted to get their modes and mtimes.
     fn ensure_dir(&self, path: &str) -> Result<NodeId, IngestError> {
         if let Some(&id) = lock(&self.dirs).get(path) {
             return Ok(id);
         }
+        // Components before the source's own folders: the kind and the destination.
+        let prefix = 1 + self.opts.into.split('/').filter(|p| !p.is_empty()).count();
+        let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
         let mut at = self.root;
         let mut so_far = String::new();
-        for part in path.split('/').filter(|p| !p.is_empty()) {
+        for (i, &part) in parts.iter().enumerate() {
+            let source = (i >= prefix)
+                .then(|| self.src_dirs.get(&parts[prefix..=i].join("/")))
+                .flatten();
             if !so_far.is_empty() {
                 so_far.push('/');
             }
@@ -679,10 +730,17 @@ impl Run<'_> {
                     match self.call(Request::Mkdir {
                         parent: at,
                         name: part.to_string(),
-                        mode: 0o755,
+                        // Writable until the run ends, whatever the source's mode.
+                        mode: source.map_or(0o755, |(m, _)| m | 0o700),
                         id: None,
                     }) {
-                        Ok(r) => expect_attr(r, "mkdir")?,
+                        Ok(r) => {
+                            let attr = expect_attr(r, "mkdir")?;
+                            if let Some(&(mode, mtime)) = source {
+                                lock(&self.made).push((attr.node, mode, mtime));
+                            }
+                            attr
+                        }
                         // Another worker made it meanwhile.
                         Err(IngestError::Remote(e)) if e.code() == Some(ErrorCode::Exists) => {
                             expect_attr(
@@ -737,10 +795,17 @@ mod tests {
         std::fs::write(d.path().join("a.txt"), b"1").unwrap();
         std::fs::write(d.path().join("b/c/d.jpg"), b"22").unwrap();
         std::os::unix::fs::symlink("a.txt", d.path().join("link")).unwrap();
-        let (found, skipped) = scan(d.path()).unwrap();
-        let rels: Vec<_> = found.iter().map(|f| (f.rel.as_str(), f.size)).collect();
+        let scan = scan(d.path()).unwrap();
+        let rels: Vec<_> = scan
+            .files
+            .iter()
+            .map(|f| (f.rel.as_str(), f.size))
+            .collect();
         assert_eq!(rels, [("a.txt", 1), ("b/c/d.jpg", 2)]);
-        assert_eq!(skipped.len(), 1);
-        assert_eq!(skipped[0].0, "link");
+        assert_eq!(scan.skipped.len(), 1);
+        assert_eq!(scan.skipped[0].0, "link");
+        let mut dirs: Vec<_> = scan.dirs.keys().cloned().collect();
+        dirs.sort();
+        assert_eq!(dirs, ["b", "b/c"]);
     }
 }
