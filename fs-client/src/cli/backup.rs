@@ -21,7 +21,10 @@ pub enum BackupCommand {
     /// Register a folder to back up into a category (personal, work or projects, or a
     /// sub-category such as work/WebProject).
     Add {
+        /// The local folder to back up.
         src: PathBuf,
+        /// personal, work or projects, or a sub-category below one (work/WebProject):
+        /// files go to photos/INTO/, videos/INTO/ or files/INTO/ by their content.
         #[arg(long)]
         into: String,
         /// When to run, as cron's five fields in local time (minute hour day-of-month

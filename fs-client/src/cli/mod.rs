@@ -148,7 +148,9 @@ enum Command {
     /// Running it again sends only what is new or changed (also: an interrupted import
     /// continues where it stopped).
     Import {
+        /// The local folder to copy.
         src: PathBuf,
+        /// personal, work or projects, or a sub-category below one (work/WebProject).
         #[arg(long)]
         into: String,
         /// Print where every file would go, and totals, without sending anything.
