@@ -225,6 +225,8 @@ struct Run<'a> {
     bytes_done: AtomicU64,
     /// Set when the server became unreachable: the run stops, the index is kept.
     broken: AtomicBool,
+    /// Changes made to the index (it is saved only when this moved).
+    changes: AtomicU64,
 }
 
 enum Outcome {
@@ -270,6 +272,8 @@ pub fn run(
         files_done: AtomicU64::new(0),
         bytes_done: AtomicU64::new(0),
         broken: AtomicBool::new(false),
+        // Files gone from the source are dropped from the index below.
+        changes: AtomicU64::new(1),
     };
     // Files gone from the source since the last run: reported, kept in the store.
     {
@@ -294,15 +298,23 @@ pub fn run(
         }
     }
     let next = AtomicUsize::new(0);
-    let last_save = Mutex::new(Instant::now());
+    // (when, how long until the next, the change count saved): the index is written only
+    // when it changed, and a large one (slow to write) less often.
+    let last_save = Mutex::new((Instant::now(), SAVE_EVERY, 0u64));
     let save = |force: bool| -> Result<(), IngestError> {
         if opts.dry_run {
             return Ok(());
         }
         let mut last = lock(&last_save);
-        if force || last.elapsed() >= SAVE_EVERY {
+        let changes = run.changes.load(Ordering::Relaxed);
+        if changes != last.2 && (force || last.0.elapsed() >= last.1) {
+            let started = Instant::now();
             lock(&run.index).save(index_path).map_err(io(index_path))?;
-            *last = Instant::now();
+            *last = (
+                Instant::now(),
+                SAVE_EVERY.max(started.elapsed() * 20),
+                changes,
+            );
         }
         Ok(())
     };
@@ -505,6 +517,7 @@ impl Run<'_> {
             Err(IngestError::Remote(e)) if e.code() == Some(ErrorCode::NotFound) => {
                 // Deleted from the store: sent again as a new file.
                 lock(&self.index).files.remove(&f.rel);
+                self.changes.fetch_add(1, Ordering::Relaxed);
                 let header = classify::read_header(&file).map_err(io(path))?;
                 let kind = classify::classify(&header, &f.rel);
                 return self.create(f, path, file, kind);
@@ -552,6 +565,7 @@ impl Run<'_> {
     }
 
     fn remember(&self, f: &Found, dest: String, (node, version): (NodeId, u64), hash: [u8; 32]) {
+        self.changes.fetch_add(1, Ordering::Relaxed);
         lock(&self.index).files.insert(
             f.rel.clone(),
             Sent {
