@@ -52,18 +52,9 @@ impl Timestamp {
     /// The UTC calendar date and time: [year, month, day, hour, minute, second]
     /// (civil-from-days, proleptic Gregorian).
     pub fn utc(self) -> [i64; 6] {
-        let days = self.secs.div_euclid(86_400);
         let rem = self.secs.rem_euclid(86_400);
-        let z = days + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z - era * 146_097;
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let d = doy - (153 * mp + 2) / 5 + 1;
-        let m = if mp < 10 { mp + 3 } else { mp - 9 };
-        let y = yoe + era * 400 + i64::from(m <= 2);
-        [y, m, d, rem / 3600, rem % 3600 / 60, rem % 60]
+        let (y, m, d) = civil_from_days(self.secs.div_euclid(86_400));
+        [y, m.into(), d.into(), rem / 3600, rem % 3600 / 60, rem % 60]
     }
 
     pub fn to_system(self) -> std::time::SystemTime {
@@ -74,6 +65,20 @@ impl Timestamp {
             std::time::UNIX_EPOCH - std::time::Duration::from_secs(self.secs.unsigned_abs()) + nanos
         }
     }
+}
+
+/// The (year, month, day) of a day count since 1970-01-01, proleptic Gregorian (Howard
+/// Hinnant's civil-from-days).
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
 /// What kind of node.
