@@ -588,3 +588,21 @@ fn a_rename_seen_just_before_going_offline_stays_in_the_offline_view() {
         Restart { dev: 1 },
     ]);
 }
+
+/// Found by the model in CI: after an offline write, a reconnect and a second disconnect,
+/// the device must still find its folders.
+#[test]
+fn folders_stay_known_across_a_second_disconnect() {
+    use Op::*;
+    run(vec![
+        Disconnect { dev: 1 },
+        Write {
+            dev: 1,
+            file: 3,
+            byte: 61,
+            len: 18131,
+        },
+        Reconnect { dev: 1 },
+        Disconnect { dev: 1 },
+    ]);
+}
