@@ -348,3 +348,112 @@ fn local_io_modes_and_the_fallback_to_relayed_io() {
     b.release(o.fh).expect("release");
     assert!(seen, "the relayed write reached the server");
 }
+
+/// Read-after-write under load: while files are closed and uploaded in the background,
+/// a reader that stats and reads each file right after its close sees the full content.
+/// (A getattr answer the server gave just before an upload's commit, arriving just after
+/// the local copy turned clean, once made a just-written file look empty.)
+fn read_after_close_while_uploading(local: bool) {
+    let server = Server::start(&[("alice", "pw", "user")]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let core = core_with(&server, &dir.path().join("cache"), "a", local);
+    let threads = core.start_background(2);
+    let projects = lookup_path(&core, "files/projects");
+    let top = core
+        .mkdir(projects, OsStr::new("raw"), 0o755)
+        .expect("mkdir")
+        .ino;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Stat storms: other threads keep asking the server for the same files' attributes
+    // (as `git`'s many lstat calls do), so answers race the commits.
+    let closed: Arc<std::sync::Mutex<Vec<(u64, usize)>>> = Arc::default();
+    let mut stormers = Vec::new();
+    for _ in 0..2 {
+        let (core, closed, stop) = (core.clone(), closed.clone(), stop.clone());
+        stormers.push(std::thread::spawn(move || {
+            let mut i = 0usize;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let pick = closed.lock().expect("list").get(i).copied();
+                match pick {
+                    Some((ino, len)) => {
+                        let got = core.getattr(ino).expect("getattr").size;
+                        assert_eq!(got, len as u64, "stat of a closed file (ino {ino})");
+                        i += 1;
+                    }
+                    None => i = 0,
+                }
+                if i.is_multiple_of(64) {
+                    i = i.saturating_sub(400);
+                }
+            }
+        }));
+    }
+    for round in 0..6 {
+        let mut files = Vec::new();
+        for n in 0..300 {
+            let name = format!("f{round}-{n}");
+            let len = 1 + (n * 37 + round * 11) % 3000;
+            let data = pseudo_random(len, (round * 1000 + n) as u64);
+            let (stat, o) = core
+                .create(top, OsStr::new(&name), 0o644, libc::O_WRONLY)
+                .expect("create");
+            match &o.local {
+                Some(f) => {
+                    std::os::unix::fs::FileExt::write_all_at(&**f, &data, 0).expect("local write")
+                }
+                None => {
+                    core.write(o.fh, 0, &data).expect("write");
+                }
+            }
+            core.flush(o.fh).expect("flush");
+            core.release(o.fh).expect("release");
+            // Right after close: stat and content.
+            assert_eq!(core.getattr(stat.ino).expect("getattr").size, len as u64);
+            closed.lock().expect("list").push((stat.ino, len));
+            files.push((stat.ino, data));
+        }
+        // A little later, while the uploads of this round run: every file again.
+        for (ino, data) in &files {
+            let st = core.getattr(*ino).expect("getattr");
+            assert_eq!(
+                st.size,
+                data.len() as u64,
+                "size of ino {ino} in round {round}"
+            );
+            let o = core.open(*ino, libc::O_RDONLY).expect("open");
+            let got = match &o.local {
+                Some(f) => {
+                    let mut buf = vec![0; data.len() + 10];
+                    let n = std::os::unix::fs::FileExt::read_at(&**f, &mut buf, 0).expect("read");
+                    buf.truncate(n);
+                    buf
+                }
+                None => core
+                    .read(o.fh, 0, data.len() as u32 + 10)
+                    .expect("read")
+                    .to_vec(),
+            };
+            core.release(o.fh).expect("release");
+            assert!(got == *data, "content of ino {ino} in round {round}");
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for s in stormers {
+        s.join().expect("a stat of a just-closed file was wrong");
+    }
+    assert_eq!(core.drain(Duration::from_secs(60)), 0);
+    core.stop_background();
+    for t in threads {
+        t.join().expect("background thread");
+    }
+}
+
+#[test]
+fn read_after_close_while_uploading_relayed() {
+    read_after_close_while_uploading(false);
+}
+
+#[test]
+fn read_after_close_while_uploading_local() {
+    read_after_close_while_uploading(true);
+}

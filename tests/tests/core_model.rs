@@ -185,6 +185,18 @@ fn run(server: &Server, ops: Vec<Op>, local: bool) {
                     m.resize(end, 0);
                 }
                 m[offset as usize..end].copy_from_slice(&data);
+                // Read-after-write: right after the close, while its upload may be under
+                // way, the file reads back as written.
+                let ino = lookup(&core, dir, name).expect("just written");
+                assert_eq!(
+                    core.getattr(ino).expect("getattr").size,
+                    m.len() as u64,
+                    "{name} size right after close"
+                );
+                assert!(
+                    read_all(&core, ino) == *m,
+                    "{name} content right after close"
+                );
             }
             Op::Truncate { file, len } => {
                 let name = NAMES[file];

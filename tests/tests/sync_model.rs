@@ -361,6 +361,18 @@ fn run(ops: Vec<Op>) {
                 core.write(opened.fh, 0, &vec![byte; len]).expect("write");
                 core.flush(opened.fh).expect("flush");
                 core.release(opened.fh).expect("release");
+                // Read-after-write: right after the close (its upload may be under way, the
+                // other device's changes arriving), the file reads back as written.
+                let ino = lookup(&core, dir, name).expect("just written");
+                assert_eq!(
+                    core.getattr(ino).expect("getattr").size,
+                    len as u64,
+                    "{name} size right after close"
+                );
+                assert!(
+                    read_all(&core, ino) == vec![byte; len],
+                    "{name} content right after close"
+                );
                 model.change(dev, &op);
             }
             Op::Rename { dev, from, to } => {

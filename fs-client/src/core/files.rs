@@ -99,12 +99,15 @@ pub struct Stamp {
 
 impl Stamp {
     pub fn of(file: &File) -> std::io::Result<Stamp> {
-        let m = file.metadata()?;
-        Ok(Stamp {
+        Ok(Stamp::from_metadata(&file.metadata()?))
+    }
+
+    fn from_metadata(m: &std::fs::Metadata) -> Stamp {
+        Stamp {
             size: m.len(),
             mtime: (m.mtime(), m.mtime_nsec()),
             ctime: (m.ctime(), m.ctime_nsec()),
-        })
+        }
     }
 
     fn mtime(&self) -> Timestamp {
@@ -118,7 +121,9 @@ impl Stamp {
 /// Local content of one file.
 pub struct Staging {
     pub path: PathBuf,
-    pub file: Arc<File>,
+    /// The open staging file while something uses it; closed when the file has no open
+    /// handle and no upload (a clone of 10,000 files must not hold 10,000 descriptors).
+    file: Option<Arc<File>>,
     /// Server version this content started from.
     pub base_version: u64,
     pub size: u64,
@@ -134,6 +139,55 @@ pub struct Staging {
 }
 
 impl Staging {
+    /// Local content at `path`, open as `file`, from server version `base_version`.
+    pub fn new(
+        path: PathBuf,
+        file: File,
+        base_version: u64,
+        size: u64,
+        mtime: Timestamp,
+    ) -> Staging {
+        let stamp = Stamp::of(&file).unwrap_or_default();
+        Staging {
+            path,
+            file: Some(Arc::new(file)),
+            base_version,
+            size,
+            mtime,
+            gen: 0,
+            committed_gen: 0,
+            journaled_gen: 0,
+            stamp,
+        }
+    }
+
+    /// The staging file, opened again if its descriptor was closed.
+    pub fn file(&mut self) -> std::io::Result<Arc<File>> {
+        if let Some(f) = &self.file {
+            return Ok(f.clone());
+        }
+        let f = Arc::new(
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&self.path)?,
+        );
+        self.file = Some(f.clone());
+        Ok(f)
+    }
+
+    /// Closes this client's descriptor (handed-out clones stay open until dropped).
+    pub fn close_fd(&mut self) {
+        self.file = None;
+    }
+
+    fn stamp_now(&self) -> std::io::Result<Stamp> {
+        match &self.file {
+            Some(f) => Stamp::of(f),
+            None => Ok(Stamp::from_metadata(&std::fs::metadata(&self.path)?)),
+        }
+    }
+
     pub fn dirty(&self) -> bool {
         self.gen != self.committed_gen
     }
@@ -141,7 +195,7 @@ impl Staging {
     /// Accounts for changes the kernel made to the staging file directly: a new stamp is a
     /// new generation, with the file's own size and mtime.
     pub fn refresh(&mut self) {
-        let Ok(now) = Stamp::of(&self.file) else {
+        let Ok(now) = self.stamp_now() else {
             return;
         };
         if now != self.stamp {
@@ -190,6 +244,18 @@ pub struct FileState {
 impl FileState {
     pub fn lock(&self) -> MutexGuard<'_, FileInner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl FileInner {
+    /// Closes the staging file's descriptor when nothing uses it (no open handle, no
+    /// upload); it is opened again on demand.
+    pub fn close_idle_fd(&mut self) {
+        if self.open_handles == 0 && !self.uploading {
+            if let Some(s) = self.staging.as_mut() {
+                s.close_fd();
+            }
+        }
     }
 }
 
@@ -289,7 +355,7 @@ impl FsCore {
             // the file is opened again after another device committed.
             let stale = inner.staging.as_mut().is_some_and(|s| {
                 s.refresh();
-                !s.dirty() && attr.version != s.base_version
+                !s.dirty() && attr.version > s.base_version
             });
             if stale {
                 if let Some(s) = inner.staging.take() {
@@ -319,7 +385,12 @@ impl FsCore {
                 self.touch_clean_copy(node);
             }
         }
-        Ok(inner.staging.as_ref().map(|s| s.file.clone()))
+        inner
+            .staging
+            .as_mut()
+            .map(Staging::file)
+            .transpose()
+            .map_err(FsError::from)
     }
 
     pub fn local_io_enabled(&self) -> bool {
@@ -454,18 +525,7 @@ impl FsCore {
             size = m.size;
             file.set_len(size)?;
         }
-        let stamp = Stamp::of(&file)?;
-        inner.staging = Some(Staging {
-            path,
-            file: Arc::new(file),
-            base_version,
-            size,
-            mtime: attr.mtime,
-            gen: 0,
-            committed_gen: 0,
-            journaled_gen: 0,
-            stamp,
-        });
+        inner.staging = Some(Staging::new(path, file, base_version, size, attr.mtime));
         Ok(())
     }
 
@@ -473,7 +533,7 @@ impl FsCore {
         self.ensure_staging(node, inner, size)?;
         let s = inner.staging.as_mut().ok_or(FsError::Invalid)?;
         s.refresh();
-        s.file.set_len(size)?;
+        s.file()?.set_len(size)?;
         s.size = size;
         s.gen += 1;
         s.mtime = Timestamp::now();
@@ -488,6 +548,7 @@ impl FsCore {
         self.resize_locked(node, &mut inner, size)?;
         if inner.open_writers == 0 {
             self.journal_locked(node, &mut inner)?;
+            inner.close_idle_fd();
             drop(inner);
             self.queue.push(node);
         }
@@ -506,9 +567,11 @@ impl FsCore {
             s.refresh();
             s.mtime = t;
             let times = std::fs::FileTimes::new().set_modified(t.to_system());
-            if s.file.set_times(times).is_ok() {
-                if let Ok(stamp) = Stamp::of(&s.file) {
-                    s.stamp = stamp;
+            if let Ok(f) = s.file() {
+                if f.set_times(times).is_ok() {
+                    if let Ok(stamp) = Stamp::of(&f) {
+                        s.stamp = stamp;
+                    }
                 }
             }
             rejournal = s.dirty() && s.journaled_gen == s.gen;
@@ -519,6 +582,7 @@ impl FsCore {
             }
             self.journal_locked(node, &mut inner)?;
         }
+        inner.close_idle_fd();
         Ok(())
     }
 
@@ -531,8 +595,9 @@ impl FsCore {
         let file = {
             let mut inner = st.lock();
             self.ensure_staging(node, &mut inner, u64::MAX)?;
+            let file = inner.staging.as_mut().map(Staging::file).transpose()?;
             inner.writing += 1;
-            inner.staging.as_ref().map(|s| s.file.clone())
+            file
         };
         let result = match &file {
             Some(f) => f.write_all_at(data, offset),
@@ -575,7 +640,7 @@ impl FsCore {
             let stale = match inner.staging.as_ref() {
                 Some(s) if !s.dirty() => self
                     .cached_attr(node)
-                    .is_some_and(|a| a.version != s.base_version),
+                    .is_some_and(|a| a.version > s.base_version),
                 _ => false,
             };
             if stale && inner.open_writers == 0 && inner.open_handles <= 1 {
@@ -584,8 +649,8 @@ impl FsCore {
                     let _ = std::fs::remove_file(&s.path);
                 }
             }
-            if let Some(s) = inner.staging.as_ref() {
-                let file = s.file.clone();
+            if let Some(s) = inner.staging.as_mut() {
+                let file = s.file()?;
                 let len = s.size.saturating_sub(offset).min(u64::from(size)) as usize;
                 let clean = !s.dirty();
                 drop(inner);
@@ -781,6 +846,7 @@ impl FsCore {
             inner.mode = IoMode::Closed;
         }
         if !handle.writable {
+            inner.close_idle_fd();
             return Ok(());
         }
         inner.open_writers = inner.open_writers.saturating_sub(1);
@@ -796,6 +862,7 @@ impl FsCore {
             Ok(())
         };
         let queue = dirty && inner.open_writers == 0;
+        inner.close_idle_fd();
         drop(inner);
         if queue {
             self.queue.push(handle.node);
@@ -850,19 +917,13 @@ impl FsCore {
                     continue;
                 }
             };
-            let stamp = Stamp::of(&file)?;
-            let st = self.file_state(rec.node);
-            st.lock().staging = Some(Staging {
-                path,
-                file: Arc::new(file),
-                base_version: rec.base_version,
-                size: stamp.size,
-                mtime: rec.mtime,
-                gen: 1,
-                committed_gen: 0,
-                journaled_gen: 1,
-                stamp,
-            });
+            let size = file.metadata()?.len();
+            let mut staging = Staging::new(path, file, rec.base_version, size, rec.mtime);
+            // Dirty and journaled; the uploader opens it again when its turn comes.
+            staging.gen = 1;
+            staging.journaled_gen = 1;
+            staging.close_fd();
+            self.file_state(rec.node).lock().staging = Some(staging);
             keep.insert(rec.node.to_string());
             self.queue.push(rec.node);
         }

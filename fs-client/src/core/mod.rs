@@ -159,6 +159,16 @@ pub(crate) struct CleanCopies {
     pub bytes: u64,
 }
 
+/// Whether `cached` (remembered at `at`) is a later state of its node than `answer`: a
+/// higher content version (versions only grow), or, within the cache TTL, the same version
+/// with a later ctime (a chmod's answer against an older getattr's). Past the TTL the
+/// server's word on metadata wins, so a server clock that stepped back cannot pin old
+/// attributes.
+fn newer(cached: &Attr, at: Instant, answer: &Attr) -> bool {
+    cached.version > answer.version
+        || (cached.version == answer.version && cached.ctime > answer.ctime && at.elapsed() < TTL)
+}
+
 fn name_str(name: &std::ffi::OsStr) -> Result<&str, FsError> {
     name.to_str().ok_or(FsError::Invalid)
 }
@@ -251,10 +261,37 @@ impl FsCore {
         }
     }
 
-    pub(crate) fn remember(&self, attr: Attr) {
-        if let Ok(mut a) = self.attrs.lock() {
-            a.insert(attr.node, (attr, Instant::now()));
+    /// Caches a server answer, unless the cache already holds a newer state of the node.
+    ///
+    /// Answers overtake each other: a getattr the server answered just before this device's
+    /// commit (or chmod) can arrive after the commit's own answer. Taken as it came, it
+    /// would make a just-written file look empty once its local copy turned clean. The
+    /// server's content `version` only grows and every change sets `ctime`, so (version,
+    /// ctime) orders a node's states; the newest is kept and returned (see [`newer`]).
+    pub(crate) fn remember(&self, attr: Attr) -> Attr {
+        let Ok(mut a) = self.attrs.lock() else {
+            return attr;
+        };
+        match a.get(&attr.node) {
+            Some((cached, at)) if newer(cached, *at, &attr) => cached.clone(),
+            _ => {
+                a.insert(attr.node, (attr.clone(), Instant::now()));
+                attr
+            }
         }
+    }
+
+    /// `attr`, or the newer state of its node this client already knows (see
+    /// [`FsCore::remember`]); caches nothing.
+    pub(crate) fn newest(&self, attr: &Attr) -> Attr {
+        if let Ok(a) = self.attrs.lock() {
+            if let Some((cached, at)) = a.get(&attr.node) {
+                if newer(cached, *at, attr) {
+                    return cached.clone();
+                }
+            }
+        }
+        attr.clone()
     }
 
     /// Makes the next getattr of `node` ask the server. The old attributes stay for offline
@@ -283,12 +320,11 @@ impl FsCore {
     fn call_attr(&self, what: &'static str, req: Request) -> Result<Attr, FsError> {
         let epoch = self.epoch();
         match self.remote.call(req)? {
-            Response::Attr(a) => {
-                if self.epoch() == epoch {
-                    self.remember(a.clone());
-                }
-                Ok(a)
-            }
+            Response::Attr(a) => Ok(if self.epoch() == epoch {
+                self.remember(a)
+            } else {
+                self.newest(&a)
+            }),
             _ => Err(FsError::Unexpected(what)),
         }
     }
@@ -345,9 +381,10 @@ impl FsCore {
         let attr = match self.ns_change(op)? {
             pending::Applied::Sent(Response::Attr(a)) => {
                 if self.epoch() == epoch {
-                    self.remember(a.clone());
+                    self.remember(a)
+                } else {
+                    a
                 }
-                a
             }
             pending::Applied::Queued(Some(a)) => a,
             _ => return Err(FsError::Unexpected("create")),
@@ -380,8 +417,13 @@ impl FsCore {
 
     /// Kernel attributes: the server's, with local unsent content (size, mtime) laid over.
     pub(crate) fn stat_of(&self, attr: &Attr) -> Stat {
+        // The local state first: an upload marks its file clean only after it remembered
+        // the committed attributes, so content that is no longer dirty here is found in
+        // the attribute cache by `newest` below (never an older answer's size).
+        let overlay = self.local_overlay(attr.node);
+        let attr = &self.newest(attr);
         let (mut size, mut mtime, mut ctime) = (attr.size, attr.mtime, attr.ctime);
-        if let Some((s, m)) = self.local_overlay(attr.node) {
+        if let Some((s, m)) = overlay {
             size = s;
             mtime = m;
             // A local content change is a status change too.

@@ -143,7 +143,11 @@ impl FsCore {
             inner.uploading = true;
         }
         let result = self.upload_exclusive(node, durable);
-        st.lock().uploading = false;
+        {
+            let mut inner = st.lock();
+            inner.uploading = false;
+            inner.close_idle_fd();
+        }
         st.changed.notify_all();
         result
     }
@@ -165,10 +169,8 @@ impl FsCore {
                 if let Some(s) = inner.staging.as_mut() {
                     s.refresh();
                 }
-                match inner.staging.as_ref() {
-                    Some(s) if s.dirty() => {
-                        (s.file.clone(), s.gen, s.base_version, s.mtime, s.size)
-                    }
+                match inner.staging.as_mut() {
+                    Some(s) if s.dirty() => (s.file()?, s.gen, s.base_version, s.mtime, s.size),
                     _ => return Ok(()),
                 }
             };
@@ -258,7 +260,9 @@ impl FsCore {
                 }
                 Err(e) => return Err(e.into()),
             };
-            // 5. Mark clean (or re-journal on the new base if written meanwhile).
+            // 5. Mark clean (or re-journal on the new base if written meanwhile). The
+            // committed attributes are remembered first: from the moment the file is clean,
+            // its size and mtime come from the attribute cache (`FsCore::stat_of`).
             self.remember(attr.clone());
             if let Ok(mut m) = self.manifests.lock() {
                 m.put(node, Arc::new(Manifest::new(node, attr.version, chunks)));
