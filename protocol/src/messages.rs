@@ -150,6 +150,10 @@ pub struct Attr {
     /// Owner and group set by chown; `None` shows as the mounting user.
     pub uid: Option<u32>,
     pub gid: Option<u32>,
+    /// This session may not change the node (a viewer's session, a read-only share, the
+    /// synthetic `shared/` folders): every change is refused, and `mode` shows no write
+    /// bits.
+    pub read_only: bool,
 }
 
 /// One entry of a directory listing, with the attributes READDIRPLUS needs.

@@ -63,6 +63,7 @@ fn attr() -> impl Strategy<Value = Attr> {
                     rdev,
                     uid,
                     gid,
+                    read_only: nlink % 2 == 0,
                 }
             },
         )

@@ -297,6 +297,10 @@ impl FsCore {
             self.check_writable()?;
         }
         let attr = self.server_attr(node)?;
+        // O_TRUNC needs write access even on a read-only descriptor (as open(2) checks).
+        if (writable || flags & libc::O_TRUNC != 0) && attr.read_only {
+            return Err(FsError::ReadOnly);
+        }
         if attr.kind == NodeKind::Dir && writable {
             return Err(FsError::Remote(crate::remote::RemoteError::Server(
                 shelf_protocol::ErrorCode::IsDir.into(),
@@ -444,6 +448,7 @@ impl FsCore {
         self.refuse_virtual(&[parent])?;
         let name = super::check_name(name)?;
         let parent_node = self.node_of(parent);
+        self.check_node_writable(parent_node)?;
         let exclusive = flags & libc::O_EXCL != 0;
         let new = super::pending::NewNode {
             exclusive,

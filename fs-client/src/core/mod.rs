@@ -261,6 +261,17 @@ impl FsCore {
         }
     }
 
+    /// Refuses at the call, before anything is staged or queued, a change of a node the
+    /// server says this session may not change (a viewer's, a read-only share's); for a
+    /// create, rename or remove `node` is the folder.
+    pub(crate) fn check_node_writable(&self, node: NodeId) -> Result<(), FsError> {
+        self.check_writable()?;
+        match self.server_attr(node)?.read_only {
+            true => Err(FsError::ReadOnly),
+            false => Ok(()),
+        }
+    }
+
     /// Caches a server answer, unless the cache already holds a newer state of the node.
     ///
     /// Answers overtake each other: a getattr the server answered just before this device's
@@ -345,6 +356,7 @@ impl FsCore {
 
     /// unlink / rmdir of `name` in `parent`.
     fn remove(&self, parent: NodeId, name: &str, dir: bool) -> Result<(), FsError> {
+        self.check_node_writable(parent)?;
         let op = NsOp::Remove {
             parent,
             name: name.to_string(),
@@ -518,6 +530,7 @@ impl FsCore {
         self.check_writable()?;
         self.refuse_virtual(&[ino])?;
         let node = self.node_of(ino);
+        self.check_node_writable(node)?;
         if let Some(size) = size {
             self.truncate(node, size)?;
         }
@@ -552,6 +565,7 @@ impl FsCore {
         self.refuse_virtual(&[parent])?;
         let name = check_name(name)?;
         let parent = self.node_of(parent);
+        self.check_node_writable(parent)?;
         let attr = self.make(parent, name, pending::NewNode::of(NodeKind::Dir, mode))?;
         Ok(self.stat_of(&attr))
     }
@@ -584,6 +598,7 @@ impl FsCore {
         self.refuse_virtual(&[parent])?;
         let name = check_name(name)?;
         let parent = self.node_of(parent);
+        self.check_node_writable(parent)?;
         let perm = mode & 0o7777;
         let kind = match mode & libc::S_IFMT {
             libc::S_IFREG | 0 => NodeKind::File,
@@ -614,6 +629,7 @@ impl FsCore {
         shelf_protocol::names::validate_symlink_target(target)
             .map_err(|code| FsError::Remote(crate::remote::RemoteError::Server(code.into())))?;
         let parent = self.node_of(parent);
+        self.check_node_writable(parent)?;
         let new = pending::NewNode {
             target: Some(target.to_string()),
             ..pending::NewNode::of(NodeKind::Symlink, 0o777)
@@ -667,6 +683,8 @@ impl FsCore {
         let name = name_str(name)?;
         let new_name = check_name(new_name)?;
         let (parent, new_parent) = (self.node_of(parent), self.node_of(new_parent));
+        self.check_node_writable(parent)?;
+        self.check_node_writable(new_parent)?;
         let op = NsOp::Rename {
             parent,
             name: name.to_string(),
@@ -864,6 +882,7 @@ impl FsCore {
         }
         self.check_writable()?;
         self.refuse_virtual(&[ino])?;
+        self.check_node_writable(self.node_of(ino))?;
         if !name.starts_with("user.") || name.starts_with(pins::RESERVED_XATTR_PREFIX) {
             return Err(FsError::Unsupported);
         }
@@ -925,6 +944,7 @@ impl FsCore {
         }
         self.check_writable()?;
         self.refuse_virtual(&[ino])?;
+        self.check_node_writable(self.node_of(ino))?;
         if !name.starts_with("user.") {
             return Err(FsError::NoAttribute);
         }

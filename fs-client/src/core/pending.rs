@@ -82,6 +82,7 @@ impl Overlay {
                     rdev: *rdev,
                     uid: None,
                     gid: None,
+                    read_only: false,
                 };
                 self.names
                     .entry(*parent)

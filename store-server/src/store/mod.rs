@@ -137,7 +137,16 @@ impl NodeRec {
             rdev: self.rdev,
             uid: self.uid,
             gid: self.gid,
+            read_only: false,
         }
+    }
+
+    /// [`NodeRec::attr`] as a session that may not change the node sees it.
+    pub fn read_only_attr(&self, id: NodeId) -> Attr {
+        let mut a = self.attr(id);
+        a.read_only = true;
+        a.mode &= !0o222;
+        a
     }
 }
 

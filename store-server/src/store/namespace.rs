@@ -137,7 +137,13 @@ impl Store {
         if let Some(attr) = self.shared_owner_attr(ctx, id)? {
             return Ok(attr);
         }
-        Ok(self.node(ctx, id, Action::Read)?.attr(id))
+        let rec = self.node(ctx, id, Action::Read)?;
+        // What the session may do with the node, from the one authorisation function.
+        let writable = authorize(ctx, Action::Write, Some(self.target(ctx, id, &rec))).is_ok();
+        Ok(match writable {
+            true => rec.attr(id),
+            false => rec.read_only_attr(id),
+        })
     }
 
     /// Nothing is created, removed or renamed in `shared/` or `shared/OWNER/` (they show

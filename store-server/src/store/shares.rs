@@ -410,6 +410,7 @@ impl Store {
             rdev: 0,
             uid: None,
             gid: None,
+            read_only: true,
         }
     }
 
