@@ -51,12 +51,24 @@ pub fn civil(secs: i64) -> String {
 /// within the 255-byte name limit. Used by the server for conflicting commits and by a
 /// client whose offline create finds the name taken.
 pub fn conflict_name(name: &str, at: crate::Timestamp, device: &str) -> String {
+    let when = civil(at.secs);
+    tagged_name(name, format!(" (conflicted copy {when} from {device})"))
+}
+
+/// `report.txt` → `report (not saved - read-only, 2026-11-22 231500 from laptop).txt`: a
+/// copy of content the server refused where it was written (see the client's
+/// `core::refused`), within the name limit.
+pub fn refused_name(name: &str, why: &str, at: crate::Timestamp, device: &str) -> String {
+    let when = civil(at.secs);
+    tagged_name(name, format!(" (not saved - {why}, {when} from {device})"))
+}
+
+/// `name` with `tag` before its extension, both cut to fit in [`MAX_NAME`] bytes.
+fn tagged_name(name: &str, mut tag: String) -> String {
     let (stem, ext) = match name.rfind('.') {
         Some(i) if i > 0 => (&name[..i], &name[i..]),
         _ => (name, ""),
     };
-    let when = civil(at.secs);
-    let mut tag = format!(" (conflicted copy {when} from {device})");
     while tag.len() + ext.len() > MAX_NAME / 2 && !tag.is_empty() {
         tag.pop();
     }
@@ -79,6 +91,25 @@ pub fn is_valid_agent(agent: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refused_names_keep_the_extension_and_fit() {
+        let at = crate::Timestamp {
+            secs: 1_795_000_000,
+            nanos: 0,
+        };
+        let when = civil(at.secs);
+        assert_eq!(
+            refused_name("doc.txt", "read-only", at, "laptop"),
+            format!("doc (not saved - read-only, {when} from laptop).txt")
+        );
+        assert_eq!(
+            refused_name(".bashrc", "over quota", at, "pc"),
+            format!(".bashrc (not saved - over quota, {when} from pc)")
+        );
+        let long = format!("{}.tar.gz", "x".repeat(300));
+        assert!(refused_name(&long, "read-only", at, "pc").len() <= MAX_NAME);
+    }
 
     #[test]
     fn accepts_ordinary_names() {

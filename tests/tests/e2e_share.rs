@@ -123,3 +123,87 @@ fn a_shared_folder_read_only_then_read_write_then_revoked() {
     a.unmount();
     b.unmount();
 }
+
+/// A refusal that cannot heal is not retried forever: Frank's edits in Erin's read-write
+/// share wait for upload while Erin makes the share read-only (and ends another one); when
+/// the server refuses them, Frank's content becomes a file in his own `files/`, `shelf
+/// events` says where, `shelf status` shows no alert and nothing pending, Erin's files are
+/// unchanged.
+#[test]
+fn refused_uploads_are_kept_in_your_own_files_not_retried() {
+    let server = Server::start(&[("erin", "pw", "user"), ("frank", "pw", "user")]);
+    let erin = Device::new();
+    erin.login(&server, "erin", "pw", "laptop");
+    let e = erin.mount();
+    e.sh("mkdir files/work/Plan files/work/Gone && echo erin > files/work/Plan/doc.txt && echo erin > files/work/Gone/old.txt && sync");
+    e.sh(r#"python3 -c "import os; [os.fsync(os.open(p, os.O_RDONLY)) for p in ('files/work/Plan/doc.txt', 'files/work/Gone/old.txt')]""#);
+    for dir in ["Plan", "Gone"] {
+        let path = e.path.join("files/work").join(dir).display().to_string();
+        shelf_ok(&erin, &["share", &path, "--with", "frank", "--write"]);
+    }
+
+    let frank = Device::new();
+    frank.login(&server, "frank", "pw", "pc");
+    let mut f = frank.mount_with(&[("SHELF_TEST_HOLD_UPLOADS", "1")]);
+    eventually("frank sees the shares", || {
+        f.sh("ls shared/erin") == "Gone\nPlan\n"
+    });
+    f.sh("echo frank-edit > shared/erin/Plan/doc.txt && echo frank-too > shared/erin/Gone/old.txt");
+    // Killed before the uploads: the edits are journaled on frank's device.
+    f.kill_client();
+    drop(f);
+
+    let plan = e.path.join("files/work/Plan").display().to_string();
+    shelf_ok(&erin, &["share", &plan, "--with", "frank"]); // read-only now
+    let gone = e.path.join("files/work/Gone").display().to_string();
+    shelf_ok(&erin, &["unshare", &gone, "--with", "frank"]);
+
+    let f = frank.mount();
+    let kept_both = wait_until(Duration::from_secs(10), || {
+        f.sh("ls files")
+            .lines()
+            .filter(|l| l.contains("(not saved - "))
+            .count()
+            == 2
+    });
+    assert!(
+        kept_both,
+        "both edits are kept in frank's own files: {}\n{}\n{}",
+        f.sh("ls files"),
+        frank.run(&["status"]),
+        frank.run(&["events"])
+    );
+    let kept = f.sh("cd files && cat *'(not saved - read-only'*.txt *'(not saved - no longer shared or deleted'*.txt");
+    assert_eq!(kept, "frank-edit\nfrank-too\n");
+    assert!(
+        wait_until(Duration::from_secs(10), || frank
+            .run(&["status"])
+            .contains("pending:  0 file(s) waiting for upload, 0 change(s)")),
+        "{}",
+        frank.run(&["status"])
+    );
+    let status = frank.run(&["status"]);
+    assert!(!status.contains("ALERT"), "{status}");
+    let events = frank.run(&["events"]);
+    assert!(
+        events.contains("upload refused (read-only): kept as files/doc (not saved - read-only"),
+        "{events}"
+    );
+    assert!(
+        events
+            .contains("upload refused (no longer shared or deleted): kept as files/old (not saved"),
+        "{events}"
+    );
+    // The server has frank's copies (a second device of his sees them); erin's are as before.
+    f.unmount();
+    let again = Device::new();
+    again.login(&server, "frank", "pw", "tablet");
+    let g = again.mount();
+    assert_eq!(g.sh("cat files/*'(not saved - read-only'*"), "frank-edit\n");
+    g.unmount();
+    assert_eq!(
+        e.sh("cat files/work/Plan/doc.txt files/work/Gone/old.txt"),
+        "erin\nerin\n"
+    );
+    e.unmount();
+}

@@ -52,11 +52,16 @@ impl Record {
 enum Entry {
     Upsert(Record),
     Done(NodeId),
+    /// Where a journaled file was when it was closed (for messages, and for keeping
+    /// content the server refuses after a restart, when the mount has not seen its name).
+    Path(NodeId, String),
 }
 
 struct Log {
     file: File,
     live: BTreeMap<NodeId, Record>,
+    /// Paths of live records, where known.
+    paths: BTreeMap<NodeId, String>,
     /// Entries in the log that no longer describe a live record.
     dead: usize,
 }
@@ -99,8 +104,11 @@ pub(crate) fn entries<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Vec<T> {
 }
 
 /// Replays a log: the live records in node order, and how many entries are dead.
-fn replay(bytes: &[u8]) -> (BTreeMap<NodeId, Record>, usize) {
+type Paths = BTreeMap<NodeId, String>;
+
+fn replay(bytes: &[u8]) -> (BTreeMap<NodeId, Record>, Paths, usize) {
     let mut live = BTreeMap::new();
+    let mut paths = BTreeMap::new();
     let mut entries = 0usize;
     for entry in self::entries::<Entry>(bytes) {
         match entry {
@@ -109,6 +117,10 @@ fn replay(bytes: &[u8]) -> (BTreeMap<NodeId, Record>, usize) {
             }
             Entry::Done(node) => {
                 live.remove(&node);
+                paths.remove(&node);
+            }
+            Entry::Path(node, path) => {
+                paths.insert(node, path);
             }
             Entry::Upsert(rec) => {
                 tracing::error!(
@@ -120,8 +132,9 @@ fn replay(bytes: &[u8]) -> (BTreeMap<NodeId, Record>, usize) {
         }
         entries += 1;
     }
-    let dead = entries.saturating_sub(live.len());
-    (live, dead)
+    paths.retain(|node, _| live.contains_key(node));
+    let dead = entries.saturating_sub(live.len() + paths.len());
+    (live, paths, dead)
 }
 
 /// Replaces the log at `path` with `bytes` atomically (synced before the rename) and opens
@@ -145,10 +158,13 @@ pub(crate) fn read_log(path: &Path) -> std::io::Result<Vec<u8>> {
 }
 
 /// Writes `live` as a fresh log and puts it in place atomically.
-fn rewrite(dir: &Path, live: &BTreeMap<NodeId, Record>) -> std::io::Result<File> {
+fn rewrite(dir: &Path, live: &BTreeMap<NodeId, Record>, paths: &Paths) -> std::io::Result<File> {
     let mut bytes = Vec::new();
     for rec in live.values() {
         bytes.extend(frame(&Entry::Upsert(rec.clone()))?);
+    }
+    for (node, path) in paths {
+        bytes.extend(frame(&Entry::Path(*node, path.clone()))?);
     }
     replace_log(&log_path(dir), &bytes)
 }
@@ -157,13 +173,14 @@ impl Journal {
     /// Opens the journal in `dir`, replaying and compacting the log.
     pub fn open(dir: PathBuf) -> std::io::Result<Journal> {
         let bytes = read_log(&log_path(&dir))?;
-        let (live, _) = replay(&bytes);
-        let file = rewrite(&dir, &live)?;
+        let (live, paths, _) = replay(&bytes);
+        let file = rewrite(&dir, &live, &paths)?;
         Ok(Journal {
             dir,
             log: Mutex::new(Log {
                 file,
                 live,
+                paths,
                 dead: 0,
             }),
         })
@@ -186,10 +203,18 @@ impl Journal {
                 } else {
                     log.dead += 1;
                 }
+                if log.paths.remove(&node).is_some() {
+                    log.dead += 1;
+                }
+            }
+            Entry::Path(node, path) => {
+                if log.paths.insert(node, path).is_some() {
+                    log.dead += 1;
+                }
             }
         }
         if log.dead >= COMPACT_DEAD && log.dead > 2 * log.live.len() {
-            log.file = rewrite(&self.dir, &log.live)?;
+            log.file = rewrite(&self.dir, &log.live, &log.paths)?;
             log.dead = 0;
         }
         Ok(())
@@ -211,6 +236,16 @@ impl Journal {
             return Ok(());
         }
         self.append(Entry::Done(node))
+    }
+
+    /// Records where a journaled file is (once per file: see [`Journal::path`]).
+    pub fn set_path(&self, node: NodeId, path: &str) -> std::io::Result<()> {
+        self.append(Entry::Path(node, path.to_string()))
+    }
+
+    /// Where a journaled file was when it was closed, if recorded.
+    pub fn path(&self, node: NodeId) -> Option<String> {
+        self.log.lock().ok()?.paths.get(&node).cloned()
     }
 
     /// Every live record, in node order.
@@ -236,6 +271,22 @@ mod tests {
 
     fn rec(node: NodeId) -> Record {
         Record::new(node, 2, Timestamp { secs: 5, nanos: 6 }, 10)
+    }
+
+    #[test]
+    fn paths_survive_a_reopen_and_go_with_their_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path().to_path_buf()).unwrap();
+        j.write(&rec(7)).unwrap();
+        j.set_path(7, "shared/erin/doc.txt").unwrap();
+        j.write(&rec(8)).unwrap();
+        j.set_path(8, "files/a").unwrap();
+        j.remove(8).unwrap();
+        drop(j);
+        let j = Journal::open(dir.path().to_path_buf()).unwrap();
+        assert_eq!(j.path(7).as_deref(), Some("shared/erin/doc.txt"));
+        assert_eq!(j.path(8), None);
+        assert_eq!(count(dir.path()), 1);
     }
 
     #[test]

@@ -279,6 +279,15 @@ pub fn status() -> anyhow::Result<()> {
             last.error
         );
     }
+    let kept = std::fs::read_dir(cache.join(shelf::core::refused::KEPT_DIR))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    if kept > 0 {
+        println!(
+            "kept:     {kept} file(s) the server refused are kept on this device in {} (see `shelf events`)",
+            cache.join(shelf::core::refused::KEPT_DIR).display()
+        );
+    }
     println!(
         "pending:  {} file(s) waiting for upload, {} change(s) to names waiting for the server",
         shelf::cache::pending_uploads(&cache),

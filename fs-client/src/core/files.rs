@@ -817,6 +817,12 @@ impl FsCore {
         self.journal
             .write(&Record::new(node, s.base_version, s.mtime, s.size))?;
         s.journaled_gen = s.gen;
+        if self.journal.path(node).is_none() {
+            let path = self.seen_path(node);
+            if !path.starts_with('#') {
+                self.journal.set_path(node, &path)?;
+            }
+        }
         self.needs_sync
             .store(true, std::sync::atomic::Ordering::Release);
         Ok(())

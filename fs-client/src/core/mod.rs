@@ -19,6 +19,7 @@ pub mod offline;
 pub mod pending;
 pub mod pins;
 pub mod prefetch;
+pub mod refused;
 pub mod upload;
 pub mod versions;
 

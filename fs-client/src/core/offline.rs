@@ -75,8 +75,18 @@ impl FsCore {
     }
 
     /// Records one of this device's own events for `shelf events`.
+    /// [`FsCore::seen_path`], or where the journal says the file was when it was closed
+    /// (after a restart, before this mount has seen the name again).
+    pub(crate) fn known_path(&self, node: NodeId) -> String {
+        let seen = self.seen_path(node);
+        match seen.starts_with('#') {
+            true => self.journal.path(node).unwrap_or(seen),
+            false => seen,
+        }
+    }
+
     pub(crate) fn note_event(&self, what: &str, node: NodeId, detail: &str) {
-        let path = self.seen_path(node);
+        let path = self.known_path(node);
         crate::cache::append_event(&self.cache.root, what, &path, detail);
     }
 

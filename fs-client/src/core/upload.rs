@@ -253,8 +253,13 @@ impl FsCore {
                     retry_all = true;
                     continue;
                 }
-                Err(e) if e.code() == Some(ErrorCode::NotFound) => {
-                    // Deleted or replaced on the server: nothing left to upload to.
+                Err(e)
+                    if e.code() == Some(ErrorCode::NotFound)
+                        && !self.known_path(node).starts_with("shared/") =>
+                {
+                    // This device deleted or replaced it (another device's deletion is
+                    // answered with a kept copy): nothing left to upload to. (In a share,
+                    // a revoked share or the owner's deletion: the loop keeps the content.)
                     self.drop_local(node);
                     return Ok(());
                 }
@@ -478,11 +483,18 @@ impl FsCore {
                     backoff = Duration::from_millis(200);
                     self.note_upload(node, None);
                 }
+                Err(e) if super::refused::permanent_refusal(&e).is_some() => {
+                    // Retrying cannot help: the content is kept elsewhere, the queue moves on.
+                    if let Some(code) = super::refused::permanent_refusal(&e) {
+                        self.keep_refused(node, code);
+                    }
+                    self.note_upload(node, None);
+                }
                 Err(e) => {
                     self.note_upload(node, Some(&e));
-                    // Whatever the failure, the file stays journaled and is tried again
-                    // (a refusal too: it may be temporary, like a full server or a session
-                    // being resumed); `shelf status` raises an alert if it keeps failing.
+                    // Any other failure leaves the file journaled to be tried again (it may
+                    // be temporary, like a full server or a session being resumed);
+                    // `shelf status` raises an alert if it keeps failing.
                     tracing::warn!(node, error = %e, retry_in = ?backoff, "upload failed; it stays journaled");
                     self.queue.pause(backoff);
                     backoff = (backoff * 2).min(Duration::from_secs(10));
@@ -517,7 +529,7 @@ impl FsCore {
                     && (entry.0 - crate::cache::ALERT_AFTER).is_multiple_of(20)
                 {
                     drop(self.remote.submit(Request::ReportSyncFailure {
-                        path: self.seen_path(node),
+                        path: self.known_path(node),
                         error: e.to_string(),
                     }));
                 }
