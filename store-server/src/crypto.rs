@@ -207,8 +207,8 @@ fn wrap_aad(account: u64) -> Vec<u8> {
 
 /// Every account's data key, unwrapped on first use and kept in memory.
 pub struct Keyring {
-    /// The current master key first; an older one may follow during a rotation.
-    masters: Vec<MasterKey>,
+    /// The current master key first; older ones may follow after a rotation.
+    masters: RwLock<Vec<Arc<MasterKey>>>,
     tree: sled::Tree,
     cache: RwLock<HashMap<u64, Arc<DataKey>>>,
 }
@@ -220,7 +220,7 @@ impl Keyring {
             return Err(CryptoError::MasterKey("no master key".into()));
         }
         Ok(Keyring {
-            masters,
+            masters: RwLock::new(masters.into_iter().map(Arc::new).collect()),
             tree: db.open_tree("keys")?,
             cache: RwLock::new(HashMap::new()),
         })
@@ -249,7 +249,8 @@ impl Keyring {
     fn create(&self, account: u64) -> Result<Arc<DataKey>> {
         let mut raw = [0u8; 32];
         random(&mut raw)?;
-        let wrapped = self.wrap(&self.masters[0], account, &raw)?;
+        let master = self.current()?;
+        let wrapped = self.wrap(&master, account, &raw)?;
         // Two threads making the first key of one account: the first one stored wins.
         match self
             .tree
@@ -285,8 +286,11 @@ impl Keyring {
         }
         let master = self
             .masters
+            .read()
+            .map_err(|_| CryptoError::MasterKey("the master key list was poisoned".into()))?
             .iter()
             .find(|m| m.id == rec.master)
+            .cloned()
             .ok_or_else(|| CryptoError::UnknownMaster {
                 account,
                 id: hex::encode(rec.master),
@@ -295,10 +299,35 @@ impl Keyring {
         raw.as_slice().try_into().map_err(|_| CryptoError::Tampered)
     }
 
+    /// The master key that wraps new data keys.
+    fn current(&self) -> Result<Arc<MasterKey>> {
+        self.masters
+            .read()
+            .map_err(|_| CryptoError::MasterKey("the master key list was poisoned".into()))?
+            .first()
+            .cloned()
+            .ok_or_else(|| CryptoError::MasterKey("no master key".into()))
+    }
+
+    /// Makes `new` the master key of this (running) keyring — the old ones still unwrap —
+    /// and re-wraps every data key under it. Returns how many were re-wrapped.
+    pub fn rotate_to(&self, new: MasterKey) -> Result<usize> {
+        {
+            let mut m = self
+                .masters
+                .write()
+                .map_err(|_| CryptoError::MasterKey("the master key list was poisoned".into()))?;
+            if m.first().map(|k| k.id) != Some(new.id) {
+                m.insert(0, Arc::new(new));
+            }
+        }
+        self.rewrap_all()
+    }
+
     /// Re-wraps every data key not yet under `masters[0]` with it, and flushes. Returns
     /// how many were re-wrapped.
     pub fn rewrap_all(&self) -> Result<usize> {
-        let current = &self.masters[0];
+        let current = &self.current()?;
         let mut done = 0;
         for item in self.tree.iter() {
             let (k, v) = item?;

@@ -82,6 +82,12 @@ impl DataDir {
     /// server must be stopped. Safe to interrupt: the new key is written (and synced)
     /// first as `master.key.new`, and a second run finishes with that same key.
     pub fn rotate_master_key(&self) -> anyhow::Result<Rotation> {
+        self.rotate_master_key_with(None)
+    }
+
+    /// [`DataDir::rotate_master_key`], by a running server on its own open `keys` when
+    /// given (the server keeps serving; new data keys are wrapped by the new master key).
+    pub fn rotate_master_key_with(&self, keys: Option<&Keyring>) -> anyhow::Result<Rotation> {
         let old = MasterKey::load(&self.master_key())?;
         let next = self.next_master_key();
         let new = if next.exists() {
@@ -92,12 +98,15 @@ impl DataDir {
             key
         };
         let (old_id, new_id) = (old.id(), new.id());
-        let rewrapped = {
-            let db = crate::store::open_db(self)?;
-            let keys = Keyring::new(&db, vec![new, old])?;
-            let n = keys.rewrap_all()?;
-            db.flush()?;
-            n
+        let rewrapped = match keys {
+            Some(running) => running.rotate_to(new)?,
+            None => {
+                let db = crate::store::open_db(self)?;
+                let keys = Keyring::new(&db, vec![new, old])?;
+                let n = keys.rewrap_all()?;
+                db.flush()?;
+                n
+            }
         };
         std::fs::rename(&next, self.master_key())?;
         if let Some(parent) = self.master_key().parent() {

@@ -5,6 +5,7 @@
 //! it, and [`store`] keeps accounts, sessions, the namespace and versions in sled and chunk
 //! bodies in a [`chunkstore::ChunkStore`] (append-only pack files).
 //!
+//! * [`control`] — admin commands, run here or by a running server over its control socket.
 //! * [`datadir`] — the on-disk layout of a data folder and `init`.
 //! * [`tls`] — certificate generation, fingerprints, the TLS-1.3-only server config.
 //! * [`store`] — the sled database: accounts, sessions, nodes, directory entries, versions.
@@ -17,6 +18,7 @@
 
 pub mod authz;
 pub mod chunkstore;
+pub mod control;
 pub mod crypto;
 pub mod datadir;
 pub mod error;

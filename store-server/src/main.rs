@@ -3,12 +3,17 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use shelf_protocol::Role;
+use shelf_server::control::{self, AdminCommand};
 use shelf_server::datadir::DataDir;
 use shelf_server::store::Store;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 /// The Shelf store server: keeps every user's files, versions and accounts.
+///
+/// Admin commands (user, audit, prune, scrub, retention, conflicts) work whether or not
+/// the server runs: a running server carries them out itself, reached over the control
+/// socket DATA/control.sock (only root and the data folder's owner may use it).
 ///
 /// Typical first run:
 ///   shelf-server init --data /srv/shelf
@@ -47,15 +52,15 @@ enum Command {
         listen: String,
     },
     /// Re-wrap every account's data key under a new master key and replace the key file
-    /// (stop the server first; the stored data is not rewritten). Safe to interrupt and
-    /// run again.
+    /// (the stored data is not rewritten; a running server does it and keeps serving).
+    /// Safe to interrupt and run again.
     RotateMasterKey {
         #[arg(long)]
         data: PathBuf,
     },
     /// Re-read every stored chunk, check it against its BLAKE3 id and its authentication
-    /// tag, and report (and raise an integrity alert for) any that fail. Stop the server
-    /// first. Exits with status 1 when a chunk failed.
+    /// tag, and report (and raise an integrity alert for) any that fail. Exits with status
+    /// 1 when a chunk failed.
     Scrub {
         #[arg(long)]
         data: PathBuf,
@@ -73,14 +78,13 @@ enum Command {
         #[arg(long)]
         data: PathBuf,
     },
-    /// Manage accounts (while the server is stopped).
+    /// Manage accounts.
     User {
         #[command(subcommand)]
         command: UserCommand,
     },
     /// Apply the retention policies now and collect chunks nothing refers to (the running
-    /// server does this every hour, or every SHELF_PRUNE_INTERVAL_SECS). Stop the server
-    /// first.
+    /// server does this every hour, or every SHELF_PRUNE_INTERVAL_SECS).
     Prune {
         #[arg(long)]
         data: PathBuf,
@@ -182,15 +186,33 @@ fn password_from_env_or_prompt(prompt: &str) -> anyhow::Result<String> {
     Ok(p)
 }
 
-/// A store refusal as a plain message.
-fn refusal(name: &str, e: shelf_server::StoreError) -> anyhow::Error {
-    match e.code() {
-        shelf_protocol::ErrorCode::NotFound => anyhow::anyhow!("no user {name}"),
-        shelf_protocol::ErrorCode::InvalidArgument => {
-            anyhow::anyhow!("refused: {name} is the last admin (make another admin first)")
+/// Runs an admin command: by the server running on `data` (over its control socket) if
+/// one is, else here on the data folder. Prints what it printed; a failure is one line.
+fn admin(
+    data: &std::path::Path,
+    master_key: &Option<PathBuf>,
+    cmd: AdminCommand,
+) -> anyhow::Result<()> {
+    let outcome = match control::send(data, &cmd) {
+        Ok(Some(o)) => o,
+        Ok(None) => {
+            let (dir, store) = open_initialised(data, master_key)?;
+            control::execute(&store, &dir, cmd, "shelf-server")
         }
-        _ => anyhow::anyhow!("{name}: {}", e.to_wire().message),
+        Err(e) => anyhow::bail!(
+            "the server running on {} did not answer on {}: {e}",
+            data.display(),
+            data.join(control::SOCKET).display()
+        ),
+    };
+    if outcome.failed {
+        anyhow::bail!("{}", outcome.text);
     }
+    print!("{}", outcome.text);
+    if outcome.status != 0 {
+        std::process::exit(outcome.status);
+    }
+    Ok(())
 }
 
 fn open_initialised(
@@ -209,7 +231,18 @@ fn open_initialised(
     Ok((dir, store))
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    // Errors are one plain line (with their causes), never a backtrace.
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("shelf-server: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SHELF_LOG")
@@ -228,41 +261,13 @@ fn main() -> anyhow::Result<()> {
             println!("fingerprint {fp}");
         }
         Command::Audit { data, last } => {
-            let (_, store) = open_initialised(&data, &cli.master_key)?;
-            for e in store.audit_log(None, last)? {
-                println!(
-                    "{}\t{}\t{}\t{}\t{}",
-                    e.at.secs, e.kind, e.user, e.from, e.detail
-                );
-            }
+            admin(&data, &cli.master_key, AdminCommand::Audit { last })?;
         }
         Command::RotateMasterKey { data } => {
-            let dir = DataDir::new(&data).with_master_key(cli.master_key.clone());
-            let r = dir.rotate_master_key()?;
-            println!(
-                "re-wrapped {} data key(s): master key {} replaced by {} in {}",
-                r.rewrapped,
-                r.old_id,
-                r.new_id,
-                dir.master_key().display()
-            );
+            admin(&data, &cli.master_key, AdminCommand::RotateMasterKey)?;
         }
         Command::Scrub { data } => {
-            let (_, store) = open_initialised(&data, &cli.master_key)?;
-            let r = store.scrub()?;
-            store.sync()?;
-            println!(
-                "checked {} chunk(s), {} bytes: {} failed",
-                r.checked,
-                r.bytes,
-                r.failed.len()
-            );
-            for f in &r.failed {
-                println!("FAILED {f}");
-            }
-            if !r.failed.is_empty() {
-                std::process::exit(1);
-            }
+            admin(&data, &cli.master_key, AdminCommand::Scrub)?;
         }
         Command::Fingerprint { data } => {
             println!(
@@ -272,95 +277,53 @@ fn main() -> anyhow::Result<()> {
         }
         Command::User { command } => match command {
             UserCommand::Add { name, role, data } => {
-                let (_, store) = open_initialised(&data, &cli.master_key)?;
                 let password = password_from_env_or_prompt(&format!("Password for {name}: "))?;
-                store
-                    .add_user(&name, &password, role)
-                    .map_err(|e| anyhow::anyhow!("cannot add {name}: {}", e.to_wire()))?;
-                if let Some(a) = store.account(&name)? {
-                    store.audit(
-                        a.id,
-                        shelf_server::store::audit::AuditKind::UserAdded,
-                        &name,
-                        "shelf-server",
-                        &role.to_string(),
-                    );
-                }
-                println!("added {name} ({role})");
+                let cmd = AdminCommand::UserAdd {
+                    name,
+                    role,
+                    password,
+                };
+                admin(&data, &cli.master_key, cmd)?;
             }
-            UserCommand::List { data } => {
-                let (_, store) = open_initialised(&data, &cli.master_key)?;
-                for a in store.list_users()? {
-                    let quota = store
-                        .quota(a.id)?
-                        .map_or("no quota".to_string(), |q| format!("quota {q} bytes"));
-                    println!(
-                        "{}\t{}\t{} bytes stored\t{quota}",
-                        a.name,
-                        a.role,
-                        store.chunks.stored_bytes(a.id)?
-                    );
-                }
-            }
+            UserCommand::List { data } => admin(&data, &cli.master_key, AdminCommand::UserList)?,
             UserCommand::Del { name, data } => {
-                let (_, store) = open_initialised(&data, &cli.master_key)?;
-                store
-                    .delete_user(&name, "shelf-server")
-                    .map_err(|e| refusal(&name, e))?;
-                println!("deleted {name} and everything it stored");
+                admin(&data, &cli.master_key, AdminCommand::UserDel { name })?
             }
             UserCommand::Passwd { name, data } => {
-                let (_, store) = open_initialised(&data, &cli.master_key)?;
                 let password = password_from_env_or_prompt(&format!("New password for {name}: "))?;
-                store
-                    .set_password(&name, &password, "shelf-server")
-                    .map_err(|e| refusal(&name, e))?;
-                println!("changed the password of {name}; its devices must log in again");
+                admin(
+                    &data,
+                    &cli.master_key,
+                    AdminCommand::UserPasswd { name, password },
+                )?;
             }
-            UserCommand::Role { name, role, data } => {
-                let (_, store) = open_initialised(&data, &cli.master_key)?;
-                store
-                    .set_role(&name, role, "shelf-server")
-                    .map_err(|e| refusal(&name, e))?;
-                println!("{name} is now {role}");
-            }
+            UserCommand::Role { name, role, data } => admin(
+                &data,
+                &cli.master_key,
+                AdminCommand::UserRole { name, role },
+            )?,
             UserCommand::Quota {
                 name,
                 gib,
                 none,
                 data,
             } => {
-                let (_, store) = open_initialised(&data, &cli.master_key)?;
-                let account = store
-                    .account(&name)?
-                    .ok_or_else(|| anyhow::anyhow!("no user {name}"))?;
-                if none {
-                    store.set_quota(account.id, None)?;
-                } else if let Some(g) = gib {
-                    if g.is_nan() || g < 0.0 {
-                        anyhow::bail!("--gib must be a positive number");
+                let bytes = match (none, gib) {
+                    (true, _) => Some(None),
+                    (false, Some(g)) if g.is_nan() || g < 0.0 => {
+                        anyhow::bail!("--gib must be a positive number")
                     }
-                    store.set_quota(account.id, Some((g * (1u64 << 30) as f64) as u64))?;
-                }
-                store.sync()?;
-                match store.quota(account.id)? {
-                    Some(q) => println!("{name}: quota {q} bytes"),
-                    None => println!("{name}: no quota"),
-                }
+                    (false, Some(g)) => Some(Some((g * (1u64 << 30) as f64) as u64)),
+                    (false, None) => None,
+                };
+                admin(
+                    &data,
+                    &cli.master_key,
+                    AdminCommand::UserQuota { name, bytes },
+                )?;
             }
         },
-        Command::Prune { data, now } => {
-            let (_, store) = open_initialised(&data, &cli.master_key)?;
-            let now = now
-                .map(|secs| shelf_protocol::Timestamp { secs, nanos: 0 })
-                .unwrap_or_else(|| store.now());
-            let r = store.prune(now)?;
-            store.sync()?;
-            println!(
-                "removed {} old version(s) and {} expired deleted file(s); freed {} chunk(s), {} bytes ({} bytes on disk)",
-                r.versions_removed, r.files_expired, r.chunks_freed, r.bytes_freed, r.disk_freed
-            );
-        }
+        Command::Prune { data, now } => admin(&data, &cli.master_key, AdminCommand::Prune { now })?,
         Command::Retention {
             name,
             data,
@@ -369,33 +332,14 @@ fn main() -> anyhow::Result<()> {
             daily_days,
             deleted_days,
         } => {
-            let (_, store) = open_initialised(&data, &cli.master_key)?;
-            let account = store
-                .account(&name)?
-                .ok_or_else(|| anyhow::anyhow!("no user {name}"))?;
-            let mut p = store.policy(account.id)?;
-            let change =
-                keep_all || all_days.is_some() || daily_days.is_some() || deleted_days.is_some();
-            if keep_all {
-                p.keep_all = true;
-            }
-            if all_days.is_some() || daily_days.is_some() {
-                p.keep_all = false;
-            }
-            if let Some(d) = all_days {
-                p.all_days = d;
-            }
-            if let Some(d) = daily_days {
-                p.daily_days = d;
-            }
-            if let Some(d) = deleted_days {
-                p.deleted_days = d;
-            }
-            if change {
-                store.set_policy(account.id, p)?;
-                store.sync()?;
-            }
-            println!("{name}: {p}");
+            let cmd = AdminCommand::Retention {
+                name,
+                keep_all,
+                all_days,
+                daily_days,
+                deleted_days,
+            };
+            admin(&data, &cli.master_key, cmd)?;
         }
         Command::Conflicts {
             name,
@@ -404,26 +348,16 @@ fn main() -> anyhow::Result<()> {
             last_writer_wins,
         } => {
             use shelf_server::store::conflicts::ConflictPolicy;
-            let (_, store) = open_initialised(&data, &cli.master_key)?;
-            let account = store
-                .account(&name)?
-                .ok_or_else(|| anyhow::anyhow!("no user {name}"))?;
-            if keep_both || last_writer_wins {
-                let p = if last_writer_wins {
-                    ConflictPolicy::LastWriterWins
-                } else {
-                    ConflictPolicy::KeepBoth
-                };
-                store.set_conflict_policy(account.id, p)?;
-                store.sync()?;
-            }
-            let p = match store.conflict_policy(account.id)? {
-                ConflictPolicy::KeepBoth => "keep both (conflicted copies)",
-                ConflictPolicy::LastWriterWins => {
-                    "last writer wins (the other version stays in the history)"
-                }
+            let set = match (keep_both, last_writer_wins) {
+                (_, true) => Some(ConflictPolicy::LastWriterWins),
+                (true, false) => Some(ConflictPolicy::KeepBoth),
+                (false, false) => None,
             };
-            println!("{name}: conflicts: {p}");
+            admin(
+                &data,
+                &cli.master_key,
+                AdminCommand::Conflicts { name, set },
+            )?;
         }
         Command::Run { data, listen } => {
             let (dir, mut store) = open_initialised(&data, &cli.master_key)?;
@@ -442,6 +376,13 @@ fn main() -> anyhow::Result<()> {
                     .await
                     .with_context(|| format!("cannot listen on {listen}"))?;
                 let addr = listener.local_addr()?;
+                // Admin commands reach this server from the moment it says it listens.
+                let control = control::bind(&dir).with_context(|| {
+                    format!(
+                        "cannot make the control socket {}",
+                        data.join(control::SOCKET).display()
+                    )
+                })?;
                 println!("shelf-server listening on {addr}");
                 println!(
                     "fingerprint {}",
@@ -460,7 +401,10 @@ fn main() -> anyhow::Result<()> {
                     }
                     let _ = tx.send(true);
                 });
-                shelf_server::server::serve(listener, tls, Arc::new(store), rx).await?;
+                let store = Arc::new(store);
+                let control = tokio::spawn(control::serve(control, store.clone(), rx.clone()));
+                shelf_server::server::serve(listener, tls, store, rx).await?;
+                let _ = control.await;
                 anyhow::Ok(())
             })?;
         }

@@ -905,6 +905,17 @@ impl FsCore {
                     std::thread::sleep(backoff);
                     backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
                 }
+                // The background uploader may have met a lasting refusal first (and kept the
+                // content elsewhere): fsync still reports it.
+                Ok(()) => {
+                    let refused = self.refused.lock().ok().and_then(|mut r| r.remove(&node));
+                    return match refused {
+                        Some(code) => Err(FsError::Remote(crate::remote::RemoteError::Server(
+                            code.into(),
+                        ))),
+                        None => Ok(()),
+                    };
+                }
                 other => return other,
             }
         }

@@ -152,6 +152,9 @@ pub struct FsCore {
     pub(crate) passthrough: AtomicBool,
     /// Namespace changes waiting for the server, and what they did to the view.
     pub(crate) pending: pending::Pending,
+    /// Files whose content the server refused for good and that were kept elsewhere
+    /// ([`refused`]), until an fsync reports it.
+    pub(crate) refused: Mutex<HashMap<NodeId, shelf_protocol::ErrorCode>>,
 }
 
 /// The clean local copies and their total size.
@@ -194,6 +197,7 @@ impl FsCore {
         let pending = pending::Pending::open(cache.journal())?;
         let core = Arc::new(FsCore {
             pending,
+            refused: Mutex::new(HashMap::new()),
             passthrough: AtomicBool::new(opts.passthrough),
             virtuals: Mutex::new(versions::Virtuals::default()),
             pins: Mutex::new(pins::Pins::load(&cache.root.join("pins"))),

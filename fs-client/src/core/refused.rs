@@ -60,6 +60,9 @@ impl FsCore {
             return; // removed here meanwhile: nothing left to keep
         };
         drop(inner);
+        if let Ok(mut r) = self.refused.lock() {
+            r.insert(node, code);
+        }
         let path = self.known_path(node);
         let original = path.rsplit('/').next().unwrap_or("file").to_string();
         let name = shelf_protocol::names::refused_name(

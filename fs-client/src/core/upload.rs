@@ -269,6 +269,9 @@ impl FsCore {
             // committed attributes are remembered first: from the moment the file is clean,
             // its size and mtime come from the attribute cache (`FsCore::stat_of`).
             self.remember(attr.clone());
+            if let Ok(mut r) = self.refused.lock() {
+                r.remove(&node);
+            }
             if let Ok(mut m) = self.manifests.lock() {
                 m.put(node, Arc::new(Manifest::new(node, attr.version, chunks)));
             }

@@ -17,7 +17,7 @@ use crate::error::{Result, StoreError};
 use shelf_protocol::{Attr, ChangeKind, ChunkRef, ErrorCode, NodeId, NodeKind, Timestamp};
 
 /// How an account resolves conflicting commits.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ConflictPolicy {
     KeepBoth,
     LastWriterWins,

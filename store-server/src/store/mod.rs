@@ -365,7 +365,7 @@ pub fn open_db(dir: &DataDir) -> Result<sled::Db> {
         .map_err(|e| match e {
             sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => {
                 StoreError::Io(std::io::Error::other(format!(
-                    "the database in {} is in use by a running shelf-server; stop it first",
+                    "the database in {} is in use by another shelf-server that does not answer on its control socket; stop it first",
                     dir.root.display()
                 )))
             }
