@@ -75,3 +75,134 @@ fn shelf_up_sets_everything_up_and_down_stops_it() {
     let s = String::from_utf8_lossy(&status.stdout);
     assert!(s.contains("online") && s.contains("pending:  0"), "{s}");
 }
+
+/// `shelf up` never loses the password it generated: it is shown and saved (0600) before
+/// anything can fail; after a failed mount, the next `shelf up` uses it and mounts.
+#[test]
+fn a_failed_first_up_keeps_the_generated_password() {
+    use std::os::unix::fs::PermissionsExt;
+    let home = tempfile::tempdir().expect("tempdir");
+    let _down = Down(home.path().to_path_buf());
+    // The mount point is a file: the mount fails after the account was made.
+    let blocker = home.path().join("not-a-folder");
+    std::fs::write(&blocker, "x").expect("write");
+    let out = shelf(home.path())
+        .arg("up")
+        .arg("--dir")
+        .arg(&blocker)
+        .output()
+        .expect("shelf up");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let shown = err
+        .split("has the password ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("the password was not shown: {err}"))
+        .to_string();
+    let file = home.path().join(".config/shelf/initial-password");
+    let meta = std::fs::metadata(&file).expect("password file");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    let saved = std::fs::read_to_string(&file).expect("read");
+    assert!(saved.contains(&format!("password={shown}\n")), "{saved}");
+
+    // The next `shelf up` logs in with it and mounts.
+    let again = shelf(home.path()).arg("up").output().expect("shelf up");
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    let told = String::from_utf8_lossy(&again.stdout);
+    assert!(told.contains("the password made for"), "{told}");
+    assert!(told.contains("initial-password"), "{told}");
+    assert!(is_mounted(&home.path().join("Shelf")));
+    // It is the account's password: another device logs in with it.
+    let other = Device::new();
+    let addr = std::fs::read_to_string(home.path().join(".local/share/shelf/server/server.addr"))
+        .expect("server address");
+    let out = other
+        .shelf()
+        .args(["login", addr.trim(), "--user"])
+        .arg(whoami())
+        .args(["--device", "other", "--accept-fingerprint"])
+        .env("SHELF_PASSWORD", &shown)
+        .output()
+        .expect("login");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn whoami() -> String {
+    let out = Command::new("id").arg("-un").output().expect("id");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A mount that fails because FUSE is not usable says what to do.
+#[test]
+fn a_mount_without_access_to_dev_fuse_says_what_to_do() {
+    let nobody_can_open = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "test",
+            "-r",
+            "/dev/fuse",
+            "-a",
+            "-w",
+            "/dev/fuse",
+        ])
+        .status()
+        .expect("setpriv")
+        .success();
+    if nobody_can_open {
+        eprintln!("/dev/fuse is open to every user here: nothing to check");
+        return;
+    }
+    let server = Server::start(&[("nat", "pw", "user")]);
+    let d = Device::new();
+    // The device's folders belong to the ordinary user who runs it.
+    let chown = |p: &std::path::Path| {
+        assert!(Command::new("chown")
+            .arg("-R")
+            .arg("65534:65534")
+            .arg(p)
+            .status()
+            .expect("chown")
+            .success());
+    };
+    chown(d.config.parent().expect("device folder"));
+    let as_nobody = |args: &[&str]| {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(shelf_bin())
+            .args(args)
+            .env("SHELF_CONFIG_DIR", &d.config)
+            .env("SHELF_PASSWORD", "pw")
+            .env("HOME", d.config.parent().expect("home"));
+        c.output().expect("shelf")
+    };
+    let login = as_nobody(&[
+        "login",
+        &server.addr,
+        "--user",
+        "nat",
+        "--device",
+        "pc",
+        "--fingerprint",
+        &server.fingerprint,
+    ]);
+    assert!(
+        login.status.success(),
+        "{}",
+        String::from_utf8_lossy(&login.stderr)
+    );
+    let mnt = d.config.parent().expect("home").join("mnt");
+    std::fs::create_dir(&mnt).expect("mkdir");
+    chown(&mnt);
+    let out = as_nobody(&["mount", &mnt.display().to_string()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/dev/fuse is not open to this user"), "{err}");
+    assert!(!is_mounted(&mnt));
+}

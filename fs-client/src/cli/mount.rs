@@ -31,6 +31,37 @@ pub struct MountArgs {
 }
 
 /// The cache folder of an account: one per server and user.
+/// Why FUSE cannot be used here, with what to do about it, when that is the reason a
+/// mount failed.
+fn fuse_unavailable(uid: u32) -> Option<String> {
+    if !std::path::Path::new("/dev/fuse").exists() {
+        return Some(
+            "/dev/fuse does not exist: load the fuse module (`modprobe fuse`), or in a container start it with --device /dev/fuse".into(),
+        );
+    }
+    let access = std::ffi::CString::new("/dev/fuse").ok()?;
+    // SAFETY: access(2) on a NUL-terminated path we own.
+    if unsafe { libc::access(access.as_ptr(), libc::R_OK | libc::W_OK) } != 0 {
+        return Some(format!(
+            "/dev/fuse is not open to this user (uid {uid}): ask an administrator to make it usable (mode 0666, as Debian's fuse3 package sets it) or to add you to the group that owns it"
+        ));
+    }
+    let on_path = |name: &str| {
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+            .chain([std::path::PathBuf::from("/bin"), "/usr/bin".into()])
+            .any(|d| d.join(name).exists())
+    };
+    if uid != 0 && !on_path("fusermount3") {
+        return Some(
+            "fusermount3 is not installed: install the fuse3 package (`apt install fuse3`)".into(),
+        );
+    }
+    if uid == 0 && !on_path("fusermount3") && !on_path("fusermount") {
+        return Some("fusermount3 is not installed (needed to unmount when the client dies): install the fuse3 package (`apt install fuse3`)".into());
+    }
+    None
+}
+
 pub fn account_cache(login: &Login, explicit: Option<&Path>) -> PathBuf {
     if let Some(p) = explicit {
         return p.to_path_buf();
@@ -224,8 +255,13 @@ fn run_foreground(
     }
     config.n_threads = Some(4);
 
-    let mut session = fuser::Session::new(ShelfFs::new(core.clone()), dir, &config)
-        .with_context(|| format!("mounting {}", dir.display()))?;
+    let mut session = match fuser::Session::new(ShelfFs::new(core.clone()), dir, &config) {
+        Ok(s) => s,
+        Err(e) => match fuse_unavailable(uid) {
+            Some(what_to_do) => bail!("mounting {}: {e}; {what_to_do}", dir.display()),
+            None => return Err(e).with_context(|| format!("mounting {}", dir.display())),
+        },
+    };
     // Other devices' changes reach this mount as they happen.
     core.set_kernel_cache(Box::new(shelf::fuse::Notifications(session.notifier())));
     if let Err(e) = core.start_events(login.device.clone()) {

@@ -141,6 +141,53 @@ fn start_server(bin: &Path, data: &Path, listen: &str) -> anyhow::Result<String>
     }
 }
 
+/// Where `shelf up` keeps the password it generated (mode 0600), until the user deletes it.
+fn password_file() -> PathBuf {
+    config::config_dir().join("initial-password")
+}
+
+/// The password `shelf up` made for `user`: the one saved by an earlier run that did not
+/// finish, or a new one — saved (0600) and shown before anything that can fail, so a
+/// failed mount never loses it.
+fn generated_password(user: &str) -> anyhow::Result<String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = password_file();
+    if let Ok(saved) = std::fs::read_to_string(&path) {
+        if let Some(p) = saved.lines().find_map(|l| l.strip_prefix("password=")) {
+            eprintln!(
+                "shelf: using the password saved for {user} in {} by an earlier `shelf up`",
+                path.display()
+            );
+            return Ok(p.trim().to_string());
+        }
+    }
+    let mut raw = [0u8; 12];
+    getrandom::getrandom(&mut raw).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    let password = hex::encode(raw);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .and_then(|mut f| {
+            writeln!(
+                f,
+                "# The password `shelf up` made for the account {user}. Keep it somewhere safe\n# (you need it to log in from other devices), then delete this file.\nuser={user}\npassword={password}"
+            )
+        })
+        .with_context(|| format!("saving the new password in {}", path.display()))?;
+    eprintln!(
+        "shelf: your new account {user} has the password {password} (saved in {}, readable only by you; keep it, then delete the file)",
+        path.display()
+    );
+    Ok(password)
+}
+
 pub fn up(dir: Option<PathBuf>) -> anyhow::Result<()> {
     let mountpoint = dir.unwrap_or_else(default_mountpoint);
     let data = config::data_dir().join("server");
@@ -167,12 +214,7 @@ pub fn up(dir: Option<PathBuf>) -> anyhow::Result<()> {
             let user = sanitize(&std::env::var("USER").unwrap_or_else(|_| login_name()));
             let (password, generated) = match std::env::var("SHELF_PASSWORD") {
                 Ok(p) => (p, false),
-                Err(_) => {
-                    let mut raw = [0u8; 12];
-                    getrandom::getrandom(&mut raw)
-                        .map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
-                    (hex::encode(raw), true)
-                }
+                Err(_) => (generated_password(&user)?, true),
             };
             if server_pid(&data).is_none() {
                 let users = run(Command::new(&bin)
@@ -187,12 +229,7 @@ pub fn up(dir: Option<PathBuf>) -> anyhow::Result<()> {
                         .arg(&data)
                         .env("SHELF_PASSWORD", &password))?;
                     notes.push(format!("created the account {user} (admin)"));
-                    if generated {
-                        notes.push(format!(
-                            "your password is {password} — keep it to log in from other devices"
-                        ));
-                    }
-                } else if generated {
+                } else if generated && !password_file().exists() {
                     bail!("the account {user} exists already: set SHELF_PASSWORD to its password and run `shelf up` again");
                 }
             }
@@ -225,6 +262,13 @@ pub fn up(dir: Option<PathBuf>) -> anyhow::Result<()> {
         }
         Err(e) => return Err(e.into()),
     };
+    if password_file().exists() {
+        notes.push(format!(
+            "the password made for {} is in {} (readable only by you): keep it, then delete the file",
+            login.user,
+            password_file().display()
+        ));
+    }
     std::fs::create_dir_all(&mountpoint)
         .with_context(|| format!("creating {}", mountpoint.display()))?;
     let canonical = std::fs::canonicalize(&mountpoint)?;
