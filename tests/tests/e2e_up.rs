@@ -129,7 +129,11 @@ fn a_failed_first_up_keeps_the_generated_password() {
         .env("SHELF_PASSWORD", &shown)
         .output()
         .expect("login");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn whoami() -> String {

@@ -196,8 +196,13 @@ fn lookup(core: &FsCore, dir: u64, name: &str) -> Option<u64> {
 }
 
 fn folder(core: &FsCore, case: &str) -> u64 {
-    let files = lookup(core, 1, "files").expect("files");
-    lookup(core, files, case).expect("case folder")
+    let files = core
+        .lookup(1, OsStr::new("files"))
+        .unwrap_or_else(|e| panic!("files: {e:?}"))
+        .ino;
+    core.lookup(files, OsStr::new(case))
+        .unwrap_or_else(|e| panic!("case folder: {e:?}"))
+        .ino
 }
 
 fn read_all(core: &FsCore, ino: u64) -> Vec<u8> {

@@ -239,6 +239,20 @@ pub struct FileInner {
 pub struct FileState {
     pub inner: Mutex<FileInner>,
     pub changed: Condvar,
+    /// Its last name was removed while handles were open: they keep working on the
+    /// staging file until the last one closes (the content is then uploaded under no name).
+    /// Outside `inner`, so attribute lookups made under the file's lock can read it.
+    pub unlinked: std::sync::atomic::AtomicBool,
+}
+
+impl FileState {
+    pub fn is_unlinked(&self) -> bool {
+        self.unlinked.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    pub fn set_unlinked(&self, v: bool) {
+        self.unlinked.store(v, std::sync::atomic::Ordering::Release);
+    }
 }
 
 impl FileState {
@@ -489,7 +503,7 @@ impl FsCore {
 
     /// Makes sure `node` has a staging file, filling it with the current content unless the
     /// caller is about to cut it to `keep` bytes (only the first `keep` bytes are fetched).
-    fn ensure_staging(
+    pub(crate) fn ensure_staging(
         &self,
         node: NodeId,
         inner: &mut FileInner,
@@ -855,6 +869,26 @@ impl FsCore {
         inner.open_handles = inner.open_handles.saturating_sub(1);
         if inner.open_handles == 0 {
             inner.mode = IoMode::Closed;
+        }
+        if inner.open_handles == 0 && st.is_unlinked() {
+            // The last descriptor of a file without a name: its content goes up under no
+            // name (into the deleted file's history) and then the local copy goes.
+            inner.open_writers = 0;
+            if let Some(s) = inner.staging.as_mut() {
+                s.refresh();
+            }
+            let dirty = inner.staging.as_ref().is_some_and(Staging::dirty);
+            let journaled = match dirty {
+                true => self.journal_locked(handle.node, &mut inner),
+                false => Ok(()),
+            };
+            inner.close_idle_fd();
+            drop(inner);
+            match dirty {
+                true => self.queue.push(handle.node),
+                false => self.drop_local(handle.node),
+            }
+            return journaled;
         }
         if !handle.writable {
             inner.close_idle_fd();

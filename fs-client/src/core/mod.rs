@@ -362,6 +362,9 @@ impl FsCore {
     /// unlink / rmdir of `name` in `parent`.
     fn remove(&self, parent: NodeId, name: &str, dir: bool) -> Result<(), FsError> {
         self.check_node_writable(parent)?;
+        if !dir {
+            self.keep_open_content(parent, name)?;
+        }
         let op = NsOp::Remove {
             parent,
             name: name.to_string(),
@@ -373,6 +376,24 @@ impl FsCore {
         }
         self.forget_name(parent, name);
         self.forget_attr(parent);
+        Ok(())
+    }
+
+    /// A file about to lose a name while descriptors are open on it: its content is made
+    /// local first, so they keep reading it once the server has no name for it.
+    fn keep_open_content(&self, parent: NodeId, name: &str) -> Result<(), FsError> {
+        let node = match self.overlay_entry(parent, name) {
+            Some(queued) => queued,
+            None => self.seen_entry(parent, name),
+        };
+        let Some(node) = node else { return Ok(()) };
+        let Some(st) = self.files.lock().ok().and_then(|f| f.get(&node).cloned()) else {
+            return Ok(());
+        };
+        let mut inner = st.lock();
+        if inner.open_handles > 0 {
+            self.ensure_staging(node, &mut inner, u64::MAX)?;
+        }
         Ok(())
     }
 
@@ -423,6 +444,9 @@ impl FsCore {
         if let Some(a) = self.overlay_attr(node) {
             return Ok(a);
         }
+        if let Some(a) = self.unlinked_attr(node) {
+            return Ok(a);
+        }
         if let Some(a) = self.cached_attr(node) {
             return Ok(a);
         }
@@ -430,6 +454,17 @@ impl FsCore {
             Err(e) if offline::is_offline(&e) => self.stale_attr(node).ok_or(e),
             other => other,
         }
+    }
+
+    /// The last attributes of an open file that has no name any more (nlink 0).
+    fn unlinked_attr(&self, node: NodeId) -> Option<Attr> {
+        let st = self.files.lock().ok()?.get(&node).cloned()?;
+        if !st.is_unlinked() {
+            return None;
+        }
+        let mut a = self.stale_attr(node)?;
+        a.nlink = 0;
+        Some(a)
     }
 
     /// Kernel attributes: the server's, with local unsent content (size, mtime) laid over.
@@ -690,6 +725,15 @@ impl FsCore {
         let (parent, new_parent) = (self.node_of(parent), self.node_of(new_parent));
         self.check_node_writable(parent)?;
         self.check_node_writable(new_parent)?;
+        if mode == RenameMode::Replace {
+            // A file replaced while open keeps working for its descriptors.
+            self.keep_open_content(new_parent, new_name)?;
+        }
+        // The nodes whose ctime the rename changes (both, for an exchange).
+        let moved = [
+            self.seen_entry(parent, name),
+            self.seen_entry(new_parent, new_name),
+        ];
         let op = NsOp::Rename {
             parent,
             name: name.to_string(),
@@ -706,6 +750,9 @@ impl FsCore {
         }
         self.forget_attr(parent);
         self.forget_attr(new_parent);
+        for node in moved.into_iter().flatten() {
+            self.forget_attr(node);
+        }
         Ok(())
     }
 

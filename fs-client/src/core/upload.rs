@@ -143,12 +143,22 @@ impl FsCore {
             inner.uploading = true;
         }
         let result = self.upload_exclusive(node, durable);
-        {
+        let gone = {
             let mut inner = st.lock();
             inner.uploading = false;
             inner.close_idle_fd();
-        }
+            st.is_unlinked()
+                && inner.open_handles == 0
+                && !inner
+                    .staging
+                    .as_ref()
+                    .is_some_and(super::files::Staging::dirty)
+        };
         st.changed.notify_all();
+        if gone {
+            // Uploaded under no name after its last close: nothing local is needed now.
+            self.drop_local(node);
+        }
         result
     }
 
@@ -417,13 +427,19 @@ impl FsCore {
         }
     }
 
-    /// Forgets local content of a node that no longer exists on the server. Open handles
-    /// keep working on their own (unlinked) staging file descriptor.
+    /// Forgets local content of a node that no longer has a name on the server. While
+    /// handles are open it stays (marked unlinked): they keep reading and writing it until
+    /// the last close (see `FsCore::release`).
     pub(crate) fn drop_local(&self, node: NodeId) {
         let Some(st) = self.files.lock().ok().and_then(|f| f.get(&node).cloned()) else {
             return;
         };
         let mut inner = st.lock();
+        if inner.open_handles > 0 && inner.staging.is_some() {
+            st.set_unlinked(true);
+            return;
+        }
+        st.set_unlinked(false);
         if let Some(s) = inner.staging.take() {
             let _ = std::fs::remove_file(&s.path);
         }

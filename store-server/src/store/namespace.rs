@@ -21,6 +21,15 @@ pub(crate) type TxResult<T> = std::result::Result<T, ConflictableTransactionErro
 /// Internal attribute of a deleted file's record: the device that deleted it.
 pub(crate) const DELETED_BY: &str = "shelf.deleted-by";
 
+/// Whether the session's own device deleted `rec` (a deleted file keeps who deleted it).
+fn deleted_by(rec: &NodeRec, ctx: &Ctx) -> bool {
+    rec.deleted.is_some()
+        && rec
+            .xattrs
+            .get(DELETED_BY)
+            .is_some_and(|d| d.as_slice() == ctx.device.as_bytes())
+}
+
 /// Largest total size of one node's extended attributes.
 pub const MAX_XATTR_BYTES: usize = 64 << 10;
 /// Largest page of a directory listing.
@@ -128,6 +137,22 @@ impl Store {
         check_format(rec.format, "node")?;
         authorize(ctx, action, Some(self.target(ctx, id, &rec)))?;
         if rec.deleted.is_some() {
+            return Err(ErrorCode::NotFound.into());
+        }
+        Ok(rec)
+    }
+
+    /// The file a commit writes to: a live one, or one this very device deleted while it
+    /// still had the file open (its last content is kept in the deleted file's history,
+    /// "uploaded under no name", restorable like any deleted file's).
+    fn node_to_commit(&self, ctx: &Ctx, id: NodeId) -> Result<NodeRec> {
+        let Some(bytes) = self.nodes.get(node_key(id))? else {
+            return Err(ErrorCode::NotFound.into());
+        };
+        let rec = self.open_node(id, &bytes)?;
+        check_format(rec.format, "node")?;
+        authorize(ctx, Action::Write, Some(self.target(ctx, id, &rec)))?;
+        if rec.deleted.is_some() && !deleted_by(&rec, ctx) {
             return Err(ErrorCode::NotFound.into());
         }
         Ok(rec)
@@ -798,7 +823,7 @@ impl Store {
         mtime: Timestamp,
     ) -> Result<Attr> {
         // Authorise before looking at chunks, so nothing is learnt about other accounts.
-        let rec = self.node(ctx, id, Action::Write)?;
+        let rec = self.node_to_commit(ctx, id)?;
         // No chunk this commit checks may be collected before the version names it.
         let _shared = self
             .gc_lock
@@ -828,7 +853,7 @@ impl Store {
         (&self.nodes, &self.versions)
             .transaction(|(nodes, versions)| {
                 let mut rec = self.tx_node(ctx, nodes, id, Action::Write)?;
-                if rec.deleted.is_some() {
+                if rec.deleted.is_some() && !deleted_by(&rec, ctx) {
                     return abort(ErrorCode::NotFound);
                 }
                 if rec.version != base {
@@ -842,11 +867,13 @@ impl Store {
                 rec.ctime = rec.ctime.max(mtime);
                 versions.insert(&version_key(id, rec.version), body.clone())?;
                 self.tx_put(nodes, id, &rec)?;
-                Ok((rec.attr(id), rec.parent))
+                Ok((rec.attr(id), rec.parent, rec.deleted.is_some()))
             })
             .map_err(tx_error)
-            .map(|(attr, parent)| {
-                self.publish(ctx, ChangeKind::Content, id, parent, "");
+            .map(|(attr, parent, unnamed)| {
+                if !unnamed {
+                    self.publish(ctx, ChangeKind::Content, id, parent, "");
+                }
                 attr
             })
     }
