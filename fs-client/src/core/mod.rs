@@ -285,13 +285,28 @@ impl FsCore {
     /// server's content `version` only grows and every change sets `ctime`, so (version,
     /// ctime) orders a node's states; the newest is kept and returned (see [`newer`]).
     pub(crate) fn remember(&self, attr: Attr) -> Attr {
+        self.remember_at(attr, Instant::now())
+    }
+
+    /// Keeps an answer that may predate a pushed change (see [`FsCore::epoch`]) for
+    /// offline use only: expired at once, so the next getattr asks the server again. (Not
+    /// keeping it at all lost the attributes of names looked up while changes arrived,
+    /// and a device that went offline then could not find them.)
+    pub(crate) fn remember_expired(&self, attr: Attr) -> Attr {
+        let past = Instant::now()
+            .checked_sub(TTL * 2)
+            .unwrap_or_else(Instant::now);
+        self.remember_at(attr, past)
+    }
+
+    fn remember_at(&self, attr: Attr, at_time: Instant) -> Attr {
         let Ok(mut a) = self.attrs.lock() else {
             return attr;
         };
         match a.get(&attr.node) {
             Some((cached, at)) if newer(cached, *at, &attr) => cached.clone(),
             _ => {
-                a.insert(attr.node, (attr.clone(), Instant::now()));
+                a.insert(attr.node, (attr.clone(), at_time));
                 attr
             }
         }
@@ -339,7 +354,7 @@ impl FsCore {
             Response::Attr(a) => Ok(if self.epoch() == epoch {
                 self.remember(a)
             } else {
-                self.newest(&a)
+                self.remember_expired(a)
             }),
             _ => Err(FsError::Unexpected(what)),
         }
@@ -421,7 +436,7 @@ impl FsCore {
                 if self.epoch() == epoch {
                     self.remember(a)
                 } else {
-                    a
+                    self.remember_expired(a)
                 }
             }
             pending::Applied::Queued(Some(a)) => a,
@@ -591,6 +606,8 @@ impl FsCore {
                 pending::Applied::Sent(Response::Attr(a)) => {
                     if self.epoch() == epoch {
                         self.remember(a);
+                    } else {
+                        self.remember_expired(a);
                     }
                 }
                 pending::Applied::Sent(_) => return Err(FsError::Unexpected("setattr")),
@@ -829,6 +846,8 @@ impl FsCore {
                 names.insert(e.name.clone(), e.attr.node);
                 if fresh {
                     self.remember(e.attr);
+                } else {
+                    self.remember_expired(e.attr);
                 }
                 items.push(DirItem { name: e.name, stat });
             }
