@@ -387,6 +387,20 @@ impl Filesystem for ShelfFs {
         }
     }
 
+    fn link(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        match self.core.link(ino.0, newparent.0, newname) {
+            Ok(s) => reply.entry(&TTL, &attr(&s), GEN),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
     fn rename(
         &self,
         _req: &Request,

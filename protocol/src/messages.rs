@@ -417,6 +417,14 @@ pub enum Request {
     /// `DEVICE AGENT`, so the device's own mount applies them like another device's.
     /// [`crate::is_valid_agent`] says which names are accepted.
     SetAgent { agent: String },
+    /// link(2): give the file `node` the new name `new_name` in `new_parent` (inside the
+    /// account's own tree, outside shared folders); answers [`Response::Attr`] with the
+    /// file's attributes (its `nlink` counted up).
+    Link {
+        node: NodeId,
+        new_parent: NodeId,
+        new_name: String,
+    },
 }
 
 /// One share, as its owner or recipient sees it.

@@ -62,6 +62,7 @@ impl Action {
             | Request::Unlink { .. }
             | Request::Rmdir { .. }
             | Request::Rename { .. }
+            | Request::Link { .. }
             | Request::SetXattr { .. }
             | Request::RemoveXattr { .. }
             | Request::PutChunks { .. }

@@ -121,6 +121,7 @@ fn describe(req: &Request) -> &'static str {
         Request::Unlink { .. } => "unlink",
         Request::Rmdir { .. } => "rmdir",
         Request::Rename { .. } => "rename",
+        Request::Link { .. } => "link",
         Request::SetXattr { .. } => "setxattr",
         Request::GetXattr { .. } => "getxattr",
         Request::ListXattr { .. } => "listxattr",
@@ -154,6 +155,7 @@ fn changes_store(req: &Request) -> bool {
             | Request::Unlink { .. }
             | Request::Rmdir { .. }
             | Request::Rename { .. }
+            | Request::Link { .. }
             | Request::SetAttr { .. }
             | Request::SetXattr { .. }
             | Request::RemoveXattr { .. }
@@ -379,19 +381,26 @@ fn dispatch(store: &Store, session: &Session, req: Request) -> Result<Response, 
             },
         )?),
         Request::ReadLink { node } => Response::Target(store.readlink(ctx, node)?),
+        Request::Link {
+            node,
+            new_parent,
+            new_name,
+        } => Response::Attr(store.link(ctx, node, new_parent, &new_name)?),
         Request::Unlink {
             parent,
             name,
             expect,
-        } => Response::Removed(Some(
-            store.remove_expecting(ctx, parent, &name, false, expect)?,
-        )),
+        } => {
+            // A hard-linked file that keeps other names is not gone: answer no node.
+            let (node, linked) = store.remove_expecting(ctx, parent, &name, false, expect)?;
+            Response::Removed((!linked).then_some(node))
+        }
         Request::Rmdir {
             parent,
             name,
             expect,
         } => Response::Removed(Some(
-            store.remove_expecting(ctx, parent, &name, true, expect)?,
+            store.remove_expecting(ctx, parent, &name, true, expect)?.0,
         )),
         Request::Rename {
             parent,

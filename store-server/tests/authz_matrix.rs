@@ -190,6 +190,14 @@ fn requests(t: Tree, tag: &str, body_of: &[u8]) -> Vec<(&'static str, Kind, Requ
             },
         ),
         (
+            "link",
+            Request::Link {
+                node: t.file,
+                new_parent: t.dir,
+                new_name: format!("{tag}.link"),
+            },
+        ),
+        (
             "setxattr",
             Request::SetXattr {
                 node: t.file,
@@ -367,6 +375,7 @@ fn requests(t: Tree, tag: &str, body_of: &[u8]) -> Vec<(&'static str, Kind, Requ
                 | Request::Unlink { .. }
                 | Request::Rmdir { .. }
                 | Request::Rename { .. }
+                | Request::Link { .. }
                 | Request::SetXattr { .. }
                 | Request::RemoveXattr { .. }
                 | Request::Commit { .. }
@@ -718,6 +727,11 @@ fn every_request_role_and_owner() {
                 ("rrec" | "wrec", _, "share") => match &got {
                     Err(e) if e.code == ErrorCode::PermissionDenied => None,
                     other => Some(format!("re-sharing was not refused: {other:?}")),
+                },
+                // Hard links stay out of shared folders: EXDEV for a writer.
+                ("wrec", _, "link") => match &got {
+                    Err(e) if e.code == ErrorCode::CrossDevice => None,
+                    other => Some(format!("a link into a share was not refused: {other:?}")),
                 },
                 ("rrec", Kind::Read, _) | ("wrec", _, _) => {
                     got.as_ref().err().map(|e| format!("refused {e:?}"))

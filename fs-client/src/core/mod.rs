@@ -380,6 +380,8 @@ impl FsCore {
         if !dir {
             self.keep_open_content(parent, name)?;
         }
+        // A hard-linked file keeps its other names, with one link less.
+        let named = self.seen_entry(parent, name);
         let op = NsOp::Remove {
             parent,
             name: name.to_string(),
@@ -391,6 +393,9 @@ impl FsCore {
         }
         self.forget_name(parent, name);
         self.forget_attr(parent);
+        if let Some(node) = named {
+            self.forget_attr(node);
+        }
         Ok(())
     }
 
@@ -692,6 +697,37 @@ impl FsCore {
             ..pending::NewNode::of(NodeKind::Symlink, 0o777)
         };
         let attr = self.make(parent, name, new)?;
+        Ok(self.stat_of(&attr))
+    }
+
+    /// link(2): a second name for a file, inside the account's own files (EXDEV across a
+    /// share). Needs the server (EIO while it is unreachable; not queued).
+    pub fn link(
+        &self,
+        ino: u64,
+        new_parent: u64,
+        new_name: &std::ffi::OsStr,
+    ) -> Result<Stat, FsError> {
+        self.check_writable()?;
+        self.refuse_virtual(&[ino, new_parent])?;
+        let new_name = check_name(new_name)?;
+        let (node, dir) = (self.node_of(ino), self.node_of(new_parent));
+        self.check_node_writable(dir)?;
+        self.check_node_writable(node)?;
+        if self.overlay_created(node) || !self.pending.is_empty() {
+            // Made offline and not on the server yet (or changes still queued before it).
+            return Err(FsError::Io(std::io::Error::from_raw_os_error(libc::EIO)));
+        }
+        let attr = self.call_attr(
+            "link",
+            Request::Link {
+                node,
+                new_parent: dir,
+                new_name: new_name.to_string(),
+            },
+        )?;
+        self.remember_name(dir, new_name, node);
+        self.forget_attr(dir);
         Ok(self.stat_of(&attr))
     }
 

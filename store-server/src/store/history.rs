@@ -702,15 +702,28 @@ mod tests {
             matches!(r, Committed::Done(ref a) if a.version == 3),
             "{r:?}"
         );
-        // A device's own late upload of a file it deleted does not bring it back...
+        // A device's own late upload of a file it deleted does not bring it back: it goes
+        // into the deleted file's history, under no name (a file written through a
+        // descriptor still open at the unlink)...
         f.write("mine.txt", "one");
         let mine = f.store.lookup(&f.ctx, f.dir, "mine.txt").unwrap();
         f.store.remove(&f.ctx, f.dir, "mine.txt", false).unwrap();
+        let late = f
+            .store
+            .commit_resolving(&f.ctx, mine.node, 1, put("late"), Timestamp::now())
+            .unwrap();
+        assert!(
+            matches!(late, Committed::Done(ref a) if a.version == 2),
+            "{late:?}"
+        );
         assert!(matches!(
-            f.store
-                .commit_resolving(&f.ctx, mine.node, 1, put("late"), Timestamp::now()),
+            f.store.lookup(&f.ctx, f.dir, "mine.txt"),
             Err(StoreError::Refused(ErrorCode::NotFound))
         ));
+        assert_eq!(
+            f.history("mine.txt").last().unwrap(),
+            &(2, "late".into(), true)
+        );
         // ...but an edit of a file another device deleted does.
         f.store.remove(&phone, f.dir, "doc.txt", false).unwrap();
         let r = f

@@ -34,6 +34,7 @@ pub mod conflicts;
 pub mod feed;
 pub mod guard;
 pub mod history;
+pub mod links;
 pub mod locks;
 pub mod namespace;
 pub mod quota;

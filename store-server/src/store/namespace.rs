@@ -56,7 +56,7 @@ pub(crate) fn tx_error(e: TransactionError<StoreError>) -> StoreError {
     }
 }
 
-fn abort<T>(code: ErrorCode) -> TxResult<T> {
+pub(crate) fn abort<T>(code: ErrorCode) -> TxResult<T> {
     Err(ConflictableTransactionError::Abort(code.into()))
 }
 
@@ -129,6 +129,11 @@ fn check_name(name: &str) -> Result<()> {
 }
 
 impl Store {
+    /// [`Store::node`] for other modules.
+    pub(crate) fn authorized_node(&self, ctx: &Ctx, id: NodeId, action: Action) -> Result<NodeRec> {
+        self.node(ctx, id, action)
+    }
+
     fn node(&self, ctx: &Ctx, id: NodeId, action: Action) -> Result<NodeRec> {
         let Some(bytes) = self.nodes.get(node_key(id))? else {
             return Err(ErrorCode::NotFound.into());
@@ -173,7 +178,7 @@ impl Store {
 
     /// Nothing is created, removed or renamed in `shared/` or `shared/OWNER/` (they show
     /// what others share; the shared nodes themselves are below them).
-    fn refuse_in_shared_view(&self, ctx: &Ctx, dir: NodeId) -> Result<()> {
+    pub(crate) fn refuse_in_shared_view(&self, ctx: &Ctx, dir: NodeId) -> Result<()> {
         if SHARED_OWNER_DIRS.contains(&dir)
             || self.shared_dir(ctx.account, ctx.root).ok() == Some(dir)
         {
@@ -379,7 +384,15 @@ impl Store {
     }
 
     /// Removes a name: a file or symlink (`want_dir == false`) or an empty directory.
-    pub fn remove(&self, ctx: &Ctx, parent: NodeId, name: &str, want_dir: bool) -> Result<NodeId> {
+    /// Removes a name; returns the node it named and whether the node keeps other names
+    /// (a hard-linked file).
+    pub fn remove(
+        &self,
+        ctx: &Ctx,
+        parent: NodeId,
+        name: &str,
+        want_dir: bool,
+    ) -> Result<(NodeId, bool)> {
         self.remove_expecting(ctx, parent, name, want_dir, None)
     }
 
@@ -392,7 +405,7 @@ impl Store {
         name: &str,
         want_dir: bool,
         expect: Option<Expect>,
-    ) -> Result<NodeId> {
+    ) -> Result<(NodeId, bool)> {
         check_name(name)?;
         self.refuse_in_shared_view(ctx, parent)?;
         let now = self.now();
@@ -441,11 +454,14 @@ impl Store {
                 dir.mtime = now;
                 dir.ctime = now;
                 self.tx_put(nodes, parent, &dir)?;
+                if super::links::tx_drop_name(&history, child, &mut rec, (parent, name), now)? {
+                    return Ok((child, true));
+                }
                 Self::tx_unlink_node(&history, child, &mut rec, now, Some((parent, name)))?;
-                Ok(child)
+                Ok((child, false))
             })
             .map_err(tx_error)
-            .inspect(|&child| {
+            .inspect(|&(child, _)| {
                 self.publish(ctx, ChangeKind::Removed, child, parent, name);
                 // The node only: names stay out of the log an admin reads.
                 self.audit(
@@ -584,6 +600,10 @@ impl Store {
                         history.set_name(dst, parent, name)?;
                         exchanged = Some(dst);
                     }
+                    // Two names of one file: nothing to do (rename(2)).
+                    (Some(dst), RenameMode::Replace) if dst == src => {
+                        return Ok((None, None, None));
+                    }
                     (Some(dst), RenameMode::Replace) => {
                         let mut dst_rec = self.tx_node(ctx, nodes, dst, Action::Write)?;
                         let dst_is_dir = i64::from(dst_rec.kind == NodeKind::Dir);
@@ -598,13 +618,23 @@ impl Store {
                             to_key.clone(),
                             tx(self.dirent_value(src_dir.owner, &to_key, src, new_name))?,
                         )?;
-                        // Saving by rename over the old file continues its history.
-                        let inherited = src_rec.kind == NodeKind::File
-                            && history.has_history(dst, &dst_rec)?
-                            && history.inherit(src, dst)?;
-                        let grave = (!inherited).then_some((new_parent, new_name));
-                        Self::tx_unlink_node(&history, dst, &mut dst_rec, now, grave)?;
-                        replaced = Some(dst);
+                        if super::links::tx_drop_name(
+                            &history,
+                            dst,
+                            &mut dst_rec,
+                            (new_parent, new_name),
+                            now,
+                        )? {
+                            // A file with other names only loses this one.
+                        } else {
+                            // Saving by rename over the old file continues its history.
+                            let inherited = src_rec.kind == NodeKind::File
+                                && history.has_history(dst, &dst_rec)?
+                                && history.inherit(src, dst)?;
+                            let grave = (!inherited).then_some((new_parent, new_name));
+                            Self::tx_unlink_node(&history, dst, &mut dst_rec, now, grave)?;
+                            replaced = Some(dst);
+                        }
                         src_delta = (-1, -is_dir);
                         dst_delta = (0, is_dir - dst_is_dir);
                     }
@@ -621,8 +651,15 @@ impl Store {
                         }
                     }
                 }
-                history.set_name(src, new_parent, new_name)?;
-                src_rec.parent = new_parent;
+                // A later name of a linked file moves alone; the first name is the node's.
+                if !super::links::tx_rename_other_name(
+                    &mut src_rec,
+                    (parent, name),
+                    (new_parent, new_name),
+                )? {
+                    history.set_name(src, new_parent, new_name)?;
+                    src_rec.parent = new_parent;
+                }
                 src_rec.ctime = now;
                 self.tx_put(nodes, src, &src_rec)?;
                 let apply = |dir: &mut NodeRec, (entries, nlink): (i64, i64)| {
@@ -772,13 +809,19 @@ impl Store {
         }
         rec.xattrs
             .get(name)
+            .filter(|_| !super::links::is_internal_xattr(name))
             .cloned()
             .ok_or_else(|| ErrorCode::NoAttribute.into())
     }
 
     pub fn list_xattr(&self, ctx: &Ctx, id: NodeId) -> Result<Vec<String>> {
         let rec = self.node(ctx, id, Action::Read)?;
-        let mut names: Vec<String> = rec.xattrs.keys().cloned().collect();
+        let mut names: Vec<String> = rec
+            .xattrs
+            .keys()
+            .filter(|k| !super::links::is_internal_xattr(k))
+            .cloned()
+            .collect();
         if self.category_of(id, &rec)?.is_some() {
             names.push(super::categories::CATEGORY_XATTR.to_string());
         }

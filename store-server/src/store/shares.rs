@@ -147,6 +147,15 @@ impl Store {
         Ok(best)
     }
 
+    /// Whether anyone was granted access to `id` itself.
+    pub(crate) fn is_shared_node(&self, id: NodeId) -> Result<bool> {
+        let index = self
+            .share_index
+            .read()
+            .map_err(|_| StoreError::Corrupt("share index".into()))?;
+        Ok(index.get(&id).is_some_and(|g| !g.is_empty()))
+    }
+
     /// The chunk scope of a request about file `node`: its owner's chunks, limited for a
     /// share recipient to the file's history. Reads may name a deleted file's node (its
     /// versions); writes need a live file.
