@@ -139,15 +139,6 @@ fn assert_nothing_pending(device: &Device, staged_before: usize, what: &str) {
     assert_eq!(staged(device), staged_before, "{what}: staging files");
 }
 
-fn shelf_ok(dev: &Device, args: &[&str]) {
-    let out = dev.shelf().args(args).output().expect("shelf");
-    assert!(
-        out.status.success(),
-        "shelf {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[test]
 fn every_change_is_refused_at_the_call_on_read_only_targets() {
     let server = Server::start(&[
@@ -164,36 +155,27 @@ fn every_change_is_refused_at_the_call_on_read_only_targets() {
         ));
     }
     e.sh("sync");
-    shelf_ok(
-        &erin,
-        &[
-            "share",
-            &e.path.join("files/personal/ro").display().to_string(),
-            "--with",
-            "frank",
-        ],
-    );
-    shelf_ok(
-        &erin,
-        &[
-            "share",
-            &e.path.join("files/personal/rw").display().to_string(),
-            "--with",
-            "frank",
-            "--write",
-        ],
-    );
+    erin.run(&[
+        "share",
+        &e.path.join("files/personal/ro").display().to_string(),
+        "--with",
+        "frank",
+    ]);
+    erin.run(&[
+        "share",
+        &e.path.join("files/personal/rw").display().to_string(),
+        "--with",
+        "frank",
+        "--write",
+    ]);
     // Read-write for a viewer: the account's role still makes it read-only.
-    shelf_ok(
-        &erin,
-        &[
-            "share",
-            &e.path.join("files/personal/vw").display().to_string(),
-            "--with",
-            "vic",
-            "--write",
-        ],
-    );
+    erin.run(&[
+        "share",
+        &e.path.join("files/personal/vw").display().to_string(),
+        "--with",
+        "vic",
+        "--write",
+    ]);
 
     let frank = Device::new();
     frank.login(&server, "frank", "pw", "pc");
