@@ -52,6 +52,7 @@ calls = [
     ("create", lambda: os.close(os.open("new.txt", os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o644))),
     ("mkdir", lambda: os.mkdir("newdir")),
     ("symlink", lambda: os.symlink("doc.txt", "newlink")),
+    ("link", lambda: os.link("doc.txt", "newhard")),
     ("mknod_fifo", lambda: os.mkfifo("newfifo")),
     ("rename", lambda: os.rename("mv.txt", "mv2.txt")),
     ("rename_exchange", lambda: renameat2("a.txt", "b.txt", 2)),
@@ -82,12 +83,15 @@ enum Target {
 /// The errno each call must give (0: success) for `target`, as root or as `nobody`.
 fn expected(target: Target, call: &str, root: bool) -> i32 {
     match target {
+        // Hard links stay out of shared folders.
+        Target::ReadWriteShare if call == "link" => libc::EXDEV,
         Target::ReadWriteShare | Target::Own => 0,
         Target::Viewer | Target::ReadOnlyShare if root => libc::EROFS,
         // An ordinary user meets the kernel's permission check first: no write bits on
         // files and folders, and only an owner may chmod, chown or set explicit times.
+        // (fs.protected_hardlinks: no link to a file one may not write.)
         Target::Viewer | Target::ReadOnlyShare => match call {
-            "chmod" | "chown" | "utimens_set" => libc::EPERM,
+            "chmod" | "chown" | "utimens_set" | "link" => libc::EPERM,
             _ => libc::EACCES,
         },
     }
@@ -252,7 +256,7 @@ fn every_change_is_refused_at_the_call_on_read_only_targets() {
             for (target, _mount, device, dir) in targets {
                 let before = staged(device);
                 let got = run_calls(&dir, root);
-                assert_eq!(got.len(), 23, "{got:?}");
+                assert_eq!(got.len(), 24, "{got:?}");
                 let mismatches: Vec<String> = got
                     .iter()
                     .filter(|(call, errno)| **errno != expected(target, call, root))
