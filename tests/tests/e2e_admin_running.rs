@@ -88,6 +88,31 @@ fn admin_commands_work_on_a_running_server_with_devices_connected() {
         "head -c 200000 /dev/urandom > files/personal/big.bin && python3 -c \"import os; os.fsync(os.open('files/personal/big.bin', os.O_RDONLY))\"",
     );
     assert!(err.contains("Disk quota exceeded"), "{err}");
+    // Not retried forever: over quota, the content is kept on this device, and said so.
+    let kept = wait_until(std::time::Duration::from_secs(10), || {
+        laptop
+            .run(&["status"])
+            .contains("kept:     1 file(s) the server refused")
+    });
+    assert!(kept, "{}", laptop.run(&["status"]));
+    let events = laptop.run(&["events"]);
+    assert!(
+        events.contains("upload refused (over quota): kept on this device as "),
+        "{events}"
+    );
+    let kept_dir = std::fs::read_dir(laptop.cache())
+        .expect("cache")
+        .flatten()
+        .map(|e| e.path().join("kept"))
+        .find(|p| p.is_dir())
+        .expect("a kept folder");
+    let copies: Vec<_> = std::fs::read_dir(&kept_dir)
+        .expect("kept")
+        .flatten()
+        .collect();
+    assert_eq!(copies.len(), 1);
+    assert_eq!(copies[0].metadata().expect("stat").len(), 200_000);
+    assert!(!laptop.run(&["status"]).contains("ALERT"));
     admin_ok(&server, &["user", "quota", "ivy", "--none"], None);
 
     // A password reset signs the account's devices out at once.
