@@ -466,24 +466,22 @@ fn admins_manage_accounts_quotas_and_see_the_audit_log_others_cannot() {
     );
     let events = alice.run(&["events"]);
     assert!(events.contains("quota"), "{events}");
-    // Through the mount: the upload keeps failing; the device reports it, and the admin
-    // hears of it as a sync alert.
+    // Through the mount: over the quota the upload is refused for good, so it is not
+    // retried: the content is kept on the device and its events say where; the admin has
+    // heard of the quota (without file names).
     let m = alice.mount();
     m.sh("head -c 3000000 /dev/urandom > files/big.bin");
     let told = wait_until(std::time::Duration::from_secs(60), || {
-        let seen = admin.run(&["events", "--last", "50"]);
-        seen.contains("sync: alice on laptop: uploads keep failing")
+        let own = alice.run(&["events", "--last", "50"]);
+        own.contains(
+            "files/big.bin  (this device: upload refused (over quota): kept on this device as ",
+        )
     });
-    assert!(told, "{}", admin.run(&["events", "--last", "50"]));
-    assert!(
-        !admin.run(&["events", "--last", "50"]).contains("big.bin"),
-        "no file names for admins"
-    );
-    let own = alice.run(&["events", "--last", "50"]);
-    assert!(
-        own.contains("sync: alice on laptop: files/big.bin keeps failing to upload"),
-        "{own}"
-    );
+    assert!(told, "{}", alice.run(&["events", "--last", "50"]));
+    assert!(!alice.run(&["status"]).contains("ALERT"));
+    let seen = admin.run(&["events", "--last", "50"]);
+    assert!(seen.contains("alice reached the storage quota"), "{seen}");
+    assert!(!seen.contains("big.bin"), "no file names for admins");
     m.unmount_forced();
 
     // A new password signs every device out.
