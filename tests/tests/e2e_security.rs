@@ -610,3 +610,34 @@ fn a_ca_file_is_trusted_instead_of_a_pin_and_other_certificates_are_refused() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A device whose uploads keep failing tells the server: the account hears which file,
+/// its admins hear that a device of the account has trouble (without the file's name).
+#[test]
+fn a_device_that_keeps_failing_to_sync_alerts_the_account_and_its_admins() {
+    use shelf_protocol::Request;
+    let server = Server::start(&[("root", "rootpw", "admin"), ("alice", "pw", "user")]);
+    let admin = Device::new();
+    admin.login(&server, "root", "rootpw", "console");
+    let alice = Device::new();
+    alice.login(&server, "alice", "pw", "laptop");
+    let (remote, _) = server.connect("alice", "pw", "laptop");
+    remote
+        .call(Request::ReportSyncFailure {
+            path: "files/big.bin".into(),
+            error: "no space left on the server".into(),
+        })
+        .expect("report");
+    let told = wait_until(std::time::Duration::from_secs(10), || {
+        admin
+            .run(&["events", "--last", "50"])
+            .contains("sync: alice on laptop: uploads keep failing: no space left on the server")
+    });
+    assert!(told, "{}", admin.run(&["events", "--last", "50"]));
+    assert!(!admin.run(&["events", "--last", "50"]).contains("big.bin"));
+    let own = alice.run(&["events", "--last", "50"]);
+    assert!(
+        own.contains("sync: alice on laptop: files/big.bin keeps failing to upload"),
+        "{own}"
+    );
+}
