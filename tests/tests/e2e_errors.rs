@@ -105,7 +105,10 @@ fails(lambda: os.unlink('files'), errno.EISDIR)
 fails(lambda: os.rmdir('files/' + 'y' * 255), errno.ENOTDIR)
 fails(lambda: os.rename('files', 'files/work/inside'), errno.EINVAL)
 fails(lambda: open('files/missing'), errno.ENOENT)
-fails(lambda: os.link('files/' + 'y' * 255, 'files/hard'), errno.EPERM)
+fails(lambda: os.link('files', 'files/work/dirlink'), errno.EPERM)   # folders: no links
+fails(lambda: os.link('files/' + 'y' * 255, 'files/' + 'z' * 256), errno.ENAMETOOLONG)
+fails(lambda: os.link('files/' + 'y' * 255, 'files/.versions'), errno.EEXIST)
+fails(lambda: os.link('files/missing', 'files/hard'), errno.ENOENT)
 PY"#);
     m.unmount();
 }
