@@ -588,3 +588,42 @@ fn import_errors_are_clear() {
     );
     m.unmount();
 }
+
+/// A source folder with hard links: every name is imported as its own file with the
+/// shared content (the server stores the content once).
+#[test]
+fn hard_linked_source_files_are_imported_under_every_name() {
+    let server = Server::start(&[("hal", "pw", "user")]);
+    let dev = Device::new();
+    dev.login(&server, "hal", "pw", "laptop");
+    let src = tempfile::tempdir().expect("source");
+    write(src.path(), "notes/a.txt", b"shared text\n", 5_000, 11);
+    std::fs::create_dir(src.path().join("more")).expect("mkdir");
+    std::fs::hard_link(
+        src.path().join("notes/a.txt"),
+        src.path().join("more/b.txt"),
+    )
+    .expect("link");
+    dev.run(&[
+        "import",
+        src.path().to_str().expect("utf-8"),
+        "--into",
+        "personal",
+    ]);
+    let m = dev.mount();
+    let want = std::fs::read(src.path().join("notes/a.txt")).expect("read");
+    for name in ["files/personal/notes/a.txt", "files/personal/more/b.txt"] {
+        assert_eq!(
+            std::fs::read(m.path.join(name)).expect(name),
+            want,
+            "{name}"
+        );
+    }
+    let status = dev.run(&["status"]);
+    assert!(status.contains("2 files"), "{status}");
+    assert!(
+        status.contains("bytes:    10024 current, 5012 stored"),
+        "{status}"
+    );
+    m.unmount();
+}

@@ -593,7 +593,10 @@ impl FsCore {
             NsOp::SetAttr { .. } => {}
         }
         if let Some(node) = gone {
-            self.drop_local(node);
+            // A hard-linked file keeps its content for its other names.
+            if self.stale_attr(node).is_none_or(|a| a.nlink <= 1) {
+                self.drop_local(node);
+            }
             self.forget_attr(node);
         }
         Ok(attr)
