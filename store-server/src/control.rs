@@ -318,9 +318,12 @@ pub fn send(data: &Path, cmd: &AdminCommand) -> std::io::Result<Option<Outcome>>
         }
         Err(e) => return Err(e),
     };
-    s.write_all(&frame(cmd)?)?;
+    // A refused caller's request may not be read: the answer waits in the socket anyway.
+    let sent = s.write_all(&frame(cmd)?);
     let mut len = [0u8; 4];
-    s.read_exact(&mut len)?;
+    if let Err(e) = s.read_exact(&mut len) {
+        return Err(sent.err().unwrap_or(e));
+    }
     let len = u32::from_be_bytes(len) as usize;
     if len > MAX_FRAME {
         return Err(bad("oversized answer on the control socket"));

@@ -199,6 +199,11 @@ fn admin(
             let (dir, store) = open_initialised(data, master_key)?;
             control::execute(&store, &dir, cmd, "shelf-server")
         }
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => anyhow::bail!(
+            "only root and the owner of {} may administer its server ({}: permission denied)",
+            data.display(),
+            data.join(control::SOCKET).display()
+        ),
         Err(e) => anyhow::bail!(
             "the server running on {} did not answer on {}: {e}",
             data.display(),

@@ -145,16 +145,37 @@ fn admin_commands_work_on_a_running_server_with_devices_connected() {
     t.unmount();
     Device::new().login(&server, "late", "pw-late", "pc2");
 
-    // Only root and the data folder's owner reach the socket.
-    let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(server_bin())
-        .args(["user", "list", "--data"])
-        .arg(&server.data)
-        .output()
-        .expect("setpriv");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.contains("Permission denied"), "{err}");
+    // Only root and the data folder's owner reach the socket: the socket's mode keeps
+    // others out, and were it opened up, the server checks who is calling.
+    let home = tempfile::tempdir().expect("tempdir");
+    let bin = home.path().join("shelf-server");
+    std::fs::copy(server_bin(), &bin).expect("copy");
+    let open_up = |p: &std::path::Path, mode: u32| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    };
+    open_up(home.path(), 0o755);
+    open_up(server.data.parent().expect("server folder"), 0o755);
+    open_up(&server.data, 0o755);
+    let as_nobody = || {
+        let out = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(&bin)
+            .args(["user", "list", "--data"])
+            .arg(&server.data)
+            .output()
+            .expect("setpriv");
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(err.lines().count(), 1, "{err}");
+        err
+    };
+    let err = as_nobody();
+    assert!(err.contains("only root and the owner of"), "{err}");
+    open_up(&server.data.join("control.sock"), 0o666);
+    let err = as_nobody();
+    assert!(
+        err.contains("only the data folder's owner may administer this server"),
+        "{err}"
+    );
 }
