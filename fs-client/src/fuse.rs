@@ -641,8 +641,10 @@ impl Filesystem for ShelfFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        // Namespace changes are committed on the server before they return.
-        reply.ok();
+        match self.core.fsyncdir() {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {

@@ -425,6 +425,35 @@ pub enum Request {
         new_parent: NodeId,
         new_name: String,
     },
+    /// Namespace changes applied in order, stopping at the first that fails; answers
+    /// [`Response::Batch`] with one result per change applied or refused (the failed one
+    /// last; changes after it were not tried). Everything applied is on disk before the
+    /// answer, with one flush for the whole batch. Only the changes [`Request::batchable`]
+    /// accepts, at most [`MAX_BATCH`] of them.
+    Batch(Vec<Request>),
+}
+
+/// Changes in one [`Request::Batch`].
+pub const MAX_BATCH: usize = 1024;
+
+impl Request {
+    /// Whether the request may ride in a [`Request::Batch`]: the namespace changes a
+    /// device's write-back journal holds.
+    pub fn batchable(&self) -> bool {
+        matches!(
+            self,
+            Request::Mkdir { .. }
+                | Request::Create { .. }
+                | Request::Symlink { .. }
+                | Request::Mknod { .. }
+                | Request::Unlink { .. }
+                | Request::Rmdir { .. }
+                | Request::Rename { .. }
+                | Request::SetAttr { .. }
+                | Request::SetXattr { .. }
+                | Request::RemoveXattr { .. }
+        )
+    }
 }
 
 /// One share, as its owner or recipient sees it.
@@ -577,6 +606,8 @@ pub enum Response {
     Audit(Vec<AuditLine>),
     /// Shares of and with the account.
     Shares(Vec<ShareInfo>),
+    /// The results of a [`Request::Batch`], in order; only the last may be an error.
+    Batch(Vec<Result<Response, WireError>>),
 }
 
 /// One change in an account's feed.

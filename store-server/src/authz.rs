@@ -70,7 +70,9 @@ impl Action {
             | Request::HaveChunks { .. }
             | Request::Commit { .. }
             | Request::Mknod { .. }
-            | Request::Restore { .. } => Action::Write,
+            | Request::Restore { .. }
+            // Each change in it is authorised again on its own.
+            | Request::Batch(_) => Action::Write,
             Request::Admin(_) => Action::Admin,
         }
     }

@@ -14,7 +14,7 @@ use crate::store::shares::ChunkScope;
 use crate::store::{Ctx, Store};
 use shelf_protocol::{
     AdminRequest, AuditLine, ChunkBody, ChunkId, ErrorCode, NodeKind, Request, Response, UserInfo,
-    WireError, MAX_CHUNK, MAX_CHUNKS_PER_REQUEST,
+    WireError, MAX_BATCH, MAX_CHUNK, MAX_CHUNKS_PER_REQUEST,
 };
 use std::sync::Mutex;
 
@@ -141,6 +141,7 @@ fn describe(req: &Request) -> &'static str {
         Request::Lock { .. } => "lock",
         Request::TestLock { .. } => "test-lock",
         Request::RenewLocks => "renew-locks",
+        Request::Batch(_) => "batch",
     }
 }
 
@@ -165,6 +166,7 @@ fn changes_store(req: &Request) -> bool {
             | Request::Admin(_)
             | Request::Share { .. }
             | Request::Unshare { .. }
+            | Request::Batch(_)
     )
 }
 
@@ -172,7 +174,10 @@ fn changes_store(req: &Request) -> bool {
 pub fn handle(store: &Store, session: &Session, req: Request) -> Result<Response, WireError> {
     let what = describe(&req);
     let changes_store = changes_store(&req);
-    let mut result = dispatch(store, session, req);
+    let mut result = match req {
+        Request::Batch(reqs) => batch(store, session, reqs),
+        req => dispatch(store, session, req),
+    };
     // A change is durable before it is acknowledged: a server killed right after answering
     // loses nothing a client was told was done (chunk bodies first, then the database).
     if changes_store && result.is_ok() {
@@ -187,6 +192,34 @@ pub fn handle(store: &Store, session: &Session, req: Request) -> Result<Response
         }
     }
     result.map_err(|e| e.to_wire())
+}
+
+/// Applies a batch's changes in order, each as its own request (authorised, one
+/// transaction), stopping at the first refused; [`handle`] then flushes once for all.
+fn batch(store: &Store, session: &Session, reqs: Vec<Request>) -> Result<Response, StoreError> {
+    if reqs.len() > MAX_BATCH || !reqs.iter().all(Request::batchable) {
+        return Err(ErrorCode::InvalidArgument.into());
+    }
+    let mut results = Vec::with_capacity(reqs.len());
+    for req in reqs {
+        let what = describe(&req);
+        match dispatch(store, session, req) {
+            Ok(r) => results.push(Ok(r)),
+            Err(e) => {
+                match &e {
+                    StoreError::Refused(code) => {
+                        tracing::debug!(request = what, ?code, "refused in a batch")
+                    }
+                    other => {
+                        tracing::warn!(request = what, error = %other, "batched request failed")
+                    }
+                }
+                results.push(Err(e.to_wire()));
+                break;
+            }
+        }
+    }
+    Ok(Response::Batch(results))
 }
 
 fn dispatch(store: &Store, session: &Session, req: Request) -> Result<Response, StoreError> {
@@ -247,8 +280,8 @@ fn dispatch(store: &Store, session: &Session, req: Request) -> Result<Response, 
     }
     let ctx = &ctx;
     Ok(match req {
-        // Answered before the session check above.
-        Request::Login { .. } | Request::Resume { .. } => {
+        // Answered before the session check above; batches do not nest.
+        Request::Login { .. } | Request::Resume { .. } | Request::Batch(_) => {
             return Err(ErrorCode::InvalidArgument.into())
         }
         Request::Logout => {

@@ -381,6 +381,7 @@ fn requests(t: Tree, tag: &str, body_of: &[u8]) -> Vec<(&'static str, Kind, Requ
                 | Request::Commit { .. }
                 | Request::Mknod { .. }
                 | Request::Restore { .. } => Kind::Write,
+                Request::Batch(_) => unreachable!("batches are cells of their own (`batched`)"),
             };
             (name, kind, req)
         })
@@ -412,6 +413,16 @@ fn session(store: &Store, user: &str, device: &str) -> Session {
 /// Sends one request; `Subscribe` goes where the connection would send it.
 fn send(store: &Store, s: &Session, req: Request) -> Result<Response, WireError> {
     match req {
+        // The batched run: every change a batch may carry goes in a batch of its own, and
+        // must be answered exactly as when sent alone.
+        req if req.batchable() && BATCHED.get() => {
+            match handle(store, s, Request::Batch(vec![req]))? {
+                Response::Batch(mut results) if results.len() == 1 => {
+                    results.pop().expect("one result")
+                }
+                other => panic!("a batch of one answered {other:?}"),
+            }
+        }
         Request::Subscribe { after } => subscribe(store, s, after).map(|sub| sub.response),
         Request::Commit {
             node,
@@ -446,8 +457,24 @@ fn send(store: &Store, s: &Session, req: Request) -> Result<Response, WireError>
 /// A node id no account has.
 const NOWHERE: NodeId = 1 << 40;
 
+thread_local! {
+    /// Whether [`send`] wraps changes in batches.
+    static BATCHED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 #[test]
 fn every_request_role_and_owner() {
+    matrix();
+}
+
+/// The same matrix, every namespace change inside a `Batch`: each is authorised on its own.
+#[test]
+fn every_request_role_and_owner_batched() {
+    BATCHED.set(true);
+    matrix();
+}
+
+fn matrix() {
     let (store, _tmp) = store();
     let roles = [
         ("ad", Role::Admin),
@@ -899,4 +926,101 @@ fn every_request_role_and_owner() {
         failures.join("\n")
     );
     assert!(cells >= 150, "{cells}");
+}
+
+/// A batch applies its changes in order, stops at the first refused (later ones are not
+/// tried), carries only namespace changes, does not nest and has a size limit.
+#[test]
+fn batches_apply_in_order_and_stop_at_the_first_refusal() {
+    let (store, _tmp) = store();
+    store.add_user("u", "pw", Role::User).expect("add");
+    let s = Session::default();
+    let root = match handle(
+        &store,
+        &s,
+        Request::Login {
+            user: "u".into(),
+            password: "pw".into(),
+            device: "d".into(),
+        },
+    ) {
+        Ok(Response::Session { root, .. }) => root,
+        other => panic!("login: {other:?}"),
+    };
+    let files = match handle(
+        &store,
+        &s,
+        Request::Lookup {
+            parent: root.node,
+            name: "files".into(),
+        },
+    ) {
+        Ok(Response::Attr(a)) => a.node,
+        other => panic!("files: {other:?}"),
+    };
+    let mk = |name: &str| Request::Mkdir {
+        parent: files,
+        name: name.into(),
+        mode: 0o755,
+        id: None,
+    };
+    let got = handle(
+        &store,
+        &s,
+        Request::Batch(vec![
+            mk("a"),
+            mk("b"),
+            mk("a"),
+            mk("c"),
+            Request::Rename {
+                parent: files,
+                name: "b".into(),
+                new_parent: files,
+                new_name: "b2".into(),
+                mode: RenameMode::Replace,
+                expect: None,
+            },
+        ]),
+    )
+    .expect("batch");
+    let Response::Batch(results) = got else {
+        panic!("{got:?}")
+    };
+    assert_eq!(results.len(), 3, "{results:?}");
+    assert!(results[0].is_ok() && results[1].is_ok());
+    assert_eq!(results[2].as_ref().unwrap_err().code, ErrorCode::Exists);
+    let exists = |name: &str| {
+        handle(
+            &store,
+            &s,
+            Request::Lookup {
+                parent: files,
+                name: name.into(),
+            },
+        )
+        .is_ok()
+    };
+    assert!(exists("a") && exists("b"));
+    assert!(
+        !exists("c") && !exists("b2"),
+        "changes after the refusal were applied"
+    );
+
+    // Only namespace changes ride in a batch; batches do not nest; at most MAX_BATCH.
+    for bad in [
+        vec![Request::Status],
+        vec![Request::Batch(vec![mk("n")])],
+        vec![Request::Login {
+            user: "u".into(),
+            password: "pw".into(),
+            device: "x".into(),
+        }],
+        (0..shelf_protocol::MAX_BATCH + 1)
+            .map(|i| mk(&format!("m{i}")))
+            .collect(),
+    ] {
+        let got = handle(&store, &s, Request::Batch(bad));
+        assert_eq!(got.unwrap_err().code, ErrorCode::InvalidArgument);
+    }
+    assert!(!exists("n") && !exists("m0"));
 }

@@ -18,6 +18,20 @@ fn core_with(
     device: &str,
     passthrough: bool,
 ) -> Arc<FsCore> {
+    let core = core_alone(server, cache, device, passthrough);
+    // Namespace changes are write-back: the sender streams them to the server.
+    let _ = core.start_sender();
+    core
+}
+
+/// A core with no thread of its own: nothing it does reaches the server by itself, as if
+/// the client were killed after the calls returned.
+fn core_alone(
+    server: &Server,
+    cache: &std::path::Path,
+    device: &str,
+    passthrough: bool,
+) -> Arc<FsCore> {
     let (remote, root) = server.connect("alice", "pw", device);
     FsCore::new(
         Arc::new(remote),
@@ -146,8 +160,9 @@ fn journal_replays_after_the_core_is_dropped_without_uploading() {
     let cache = dir.path().join("cache");
     let want = pseudo_random(200_000, 3);
     {
-        // No background threads: nothing is uploaded, as if the client died after close.
-        let a = core_for(&server, &cache, "a");
+        // No background threads: neither the create nor the content reaches the server, as
+        // if the client died after close.
+        let a = core_alone(&server, &cache, "a", false);
         let work = lookup_path(&a, "files/work");
         let (_, o) = a
             .create(work, OsStr::new("pending.bin"), 0o644, libc::O_WRONLY)

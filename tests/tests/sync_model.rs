@@ -304,6 +304,8 @@ fn run(ops: Vec<Op>) {
     let c0 = devs[0].core();
     let files = lookup(&c0, 1, "files").expect("files");
     c0.mkdir(files, OsStr::new(case), 0o755).expect("mkdir");
+    // Write-back: the folder is on the server once a sync of its parent returns.
+    c0.fsyncdir().expect("fsyncdir");
     drop(c0);
     let mut model = Model {
         online: [true, true],
@@ -621,5 +623,40 @@ fn folders_stay_known_across_a_second_disconnect() {
         },
         Reconnect { dev: 1 },
         Disconnect { dev: 1 },
+    ]);
+}
+
+/// Found by the model (under load): the other device's change to a file, applied again a
+/// little later, dropped this device's local copy of the newer version it had written since,
+/// so offline it could not read its own file.
+#[test]
+fn own_rewrite_of_the_other_devices_new_file_reads_offline() {
+    use Op::*;
+    run(vec![
+        Write {
+            dev: 0,
+            file: 5,
+            byte: 200,
+            len: 61651,
+        },
+        Write {
+            dev: 1,
+            file: 5,
+            byte: 106,
+            len: 21546,
+        },
+        Write {
+            dev: 1,
+            file: 5,
+            byte: 52,
+            len: 51682,
+        },
+        Disconnect { dev: 1 },
+        Write {
+            dev: 0,
+            file: 2,
+            byte: 235,
+            len: 44968,
+        },
     ]);
 }

@@ -74,7 +74,6 @@ struct Inner {
 }
 
 pub struct OpLog {
-    dir: PathBuf,
     inner: Mutex<Inner>,
 }
 
@@ -116,7 +115,6 @@ impl OpLog {
         let file = rewrite(&dir, &ops)?;
         let next_seq = ops.back().map(|(s, _)| s + 1).unwrap_or(1);
         Ok(OpLog {
-            dir,
             inner: Mutex::new(Inner {
                 file,
                 ops,
@@ -149,14 +147,41 @@ impl OpLog {
         self.lock().ops.front().cloned()
     }
 
+    /// The oldest `n` operations the server does not have yet.
+    pub fn front_n(&self, n: usize) -> Vec<(u64, NsOp)> {
+        self.lock().ops.iter().take(n).cloned().collect()
+    }
+
+    /// The sequence number the next operation gets.
+    pub fn next_seq(&self) -> u64 {
+        self.lock().next_seq
+    }
+
     /// Records that operation `seq` (the oldest) is done; an emptied log is truncated.
     pub fn done(&self, seq: u64) -> std::io::Result<()> {
+        self.done_many(&[seq])
+    }
+
+    /// Records that the oldest operations `seqs` are done (one append); an emptied log is
+    /// truncated (without a sync: a log that comes back holds only done operations, or ones
+    /// whose replay is harmless again).
+    pub fn done_many(&self, seqs: &[u64]) -> std::io::Result<()> {
         let mut inner = self.lock();
-        inner.ops.retain(|(s, _)| *s != seq);
+        for seq in seqs {
+            match inner.ops.front() {
+                Some((s, _)) if s == seq => {
+                    inner.ops.pop_front();
+                }
+                _ => inner.ops.retain(|(s, _)| s != seq),
+            }
+        }
         if inner.ops.is_empty() {
-            inner.file = rewrite(&self.dir, &inner.ops)?;
+            inner.file.set_len(0)?;
         } else {
-            let bytes = frame(&Entry::Done(seq))?;
+            let mut bytes = Vec::new();
+            for seq in seqs {
+                bytes.extend(frame(&Entry::Done(*seq))?);
+            }
             inner.file.write_all(&bytes)?;
         }
         Ok(())

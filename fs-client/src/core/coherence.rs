@@ -142,7 +142,7 @@ impl FsCore {
         }
         match &c.kind {
             ChangeKind::Content => {
-                self.drop_stale_copy(c.node);
+                self.drop_stale_copy(c.node, c.at);
                 self.kernel_inode(c.node, true);
             }
             ChangeKind::Attr => self.kernel_inode(c.node, false),
@@ -185,9 +185,14 @@ impl FsCore {
         self.kernel_inode(node, true);
     }
 
-    /// Another device committed a new version: a clean local copy of the old one goes
-    /// (open handles keep theirs until they close).
-    fn drop_stale_copy(&self, node: NodeId) {
+    /// Another device committed a new version at `at`: a clean local copy of the old one
+    /// goes (open handles keep theirs until they close). A copy of a later state this
+    /// device already knows stays: changes are applied again a little later, and by then
+    /// this device may have committed a newer version of its own.
+    fn drop_stale_copy(&self, node: NodeId, at: shelf_protocol::Timestamp) {
+        if self.stale_attr(node).is_some_and(|a| a.ctime > at) {
+            return;
+        }
         let Some(st) = self.files.lock().ok().and_then(|f| f.get(&node).cloned()) else {
             return;
         };

@@ -918,6 +918,8 @@ impl FsCore {
     /// fsync(2): returns once the current content is committed on the server and flushed there.
     pub fn fsync(&self, fh: u64) -> Result<(), FsError> {
         let (node, _, _) = self.handle(fh)?;
+        // Every namespace change made before it first (the file's create among them).
+        self.fsyncdir()?;
         let old_version = self
             .handles
             .lock()
@@ -952,6 +954,20 @@ impl FsCore {
                 }
                 other => return other,
             }
+        }
+    }
+
+    /// fsync(2) of a directory: returns once every namespace change made before it is
+    /// committed on the server and flushed there (EIO after the fsync patience).
+    pub fn fsyncdir(&self) -> Result<(), FsError> {
+        match self
+            .pending
+            .wait_sent(self.pending.next_seq(), Some(fsync_patience()))
+        {
+            true => Ok(()),
+            false => Err(FsError::Remote(crate::remote::RemoteError::Disconnected(
+                "namespace changes are still waiting for the server".into(),
+            ))),
         }
     }
 

@@ -33,6 +33,7 @@ impl FsCore {
         self.refuse_virtual(&[ino])?;
         let node = self.node_of(ino);
         let kind = kind_of(typ)?;
+        self.settle_node(node)?;
         loop {
             let r = self.remote.call(Request::Lock {
                 node,
@@ -72,6 +73,7 @@ impl FsCore {
         end: u64,
     ) -> Result<(i32, u64, u64), FsError> {
         self.refuse_virtual(&[ino])?;
+        self.settle_node(self.node_of(ino))?;
         let Response::LockHolder(holder) = self.remote.call(Request::TestLock {
             node: self.node_of(ino),
             owner,

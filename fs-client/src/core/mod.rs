@@ -462,7 +462,7 @@ impl FsCore {
     /// The server's attributes of a node (from the short-lived cache when fresh).
     pub(crate) fn server_attr(&self, node: NodeId) -> Result<Attr, FsError> {
         if let Some(a) = self.overlay_attr(node) {
-            return Ok(a);
+            return Ok(self.with_committed_content(a));
         }
         if let Some(a) = self.unlinked_attr(node) {
             return Ok(a);
@@ -474,6 +474,20 @@ impl FsCore {
             Err(e) if offline::is_offline(&e) => self.stale_attr(node).ok_or(e),
             other => other,
         }
+    }
+
+    /// A queued change's attributes of `node`, with the content (version, size, times) of
+    /// a commit the server answered since: uploads do not wait for changes queued after
+    /// they started, and the overlay keeps the node's state from before them.
+    fn with_committed_content(&self, mut a: Attr) -> Attr {
+        let newest = self.newest(&a);
+        if newest.version > a.version {
+            a.version = newest.version;
+            a.size = newest.size;
+            a.mtime = newest.mtime;
+            a.ctime = a.ctime.max(newest.ctime);
+        }
+        a
     }
 
     /// The last attributes of an open file that has no name any more (nlink 0).
@@ -714,8 +728,8 @@ impl FsCore {
         let (node, dir) = (self.node_of(ino), self.node_of(new_parent));
         self.check_node_writable(dir)?;
         self.check_node_writable(node)?;
-        if self.overlay_created(node) || !self.pending.is_empty() {
-            // Made offline and not on the server yet (or changes still queued before it).
+        // The server makes the link: the changes before it (the file's create, say) first.
+        if self.settle().is_err() {
             return Err(FsError::Io(std::io::Error::from_raw_os_error(libc::EIO)));
         }
         let attr = self.call_attr(
@@ -993,6 +1007,7 @@ impl FsCore {
         if !name.starts_with("user.") || name.starts_with(pins::RESERVED_XATTR_PREFIX) {
             return Err(FsError::Unsupported);
         }
+        self.settle()?;
         self.call_ok(
             "setxattr",
             Request::SetXattr {
@@ -1020,6 +1035,7 @@ impl FsCore {
                 false => Err(FsError::NoAttribute),
             };
         }
+        self.settle_node(self.node_of(ino))?;
         match self.remote.call(Request::GetXattr {
             node: self.node_of(ino),
             name: name.to_string(),
@@ -1033,6 +1049,7 @@ impl FsCore {
         if versions::is_virtual(ino) {
             return Ok(Vec::new());
         }
+        self.settle_node(self.node_of(ino))?;
         match self.remote.call(Request::ListXattr {
             node: self.node_of(ino),
         })? {
@@ -1055,6 +1072,7 @@ impl FsCore {
         if !name.starts_with("user.") {
             return Err(FsError::NoAttribute);
         }
+        self.settle()?;
         self.call_ok(
             "removexattr",
             Request::RemoveXattr {

@@ -6,12 +6,14 @@
 
 use super::{FsCore, FsError};
 use shelf_protocol::{Attr, NodeId};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// The names this mount has seen, per directory.
 #[derive(Default)]
 pub struct SeenNames {
     by_dir: HashMap<NodeId, BTreeMap<String, NodeId>>,
+    /// Directories whose every name is known here (listed, or made empty here).
+    listed: HashSet<NodeId>,
 }
 
 /// Whether an error means "the server cannot be reached" (rather than a refusal).
@@ -40,7 +42,14 @@ impl FsCore {
 
     /// A full listing just read from the server replaces what was known of the directory.
     pub(crate) fn remember_listing(&self, dir: NodeId, entries: BTreeMap<String, NodeId>) {
-        self.seen().by_dir.insert(dir, entries);
+        let mut seen = self.seen();
+        seen.by_dir.insert(dir, entries);
+        seen.listed.insert(dir);
+    }
+
+    /// Whether every name in `dir` is known here (so emptiness can be judged locally).
+    pub(crate) fn listing_known(&self, dir: NodeId) -> bool {
+        self.seen().listed.contains(&dir)
     }
 
     /// A path for messages: the names this mount has seen, from the top of the store down to

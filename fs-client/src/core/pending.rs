@@ -33,6 +33,11 @@ const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Names tried for one create or rename before the change is given up.
 const MAX_NAME_TRIES: u32 = 8;
+/// How long a change the mount cannot judge alone waits for the changes before it to reach
+/// the server before it is queued instead.
+const SETTLE: Duration = Duration::from_secs(30);
+/// Changes per batch the sender sends.
+const BATCH: usize = 256;
 
 /// What queued changes did, laid over the server's view.
 #[derive(Default)]
@@ -174,6 +179,10 @@ pub struct Pending {
     /// Folders made offline that turned out to exist on the server: local id → server id.
     aliases: Mutex<HashMap<NodeId, NodeId>>,
     stopping: AtomicBool,
+    /// Whether the sender thread runs.
+    pub(crate) sender_started: AtomicBool,
+    /// The sender's last try found the server unreachable.
+    unreachable: AtomicBool,
     /// Someone waits for the queue (fsync): retry now instead of after the backoff.
     kicked: AtomicBool,
 }
@@ -352,6 +361,8 @@ impl Pending {
             diverged: AtomicBool::new(false),
             aliases: Mutex::new(HashMap::new()),
             stopping: AtomicBool::new(false),
+            unreachable: AtomicBool::new(false),
+            sender_started: AtomicBool::new(false),
             kicked: AtomicBool::new(false),
         })
     }
@@ -372,15 +383,32 @@ impl Pending {
     /// Waits until no change is waiting, up to `timeout` (`None`: until stopped). Returns
     /// whether the queue is empty.
     pub fn wait_drained(&self, timeout: Option<Duration>) -> bool {
+        self.wait_sent(u64::MAX, timeout)
+    }
+
+    /// The position the next change gets: [`Pending::wait_sent`] with it waits for every
+    /// change made so far.
+    pub fn next_seq(&self) -> u64 {
+        self.log.next_seq()
+    }
+
+    /// Whether every change numbered below `before` is on the server.
+    fn sent(&self, before: u64) -> bool {
+        self.log.front().is_none_or(|(seq, _)| seq >= before)
+    }
+
+    /// Waits until every change numbered below `before` is on the server, up to `timeout`
+    /// (`None`: until stopped). Returns whether they are.
+    pub fn wait_sent(&self, before: u64, timeout: Option<Duration>) -> bool {
         let deadline = timeout.map(|t| Instant::now() + t);
         let mut g = self.lock();
-        if timeout.is_some() && !self.log.is_empty() {
-            // A caller in a hurry (fsync): the replay tries again at once.
+        if timeout.is_some() && !self.sent(before) {
+            // A caller in a hurry (fsync): the sender tries again at once.
             self.kicked.store(true, Ordering::Release);
             self.cv.notify_all();
         }
         loop {
-            if self.log.is_empty() {
+            if self.sent(before) {
                 return true;
             }
             if self.stopping.load(Ordering::Acquire) {
@@ -424,10 +452,18 @@ impl Pending {
 }
 
 impl FsCore {
-    /// Makes a namespace change: on the server at once when nothing is queued, else (or when
-    /// the server cannot be reached) locally, queued for replay.
+    /// Makes a namespace change. Write-back: applied here, journaled and answered at once;
+    /// the sender ([`FsCore::replay_loop`]) streams it to the server in order, many per
+    /// round trip. A change this mount cannot judge alone (see [`FsCore::judged_here`]) goes
+    /// to the server itself once every change before it is there, or, while the server
+    /// cannot be reached, is queued on what this mount has seen.
     pub(crate) fn ns_change(&self, op: NsOp) -> Result<Applied, FsError> {
-        if self.pending.is_empty() {
+        if self.judged_here(&op) {
+            return self.queue_change(op).map(Applied::Queued);
+        }
+        if !self.pending.unreachable.load(Ordering::Acquire)
+            && self.pending.wait_sent(u64::MAX, Some(SETTLE))
+        {
             match self.remote.call(request(&op, false)) {
                 Ok(r) => return Ok(Applied::Sent(r)),
                 Err(e) if e.is_transient() => {
@@ -437,6 +473,69 @@ impl FsCore {
             }
         }
         self.queue_change(op).map(Applied::Queued)
+    }
+
+    /// Waits until every change made so far is on the server, for a call that needs the
+    /// server to know them (a hard link, an extended attribute, a lock). `Err` while it
+    /// cannot be reached.
+    pub(crate) fn settle(&self) -> Result<(), FsError> {
+        match !self.pending.unreachable.load(Ordering::Acquire)
+            && self.pending.wait_sent(u64::MAX, Some(SETTLE))
+        {
+            true => Ok(()),
+            false => Err(offline("this")),
+        }
+    }
+
+    /// [`FsCore::settle`] when `node` was made here and its create may not have reached
+    /// the server yet.
+    pub(crate) fn settle_node(&self, node: NodeId) -> Result<(), FsError> {
+        match self.overlay_created(node) {
+            true => self.settle(),
+            false => Ok(()),
+        }
+    }
+
+    /// Whether the server will accept `op` as this mount applies it, as far as anyone can
+    /// tell before asking: the names it touches are known here (the kernel looks a name up
+    /// before it creates, removes or renames it), a folder it removes or replaces was
+    /// listed here, and a rename stays in one folder (a move may cross into a share, which
+    /// only the server can tell). Other devices' changes meanwhile are conflicts, settled
+    /// as for changes made offline.
+    fn judged_here(&self, op: &NsOp) -> bool {
+        let ov = self.pending.lock();
+        let emptiness_known = |dir: NodeId| {
+            ov.created.contains(&dir)
+                || self.listing_known(dir)
+                || self
+                    .view_attr(&ov, dir)
+                    .is_some_and(|a| a.kind != NodeKind::Dir)
+        };
+        match op {
+            NsOp::Make { .. } => true,
+            NsOp::Remove {
+                parent, name, dir, ..
+            } => match self.view_entry(&ov, *parent, name) {
+                None => false,
+                Some(node) => !*dir || emptiness_known(node),
+            },
+            NsOp::Rename {
+                parent,
+                name,
+                new_parent,
+                new_name,
+                mode,
+                ..
+            } => {
+                *mode != RenameMode::Exchange
+                    && parent == new_parent
+                    && self.view_entry(&ov, *parent, name).is_some()
+                    && self
+                        .view_entry(&ov, *new_parent, new_name)
+                        .is_none_or(emptiness_known)
+            }
+            NsOp::SetAttr { node, .. } => self.view_attr(&ov, *node).is_some(),
+        }
     }
 
     /// The node `name` in `dir` names in this mount's view, as far as it is known.
@@ -566,9 +665,16 @@ impl FsCore {
         // The rest of the mount's caches follow the change too.
         match &op {
             NsOp::Make {
-                parent, name, id, ..
+                parent,
+                name,
+                id,
+                kind,
+                ..
             } => {
                 self.remember_name(*parent, name, *id);
+                if *kind == NodeKind::Dir {
+                    self.remember_listing(*id, BTreeMap::new());
+                }
                 self.forget_attr(*parent);
             }
             NsOp::Remove { parent, name, .. } => {
@@ -643,7 +749,8 @@ impl FsCore {
         self.pending.wait_drained(timeout)
     }
 
-    /// Replays queued changes in order, with backoff while the server cannot be reached.
+    /// Sends queued changes in order, up to [`BATCH`] per round trip, with backoff while
+    /// the server cannot be reached.
     pub(crate) fn replay_loop(&self) {
         let mut backoff = BACKOFF_MIN;
         loop {
@@ -657,23 +764,35 @@ impl FsCore {
             if self.pending.stopping.load(Ordering::Acquire) {
                 return;
             }
-            let Some((seq, op)) = self.pending.log.front() else {
+            let ops = self.pending.log.front_n(BATCH);
+            if ops.is_empty() {
                 continue;
-            };
-            match self.replay_one(&op) {
+            }
+            let (done, result) = self.send_batch(&ops);
+            if !done.is_empty() {
+                if let Err(e) = self.pending.log.done_many(&done) {
+                    // Sending them again is harmless (replays are idempotent).
+                    tracing::error!(error = %e, "cannot record sent changes in the journal");
+                    std::thread::sleep(Duration::from_secs(1));
+                    continue;
+                }
+                self.needs_sync.store(true, Ordering::Release);
+                {
+                    let _g = self.pending.lock();
+                    self.pending.cv.notify_all();
+                }
+                self.finish_if_drained();
+            }
+            match result {
                 Ok(()) => {
                     backoff = BACKOFF_MIN;
-                    if let Err(e) = self.pending.log.done(seq) {
-                        // Replaying it again is harmless (replays are idempotent).
-                        tracing::error!(error = %e, "cannot record a replayed change in the journal");
-                        std::thread::sleep(Duration::from_secs(1));
-                        continue;
-                    }
-                    self.needs_sync.store(true, Ordering::Release);
-                    self.finish_if_drained();
+                    self.pending.unreachable.store(false, Ordering::Release);
                 }
                 Err(e) => {
-                    tracing::info!(error = %e, waiting = self.pending.len(), retry_in = ?backoff, "namespace changes made offline wait for the server");
+                    if e.is_transient() {
+                        self.pending.unreachable.store(true, Ordering::Release);
+                    }
+                    tracing::info!(error = %e, waiting = self.pending.len(), retry_in = ?backoff, "namespace changes wait for the server");
                     // New changes do not cut the wait short; stopping and a waiting fsync do.
                     let until = Instant::now() + backoff;
                     let mut g = self.pending.lock();
@@ -697,8 +816,87 @@ impl FsCore {
         }
     }
 
-    /// Once the queue is empty the server's view is the truth again: the overlay goes, and
-    /// the kernel forgets every entry and attribute it answered from.
+    /// Sends `ops` (the oldest queued) as one batch. The first the server refuses, and
+    /// everything after it, is left to [`FsCore::replay_one`], which settles conflicts.
+    /// Returns the changes done, and `Err` when the rest should be tried again later.
+    fn send_batch(&self, ops: &[(u64, NsOp)]) -> (Vec<u64>, Result<(), RemoteError>) {
+        let mut done = Vec::new();
+        let first_refused = if ops.len() == 1 {
+            0
+        } else {
+            let reqs = ops
+                .iter()
+                .map(|(_, op)| request(&self.aliased(op), true))
+                .collect();
+            let results = match self.remote.call(Request::Batch(reqs)) {
+                Ok(Response::Batch(r)) if r.len() <= ops.len() => r,
+                Ok(_) => {
+                    return (
+                        done,
+                        Err(RemoteError::Protocol("unexpected answer to a batch".into())),
+                    )
+                }
+                Err(e) => return (done, Err(e)),
+            };
+            for ((seq, op), result) in ops.iter().zip(&results) {
+                let Ok(answer) = result else { break };
+                self.sent_applied(op, answer);
+                done.push(*seq);
+            }
+            done.len()
+        };
+        // The change the server refused (or the only one) goes alone, by the rules for
+        // replays: a name taken meanwhile, a folder deleted, an answer lost.
+        let Some((seq, op)) = ops.get(first_refused) else {
+            return (done, Ok(()));
+        };
+        match self.replay_one(op) {
+            Ok(()) => {
+                done.push(*seq);
+                (done, Ok(()))
+            }
+            Err(e) => (done, Err(e)),
+        }
+    }
+
+    /// `op` with every node id the server knows by another (merged folders made offline).
+    fn aliased(&self, op: &NsOp) -> NsOp {
+        let a = |n: NodeId| self.pending.alias(n);
+        let mut op = op.clone();
+        match &mut op {
+            NsOp::Make { parent, .. } => *parent = a(*parent),
+            NsOp::Remove { parent, expect, .. } => {
+                *parent = a(*parent);
+                if let Some(e) = expect {
+                    e.node = a(e.node);
+                }
+            }
+            NsOp::Rename {
+                parent,
+                new_parent,
+                expect,
+                ..
+            } => {
+                *parent = a(*parent);
+                *new_parent = a(*new_parent);
+                *expect = expect.map(a);
+            }
+            NsOp::SetAttr { node, .. } => *node = a(*node),
+        }
+        op
+    }
+
+    /// What a change the server applied in a batch leaves to do here.
+    fn sent_applied(&self, op: &NsOp, answer: &Response) {
+        if let (NsOp::Rename { .. }, Response::Removed(Some(replaced))) = (op, answer) {
+            self.drop_local(*replaced);
+        }
+    }
+
+    /// Once the queue is empty the server's view is the truth again and the overlay goes.
+    /// When a replay ended differently than the change was made here (a conflicted name, a
+    /// merged folder, a change not applied), the kernel forgets every entry and attribute it
+    /// answered from; otherwise the server holds what the overlay showed.
     fn finish_if_drained(&self) {
         let overlay = {
             let mut g = self.pending.lock();
@@ -710,7 +908,15 @@ impl FsCore {
             std::mem::take(&mut *g)
         };
         let diverged = self.pending.diverged.swap(false, Ordering::AcqRel);
-        tracing::info!("namespace changes made offline are all on the server");
+        if !diverged {
+            for node in overlay.attrs.keys() {
+                self.forget_attr(*node);
+            }
+            return;
+        }
+        tracing::info!(
+            "changes made here ended differently on the server: cached names are checked again"
+        );
         self.epoch.fetch_add(1, Ordering::AcqRel);
         for (dir, names) in &overlay.names {
             let dir = self.pending.alias(*dir);
@@ -718,9 +924,7 @@ impl FsCore {
             self.forget_listing(dir);
             self.kernel_inode(dir, false);
             for name in names.keys() {
-                if diverged {
-                    self.forget_name(dir, name);
-                }
+                self.forget_name(dir, name);
                 self.kernel_entry(dir, name);
             }
         }

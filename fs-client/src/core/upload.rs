@@ -126,9 +126,9 @@ impl FsCore {
     /// Uploads `node`'s local content if it is dirty. `durable` (fsync) uploads even while
     /// the file is open and waits for the server's flush.
     pub fn upload(&self, node: NodeId, durable: bool) -> Result<(), FsError> {
-        // Namespace changes made offline go first (the file may be one of them).
+        // Namespace changes made before go first (the file's create may be one of them).
         let patience = durable.then_some(Duration::from_secs(1));
-        if !self.wait_changes_sent(patience) {
+        if !self.pending.wait_sent(self.pending.next_seq(), patience) {
             return Err(FsError::Remote(RemoteError::Disconnected(
                 "changes made offline are still waiting for the server".into(),
             )));
@@ -472,13 +472,7 @@ impl FsCore {
         let _ = std::thread::Builder::new()
             .name("shelf-pins".into())
             .spawn(move || core.pins_loop());
-        let core = self.clone();
-        threads.push(
-            std::thread::Builder::new()
-                .name("shelf-replay".into())
-                .spawn(move || core.replay_loop())
-                .expect("spawning the replay thread"),
-        );
+        threads.extend(self.start_sender());
         let core = self.clone();
         threads.push(
             std::thread::Builder::new()
@@ -487,6 +481,21 @@ impl FsCore {
                 .expect("spawning the syncer thread"),
         );
         threads
+    }
+
+    /// Starts the thread that sends namespace changes to the server (once; `None` when it
+    /// runs already). It stops with [`FsCore::stop_background`].
+    pub fn start_sender(self: &Arc<Self>) -> Option<std::thread::JoinHandle<()>> {
+        if self.pending.sender_started.swap(true, Ordering::AcqRel) {
+            return None;
+        }
+        let core = self.clone();
+        Some(
+            std::thread::Builder::new()
+                .name("shelf-sender".into())
+                .spawn(move || core.replay_loop())
+                .expect("spawning the sender thread"),
+        )
     }
 
     fn upload_loop(&self) {

@@ -108,6 +108,7 @@ impl FsCore {
                 return Ok(l.clone());
             }
         }
+        self.settle_node(dir)?;
         let Response::Versions(list) = self.remote.call(Request::ListVersions { dir })? else {
             return Err(FsError::Unexpected("list-versions"));
         };

@@ -32,6 +32,7 @@ pub mod audit;
 pub mod categories;
 pub mod conflicts;
 pub mod feed;
+pub mod group_commit;
 pub mod guard;
 pub mod history;
 pub mod links;
@@ -224,6 +225,8 @@ pub struct Store {
     pub gc_lock: std::sync::RwLock<()>,
     /// The data folder, for free-space figures (None for an in-memory store).
     pub data_root: Option<std::path::PathBuf>,
+    /// Concurrent changes share one flush ([`Store::sync`]).
+    flushes: group_commit::GroupCommit,
 }
 
 pub(crate) fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T> {
@@ -297,6 +300,7 @@ impl Store {
             chunks,
             db,
             data_root: None,
+            flushes: Default::default(),
         };
         store.load_share_index()?;
         Ok(store)
@@ -348,9 +352,20 @@ impl Store {
     }
 
     /// Makes everything committed so far durable: chunk bodies first, then the database.
+    /// Concurrent callers share flushes ([`group_commit`]).
     pub fn sync(&self) -> Result<()> {
-        self.chunks.sync()?;
-        self.db.flush()?;
+        let io = |e: StoreError| match e {
+            StoreError::Io(e) => e,
+            other => std::io::Error::other(other.to_string()),
+        };
+        self.flushes.flush(|| {
+            self.chunks.sync().map_err(io)?;
+            self.db.flush().map_err(|e| match e {
+                sled::Error::Io(e) => e,
+                other => std::io::Error::other(other.to_string()),
+            })?;
+            Ok(())
+        })?;
         Ok(())
     }
 }

@@ -396,6 +396,27 @@ impl Store {
         self.remove_expecting(ctx, parent, name, want_dir, None)
     }
 
+    /// The newest version of `node` if every version after `seen` was made by the asking
+    /// device (its own uploads, which may overtake its queued delete), else `seen`: only
+    /// another device's edit makes a delete a conflict.
+    fn own_versions_since(&self, ctx: &Ctx, node: NodeId, seen: u64) -> u64 {
+        let Ok(rec) = self.node(ctx, node, Action::Read) else {
+            return seen;
+        };
+        let own = (seen + 1..=rec.version).all(|v| {
+            self.versions
+                .get(version_key(node, v))
+                .ok()
+                .flatten()
+                .and_then(|b| decode::<VersionRec>(&b).ok())
+                .is_some_and(|r| r.device == ctx.device)
+        });
+        match own && rec.version > seen {
+            true => rec.version,
+            false => seen,
+        }
+    }
+
     /// [`Store::remove`], but only if the name still holds the node (and, for a file, the
     /// content version) the client saw; `Conflict` otherwise, with nothing removed.
     pub fn remove_expecting(
@@ -408,6 +429,16 @@ impl Store {
     ) -> Result<(NodeId, bool)> {
         check_name(name)?;
         self.refuse_in_shared_view(ctx, parent)?;
+        let expect = match expect {
+            Some(Expect {
+                node,
+                version: Some(v),
+            }) => Some(Expect {
+                node,
+                version: Some(self.own_versions_since(ctx, node, v)),
+            }),
+            other => other,
+        };
         let now = self.now();
         use sled::Transactional;
         (
