@@ -137,6 +137,17 @@ fn replay(bytes: &[u8]) -> (BTreeMap<NodeId, Record>, Paths, usize) {
     (live, paths, dead)
 }
 
+/// Appends one framed entry to a log opened for appending. A write that fails part way (a
+/// full disk) is cut off again, so the entries after it stay readable.
+pub(crate) fn append_whole(file: &mut File, bytes: &[u8]) -> std::io::Result<()> {
+    let len = file.metadata()?.len();
+    if let Err(e) = file.write_all(bytes) {
+        let _ = file.set_len(len);
+        return Err(e);
+    }
+    Ok(())
+}
+
 /// Replaces the log at `path` with `bytes` atomically (synced before the rename) and opens
 /// it for appending.
 pub(crate) fn replace_log(path: &Path, bytes: &[u8]) -> std::io::Result<File> {
@@ -190,7 +201,7 @@ impl Journal {
         let bytes = frame(&entry)?;
         let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
         // One write(2) of the whole entry; O_APPEND keeps entries whole and in order.
-        log.file.write_all(&bytes)?;
+        append_whole(&mut log.file, &bytes)?;
         match entry {
             Entry::Upsert(rec) => {
                 if log.live.insert(rec.node, rec).is_some() {

@@ -6,12 +6,11 @@
 //! it for good). A torn last entry is ignored: that call never returned. The log is rewritten
 //! with only the live entries when opened, and emptied whenever it drains.
 
-use super::journal::{entries, frame, read_log, replace_log};
+use super::journal::{append_whole, entries, frame, read_log, replace_log};
 use serde::{Deserialize, Serialize};
 use shelf_protocol::{Expect, NodeId, NodeKind, RenameMode, Timestamp};
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -136,7 +135,7 @@ impl OpLog {
             seq,
             op: op.clone(),
         })?;
-        inner.file.write_all(&bytes)?;
+        append_whole(&mut inner.file, &bytes)?;
         inner.next_seq += 1;
         inner.ops.push_back((seq, op));
         Ok(seq)
@@ -164,7 +163,8 @@ impl OpLog {
 
     /// Records that the oldest operations `seqs` are done (one append); an emptied log is
     /// truncated (without a sync: a log that comes back holds only done operations, or ones
-    /// whose replay is harmless again).
+    /// whose replay is harmless again). They are done in memory even when the append fails
+    /// (a full disk): at worst a restarted client sends them again, which is harmless.
     pub fn done_many(&self, seqs: &[u64]) -> std::io::Result<()> {
         let mut inner = self.lock();
         for seq in seqs {
@@ -182,7 +182,7 @@ impl OpLog {
             for seq in seqs {
                 bytes.extend(frame(&Entry::Done(*seq))?);
             }
-            inner.file.write_all(&bytes)?;
+            append_whole(&mut inner.file, &bytes)?;
         }
         Ok(())
     }

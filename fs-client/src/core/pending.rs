@@ -458,8 +458,16 @@ impl FsCore {
     /// to the server itself once every change before it is there, or, while the server
     /// cannot be reached, is queued on what this mount has seen.
     pub(crate) fn ns_change(&self, op: NsOp) -> Result<Applied, FsError> {
-        if self.judged_here(&op) {
-            return self.queue_change(op).map(Applied::Queued);
+        match self.queue_change(op.clone(), true) {
+            Ok(Some(attr)) => return Ok(Applied::Queued(attr)),
+            // Not to be judged here: to the server, below.
+            Ok(None) => {}
+            // The journal cannot take it (a full cache disk): straight to the server then,
+            // so that deleting files to make room works.
+            Err(FsError::Io(e)) => {
+                tracing::warn!(error = %e, "cannot journal a change; sending it directly")
+            }
+            Err(e) => return Err(e),
         }
         if !self.pending.unreachable.load(Ordering::Acquire)
             && self.pending.wait_sent(u64::MAX, Some(SETTLE))
@@ -472,7 +480,10 @@ impl FsCore {
                 Err(e) => return Err(e.into()),
             }
         }
-        self.queue_change(op).map(Applied::Queued)
+        match self.queue_change(op, false)? {
+            Some(attr) => Ok(Applied::Queued(attr)),
+            None => Err(FsError::Unexpected("queueing a change")),
+        }
     }
 
     /// Waits until every change made so far is on the server, for a call that needs the
@@ -502,20 +513,19 @@ impl FsCore {
     /// listed here, and a rename stays in one folder (a move may cross into a share, which
     /// only the server can tell). Other devices' changes meanwhile are conflicts, settled
     /// as for changes made offline.
-    fn judged_here(&self, op: &NsOp) -> bool {
-        let ov = self.pending.lock();
+    fn judged_here(&self, ov: &Overlay, op: &NsOp) -> bool {
         let emptiness_known = |dir: NodeId| {
             ov.created.contains(&dir)
                 || self.listing_known(dir)
                 || self
-                    .view_attr(&ov, dir)
+                    .view_attr(ov, dir)
                     .is_some_and(|a| a.kind != NodeKind::Dir)
         };
         match op {
             NsOp::Make { .. } => true,
             NsOp::Remove {
                 parent, name, dir, ..
-            } => match self.view_entry(&ov, *parent, name) {
+            } => match self.view_entry(ov, *parent, name) {
                 None => false,
                 Some(node) => !*dir || emptiness_known(node),
             },
@@ -529,12 +539,12 @@ impl FsCore {
             } => {
                 *mode != RenameMode::Exchange
                     && parent == new_parent
-                    && self.view_entry(&ov, *parent, name).is_some()
+                    && self.view_entry(ov, *parent, name).is_some()
                     && self
-                        .view_entry(&ov, *new_parent, new_name)
+                        .view_entry(ov, *new_parent, new_name)
                         .is_none_or(emptiness_known)
             }
-            NsOp::SetAttr { node, .. } => self.view_attr(&ov, *node).is_some(),
+            NsOp::SetAttr { node, .. } => self.view_attr(ov, *node).is_some(),
         }
     }
 
@@ -567,8 +577,14 @@ impl FsCore {
     }
 
     /// Checks a change against this mount's view, journals it and lays it over the view.
-    fn queue_change(&self, mut op: NsOp) -> Result<Option<Attr>, FsError> {
+    /// `Ok(None)` when `judge` asks whether this mount can judge the change alone and it
+    /// cannot ([`FsCore::judged_here`]; nothing is queued then); else the attributes of a
+    /// made or changed node.
+    fn queue_change(&self, mut op: NsOp, judge: bool) -> Result<Option<Option<Attr>>, FsError> {
         let mut ov = self.pending.lock();
+        if judge && !self.judged_here(&ov, &op) {
+            return Ok(None);
+        }
         let mut base = None;
         let mut gone = None;
         match &mut op {
@@ -618,14 +634,14 @@ impl FsCore {
                     .view_entry(&ov, *parent, name)
                     .ok_or(FsError::NotFound)?;
                 if (*parent, name.as_str()) == (*new_parent, new_name.as_str()) {
-                    return Ok(None);
+                    return Ok(Some(None));
                 }
                 if let Some(target) = self.view_entry(&ov, *new_parent, new_name) {
                     if *mode == RenameMode::NoReplace {
                         return Err(refused(ErrorCode::Exists));
                     }
                     if target == node {
-                        return Ok(None);
+                        return Ok(Some(None));
                     }
                     let is_dir = |n| {
                         self.view_attr(&ov, n)
@@ -705,7 +721,7 @@ impl FsCore {
             }
             self.forget_attr(node);
         }
-        Ok(attr)
+        Ok(Some(attr))
     }
 
     /// `Some(answer)` when queued changes decide what `name` in `dir` is.
@@ -771,10 +787,9 @@ impl FsCore {
             let (done, result) = self.send_batch(&ops);
             if !done.is_empty() {
                 if let Err(e) = self.pending.log.done_many(&done) {
-                    // Sending them again is harmless (replays are idempotent).
-                    tracing::error!(error = %e, "cannot record sent changes in the journal");
-                    std::thread::sleep(Duration::from_secs(1));
-                    continue;
+                    // Done in memory all the same; a restarted client would send them again,
+                    // which is harmless (replays are idempotent).
+                    tracing::warn!(error = %e, "cannot record sent changes in the journal");
                 }
                 self.needs_sync.store(true, Ordering::Release);
                 {
@@ -907,11 +922,14 @@ impl FsCore {
             self.pending.cv.notify_all();
             std::mem::take(&mut *g)
         };
+        // What the overlay showed stays known (expired: the next getattr asks the server),
+        // so a change judged against it a moment ago still finds the node.
+        for attr in overlay.attrs.values() {
+            self.remember_expired(attr.clone());
+            self.forget_attr(attr.node);
+        }
         let diverged = self.pending.diverged.swap(false, Ordering::AcqRel);
         if !diverged {
-            for node in overlay.attrs.keys() {
-                self.forget_attr(*node);
-            }
             return;
         }
         tracing::info!(
@@ -929,7 +947,6 @@ impl FsCore {
             }
         }
         for node in overlay.attrs.keys() {
-            self.forget_attr(*node);
             self.kernel_inode(*node, false);
         }
     }

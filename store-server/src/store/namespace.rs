@@ -169,7 +169,9 @@ impl Store {
         }
         let rec = self.node(ctx, id, Action::Read)?;
         // What the session may do with the node, from the one authorisation function.
-        let writable = authorize(ctx, Action::Write, Some(self.target(ctx, id, &rec))).is_ok();
+        let writable = authorize(ctx, Action::Write, Some(self.target(ctx, id, &rec))).is_ok()
+            // `shared/` itself takes no new entries (see `refuse_in_shared_view`).
+            && !(rec.parent == ctx.root && self.shared_dir(ctx.account, ctx.root).ok() == Some(id));
         Ok(match writable {
             true => rec.attr(id),
             false => rec.read_only_attr(id),
