@@ -33,28 +33,32 @@ fn chunk_stream_buffered<R: Read>(
     buf_len: usize,
     mut each: impl FnMut(ChunkRef, Vec<u8>) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
-    let mut buf = vec![0u8; buf_len.max(MAX_CHUNK as usize)];
-    let mut end = 0;
+    // Grown as data comes (never zero-filled up front): a small file costs a small buffer.
+    let cap = buf_len.max(MAX_CHUNK as usize);
+    let mut buf: Vec<u8> = Vec::new();
     let mut eof = false;
     loop {
-        while !eof && end < buf.len() {
-            match reader.read(&mut buf[end..]) {
-                Ok(0) => eof = true,
-                Ok(n) => end += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
+        if !eof && buf.len() < cap {
+            let want = (cap - buf.len()) as u64;
+            let n = loop {
+                match (&mut reader).take(want).read_to_end(&mut buf) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            };
+            eof = (n as u64) < want;
         }
-        if end == 0 {
+        if buf.is_empty() {
             return Ok(());
         }
-        let data = &buf[..end];
+        let end = buf.len();
         let mut done = 0;
-        for c in fastcdc::v2020::FastCDC::new(data, MIN_CHUNK, AVG_CHUNK, MAX_CHUNK) {
+        for c in fastcdc::v2020::FastCDC::new(&buf, MIN_CHUNK, AVG_CHUNK, MAX_CHUNK) {
             if !eof && c.offset + c.length == end {
                 break;
             }
-            let body = data[c.offset..c.offset + c.length].to_vec();
+            let body = buf[c.offset..c.offset + c.length].to_vec();
             let r = ChunkRef {
                 id: chunk_id(&body),
                 len: c.length as u32,
@@ -65,8 +69,7 @@ fn chunk_stream_buffered<R: Read>(
         if eof && done == end {
             return Ok(());
         }
-        buf.copy_within(done..end, 0);
-        end -= done;
+        buf.drain(..done);
     }
 }
 

@@ -7,7 +7,7 @@
 //! passthrough backing file (one registration per inode, shared by all its open handles,
 //! dropped with the last one).
 
-use crate::core::{FsCore, FsError, SetAttr, Stat, TTL};
+use crate::core::{FsCore, FsError, SetAttr, Stat};
 use fuser::{
     BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
     InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
@@ -190,7 +190,8 @@ impl LocalReply for OpenReply {
     }
 }
 
-struct CreateReply(ReplyCreate, FileAttr, FileHandle);
+/// A create's reply: the new file's attributes, handle and how long the kernel may keep them.
+struct CreateReply(ReplyCreate, FileAttr, FileHandle, Duration);
 
 impl LocalReply for CreateReply {
     fn register(&self, file: &File) -> std::io::Result<BackingId> {
@@ -198,11 +199,11 @@ impl LocalReply for CreateReply {
     }
     fn passthrough(self, id: &BackingId) {
         self.0
-            .created_passthrough(&TTL, &self.1, GEN, self.2, FopenFlags::empty(), id);
+            .created_passthrough(&self.3, &self.1, GEN, self.2, FopenFlags::empty(), id);
     }
     fn relayed(self) {
         self.0
-            .created(&TTL, &self.1, GEN, self.2, FopenFlags::empty());
+            .created(&self.3, &self.1, GEN, self.2, FopenFlags::empty());
     }
 }
 
@@ -221,13 +222,22 @@ impl Filesystem for ShelfFs {
         let _ = config.set_max_write(1 << 20);
         let _ = config.set_max_readahead(1 << 20);
         let _ = config.set_max_background(64);
-        let _ = config.add_capabilities(
-            InitFlags::FUSE_DO_READDIRPLUS
-                | InitFlags::FUSE_READDIRPLUS_AUTO
-                | InitFlags::FUSE_PARALLEL_DIROPS
-                | InitFlags::FUSE_POSIX_LOCKS
-                | InitFlags::FUSE_FLOCK_LOCKS,
-        );
+        // One at a time: a kernel that lacks one still gets the others.
+        // No READDIRPLUS: each one makes the kernel forget the listed inodes' cached ACLs,
+        // so `ls -l` (which asks for them on every file) would cost a round trip per file
+        // and listing; the core answers lookups after a listing from its own cache instead.
+        for flag in [
+            InitFlags::FUSE_PARALLEL_DIROPS,
+            InitFlags::FUSE_POSIX_LOCKS,
+            InitFlags::FUSE_FLOCK_LOCKS,
+            // The kernel then caches each inode's (absent) ACLs: `ls -l` asks for them on
+            // every file, once per inode instead of once per call.
+            InitFlags::FUSE_POSIX_ACL,
+        ] {
+            if config.add_capabilities(flag).is_err() {
+                tracing::info!(?flag, "the kernel does not offer this FUSE capability");
+            }
+        }
         if self.core.local_io_enabled() {
             // Depth 2: the cache folder may itself be on a stacked filesystem (overlayfs).
             let ok = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
@@ -248,13 +258,17 @@ impl Filesystem for ShelfFs {
         let result = self.core.lookup(parent.0, name);
         // A change pushed meanwhile may make this answer old: the kernel must not keep it.
         let fresh = self.core.epoch() == epoch;
-        let ttl = if fresh { TTL } else { Duration::ZERO };
+        let ttl = if fresh {
+            self.core.kernel_ttl()
+        } else {
+            Duration::ZERO
+        };
         match result {
             Ok(s) => reply.entry(&ttl, &attr(&s), GEN),
             // A negative entry (inode 0) lets the kernel cache "no such file" for the TTL,
             // so tools probing for missing files (git, shells, imports) stay local.
             Err(e) if e.errno() == libc::ENOENT && fresh => {
-                reply.entry(&TTL, &negative_entry(), GEN)
+                reply.entry(&self.core.kernel_ttl(), &negative_entry(), GEN)
             }
             Err(e) => reply.error(errno(&e)),
         }
@@ -264,7 +278,7 @@ impl Filesystem for ShelfFs {
         let epoch = self.core.epoch();
         let result = self.core.getattr(ino.0);
         let ttl = if self.core.epoch() == epoch {
-            TTL
+            self.core.kernel_ttl()
         } else {
             Duration::ZERO
         };
@@ -303,7 +317,7 @@ impl Filesystem for ShelfFs {
             mtime: mtime.map(time),
         };
         match self.core.setattr(ino.0, change) {
-            Ok(s) => reply.attr(&TTL, &attr(&s)),
+            Ok(s) => reply.attr(&self.core.kernel_ttl(), &attr(&s)),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -329,7 +343,7 @@ impl Filesystem for ShelfFs {
             .mkdir(parent.0, name, mode & !umask)
             .and_then(|s| self.core.own_by(s, req.uid(), req.gid()))
         {
-            Ok(s) => reply.entry(&TTL, &attr(&s), GEN),
+            Ok(s) => reply.entry(&self.core.kernel_ttl(), &attr(&s), GEN),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -350,7 +364,7 @@ impl Filesystem for ShelfFs {
             .mknod(parent.0, name, mode, rdev)
             .and_then(|s| self.core.own_by(s, req.uid(), req.gid()))
         {
-            Ok(s) => reply.entry(&TTL, &attr(&s), GEN),
+            Ok(s) => reply.entry(&self.core.kernel_ttl(), &attr(&s), GEN),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -382,7 +396,7 @@ impl Filesystem for ShelfFs {
             .symlink(parent.0, link_name, target)
             .and_then(|s| self.core.own_by(s, req.uid(), req.gid()))
         {
-            Ok(s) => reply.entry(&TTL, &attr(&s), GEN),
+            Ok(s) => reply.entry(&self.core.kernel_ttl(), &attr(&s), GEN),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -396,7 +410,7 @@ impl Filesystem for ShelfFs {
         reply: ReplyEntry,
     ) {
         match self.core.link(ino.0, newparent.0, newname) {
-            Ok(s) => reply.entry(&TTL, &attr(&s), GEN),
+            Ok(s) => reply.entry(&self.core.kernel_ttl(), &attr(&s), GEN),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -603,7 +617,7 @@ impl Filesystem for ShelfFs {
         mut reply: ReplyDirectoryPlus,
     ) {
         let ttl = if self.core.listing_fresh(fh.0) {
-            TTL
+            self.core.kernel_ttl()
         } else {
             Duration::ZERO
         };
@@ -737,7 +751,7 @@ impl Filesystem for ShelfFs {
         match created {
             Ok((s, o)) => match &o.local {
                 None => reply.created(
-                    &TTL,
+                    &self.core.kernel_ttl(),
                     &attr(&s),
                     GEN,
                     FileHandle(o.fh),
@@ -747,7 +761,7 @@ impl Filesystem for ShelfFs {
                     s.ino,
                     o.fh,
                     file,
-                    CreateReply(reply, attr(&s), FileHandle(o.fh)),
+                    CreateReply(reply, attr(&s), FileHandle(o.fh), self.core.kernel_ttl()),
                 ),
             },
             Err(e) => reply.error(errno(&e)),

@@ -430,8 +430,21 @@ pub enum Request {
     /// last; changes after it were not tried). Everything applied is on disk before the
     /// answer, with one flush for the whole batch. Only the changes [`Request::batchable`]
     /// accepts, at most [`MAX_BATCH`] of them.
-    Batch(Vec<Request>),
+    Batch(Vec<Stamped>),
 }
+
+/// A change in a [`Request::Batch`] with the time the device made it: the server stamps
+/// the change's times with it (when it is at most [`MAX_STAMP_AGE_SECS`] old and not in
+/// the server's future), so a folder's mtime on the server is the one the device already
+/// showed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Stamped {
+    pub at: Timestamp,
+    pub req: Request,
+}
+
+/// How old a [`Stamped`] time may be and still be used (older: the server's time).
+pub const MAX_STAMP_AGE_SECS: i64 = 600;
 
 /// Changes in one [`Request::Batch`].
 pub const MAX_BATCH: usize = 1024;

@@ -196,14 +196,18 @@ pub fn handle(store: &Store, session: &Session, req: Request) -> Result<Response
 
 /// Applies a batch's changes in order, each as its own request (authorised, one
 /// transaction), stopping at the first refused; [`handle`] then flushes once for all.
-fn batch(store: &Store, session: &Session, reqs: Vec<Request>) -> Result<Response, StoreError> {
-    if reqs.len() > MAX_BATCH || !reqs.iter().all(Request::batchable) {
+fn batch(
+    store: &Store,
+    session: &Session,
+    reqs: Vec<shelf_protocol::Stamped>,
+) -> Result<Response, StoreError> {
+    if reqs.len() > MAX_BATCH || !reqs.iter().all(|s| s.req.batchable()) {
         return Err(ErrorCode::InvalidArgument.into());
     }
     let mut results = Vec::with_capacity(reqs.len());
-    for req in reqs {
+    for shelf_protocol::Stamped { at, req } in reqs {
         let what = describe(&req);
-        match dispatch(store, session, req) {
+        match store.at_time(at, || dispatch(store, session, req)) {
             Ok(r) => results.push(Ok(r)),
             Err(e) => {
                 match &e {

@@ -14,7 +14,7 @@
 
 use shelf_protocol::{
     AdminRequest, ChunkBody, ChunkId, ChunkRef, ErrorCode, LockKind, NodeId, NodeKind, RenameMode,
-    Request, Response, Role, Timestamp, WireError, XattrMode,
+    Request, Response, Role, Stamped, Timestamp, WireError, XattrMode,
 };
 use shelf_server::chunkstore::PackStore;
 use shelf_server::handler::{handle, subscribe, Session};
@@ -416,7 +416,8 @@ fn send(store: &Store, s: &Session, req: Request) -> Result<Response, WireError>
         // The batched run: every change a batch may carry goes in a batch of its own, and
         // must be answered exactly as when sent alone.
         req if req.batchable() && BATCHED.get() => {
-            match handle(store, s, Request::Batch(vec![req]))? {
+            let at = Timestamp::now();
+            match handle(store, s, Request::Batch(vec![Stamped { at, req }]))? {
                 Response::Batch(mut results) if results.len() == 1 => {
                     results.pop().expect("one result")
                 }
@@ -967,7 +968,7 @@ fn batches_apply_in_order_and_stop_at_the_first_refusal() {
     let got = handle(
         &store,
         &s,
-        Request::Batch(vec![
+        Request::Batch(stamped(vec![
             mk("a"),
             mk("b"),
             mk("a"),
@@ -980,7 +981,7 @@ fn batches_apply_in_order_and_stop_at_the_first_refusal() {
                 mode: RenameMode::Replace,
                 expect: None,
             },
-        ]),
+        ])),
     )
     .expect("batch");
     let Response::Batch(results) = got else {
@@ -1009,7 +1010,7 @@ fn batches_apply_in_order_and_stop_at_the_first_refusal() {
     // Only namespace changes ride in a batch; batches do not nest; at most MAX_BATCH.
     for bad in [
         vec![Request::Status],
-        vec![Request::Batch(vec![mk("n")])],
+        vec![Request::Batch(stamped(vec![mk("n")]))],
         vec![Request::Login {
             user: "u".into(),
             password: "pw".into(),
@@ -1019,8 +1020,88 @@ fn batches_apply_in_order_and_stop_at_the_first_refusal() {
             .map(|i| mk(&format!("m{i}")))
             .collect(),
     ] {
-        let got = handle(&store, &s, Request::Batch(bad));
+        let got = handle(&store, &s, Request::Batch(stamped(bad)));
         assert_eq!(got.unwrap_err().code, ErrorCode::InvalidArgument);
     }
     assert!(!exists("n") && !exists("m0"));
+}
+
+fn stamped(reqs: Vec<Request>) -> Vec<Stamped> {
+    reqs.into_iter()
+        .map(|req| Stamped {
+            at: Timestamp::now(),
+            req,
+        })
+        .collect()
+}
+
+/// A batched change carries the time the device made it: the server stamps the folder's
+/// mtime with it (so the device's view does not shift when the change lands), unless it is
+/// in the server's future or too old.
+#[test]
+fn batched_changes_take_the_devices_time_within_limits() {
+    let (store, _tmp) = store();
+    store.add_user("u", "pw", Role::User).expect("add");
+    let s = Session::default();
+    let root = match handle(
+        &store,
+        &s,
+        Request::Login {
+            user: "u".into(),
+            password: "pw".into(),
+            device: "d".into(),
+        },
+    ) {
+        Ok(Response::Session { root, .. }) => root,
+        other => panic!("login: {other:?}"),
+    };
+    let files = match handle(
+        &store,
+        &s,
+        Request::Lookup {
+            parent: root.node,
+            name: "files".into(),
+        },
+    ) {
+        Ok(Response::Attr(a)) => a.node,
+        other => panic!("files: {other:?}"),
+    };
+    let now = Timestamp::now();
+    let ago = |secs: i64| Timestamp {
+        secs: now.secs - secs,
+        nanos: 0,
+    };
+    for (name, at, kept) in [
+        ("recent", ago(30), true),
+        ("future", ago(-3600), false),
+        ("ancient", ago(3 * 3600), false),
+    ] {
+        let got = handle(
+            &store,
+            &s,
+            Request::Batch(vec![Stamped {
+                at,
+                req: Request::Mkdir {
+                    parent: files,
+                    name: name.into(),
+                    mode: 0o755,
+                    id: None,
+                },
+            }]),
+        );
+        let Ok(Response::Batch(r)) = got else {
+            panic!("{got:?}")
+        };
+        let Some(Ok(Response::Attr(a))) = r.first() else {
+            panic!("{r:?}")
+        };
+        match kept {
+            true => assert_eq!(a.mtime, at, "{name}"),
+            false => assert!(
+                a.mtime.secs >= now.secs && a.mtime.secs <= Timestamp::now().secs,
+                "{name}: {:?}",
+                a.mtime
+            ),
+        }
+    }
 }

@@ -140,12 +140,21 @@ fn replay(bytes: &[u8]) -> (BTreeMap<NodeId, Record>, Paths, usize) {
 /// Appends one framed entry to a log opened for appending. A write that fails part way (a
 /// full disk) is cut off again, so the entries after it stay readable.
 pub(crate) fn append_whole(file: &mut File, bytes: &[u8]) -> std::io::Result<()> {
-    let len = file.metadata()?.len();
-    if let Err(e) = file.write_all(bytes) {
-        let _ = file.set_len(len);
-        return Err(e);
+    match file.write(bytes) {
+        // The usual case: one write(2) took it all.
+        Ok(n) if n == bytes.len() => Ok(()),
+        first => {
+            let written = first.as_ref().map_or(0, |n| *n);
+            let len = file.metadata()?.len() - written as u64;
+            match first.and_then(|_| file.write_all(&bytes[written..])) {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    let _ = file.set_len(len);
+                    Err(e)
+                }
+            }
+        }
     }
-    Ok(())
 }
 
 /// Replaces the log at `path` with `bytes` atomically (synced before the rename) and opens

@@ -1,5 +1,6 @@
-//! The namespace journal: creates, removes, renames and attribute changes made while the
-//! server could not be reached, in the order they were made, until the server has them.
+//! The namespace journal: creates, removes, renames and attribute changes made in the
+//! mount, in the order they were made, until the server has them (write-back: online as
+//! well as offline).
 //!
 //! One append-only log, `CACHE/journal/ops`, framed like the upload journal: an `Op` entry
 //! when a change is made locally, a `Done` entry once the server has applied it (or refused
@@ -62,13 +63,33 @@ pub enum NsOp {
 
 #[derive(Serialize, Deserialize, Debug)]
 enum Entry {
-    Op { format: u8, seq: u64, op: NsOp },
+    /// Written by clients before changes carried their time (read as made at replay).
+    Op {
+        format: u8,
+        seq: u64,
+        op: NsOp,
+    },
     Done(u64),
+    /// A change and when it was made (the server stamps it with that time).
+    OpAt {
+        format: u8,
+        seq: u64,
+        at: Timestamp,
+        op: NsOp,
+    },
+}
+
+/// A change waiting for the server.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Queued {
+    pub seq: u64,
+    pub at: Timestamp,
+    pub op: NsOp,
 }
 
 struct Inner {
     file: File,
-    ops: VecDeque<(u64, NsOp)>,
+    ops: VecDeque<Queued>,
     next_seq: u64,
 }
 
@@ -81,28 +102,43 @@ fn log_path(dir: &Path) -> PathBuf {
 }
 
 /// The live operations of a log, in order.
-fn replay(bytes: &[u8]) -> VecDeque<(u64, NsOp)> {
-    let mut ops: VecDeque<(u64, NsOp)> = VecDeque::new();
+fn replay(bytes: &[u8]) -> VecDeque<Queued> {
+    let mut ops: VecDeque<Queued> = VecDeque::new();
     for entry in entries::<Entry>(bytes) {
         match entry {
-            Entry::Op { format, seq, op } if format == FORMAT => ops.push_back((seq, op)),
-            Entry::Op { format, .. } => {
+            Entry::Op { format, seq, op } if format == FORMAT => ops.push_back(Queued {
+                seq,
+                at: Timestamp::now(),
+                op,
+            }),
+            Entry::OpAt {
+                format,
+                seq,
+                at,
+                op,
+            } if format == FORMAT => ops.push_back(Queued { seq, at, op }),
+            Entry::Op { format, .. } | Entry::OpAt { format, .. } => {
                 tracing::error!(format, "namespace journal entry of unknown format")
             }
-            Entry::Done(seq) => ops.retain(|(s, _)| *s != seq),
+            Entry::Done(seq) => ops.retain(|q| q.seq != seq),
         }
     }
     ops
 }
 
-fn rewrite(dir: &Path, ops: &VecDeque<(u64, NsOp)>) -> std::io::Result<File> {
+fn entry(q: &Queued) -> Entry {
+    Entry::OpAt {
+        format: FORMAT,
+        seq: q.seq,
+        at: q.at,
+        op: q.op.clone(),
+    }
+}
+
+fn rewrite(dir: &Path, ops: &VecDeque<Queued>) -> std::io::Result<File> {
     let mut bytes = Vec::new();
-    for (seq, op) in ops {
-        bytes.extend(frame(&Entry::Op {
-            format: FORMAT,
-            seq: *seq,
-            op: op.clone(),
-        })?);
+    for q in ops {
+        bytes.extend(frame(&entry(q))?);
     }
     replace_log(&log_path(dir), &bytes)
 }
@@ -112,7 +148,7 @@ impl OpLog {
     pub fn open(dir: PathBuf) -> std::io::Result<OpLog> {
         let ops = replay(&read_log(&log_path(&dir))?);
         let file = rewrite(&dir, &ops)?;
-        let next_seq = ops.back().map(|(s, _)| s + 1).unwrap_or(1);
+        let next_seq = ops.back().map(|q| q.seq + 1).unwrap_or(1);
         Ok(OpLog {
             inner: Mutex::new(Inner {
                 file,
@@ -126,28 +162,29 @@ impl OpLog {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Appends an operation (one `write(2)`; the syncer makes it durable with the rest).
-    pub fn push(&self, op: NsOp) -> std::io::Result<u64> {
+    /// Appends an operation made at `at` (one `write(2)`; the syncer makes it durable with
+    /// the rest).
+    pub fn push(&self, op: NsOp, at: Timestamp) -> std::io::Result<u64> {
         let mut inner = self.lock();
-        let seq = inner.next_seq;
-        let bytes = frame(&Entry::Op {
-            format: FORMAT,
-            seq,
-            op: op.clone(),
-        })?;
-        append_whole(&mut inner.file, &bytes)?;
+        let q = Queued {
+            seq: inner.next_seq,
+            at,
+            op,
+        };
+        append_whole(&mut inner.file, &frame(&entry(&q))?)?;
         inner.next_seq += 1;
-        inner.ops.push_back((seq, op));
+        let seq = q.seq;
+        inner.ops.push_back(q);
         Ok(seq)
     }
 
     /// The oldest operation the server does not have yet.
     pub fn front(&self) -> Option<(u64, NsOp)> {
-        self.lock().ops.front().cloned()
+        self.lock().ops.front().map(|q| (q.seq, q.op.clone()))
     }
 
     /// The oldest `n` operations the server does not have yet.
-    pub fn front_n(&self, n: usize) -> Vec<(u64, NsOp)> {
+    pub fn front_n(&self, n: usize) -> Vec<Queued> {
         self.lock().ops.iter().take(n).cloned().collect()
     }
 
@@ -169,10 +206,10 @@ impl OpLog {
         let mut inner = self.lock();
         for seq in seqs {
             match inner.ops.front() {
-                Some((s, _)) if s == seq => {
+                Some(q) if q.seq == *seq => {
                     inner.ops.pop_front();
                 }
-                _ => inner.ops.retain(|(s, _)| s != seq),
+                _ => inner.ops.retain(|q| q.seq != *seq),
             }
         }
         if inner.ops.is_empty() {
@@ -197,7 +234,7 @@ impl OpLog {
 
     /// Every waiting operation, oldest first.
     pub fn ops(&self) -> Vec<NsOp> {
-        self.lock().ops.iter().map(|(_, op)| op.clone()).collect()
+        self.lock().ops.iter().map(|q| q.op.clone()).collect()
     }
 }
 
@@ -228,11 +265,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = OpLog::open(dir.path().to_path_buf()).unwrap();
         for n in 0..5 {
-            log.push(op(n)).unwrap();
+            log.push(op(n), Timestamp::now()).unwrap();
         }
         let (first, _) = log.front().unwrap();
         log.done(first).unwrap();
-        log.push(op(5)).unwrap();
+        log.push(op(5), Timestamp::now()).unwrap();
         drop(log);
         assert_eq!(count(dir.path()), 5);
         // A torn last append is ignored.
@@ -243,7 +280,7 @@ mod tests {
         let log = OpLog::open(dir.path().to_path_buf()).unwrap();
         assert_eq!(log.ops(), vec![op(1), op(2), op(3), op(4)]);
         // New entries continue after the surviving ones.
-        let seq = log.push(op(9)).unwrap();
+        let seq = log.push(op(9), Timestamp::now()).unwrap();
         assert!(seq > log.front().unwrap().0);
         while let Some((seq, _)) = log.front() {
             log.done(seq).unwrap();

@@ -120,8 +120,12 @@ pub fn login(
     Ok(login)
 }
 
-/// Opens a logged-in connection from the saved login record.
+/// Opens a logged-in connection from the saved login record, once this device's running
+/// mount (if any) has sent the server every change made in it so far: the mount's
+/// namespace changes are write-back, and a command about a path just made there must find
+/// it.
 pub fn connect(login: &Login) -> anyhow::Result<(Remote, shelf_protocol::Attr)> {
+    super::mount::settle_running_mount(login);
     let remote = Remote::new(
         Endpoint {
             addr: login.server.clone(),

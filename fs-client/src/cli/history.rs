@@ -125,9 +125,10 @@ pub fn versions(path: &Path) -> anyhow::Result<()> {
 }
 
 pub fn restore(path: &Path, number: u64) -> anyhow::Result<()> {
-    let login = Login::load()?;
-    let (remote, root) = account::connect(&login)?;
-    let (dir, name) = locate(&remote, root.node, path)?;
+    // As an agent of this device: the mount applies the restore like another device's
+    // change (it skips its own, which it already knows).
+    let (_login, remote, root) = super::import::connect_as("restore")?;
+    let (dir, name) = locate(&remote, root, path)?;
     let list = history(&remote, dir, &name)?;
     if !list.iter().any(|v| v.number == number) {
         let known: Vec<String> = list.iter().map(|v| format!("{}", v.number)).collect();

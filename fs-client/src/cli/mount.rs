@@ -348,6 +348,26 @@ fn run_foreground(
     Ok(())
 }
 
+/// Asks this login's running mount (another process) to send the server every namespace
+/// change made in it so far: an fsync of its root folder returns once they are committed.
+/// Best effort: without a running mount there is nothing to wait for.
+pub fn settle_running_mount(login: &Login) {
+    let cache = account_cache(login, None);
+    let Ok(text) = std::fs::read_to_string(cache.join("mount.pid")) else {
+        return;
+    };
+    let mut lines = text.lines();
+    let (Some(Ok(pid)), Some(dir)) = (lines.next().map(str::parse::<i32>), lines.next()) else {
+        return;
+    };
+    if pid == std::process::id() as i32 || !alive(pid) || !is_mounted(Path::new(dir)) {
+        return;
+    }
+    if let Err(e) = std::fs::File::open(dir).and_then(|d| d.sync_all()) {
+        tracing::debug!(error = %e, mount = dir, "the mount did not confirm its changes are sent");
+    }
+}
+
 fn mount_pid(cache: &Path, dir: &Path) -> Option<i32> {
     let text = std::fs::read_to_string(cache.join("mount.pid")).ok()?;
     let mut lines = text.lines();

@@ -35,6 +35,8 @@ impl FsCore {
     /// `device` is this mount's device name: its own changes are not applied again.
     pub fn start_events(self: &Arc<Self>, device: String) -> Result<(), FsError> {
         let rx = self.remote.subscribe()?;
+        self.following
+            .store(true, std::sync::atomic::Ordering::Release);
         // A weak reference: the thread must not keep a stopped core (and its cache lock)
         // alive.
         let core = Arc::downgrade(self);
@@ -128,6 +130,10 @@ impl FsCore {
             self.forget_listings();
             for n in known {
                 self.kernel_inode(n, false);
+            }
+            // The kernel keeps names for the long TTL (see `FsCore::kernel_ttl`).
+            for (dir, name) in self.seen_entries() {
+                self.kernel_entry(dir, &name);
             }
             return;
         }

@@ -3,8 +3,8 @@
 //! mount. The fuser adapter (`crate::fuse`) only translates.
 //!
 //! * Inode numbers are server node ids, except the account's root, which is inode 1.
-//! * Namespace changes (mkdir, create, rename, unlink, …) go to the server at once; while it
-//!   cannot be reached they are applied locally and queued in order ([`pending`]).
+//! * Namespace changes (mkdir, create, rename, unlink, …) are write-back: applied here,
+//!   journaled and streamed to the server in order by one sender ([`pending`]).
 //! * File content is write-back ([`files`]): writes land in a local staging file, `close`
 //!   records the file in the journal, and the uploader ([`upload`]) commits it later.
 //! * Reads of files without local content fetch only the chunks they touch and keep them in
@@ -41,8 +41,13 @@ use std::time::{Duration, Instant, SystemTime};
 
 /// The inode number the kernel uses for the root.
 pub const ROOT_INO: u64 = 1;
-/// How long the kernel and the core may trust attributes and names without asking again.
+/// How long the core (and, without the change feed, the kernel) may trust attributes and
+/// names without asking again.
 pub const TTL: Duration = Duration::from_secs(1);
+/// How long the kernel may keep names and attributes while the mount follows the server's
+/// change feed, which tells it of every other change as it happens (see
+/// [`FsCore::kernel_ttl`]).
+pub const FOLLOWED_TTL: Duration = Duration::from_secs(60);
 /// Entries per directory page requested from the server.
 const DIR_PAGE: u32 = 1024;
 
@@ -118,7 +123,8 @@ pub struct FsCore {
     /// Local state of files with staging content or open handles, one lock each.
     pub(crate) files: Mutex<HashMap<NodeId, Arc<FileState>>>,
     /// Recently seen server attributes.
-    pub(crate) attrs: Mutex<HashMap<NodeId, (Attr, Instant)>>,
+    /// (`None`: expired, kept for offline use and ordering only.)
+    pub(crate) attrs: Mutex<HashMap<NodeId, (Attr, Option<Instant>)>>,
     pub(crate) handles: Mutex<HashMap<u64, files::Handle>>,
     /// Open directory listings, with the epoch they were read at.
     dirs: Mutex<HashMap<u64, OpenDir>>,
@@ -136,6 +142,8 @@ pub struct FsCore {
     pub(crate) virtuals: Mutex<versions::Virtuals>,
     /// Pinned files and folders (kept fully cached).
     pub(crate) pins: Mutex<pins::Pins>,
+    /// Whether the server's change feed is followed ([`FsCore::start_events`]).
+    pub(crate) following: AtomicBool,
     /// The kernel's caches, once the adapter has handed them over.
     pub(crate) kernel: std::sync::OnceLock<Box<dyn coherence::KernelCache>>,
     /// Pushed changes applied so far (see [`FsCore::epoch`]).
@@ -168,9 +176,11 @@ pub(crate) struct CleanCopies {
 /// with a later ctime (a chmod's answer against an older getattr's). Past the TTL the
 /// server's word on metadata wins, so a server clock that stepped back cannot pin old
 /// attributes.
-fn newer(cached: &Attr, at: Instant, answer: &Attr) -> bool {
+fn newer(cached: &Attr, at: Option<Instant>, answer: &Attr) -> bool {
     cached.version > answer.version
-        || (cached.version == answer.version && cached.ctime > answer.ctime && at.elapsed() < TTL)
+        || (cached.version == answer.version
+            && cached.ctime > answer.ctime
+            && at.is_some_and(|at| at.elapsed() < TTL))
 }
 
 fn name_str(name: &std::ffi::OsStr) -> Result<&str, FsError> {
@@ -202,6 +212,7 @@ impl FsCore {
             virtuals: Mutex::new(versions::Virtuals::default()),
             pins: Mutex::new(pins::Pins::load(&cache.root.join("pins"))),
             kernel: std::sync::OnceLock::new(),
+            following: AtomicBool::new(false),
             epoch: AtomicU64::new(0),
             held_locks: Mutex::new(std::collections::HashSet::new()),
             failures: Mutex::new(std::collections::BTreeMap::new()),
@@ -236,6 +247,18 @@ impl FsCore {
 
     pub fn read_only(&self) -> bool {
         self.opts.read_only
+    }
+
+    /// How long the kernel may keep the names and attributes it is given. While the change
+    /// feed is followed, every other device's change drops them at once (and a feed that
+    /// cannot resume drops them all), and this mount's own changes go through the kernel:
+    /// they may be kept long, as on a local disk, and a warm `ls -lR` or `rm -r` asks
+    /// nothing. Without the feed: [`TTL`].
+    pub fn kernel_ttl(&self) -> Duration {
+        match self.following.load(Ordering::Acquire) && self.kernel.get().is_some() {
+            true => FOLLOWED_TTL,
+            false => TTL,
+        }
     }
 
     pub(crate) fn node_of(&self, ino: u64) -> NodeId {
@@ -285,7 +308,7 @@ impl FsCore {
     /// server's content `version` only grows and every change sets `ctime`, so (version,
     /// ctime) orders a node's states; the newest is kept and returned (see [`newer`]).
     pub(crate) fn remember(&self, attr: Attr) -> Attr {
-        self.remember_at(attr, Instant::now())
+        self.remember_at(attr, Some(Instant::now()))
     }
 
     /// Keeps an answer that may predate a pushed change (see [`FsCore::epoch`]) for
@@ -293,13 +316,10 @@ impl FsCore {
     /// keeping it at all lost the attributes of names looked up while changes arrived,
     /// and a device that went offline then could not find them.)
     pub(crate) fn remember_expired(&self, attr: Attr) -> Attr {
-        let past = Instant::now()
-            .checked_sub(TTL * 2)
-            .unwrap_or_else(Instant::now);
-        self.remember_at(attr, past)
+        self.remember_at(attr, None)
     }
 
-    fn remember_at(&self, attr: Attr, at_time: Instant) -> Attr {
+    fn remember_at(&self, attr: Attr, at_time: Option<Instant>) -> Attr {
         let Ok(mut a) = self.attrs.lock() else {
             return attr;
         };
@@ -330,15 +350,20 @@ impl FsCore {
     pub(crate) fn forget_attr(&self, node: NodeId) {
         if let Ok(mut a) = self.attrs.lock() {
             if let Some((_, at)) = a.get_mut(&node) {
-                *at = Instant::now().checked_sub(TTL * 2).unwrap_or(*at);
+                *at = None;
             }
         }
     }
 
+    /// The cached attributes of `node` while they may be trusted: for [`TTL`], or while
+    /// the change feed is followed (which drops those another device changes) as long as
+    /// the kernel keeps them ([`FsCore::kernel_ttl`]).
     pub(crate) fn cached_attr(&self, node: NodeId) -> Option<Attr> {
+        let ttl = self.kernel_ttl();
         let a = self.attrs.lock().ok()?;
         let (attr, at) = a.get(&node)?;
-        (at.elapsed() < TTL).then(|| attr.clone())
+        at.is_some_and(|at| at.elapsed() < ttl)
+            .then(|| attr.clone())
     }
 
     /// How many pushed changes were applied so far. An answer obtained while this moved may
@@ -390,9 +415,9 @@ impl FsCore {
         };
         if let pending::Applied::Sent(r) = self.ns_change(op)? {
             self.removed(r, if dir { "rmdir" } else { "unlink" })?;
+            self.forget_attr(parent);
         }
         self.forget_name(parent, name);
-        self.forget_attr(parent);
         if let Some(node) = named {
             self.forget_attr(node);
         }
@@ -438,6 +463,7 @@ impl FsCore {
         };
         let attr = match self.ns_change(op)? {
             pending::Applied::Sent(Response::Attr(a)) => {
+                self.forget_attr(parent);
                 if self.epoch() == epoch {
                     self.remember(a)
                 } else {
@@ -448,7 +474,6 @@ impl FsCore {
             _ => return Err(FsError::Unexpected("create")),
         };
         self.remember_name(parent, name, attr.node);
-        self.forget_attr(parent);
         Ok(attr)
     }
 
@@ -553,6 +578,14 @@ impl FsCore {
         if let Some(queued) = self.overlay_entry(dir, name) {
             let node = queued.ok_or(FsError::NotFound)?;
             return Ok(self.stat_of(&self.server_attr(node)?));
+        }
+        // A name listed or looked up here, with attributes still trusted (while the change
+        // feed is followed, another device's change drops them): no round trip.
+        if let Some(attr) = self
+            .seen_entry(dir, name)
+            .and_then(|node| self.cached_attr(node))
+        {
+            return Ok(self.stat_of(&attr));
         }
         let found = self.call_attr(
             "lookup",
@@ -814,9 +847,9 @@ impl FsCore {
             self.removed(r, "rename")?;
             self.forget_name(parent, name);
             self.forget_name(new_parent, new_name);
+            self.forget_attr(parent);
+            self.forget_attr(new_parent);
         }
-        self.forget_attr(parent);
-        self.forget_attr(new_parent);
         for node in moved.into_iter().flatten() {
             self.forget_attr(node);
         }

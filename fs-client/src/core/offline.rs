@@ -12,6 +12,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 #[derive(Default)]
 pub struct SeenNames {
     by_dir: HashMap<NodeId, BTreeMap<String, NodeId>>,
+    /// Where each node was last seen: its folder and name there (for paths).
+    up: HashMap<NodeId, (NodeId, String)>,
     /// Directories whose every name is known here (listed, or made empty here).
     listed: HashSet<NodeId>,
 }
@@ -27,22 +29,33 @@ impl FsCore {
     }
 
     pub(crate) fn remember_name(&self, dir: NodeId, name: &str, node: NodeId) {
-        self.seen()
-            .by_dir
+        let mut seen = self.seen();
+        seen.by_dir
             .entry(dir)
             .or_default()
             .insert(name.to_string(), node);
+        seen.up.insert(node, (dir, name.to_string()));
     }
 
     pub(crate) fn forget_name(&self, dir: NodeId, name: &str) {
-        if let Some(d) = self.seen().by_dir.get_mut(&dir) {
-            d.remove(name);
+        let mut seen = self.seen();
+        if let Some(node) = seen.by_dir.get_mut(&dir).and_then(|d| d.remove(name)) {
+            if seen
+                .up
+                .get(&node)
+                .is_some_and(|(d, n)| *d == dir && n == name)
+            {
+                seen.up.remove(&node);
+            }
         }
     }
 
     /// A full listing just read from the server replaces what was known of the directory.
     pub(crate) fn remember_listing(&self, dir: NodeId, entries: BTreeMap<String, NodeId>) {
         let mut seen = self.seen();
+        for (name, node) in &entries {
+            seen.up.insert(*node, (dir, name.clone()));
+        }
         seen.by_dir.insert(dir, entries);
         seen.listed.insert(dir);
     }
@@ -62,12 +75,11 @@ impl FsCore {
             if cur == self.root {
                 break;
             }
-            let up = seen.by_dir.iter().find_map(|(dir, names)| {
-                names
-                    .iter()
-                    .find(|(_, n)| **n == cur)
-                    .map(|(name, _)| (*dir, name.clone()))
-            });
+            // Where the node was last seen, if that name still names it.
+            let up =
+                seen.up.get(&cur).cloned().filter(|(dir, name)| {
+                    seen.by_dir.get(dir).and_then(|d| d.get(name)) == Some(&cur)
+                });
             match up {
                 Some((dir, name)) => {
                     parts.push(name);
@@ -107,6 +119,15 @@ impl FsCore {
     /// The node this mount last saw under `name` in `dir`.
     pub(crate) fn seen_entry(&self, dir: NodeId, name: &str) -> Option<NodeId> {
         self.seen().by_dir.get(&dir)?.get(name).copied()
+    }
+
+    /// Every (directory, name) this mount has seen.
+    pub(crate) fn seen_entries(&self) -> Vec<(NodeId, String)> {
+        let seen = self.seen();
+        seen.by_dir
+            .iter()
+            .flat_map(|(dir, names)| names.keys().map(|n| (*dir, n.clone())))
+            .collect()
     }
 
     /// The names this mount has seen in `dir`.

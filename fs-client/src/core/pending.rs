@@ -1,27 +1,32 @@
-//! Namespace changes that cannot reach the server now: applied locally, journaled
-//! ([`crate::cache::oplog`]) and replayed in order by a background thread once it answers.
+//! The write-back namespace: every change (create, mkdir, rename, unlink, chmod, …) is
+//! applied in the mount, journaled ([`crate::cache::oplog`]) and answered at once; one sender
+//! thread streams the journal to the server in order, many changes per round trip.
 //!
-//! * A change goes straight to the server while nothing is waiting. When the server cannot be
-//!   reached it is queued instead, and so is every later change until the queue drains, so
-//!   the server receives them in the order they were made.
+//! * A change is judged against this mount's view first (the kernel looks a name up before
+//!   it creates, removes or renames it). One the mount cannot judge alone (a move between
+//!   folders, which may cross into a share; removing a folder never listed here) goes to the
+//!   server itself once every change before it is there; while the server cannot be
+//!   reached it is queued on what this mount has seen, like any other.
 //! * The [`Overlay`] holds what the queued changes did to names and attributes. Lookups,
 //!   listings and getattr consult it before the server, so the mount shows its own changes
 //!   while they wait, online or not.
 //! * Every node a client creates gets an id the client picked ([`CLIENT_NODE_IDS`]): content
-//!   written to a file made offline is uploaded to that node once its create is replayed, and
-//!   a replay whose answer was lost finds its node instead of making a second one.
-//! * Replays retry with backoff while the server is unreachable. Conflicts lose nothing: a
-//!   create whose name was taken meanwhile gets a conflicted-copy name (a folder is merged
-//!   into the folder of that name), one whose folder was deleted goes to the top of the
-//!   store; a delete of a file another device changed since, or a rename of a name that now
-//!   holds another file, is not applied. Uploads wait until the queue has drained.
+//!   written to a new file is uploaded to that node once its create is sent, and a replay
+//!   whose answer was lost finds its node instead of making a second one.
+//! * The sender sends up to [`BATCH`] changes as one `Batch`; the first one the server
+//!   refuses goes alone by the replay rules, and the sender retries with backoff while the
+//!   server is unreachable. Conflicts lose nothing: a create whose name was taken meanwhile
+//!   gets a conflicted-copy name (a folder is merged into the folder of that name), one whose
+//!   folder was deleted goes to the top of the store; a delete of a file another device
+//!   changed since, or a rename of a name that now holds another file, is not applied.
+//!   Uploads and fsync wait for the changes made before them.
 
 use super::{FsCore, FsError};
-use crate::cache::oplog::{NsOp, OpLog};
+use crate::cache::oplog::{NsOp, OpLog, Queued};
 use crate::remote::RemoteError;
 use shelf_protocol::names::conflict_name;
 use shelf_protocol::{
-    Attr, ErrorCode, Expect, NodeId, NodeKind, RenameMode, Request, Response, Timestamp,
+    Attr, ErrorCode, Expect, NodeId, NodeKind, RenameMode, Request, Response, Stamped, Timestamp,
     CLIENT_NODE_IDS,
 };
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -58,7 +63,7 @@ impl Overlay {
     }
 
     /// Lays one change over the view; `base` is the node's attributes before a SetAttr.
-    fn apply(&mut self, op: &NsOp, base: Option<Attr>) {
+    fn apply(&mut self, op: &NsOp, at: Timestamp, base: Option<Attr>) {
         match op {
             NsOp::Make {
                 parent,
@@ -148,7 +153,7 @@ impl Overlay {
                 if let Some(t) = mtime {
                     a.mtime = *t;
                 }
-                a.ctime = Timestamp::now();
+                a.ctime = at;
                 self.attrs.insert(*node, a);
             }
         }
@@ -344,8 +349,8 @@ impl Pending {
     pub fn open(dir: std::path::PathBuf) -> std::io::Result<Pending> {
         let log = OpLog::open(dir)?;
         let mut overlay = Overlay::default();
-        for op in log.ops() {
-            overlay.apply(&op, None);
+        for q in log.front_n(usize::MAX) {
+            overlay.apply(&q.op, q.at, None);
         }
         if !log.is_empty() {
             tracing::info!(
@@ -577,6 +582,55 @@ impl FsCore {
     }
 
     /// Checks a change against this mount's view, journals it and lays it over the view.
+    /// The folders a queued change touches get its time as mtime and ctime (and a folder
+    /// made or removed in them changes their link count) in the overlay, so their
+    /// attributes stay answerable here instead of being asked of a server that does not
+    /// have the change yet.
+    fn touch_folders(&self, ov: &mut Overlay, op: &NsOp, now: Timestamp) {
+        let is_dir = |n: &Option<NodeId>| {
+            n.and_then(|n| self.view_attr(ov, n))
+                .is_some_and(|a| a.kind == NodeKind::Dir)
+        };
+        let touched: Vec<(NodeId, i64)> = match op {
+            NsOp::Make { parent, kind, .. } => {
+                vec![(*parent, i64::from(*kind == NodeKind::Dir))]
+            }
+            NsOp::Remove { parent, dir, .. } => vec![(*parent, -i64::from(*dir))],
+            NsOp::Rename {
+                parent,
+                new_parent,
+                expect,
+                ..
+            } if parent != new_parent => {
+                let d = i64::from(is_dir(expect));
+                vec![(*parent, -d), (*new_parent, d)]
+            }
+            NsOp::Rename { parent, .. } => vec![(*parent, 0)],
+            NsOp::SetAttr { .. } => Vec::new(),
+        };
+        // A rename is a status change of the moved node too.
+        if let NsOp::Rename {
+            expect: Some(node), ..
+        } = op
+        {
+            if let Some(mut a) = self.view_attr(ov, *node) {
+                a.ctime = now;
+                ov.attrs.insert(*node, a);
+            }
+        }
+        for (dir, links) in touched {
+            match ov.attrs.get(&dir).cloned().or_else(|| self.stale_attr(dir)) {
+                Some(mut a) => {
+                    a.mtime = now;
+                    a.ctime = now;
+                    a.nlink = (i64::from(a.nlink) + links).max(2) as u32;
+                    ov.attrs.insert(dir, a);
+                }
+                None => self.forget_attr(dir),
+            }
+        }
+    }
+
     /// `Ok(None)` when `judge` asks whether this mount can judge the change alone and it
     /// cannot ([`FsCore::judged_here`]; nothing is queued then); else the attributes of a
     /// made or changed node.
@@ -667,8 +721,16 @@ impl FsCore {
                 );
             }
         }
-        self.pending.log.push(op.clone())?;
-        ov.apply(&op, base);
+        // One time for the change everywhere: the overlay shows it, and the server stamps
+        // the change with it (see `shelf_protocol::Stamped`), so nothing shifts when the
+        // change lands.
+        let at = match &op {
+            NsOp::Make { at, .. } => *at,
+            _ => Timestamp::now(),
+        };
+        self.pending.log.push(op.clone(), at)?;
+        ov.apply(&op, at, base);
+        self.touch_folders(&mut ov, &op, at);
         self.pending.active.store(true, Ordering::Release);
         let attr = match &op {
             NsOp::Make { id, .. } => ov.attrs.get(id).cloned(),
@@ -691,11 +753,9 @@ impl FsCore {
                 if *kind == NodeKind::Dir {
                     self.remember_listing(*id, BTreeMap::new());
                 }
-                self.forget_attr(*parent);
             }
             NsOp::Remove { parent, name, .. } => {
                 self.forget_name(*parent, name);
-                self.forget_attr(*parent);
             }
             NsOp::Rename {
                 parent,
@@ -709,8 +769,6 @@ impl FsCore {
                 if let Some(node) = expect {
                     self.remember_name(*new_parent, new_name, *node);
                 }
-                self.forget_attr(*parent);
-                self.forget_attr(*new_parent);
             }
             NsOp::SetAttr { .. } => {}
         }
@@ -834,40 +892,42 @@ impl FsCore {
     /// Sends `ops` (the oldest queued) as one batch. The first the server refuses, and
     /// everything after it, is left to [`FsCore::replay_one`], which settles conflicts.
     /// Returns the changes done, and `Err` when the rest should be tried again later.
-    fn send_batch(&self, ops: &[(u64, NsOp)]) -> (Vec<u64>, Result<(), RemoteError>) {
+    fn send_batch(&self, ops: &[Queued]) -> (Vec<u64>, Result<(), RemoteError>) {
         let mut done = Vec::new();
-        let first_refused = if ops.len() == 1 {
-            0
-        } else {
-            let reqs = ops
-                .iter()
-                .map(|(_, op)| request(&self.aliased(op), true))
-                .collect();
-            let results = match self.remote.call(Request::Batch(reqs)) {
-                Ok(Response::Batch(r)) if r.len() <= ops.len() => r,
-                Ok(_) => {
-                    return (
-                        done,
-                        Err(RemoteError::Protocol("unexpected answer to a batch".into())),
-                    )
-                }
-                Err(e) => return (done, Err(e)),
-            };
-            for ((seq, op), result) in ops.iter().zip(&results) {
-                let Ok(answer) = result else { break };
-                self.sent_applied(op, answer);
-                done.push(*seq);
+        let reqs = ops
+            .iter()
+            .map(|q| Stamped {
+                at: q.at,
+                req: request(&self.aliased(&q.op), true),
+            })
+            .collect();
+        let results = match self.remote.call(Request::Batch(reqs)) {
+            Ok(Response::Batch(r)) if r.len() <= ops.len() => r,
+            Ok(_) => {
+                return (
+                    done,
+                    Err(RemoteError::Protocol("unexpected answer to a batch".into())),
+                )
             }
-            done.len()
+            Err(e) => return (done, Err(e)),
         };
-        // The change the server refused (or the only one) goes alone, by the rules for
-        // replays: a name taken meanwhile, a folder deleted, an answer lost.
-        let Some((seq, op)) = ops.get(first_refused) else {
+        for (q, result) in ops.iter().zip(&results) {
+            let Ok(answer) = result else { break };
+            self.sent_applied(&q.op, answer);
+            done.push(q.seq);
+        }
+        // The change the server refused goes alone, by the rules for replays: a name taken
+        // meanwhile, a folder deleted, an answer lost.
+        let Some(q) = ops.get(done.len()) else {
             return (done, Ok(()));
         };
-        match self.replay_one(op) {
+        if results.len() <= done.len() {
+            // Not tried (the server stopped early): sent again with the next batch.
+            return (done, Ok(()));
+        }
+        match self.replay_one(&q.op) {
             Ok(()) => {
-                done.push(*seq);
+                done.push(q.seq);
                 (done, Ok(()))
             }
             Err(e) => (done, Err(e)),

@@ -229,6 +229,11 @@ pub struct Store {
     flushes: group_commit::GroupCommit,
 }
 
+thread_local! {
+    /// The device's time of the change being applied on this thread ([`Store::at_time`]).
+    static REQUEST_TIME: std::cell::Cell<Option<Timestamp>> = const { std::cell::Cell::new(None) };
+}
+
 pub(crate) fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T> {
     let v: T = postcard::from_bytes(bytes)?;
     Ok(v)
@@ -343,7 +348,20 @@ impl Store {
 
     /// The current time by the store's clock.
     pub fn now(&self) -> Timestamp {
-        (self.clock)()
+        let now = (self.clock)();
+        match REQUEST_TIME.get() {
+            Some(at) if at <= now && now.secs - at.secs <= shelf_protocol::MAX_STAMP_AGE_SECS => at,
+            _ => now,
+        }
+    }
+
+    /// Runs `f` (one change of a batch, on this thread) with the store's clock reading
+    /// `at`, the time the device made the change, within the limits [`Store::now`] checks.
+    pub fn at_time<T>(&self, at: Timestamp, f: impl FnOnce() -> T) -> T {
+        REQUEST_TIME.set(Some(at));
+        let out = f();
+        REQUEST_TIME.set(None);
+        out
     }
 
     /// A fresh node id, never reused.

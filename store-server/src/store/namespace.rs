@@ -279,7 +279,7 @@ impl Store {
             Some(_) => return Err(ErrorCode::InvalidArgument.into()),
             None => self.new_node_id()?,
         };
-        let now = Timestamp::now();
+        let now = self.now();
         let rec = NodeRec {
             format: FORMAT,
             owner: ctx.account,
@@ -768,7 +768,7 @@ impl Store {
             if let Some(t) = mtime {
                 rec.mtime = t;
             }
-            rec.ctime = Timestamp::now();
+            rec.ctime = self.now();
             Ok(())
         })
     }
@@ -826,7 +826,7 @@ impl Store {
                 return Err(ErrorCode::TooLarge);
             }
             rec.xattrs.insert(name.to_string(), value.to_vec());
-            rec.ctime = Timestamp::now();
+            rec.ctime = self.now();
             Ok(())
         })?;
         Ok(())
@@ -864,7 +864,7 @@ impl Store {
     pub fn remove_xattr(&self, ctx: &Ctx, id: NodeId, name: &str) -> Result<()> {
         self.update_node(ctx, id, |rec| {
             rec.xattrs.remove(name).ok_or(ErrorCode::NoAttribute)?;
-            rec.ctime = Timestamp::now();
+            rec.ctime = self.now();
             Ok(())
         })?;
         Ok(())
