@@ -319,6 +319,12 @@ impl FsCore {
         self.remember_at(attr, None)
     }
 
+    /// Caches the attributes this mount showed for a change the server has now applied as
+    /// made (see `FsCore::finish_if_drained`), unless a newer state is known.
+    pub(crate) fn remember_sent(&self, attr: Attr) {
+        self.remember_at(attr, Some(Instant::now()));
+    }
+
     fn remember_at(&self, attr: Attr, at_time: Option<Instant>) -> Attr {
         let Ok(mut a) = self.attrs.lock() else {
             return attr;
@@ -580,12 +586,22 @@ impl FsCore {
             return Ok(self.stat_of(&self.server_attr(node)?));
         }
         // A name listed or looked up here, with attributes still trusted (while the change
-        // feed is followed, another device's change drops them): no round trip.
-        if let Some(attr) = self
-            .seen_entry(dir, name)
-            .and_then(|node| self.cached_attr(node))
-        {
-            return Ok(self.stat_of(&attr));
+        // feed is followed, another device's change drops them): no round trip. Likewise a
+        // name absent from a folder whose every name is known here (not a shared view,
+        // which changes without telling this account's feed).
+        match self.seen_entry(dir, name) {
+            Some(node) => {
+                if let Some(attr) = self.cached_attr(node) {
+                    return Ok(self.stat_of(&attr));
+                }
+            }
+            None if self.kernel_ttl() == FOLLOWED_TTL
+                && self.listing_known(dir)
+                && self.cached_attr(dir).is_some_and(|d| !d.read_only) =>
+            {
+                return Err(FsError::NotFound);
+            }
+            None => {}
         }
         let found = self.call_attr(
             "lookup",
@@ -1028,6 +1044,12 @@ impl FsCore {
         let name = name_str(name)?;
         if name == pins::PIN_XATTR {
             return self.pin(self.node_of(ino));
+        }
+        if name == pins::SYNC_XATTR {
+            return match self.settle_within(Duration::from_secs(10)) {
+                true => Ok(()),
+                false => Err(FsError::Io(std::io::Error::from_raw_os_error(libc::EAGAIN))),
+            };
         }
         if name == CATEGORY_XATTR {
             // Derived from the folder a file is in: copies that carry it along (`cp -a`,

@@ -503,6 +503,15 @@ impl FsCore {
         }
     }
 
+    /// Whether every change made so far reaches the server within `timeout`; `false` at
+    /// once while the sender finds the server unreachable.
+    pub(crate) fn settle_within(&self, timeout: Duration) -> bool {
+        !self.pending.unreachable.load(Ordering::Acquire)
+            && self
+                .pending
+                .wait_sent(self.pending.next_seq(), Some(timeout))
+    }
+
     /// [`FsCore::settle`] when `node` was made here and its create may not have reached
     /// the server yet.
     pub(crate) fn settle_node(&self, node: NodeId) -> Result<(), FsError> {
@@ -982,13 +991,18 @@ impl FsCore {
             self.pending.cv.notify_all();
             std::mem::take(&mut *g)
         };
-        // What the overlay showed stays known (expired: the next getattr asks the server),
-        // so a change judged against it a moment ago still finds the node.
-        for attr in overlay.attrs.values() {
-            self.remember_expired(attr.clone());
-            self.forget_attr(attr.node);
-        }
+        // What the overlay showed is what the server now holds (the same changes, stamped
+        // with the same times): it stays cached, so a change judged against it a moment ago
+        // still finds the node and a stat asks nothing. Unless a replay ended differently.
         let diverged = self.pending.diverged.swap(false, Ordering::AcqRel);
+        for attr in overlay.attrs.values() {
+            match diverged {
+                false => self.remember_sent(attr.clone()),
+                true => {
+                    self.remember_expired(attr.clone());
+                }
+            }
+        }
         if !diverged {
             return;
         }

@@ -15,6 +15,10 @@ use std::collections::{BTreeSet, HashSet};
 pub const PIN_XATTR: &str = "user.shelf.pin";
 /// Reserved prefix: never stored on the server.
 pub const RESERVED_XATTR_PREFIX: &str = "user.shelf.";
+/// Setting it (on any node; the value is ignored) returns once every namespace change made
+/// in the mount so far is on the server: at once with EAGAIN while the server cannot be
+/// reached, EAGAIN after 10 s otherwise. How `shelf` commands see the mount's changes.
+pub const SYNC_XATTR: &str = "user.shelf.sync";
 
 #[derive(Default)]
 pub struct Pins {
