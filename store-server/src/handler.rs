@@ -148,26 +148,17 @@ fn describe(req: &Request) -> &'static str {
 /// Requests whose success must be on disk before the answer (chunk uploads are made
 /// durable by the commit that names them).
 fn changes_store(req: &Request) -> bool {
-    matches!(
-        req,
-        Request::Mkdir { .. }
-            | Request::Create { .. }
-            | Request::Symlink { .. }
-            | Request::Unlink { .. }
-            | Request::Rmdir { .. }
-            | Request::Rename { .. }
-            | Request::Link { .. }
-            | Request::SetAttr { .. }
-            | Request::SetXattr { .. }
-            | Request::RemoveXattr { .. }
-            | Request::Commit { .. }
-            | Request::Mknod { .. }
-            | Request::Restore { .. }
-            | Request::Admin(_)
-            | Request::Share { .. }
-            | Request::Unshare { .. }
-            | Request::Batch(_)
-    )
+    req.batchable()
+        || matches!(
+            req,
+            Request::Link { .. }
+                | Request::Commit { .. }
+                | Request::Restore { .. }
+                | Request::Admin(_)
+                | Request::Share { .. }
+                | Request::Unshare { .. }
+                | Request::Batch(_)
+        )
 }
 
 /// Handles one request for the connection whose session is `session`.

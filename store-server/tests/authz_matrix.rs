@@ -935,30 +935,7 @@ fn matrix() {
 fn batches_apply_in_order_and_stop_at_the_first_refusal() {
     let (store, _tmp) = store();
     store.add_user("u", "pw", Role::User).expect("add");
-    let s = Session::default();
-    let root = match handle(
-        &store,
-        &s,
-        Request::Login {
-            user: "u".into(),
-            password: "pw".into(),
-            device: "d".into(),
-        },
-    ) {
-        Ok(Response::Session { root, .. }) => root,
-        other => panic!("login: {other:?}"),
-    };
-    let files = match handle(
-        &store,
-        &s,
-        Request::Lookup {
-            parent: root.node,
-            name: "files".into(),
-        },
-    ) {
-        Ok(Response::Attr(a)) => a.node,
-        other => panic!("files: {other:?}"),
-    };
+    let (s, files) = login_files(&store);
     let mk = |name: &str| Request::Mkdir {
         parent: files,
         name: name.into(),
@@ -1026,6 +1003,35 @@ fn batches_apply_in_order_and_stop_at_the_first_refusal() {
     assert!(!exists("n") && !exists("m0"));
 }
 
+/// A session of user `u` (password `pw`) and the node of its `files/`.
+fn login_files(store: &Store) -> (Session, NodeId) {
+    let s = Session::default();
+    let root = match handle(
+        store,
+        &s,
+        Request::Login {
+            user: "u".into(),
+            password: "pw".into(),
+            device: "d".into(),
+        },
+    ) {
+        Ok(Response::Session { root, .. }) => root,
+        other => panic!("login: {other:?}"),
+    };
+    let files = match handle(
+        store,
+        &s,
+        Request::Lookup {
+            parent: root.node,
+            name: "files".into(),
+        },
+    ) {
+        Ok(Response::Attr(a)) => a.node,
+        other => panic!("files: {other:?}"),
+    };
+    (s, files)
+}
+
 fn stamped(reqs: Vec<Request>) -> Vec<Stamped> {
     reqs.into_iter()
         .map(|req| Stamped {
@@ -1042,30 +1048,7 @@ fn stamped(reqs: Vec<Request>) -> Vec<Stamped> {
 fn batched_changes_take_the_devices_time_within_limits() {
     let (store, _tmp) = store();
     store.add_user("u", "pw", Role::User).expect("add");
-    let s = Session::default();
-    let root = match handle(
-        &store,
-        &s,
-        Request::Login {
-            user: "u".into(),
-            password: "pw".into(),
-            device: "d".into(),
-        },
-    ) {
-        Ok(Response::Session { root, .. }) => root,
-        other => panic!("login: {other:?}"),
-    };
-    let files = match handle(
-        &store,
-        &s,
-        Request::Lookup {
-            parent: root.node,
-            name: "files".into(),
-        },
-    ) {
-        Ok(Response::Attr(a)) => a.node,
-        other => panic!("files: {other:?}"),
-    };
+    let (s, files) = login_files(&store);
     let now = Timestamp::now();
     let ago = |secs: i64| Timestamp {
         secs: now.secs - secs,
