@@ -472,3 +472,46 @@ fn read_after_close_while_uploading_relayed() {
 fn read_after_close_while_uploading_local() {
     read_after_close_while_uploading(true);
 }
+
+/// Another device's change to a folder while this core's own changes there wait to be sent
+/// must show once they are: what the overlay showed of the folder is not kept as the
+/// server's state.
+#[test]
+fn another_devices_change_during_write_back_shows_after_the_drain() {
+    let server = Server::start(&[("alice", "pw", "user")]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let b = core_for(&server, &dir.path().join("b"), "b");
+    let files_b = lookup_path(&b, "files");
+    let docs_b = b.mkdir(files_b, OsStr::new("docs"), 0o755).expect("mkdir");
+    b.fsyncdir().expect("fsyncdir");
+
+    // Device a follows the feed; its change waits (no sender yet).
+    let a = core_alone(&server, &dir.path().join("a"), "a", false);
+    a.start_events("a".to_string()).expect("subscribe");
+    let docs = lookup_path(&a, "files/docs");
+    let (_, o) = a
+        .create(docs, OsStr::new("mine"), 0o644, libc::O_WRONLY)
+        .expect("create");
+    a.release(o.fh).expect("release");
+    assert_eq!(a.getattr(docs).expect("getattr").nlink, 2);
+
+    // Meanwhile b makes a folder there (the folder's link count goes up).
+    let epoch = a.epoch();
+    b.mkdir(docs_b.ino, OsStr::new("sub"), 0o755)
+        .expect("mkdir");
+    b.fsyncdir().expect("fsyncdir");
+    assert!(
+        wait_until(Duration::from_secs(5), || a.epoch() != epoch),
+        "the change never reached a"
+    );
+
+    assert!(a.start_sender().is_some(), "the sender starts");
+    a.fsyncdir().expect("fsyncdir");
+    assert_eq!(
+        a.getattr(docs).expect("getattr").nlink,
+        3,
+        "a still shows the folder as it was before b's change"
+    );
+    assert!(a.lookup(docs, OsStr::new("sub")).is_ok());
+    assert!(a.lookup(docs, OsStr::new("mine")).is_ok());
+}

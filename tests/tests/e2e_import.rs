@@ -146,22 +146,30 @@ fn import_sorts_by_content_keeps_times_and_never_overwrites() {
         report.contains("name taken: WebProject/a.jpg -> photos/work/WebProject/a (2).jpg"),
         "{report}"
     );
-    // The mount on the same device sees the import at once (it is another agent's change).
+    // The mount on the same device sees the import within moments (it is another agent's
+    // change, pushed to the mount like another device's): every file, files being imported
+    // in parallel.
+    let dest_of = |rel: &str, dest: &'static str| match rel {
+        "WebProject/a.jpg" => "photos/work/WebProject/a (2).jpg",
+        _ => dest,
+    };
     let ok = wait_until(Duration::from_secs(3), || {
-        m.path.join("videos/work/WebProject/demo.mp4").exists()
+        expected
+            .iter()
+            .all(|(rel, dest)| m.path.join(dest_of(rel, dest)).exists())
     });
-    assert!(ok, "the mount does not show the import");
+    assert!(
+        ok,
+        "the mount does not show the import: {}",
+        m.sh("find . -type f | sort")
+    );
     assert_eq!(
         m.sh("cat photos/work/WebProject/a.jpg"),
         "older photo\n",
         "overwritten"
     );
     for (rel, dest) in &expected {
-        let dest = if *rel == "WebProject/a.jpg" {
-            "photos/work/WebProject/a (2).jpg"
-        } else {
-            dest
-        };
+        let dest = dest_of(rel, dest);
         let (a, b) = (src.join(rel), m.path.join(dest));
         assert!(
             b.exists(),

@@ -30,7 +30,7 @@ use shelf_protocol::{
     CLIENT_NODE_IDS,
 };
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -178,6 +178,9 @@ pub struct Pending {
     cv: Condvar,
     /// Whether the overlay holds anything (read without the lock on every lookup).
     active: AtomicBool,
+    /// The core's epoch when the overlay became active: a pushed change since then may
+    /// have touched what the overlay shows, so its attributes are not trusted at the drain.
+    active_since: AtomicU64,
     /// A replay ended differently than the change was made locally (a conflicted name, a
     /// merged folder, a change not applied): cached names are dropped when the queue drains.
     diverged: AtomicBool,
@@ -360,6 +363,7 @@ impl Pending {
         }
         Ok(Pending {
             active: AtomicBool::new(!overlay.is_empty()),
+            active_since: AtomicU64::new(0),
             log,
             overlay: Mutex::new(overlay),
             cv: Condvar::new(),
@@ -740,7 +744,11 @@ impl FsCore {
         self.pending.log.push(op.clone(), at)?;
         ov.apply(&op, at, base);
         self.touch_folders(&mut ov, &op, at);
-        self.pending.active.store(true, Ordering::Release);
+        if !self.pending.active.swap(true, Ordering::AcqRel) {
+            self.pending
+                .active_since
+                .store(self.epoch(), Ordering::Release);
+        }
         let attr = match &op {
             NsOp::Make { id, .. } => ov.attrs.get(id).cloned(),
             NsOp::SetAttr { node, .. } => ov.attrs.get(node).cloned(),
@@ -994,7 +1002,10 @@ impl FsCore {
         // What the overlay showed is what the server now holds (the same changes, stamped
         // with the same times): it stays cached, so a change judged against it a moment ago
         // still finds the node and a stat asks nothing. Unless a replay ended differently.
-        let diverged = self.pending.diverged.swap(false, Ordering::AcqRel);
+        // Another device's change while the overlay was showing may have touched a folder it
+        // shows (a new name beside ours): then nothing of it is trusted.
+        let pushed = self.pending.active_since.load(Ordering::Acquire) != self.epoch();
+        let diverged = self.pending.diverged.swap(false, Ordering::AcqRel) || pushed;
         for attr in overlay.attrs.values() {
             match diverged {
                 false => self.remember_sent(attr.clone()),
@@ -1007,7 +1018,9 @@ impl FsCore {
             return;
         }
         tracing::info!(
-            "changes made here ended differently on the server: cached names are checked again"
+            pushed,
+            "changes made here ended differently on the server, or another device changed \
+             things meanwhile: cached names are checked again"
         );
         self.epoch.fetch_add(1, Ordering::AcqRel);
         for (dir, names) in &overlay.names {
