@@ -516,8 +516,10 @@ impl Filesystem for ShelfFs {
         if let Some(owner) = lock_owner {
             self.core.release_locks(ino.0, owner.0);
         }
-        let released = self.core.release(fh.0);
+        // The kernel's hold on the local file goes first: once the core counts no open
+        // handle, it may give the file up.
         self.release_local(fh.0);
+        let released = self.core.release(fh.0);
         match released {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e)),

@@ -3,6 +3,7 @@
 //! ```text
 //! CACHE/chunks/<hex>     downloaded chunk bodies, LRU-bounded by bytes (chunks.rs)
 //! CACHE/staging/<node>   local copies of files being written or recently written
+//! CACHE/spare/<n>        empty files ready to become staging files (staging_files.rs)
 //! CACHE/journal/log      append-only log of files whose close has returned but whose
 //!                        upload has not been committed (journal.rs)
 //! CACHE/lock             flock'd by the mount using the folder
@@ -14,6 +15,7 @@
 pub mod chunks;
 pub mod journal;
 pub mod oplog;
+pub mod staging_files;
 
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};

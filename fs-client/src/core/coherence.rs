@@ -206,7 +206,7 @@ impl FsCore {
         let clean = inner.staging.as_ref().is_some_and(|s| !s.dirty());
         if clean && inner.open_handles == 0 {
             if let Some(s) = inner.staging.take() {
-                let _ = std::fs::remove_file(&s.path);
+                s.discard(&self.staging_files);
             }
             drop(inner);
             self.forget_clean_copy(node);

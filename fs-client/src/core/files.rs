@@ -124,6 +124,11 @@ pub struct Staging {
     /// The open staging file while something uses it; closed when the file has no open
     /// handle and no upload (a clone of 10,000 files must not hold 10,000 descriptors).
     file: Option<Arc<File>>,
+    /// Every descriptor handed out, while alive: the file is reused for another's content
+    /// only once all are gone (see `cache::staging_files`).
+    holders: Vec<std::sync::Weak<File>>,
+    /// Whether the kernel was given the file for local I/O (a process may map it then).
+    for_kernel: bool,
     /// Server version this content started from.
     pub base_version: u64,
     pub size: u64,
@@ -148,9 +153,12 @@ impl Staging {
         mtime: Timestamp,
     ) -> Staging {
         let stamp = Stamp::of(&file).unwrap_or_default();
+        let file = Arc::new(file);
         Staging {
             path,
-            file: Some(Arc::new(file)),
+            holders: vec![Arc::downgrade(&file)],
+            for_kernel: false,
+            file: Some(file),
             base_version,
             size,
             mtime,
@@ -173,7 +181,27 @@ impl Staging {
                 .open(&self.path)?,
         );
         self.file = Some(f.clone());
+        self.holders.retain(|h| h.strong_count() > 0);
+        self.holders.push(Arc::downgrade(&f));
         Ok(f)
+    }
+
+    /// Gives the file up: it is deleted (or, once nothing holds it, reused) in the
+    /// background. Descriptors handed out keep reading the content they had.
+    pub fn discard(self, files: &crate::cache::staging_files::StagingFiles) {
+        let Staging {
+            path,
+            holders,
+            for_kernel,
+            ..
+        } = self;
+        files.remove(path, holders, for_kernel);
+    }
+
+    /// The file, for the kernel to do I/O on directly (FUSE passthrough).
+    pub fn kernel_file(&mut self) -> std::io::Result<Arc<File>> {
+        self.for_kernel = true;
+        self.file()
     }
 
     /// Closes this client's descriptor (handed-out clones stay open until dropped).
@@ -377,7 +405,7 @@ impl FsCore {
             });
             if stale {
                 if let Some(s) = inner.staging.take() {
-                    let _ = std::fs::remove_file(&s.path);
+                    s.discard(&self.staging_files);
                 }
                 self.forget_clean_copy(node);
             }
@@ -406,7 +434,7 @@ impl FsCore {
         inner
             .staging
             .as_mut()
-            .map(Staging::file)
+            .map(Staging::kernel_file)
             .transpose()
             .map_err(FsError::from)
     }
@@ -514,12 +542,7 @@ impl FsCore {
         }
         let attr = self.server_attr(node)?;
         let path = self.cache.staging().join(node.to_string());
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)?;
+        let file = self.staging_files.create(&path)?;
         let manifest = if attr.version > 0 && keep > 0 {
             Some(self.manifest(node)?)
         } else {
@@ -665,7 +688,7 @@ impl FsCore {
             if stale && inner.open_writers == 0 && inner.open_handles <= 1 {
                 // Another device committed a newer version: drop the old local copy.
                 if let Some(s) = inner.staging.take() {
-                    let _ = std::fs::remove_file(&s.path);
+                    s.discard(&self.staging_files);
                 }
             }
             if let Some(s) = inner.staging.as_mut() {
@@ -1003,7 +1026,7 @@ impl FsCore {
         for entry in std::fs::read_dir(self.cache.staging())? {
             let entry = entry?;
             if !keep.contains(&*entry.file_name().to_string_lossy()) {
-                let _ = std::fs::remove_file(entry.path());
+                self.staging_files.remove(entry.path(), Vec::new(), true);
             }
         }
         if !records.is_empty() {

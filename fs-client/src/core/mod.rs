@@ -118,6 +118,8 @@ pub struct FsCore {
     root: NodeId,
     opts: CoreOptions,
     pub(crate) cache: CacheDir,
+    /// Staging files made from stock and deleted in the background.
+    pub(crate) staging_files: crate::cache::staging_files::StagingFiles,
     pub(crate) chunks: ChunkCache,
     pub(crate) journal: Journal,
     /// Local state of files with staging content or open handles, one lock each.
@@ -205,7 +207,10 @@ impl FsCore {
         let chunks = ChunkCache::open(cache.chunks(), opts.chunk_cache_bytes)?;
         let journal = Journal::open(cache.journal())?;
         let pending = pending::Pending::open(cache.journal())?;
+        let staging_files =
+            crate::cache::staging_files::StagingFiles::open(&cache.root.join("spare"))?;
         let core = Arc::new(FsCore {
+            staging_files,
             pending,
             refused: Mutex::new(HashMap::new()),
             passthrough: AtomicBool::new(opts.passthrough),

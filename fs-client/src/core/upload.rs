@@ -351,7 +351,7 @@ impl FsCore {
         let untouched = inner.staging.as_ref().is_some_and(|s| s.gen == gen);
         if untouched && inner.open_handles == 0 {
             if let Some(s) = inner.staging.take() {
-                let _ = std::fs::remove_file(&s.path);
+                s.discard(&self.staging_files);
             }
             drop(inner);
             if let Err(e) = self.journal.remove(node) {
@@ -406,7 +406,7 @@ impl FsCore {
             if evictable {
                 if let Some(s) = inner.staging.take() {
                     // Readers holding the descriptor keep reading; the name goes now.
-                    let _ = std::fs::remove_file(&s.path);
+                    s.discard(&self.staging_files);
                 }
             }
         }
@@ -441,7 +441,7 @@ impl FsCore {
         }
         st.set_unlinked(false);
         if let Some(s) = inner.staging.take() {
-            let _ = std::fs::remove_file(&s.path);
+            s.discard(&self.staging_files);
         }
         if let Err(e) = self.journal.remove(node) {
             tracing::warn!(node, error = %e, "could not remove a journal record");
