@@ -119,6 +119,7 @@ impl FsCore {
             self.epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         }
         if c.kind == ChangeKind::Resync {
+            self.note_pushed_anywhere();
             // Expired, not dropped: the old attributes stay for offline use.
             let known: Vec<NodeId> = match self.attrs.lock() {
                 Ok(a) => a.keys().copied().collect(),
@@ -139,6 +140,13 @@ impl FsCore {
         }
         if own {
             return;
+        }
+        if first {
+            let from = match &c.kind {
+                ChangeKind::Moved { from_parent, .. } => *from_parent,
+                _ => 0,
+            };
+            self.note_pushed(&[c.node, c.parent, from]);
         }
         self.forget_attr(c.node);
         if c.parent != 0 {

@@ -60,6 +60,11 @@ impl FsCore {
         seen.listed.insert(dir);
     }
 
+    /// Names of `dir` were forgotten while it may hold them: it is listed again when needed.
+    pub(crate) fn unlist(&self, dir: NodeId) {
+        self.seen().listed.remove(&dir);
+    }
+
     /// Whether every name in `dir` is known here (so emptiness can be judged locally).
     pub(crate) fn listing_known(&self, dir: NodeId) -> bool {
         self.seen().listed.contains(&dir)

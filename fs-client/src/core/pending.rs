@@ -30,7 +30,7 @@ use shelf_protocol::{
     CLIENT_NODE_IDS,
 };
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -178,9 +178,9 @@ pub struct Pending {
     cv: Condvar,
     /// Whether the overlay holds anything (read without the lock on every lookup).
     active: AtomicBool,
-    /// The core's epoch when the overlay became active: a pushed change since then may
-    /// have touched what the overlay shows, so its attributes are not trusted at the drain.
-    active_since: AtomicU64,
+    /// Another device changed a node the overlay shows (a folder holding a queued change,
+    /// say): what the overlay showed of it is not the server's state at the drain.
+    pushed_into: AtomicBool,
     /// A replay ended differently than the change was made locally (a conflicted name, a
     /// merged folder, a change not applied): cached names are dropped when the queue drains.
     diverged: AtomicBool,
@@ -363,7 +363,7 @@ impl Pending {
         }
         Ok(Pending {
             active: AtomicBool::new(!overlay.is_empty()),
-            active_since: AtomicU64::new(0),
+            pushed_into: AtomicBool::new(false),
             log,
             overlay: Mutex::new(overlay),
             cv: Condvar::new(),
@@ -522,6 +522,28 @@ impl FsCore {
         match self.overlay_created(node) {
             true => self.settle(),
             false => Ok(()),
+        }
+    }
+
+    /// Another device changed `nodes` (applied from the change feed): if the overlay shows
+    /// any of them, the drain trusts nothing it showed.
+    pub(crate) fn note_pushed(&self, nodes: &[NodeId]) {
+        if !self.pending.active.load(Ordering::Acquire) {
+            return;
+        }
+        let ov = self.pending.lock();
+        if nodes
+            .iter()
+            .any(|n| ov.attrs.contains_key(n) || ov.names.contains_key(n))
+        {
+            self.pending.pushed_into.store(true, Ordering::Release);
+        }
+    }
+
+    /// The feed was trimmed or fell behind (a resync): anything may have changed.
+    pub(crate) fn note_pushed_anywhere(&self) {
+        if self.pending.active.load(Ordering::Acquire) {
+            self.pending.pushed_into.store(true, Ordering::Release);
         }
     }
 
@@ -744,11 +766,7 @@ impl FsCore {
         self.pending.log.push(op.clone(), at)?;
         ov.apply(&op, at, base);
         self.touch_folders(&mut ov, &op, at);
-        if !self.pending.active.swap(true, Ordering::AcqRel) {
-            self.pending
-                .active_since
-                .store(self.epoch(), Ordering::Release);
-        }
+        self.pending.active.store(true, Ordering::Release);
         let attr = match &op {
             NsOp::Make { id, .. } => ov.attrs.get(id).cloned(),
             NsOp::SetAttr { node, .. } => ov.attrs.get(node).cloned(),
@@ -1004,7 +1022,7 @@ impl FsCore {
         // still finds the node and a stat asks nothing. Unless a replay ended differently.
         // Another device's change while the overlay was showing may have touched a folder it
         // shows (a new name beside ours): then nothing of it is trusted.
-        let pushed = self.pending.active_since.load(Ordering::Acquire) != self.epoch();
+        let pushed = self.pending.pushed_into.swap(false, Ordering::AcqRel);
         let diverged = self.pending.diverged.swap(false, Ordering::AcqRel) || pushed;
         for attr in overlay.attrs.values() {
             match diverged {
@@ -1028,6 +1046,8 @@ impl FsCore {
             self.forget_attr(dir);
             self.forget_listing(dir);
             self.kernel_inode(dir, false);
+            // Its names are not all known any more.
+            self.unlist(dir);
             for name in names.keys() {
                 self.forget_name(dir, name);
                 self.kernel_entry(dir, name);
