@@ -184,9 +184,21 @@ impl Drop for StagingFiles {
     }
 }
 
+/// Lowers the calling thread's scheduling priority (nice 10): background work (uploads,
+/// making and removing local copies) yields the CPU to the calls a program waits on, which
+/// on a machine with few cores otherwise queue behind it.
+pub fn yield_to_foreground() {
+    // SAFETY: plain syscalls on the calling thread's own id.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, 10);
+    }
+}
+
 impl Shared {
     /// Works on given-up files first, then tops up the stock; on stop, finishes the queue.
     fn run(&self) {
+        yield_to_foreground();
         loop {
             let mut st = self.lock();
             while st.doomed.is_empty() && (st.stopping || st.resting || st.spares.len() >= STOCK) {

@@ -499,6 +499,7 @@ impl FsCore {
     }
 
     fn upload_loop(&self) {
+        crate::cache::staging_files::yield_to_foreground();
         // Fault injection for tests: hold background uploads back so a test can kill the
         // client between close and upload. fsync still uploads.
         while std::env::var_os("SHELF_TEST_HOLD_UPLOADS").is_some() && !self.queue.is_stopping() {
