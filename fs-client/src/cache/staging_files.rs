@@ -81,13 +81,6 @@ impl Shared {
     fn wait<'a>(&self, g: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
         self.cv.wait(g).unwrap_or_else(|p| p.into_inner())
     }
-
-    fn wait_for<'a>(&self, g: MutexGuard<'a, State>, d: Duration) -> MutexGuard<'a, State> {
-        match self.cv.wait_timeout(g, d) {
-            Ok((g, _)) => g,
-            Err(p) => p.into_inner().0,
-        }
-    }
 }
 
 impl StagingFiles {
@@ -131,7 +124,8 @@ impl StagingFiles {
                 st.doomed.retain(|d| d.path != path);
             }
             let spare = st.spares.pop();
-            if st.spares.len() < STOCK / 2 {
+            // The thread rests while the stock is full enough: wake it to top up.
+            if st.resting && st.spares.len() < STOCK / 2 {
                 self.shared.cv.notify_all();
             }
             (spare, reclaimed)
@@ -157,6 +151,8 @@ impl StagingFiles {
     /// descriptors handed out for it; `for_kernel` whether the kernel had it for local I/O.
     pub fn remove(&self, path: PathBuf, holders: Vec<Weak<File>>, for_kernel: bool) {
         let mut st = self.shared.lock();
+        // The thread is busy or gathering while files wait: wake it only for the first.
+        let wake = st.doomed.is_empty();
         if st.doomed_paths.insert(path.clone()) {
             st.doomed.push_back(Doomed {
                 path,
@@ -167,7 +163,9 @@ impl StagingFiles {
             d.holders.extend(holders);
             d.for_kernel |= for_kernel;
         }
-        self.shared.cv.notify_all();
+        if wake {
+            self.shared.cv.notify_all();
+        }
     }
 
     /// Whether every file given up so far has been dealt with (for tests).
@@ -210,7 +208,10 @@ impl Shared {
             }
             if !st.doomed.is_empty() {
                 if st.doomed.len() < BATCH && !st.stopping {
-                    st = self.wait_for(st, GATHER);
+                    // Let removals gather (an `rm -r` gives up thousands), undisturbed.
+                    drop(st);
+                    std::thread::sleep(GATHER);
+                    st = self.lock();
                 }
                 let n = st.doomed.len().min(BATCH);
                 let batch: Vec<Doomed> = st.doomed.drain(..n).collect();

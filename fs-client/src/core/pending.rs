@@ -174,8 +174,12 @@ impl Overlay {
 pub struct Pending {
     log: OpLog,
     overlay: Mutex<Overlay>,
-    /// Signalled when a change is queued, when the queue drains and when stopping.
-    cv: Condvar,
+    /// Wakes the sender: a change was queued, someone waits for the queue, or stopping.
+    work: Condvar,
+    /// Wakes those waiting for changes to reach the server: some did, or stopping. (Apart
+    /// from `work`, so that each change queued in a burst wakes the sender alone, not every
+    /// upload waiting for its file's create.)
+    progress: Condvar,
     /// Whether the overlay holds anything (read without the lock on every lookup).
     active: AtomicBool,
     /// Another device changed a node the overlay shows (a folder holding a queued change,
@@ -366,7 +370,8 @@ impl Pending {
             pushed_into: AtomicBool::new(false),
             log,
             overlay: Mutex::new(overlay),
-            cv: Condvar::new(),
+            work: Condvar::new(),
+            progress: Condvar::new(),
             diverged: AtomicBool::new(false),
             aliases: Mutex::new(HashMap::new()),
             stopping: AtomicBool::new(false),
@@ -414,7 +419,7 @@ impl Pending {
         if timeout.is_some() && !self.sent(before) {
             // A caller in a hurry (fsync): the sender tries again at once.
             self.kicked.store(true, Ordering::Release);
-            self.cv.notify_all();
+            self.work.notify_all();
         }
         loop {
             if self.sent(before) {
@@ -434,7 +439,7 @@ impl Pending {
                 None => Duration::from_secs(1),
             };
             g = self
-                .cv
+                .progress
                 .wait_timeout(g, wait)
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
@@ -444,7 +449,8 @@ impl Pending {
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::Release);
         let _g = self.lock();
-        self.cv.notify_all();
+        self.work.notify_all();
+        self.progress.notify_all();
     }
 
     /// The server's id of a node (a folder made offline may have been merged).
@@ -772,7 +778,7 @@ impl FsCore {
             NsOp::SetAttr { node, .. } => ov.attrs.get(node).cloned(),
             _ => None,
         };
-        self.pending.cv.notify_all();
+        self.pending.work.notify_all();
         drop(ov);
         self.needs_sync.store(true, Ordering::Release);
         // The rest of the mount's caches follow the change too.
@@ -867,7 +873,7 @@ impl FsCore {
                 let mut g = self.pending.lock();
                 while self.pending.log.is_empty() && !self.pending.stopping.load(Ordering::Acquire)
                 {
-                    g = self.pending.cv.wait(g).unwrap_or_else(|p| p.into_inner());
+                    g = self.pending.work.wait(g).unwrap_or_else(|p| p.into_inner());
                 }
             }
             if self.pending.stopping.load(Ordering::Acquire) {
@@ -887,7 +893,7 @@ impl FsCore {
                 self.needs_sync.store(true, Ordering::Release);
                 {
                     let _g = self.pending.lock();
-                    self.pending.cv.notify_all();
+                    self.pending.progress.notify_all();
                 }
                 self.finish_if_drained();
             }
@@ -913,7 +919,7 @@ impl FsCore {
                         }
                         g = self
                             .pending
-                            .cv
+                            .work
                             .wait_timeout(g, until - now)
                             .unwrap_or_else(|p| p.into_inner())
                             .0;
@@ -1014,7 +1020,7 @@ impl FsCore {
                 return;
             }
             self.pending.active.store(false, Ordering::Release);
-            self.pending.cv.notify_all();
+            self.pending.progress.notify_all();
             std::mem::take(&mut *g)
         };
         // What the overlay showed is what the server now holds (the same changes, stamped
