@@ -506,8 +506,17 @@ fn another_devices_change_during_write_back_shows_after_the_drain() {
     a.release(o.fh).expect("release");
     assert_eq!(a.getattr(docs).expect("getattr").nlink, 3);
 
-    // Meanwhile b makes a folder there (the folder's link count goes up).
-    let epoch = a.epoch();
+    // Meanwhile b makes a folder there (the folder's link count goes up). First a has
+    // applied what the feed had before (b's earlier changes, and their second applications
+    // 30 and 250 ms later), so that the next change it applies is b's new folder.
+    let mut epoch = a.epoch();
+    loop {
+        std::thread::sleep(Duration::from_millis(400));
+        if a.epoch() == epoch {
+            break;
+        }
+        epoch = a.epoch();
+    }
     b.mkdir(docs_b.ino, OsStr::new("sub"), 0o755)
         .expect("mkdir");
     b.fsyncdir().expect("fsyncdir");

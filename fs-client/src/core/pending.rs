@@ -408,7 +408,12 @@ impl Pending {
 
     /// Whether every change numbered below `before` is on the server.
     fn sent(&self, before: u64) -> bool {
-        self.log.front().is_none_or(|(seq, _)| seq >= before)
+        match self.log.front() {
+            Some((seq, _)) => seq >= before,
+            // Drained, and the overlay handed over to the caches (see `finish_if_drained`):
+            // what a waiter reads next is the server's state, not the overlay's.
+            None => !self.active.load(Ordering::Acquire),
+        }
     }
 
     /// Waits until every change numbered below `before` is on the server, up to `timeout`
@@ -891,11 +896,11 @@ impl FsCore {
                     tracing::warn!(error = %e, "cannot record sent changes in the journal");
                 }
                 self.needs_sync.store(true, Ordering::Release);
+                self.finish_if_drained();
                 {
                     let _g = self.pending.lock();
                     self.pending.progress.notify_all();
                 }
-                self.finish_if_drained();
             }
             match result {
                 Ok(()) => {
