@@ -547,3 +547,74 @@ impl shelf::core::coherence::KernelCache for NoKernel {
     fn inval_inode(&self, _ino: u64, _data: bool) {}
     fn inval_entry(&self, _parent: u64, _name: &str) {}
 }
+
+/// The names of a folder, as a listing shows them.
+fn listed(core: &FsCore, dir: u64) -> Vec<String> {
+    let fh = core.opendir(dir).expect("opendir");
+    let names = core
+        .readdir(fh, 0)
+        .expect("readdir")
+        .into_iter()
+        .map(|(_, item)| item.name)
+        .filter(|n| n != "." && n != "..")
+        .collect();
+    core.releasedir(fh);
+    names
+}
+
+#[test]
+fn listings_answered_from_what_the_mount_knows_stay_complete() {
+    let server = Server::start(&[("alice", "pw", "user")]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Following the feed (a listing known in full may then be answered without the
+    // server); changes wait (no sender yet).
+    let a = core_alone(&server, &dir.path().join("a"), "a", false);
+    a.set_kernel_cache(Box::new(NoKernel));
+    a.start_events("a".to_string()).expect("subscribe");
+    let files = lookup_path(&a, "files");
+    let (_, o) = a
+        .create(files, OsStr::new("queued"), 0o644, libc::O_WRONLY)
+        .expect("create");
+    a.release(o.fh).expect("release");
+    // Listed from the server while the create is still queued here: the server does not
+    // have it yet, the listing shows it all the same.
+    assert!(listed(&a, files).contains(&"queued".to_string()));
+    assert!(a.start_sender().is_some(), "the sender starts");
+    a.fsyncdir().expect("fsyncdir");
+    // Listed again (now from what the mount knows): still there.
+    assert!(
+        listed(&a, files).contains(&"queued".to_string()),
+        "lost after the drain"
+    );
+
+    // A file moved into a folder known in full is listed there; gone from where it was.
+    let work = lookup_path(&a, "files/work");
+    assert!(listed(&a, work).is_empty());
+    a.rename(
+        files,
+        OsStr::new("queued"),
+        work,
+        OsStr::new("moved"),
+        shelf_protocol::RenameMode::Replace,
+    )
+    .expect("rename");
+    assert_eq!(listed(&a, work), ["moved"]);
+    assert!(!listed(&a, files).contains(&"queued".to_string()));
+    a.fsyncdir().expect("fsyncdir");
+    assert_eq!(listed(&a, work), ["moved"]);
+
+    // Another device's file shows in a listing here once the feed brought it.
+    let b = core_for(&server, &dir.path().join("b"), "b");
+    let work_b = lookup_path(&b, "files/work");
+    let (_, o) = b
+        .create(work_b, OsStr::new("from-b"), 0o644, libc::O_WRONLY)
+        .expect("create");
+    b.release(o.fh).expect("release");
+    b.fsyncdir().expect("fsyncdir");
+    assert!(
+        wait_until(Duration::from_secs(5), || listed(&a, work)
+            == ["from-b", "moved"]),
+        "{:?}",
+        listed(&a, work)
+    );
+}

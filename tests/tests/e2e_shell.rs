@@ -143,6 +143,18 @@ try:
     raise SystemExit('non-user namespace accepted')
 except OSError as e:
     assert e.errno in (errno.EOPNOTSUPP, errno.EPERM), e
+# Labels are not stored: "not supported", so `ls -l` stops asking after one file.
+for name in ('security.selinux', 'trusted.x'):
+    try:
+        os.getxattr('files/a', name, follow_symlinks=False)
+        raise SystemExit(name + ' answered')
+    except OSError as e:
+        assert e.errno == errno.EOPNOTSUPP, (name, e)
+try:
+    os.getxattr('files/a', 'system.posix_acl_access')
+    raise SystemExit('an ACL answered')
+except OSError as e:
+    assert e.errno == errno.ENODATA, e
 st = os.statvfs('.')
 assert st.f_blocks > 0 and st.f_bsize == 4096 and st.f_namemax == 255
 PY"#);

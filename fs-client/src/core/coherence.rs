@@ -129,6 +129,7 @@ impl FsCore {
                 self.forget_attr(*n);
             }
             self.forget_listings();
+            self.unlist_all();
             for n in known {
                 self.kernel_inode(n, false);
             }

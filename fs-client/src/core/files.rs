@@ -27,6 +27,7 @@ use std::fs::File;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 /// How long fsync keeps retrying when the connection to the server fails.
 /// (`SHELF_FSYNC_PATIENCE_SECS` overrides the 60 s, for tests.)
@@ -39,6 +40,9 @@ fn fsync_patience() -> std::time::Duration {
 }
 /// Chunks fetched ahead of a sequential reader (in the background).
 const READ_AHEAD_CHUNKS: usize = 32;
+/// How stale a closed file's attributes may be when a shared mapping may still write it
+/// (see [`Staging::refresh_for_stat`]).
+const LAZY_REFRESH: Duration = Duration::from_secs(1);
 /// Chunks per download request (several requests run in parallel).
 const READ_BATCH_CHUNKS: usize = 4;
 
@@ -88,6 +92,24 @@ impl Manifest {
     }
 }
 
+/// Whether no descriptor anywhere has the file at `path` open for writing (the kernel's own
+/// included: a shared writable mapping holds one): a read lease is granted only then. The
+/// lease goes with the descriptor at once. A lease broken while held would signal SIGIO,
+/// whose default kills the process, so the signal is ignored (nothing here uses it).
+fn nobody_writes(path: &std::path::Path) -> bool {
+    use std::os::fd::AsRawFd;
+    static IGNORE_SIGIO: std::sync::Once = std::sync::Once::new();
+    IGNORE_SIGIO.call_once(|| {
+        // SAFETY: sets a signal's disposition to "ignore"; no handler runs.
+        unsafe { libc::signal(libc::SIGIO, libc::SIG_IGN) };
+    });
+    let Ok(file) = File::open(path) else {
+        return false;
+    };
+    // SAFETY: fcntl on a descriptor owned by `file`, alive for the call.
+    unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLEASE, libc::F_RDLCK) == 0 }
+}
+
 /// Size and change times of a staging file: when they differ from the recorded stamp, the
 /// kernel wrote to it directly (local I/O) and the content counts as changed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -129,6 +151,11 @@ pub struct Staging {
     holders: Vec<std::sync::Weak<File>>,
     /// Whether the kernel was given the file for local I/O (a process may map it then).
     for_kernel: bool,
+    /// Whether the kernel was given it for writing: only then can the file change behind
+    /// this process (by write(2) on a handle, or a shared mapping, which outlives it).
+    kernel_writable: bool,
+    /// When [`Staging::refresh`] last looked at the file.
+    refreshed: Option<Instant>,
     /// Server version this content started from.
     pub base_version: u64,
     pub size: u64,
@@ -158,6 +185,8 @@ impl Staging {
             path,
             holders: vec![Arc::downgrade(&file)],
             for_kernel: false,
+            kernel_writable: false,
+            refreshed: None,
             file: Some(file),
             base_version,
             size,
@@ -198,9 +227,38 @@ impl Staging {
         files.remove(path, holders, for_kernel);
     }
 
-    /// The file, for the kernel to do I/O on directly (FUSE passthrough).
-    pub fn kernel_file(&mut self) -> std::io::Result<Arc<File>> {
+    /// [`Staging::refresh`] for attribute answers (getattr, listings), which come by the
+    /// thousand (`ls -l`, `find`): skipped when only this process writes the file (its own
+    /// writes are counted as they happen), done every time while a handle has the kernel
+    /// write it (write(2) then stat must agree), and otherwise at most every
+    /// [`LAZY_REFRESH`]: then only a shared mapping left after close can write, and POSIX
+    /// lets a mapping's mtime lag until `msync`/`munmap` (its size cannot change). Once no
+    /// one has the file open for writing any more, no mapping can appear without a new
+    /// handle (which comes through this process), so after one last look it is only this
+    /// process that writes it again.
+    pub fn refresh_for_stat(&mut self, kernel_writing: bool) {
+        let due = match self.refreshed {
+            _ if !self.kernel_writable => false,
+            _ if kernel_writing => true,
+            None => true,
+            Some(at) => at.elapsed() >= LAZY_REFRESH,
+        };
+        if !due {
+            return;
+        }
+        // Asked before the last look, so no write can fall between the two.
+        let settled = !kernel_writing && self.file.is_none() && nobody_writes(&self.path);
+        self.refresh();
+        if settled {
+            self.kernel_writable = false;
+        }
+    }
+
+    /// The file, for the kernel to do I/O on directly (FUSE passthrough), for writing too
+    /// when `writable`.
+    pub fn kernel_file(&mut self, writable: bool) -> std::io::Result<Arc<File>> {
         self.for_kernel = true;
+        self.kernel_writable |= writable;
         self.file()
     }
 
@@ -223,6 +281,7 @@ impl Staging {
     /// Accounts for changes the kernel made to the staging file directly: a new stamp is a
     /// new generation, with the file's own size and mtime.
     pub fn refresh(&mut self) {
+        self.refreshed = Some(Instant::now());
         let Ok(now) = self.stamp_now() else {
             return;
         };
@@ -323,8 +382,9 @@ impl FsCore {
     pub(crate) fn local_overlay(&self, node: NodeId) -> Option<(u64, Timestamp)> {
         let st = self.existing_file_state(node)?;
         let mut inner = st.lock();
+        let kernel_writing = inner.open_writers > 0 && inner.mode == IoMode::Local;
         let s = inner.staging.as_mut()?;
-        s.refresh();
+        s.refresh_for_stat(kernel_writing);
         s.dirty().then_some((s.size, s.mtime))
     }
 
@@ -434,7 +494,7 @@ impl FsCore {
         inner
             .staging
             .as_mut()
-            .map(Staging::kernel_file)
+            .map(|s| s.kernel_file(writable))
             .transpose()
             .map_err(FsError::from)
     }
@@ -953,13 +1013,11 @@ impl FsCore {
         }
         // A dropped or stalled connection is retried (the remote reconnects) for a while
         // before fsync gives up with EIO; the content stays journaled either way.
-        let deadline = std::time::Instant::now() + fsync_patience();
+        let deadline = Instant::now() + fsync_patience();
         let mut backoff = std::time::Duration::from_millis(100);
         loop {
             match self.upload(node, true) {
-                Err(FsError::Remote(e))
-                    if e.is_transient() && std::time::Instant::now() < deadline =>
-                {
+                Err(FsError::Remote(e)) if e.is_transient() && Instant::now() < deadline => {
                     tracing::info!(node, error = %e, "fsync: the server did not answer; retrying");
                     std::thread::sleep(backoff);
                     backoff = (backoff * 2).min(std::time::Duration::from_secs(5));

@@ -325,9 +325,15 @@ impl FsCore {
     }
 
     /// Caches the attributes this mount showed for a change the server has now applied as
-    /// made (see `FsCore::finish_if_drained`), unless a newer state is known.
+    /// made (see `FsCore::finish_if_drained`): its metadata (owner, mode, times set) is the
+    /// server's now, whatever an answer received meanwhile said (an upload's commit, answered
+    /// before a queued `chown` reached the server, carries the old owner); its content is
+    /// the newest committed.
     pub(crate) fn remember_sent(&self, attr: Attr) {
-        self.remember_at(attr, Some(Instant::now()));
+        let attr = self.with_committed_content(attr);
+        if let Ok(mut a) = self.attrs.lock() {
+            a.insert(attr.node, (attr, Some(Instant::now())));
+        }
     }
 
     fn remember_at(&self, attr: Attr, at_time: Option<Instant>) -> Attr {
@@ -866,8 +872,12 @@ impl FsCore {
         // (Queued, the change already updated the names this mount knows.)
         if let pending::Applied::Sent(r) = self.ns_change(op)? {
             self.removed(r, "rename")?;
-            self.forget_name(parent, name);
-            self.forget_name(new_parent, new_name);
+            self.rename_seen(
+                (parent, name),
+                (new_parent, new_name),
+                None,
+                mode == RenameMode::Exchange,
+            );
             self.forget_attr(parent);
             self.forget_attr(new_parent);
         }
@@ -910,8 +920,26 @@ impl FsCore {
         let mut names = std::collections::BTreeMap::new();
         // A folder made offline is not on the server yet: the overlay is all of it.
         let listed_here = self.overlay_created(dir);
+        // A folder known here in full, while the feed keeps it true: no round trip (a
+        // warm `ls -lR` then costs what it costs on a local disk).
+        let known = match listed_here {
+            true => None,
+            false => self.known_listing(dir),
+        };
+        // What the server's listing cannot show yet, and whether anything changed the names
+        // known here while it was read (see below).
+        let names_before = self.names_changed(dir);
+        let queued = self.overlay_listing(dir);
+        if let Some(known) = &known {
+            for (name, attr) in known {
+                items.push(DirItem {
+                    name: name.clone(),
+                    stat: self.stat_of(attr),
+                });
+            }
+        }
         loop {
-            if listed_here {
+            if listed_here || known.is_some() {
                 break;
             }
             let page = match self.remote.call(Request::ReadDir {
@@ -956,7 +984,22 @@ impl FsCore {
                 items.push(DirItem { name: e.name, stat });
             }
             if !more || after.is_none() {
-                self.remember_listing(dir, std::mem::take(&mut names));
+                // The server's names with this mount's queued changes laid over them are
+                // every name, unless another device's change arrived or this mount changed
+                // the folder's names while the listing was read: then what is known stays
+                // (a name merged from the listing could be one just removed here) and the
+                // folder is listed again before anything trusts it as complete.
+                let mut names = std::mem::take(&mut names);
+                for (name, node) in queued.iter().flatten() {
+                    match node {
+                        Some(n) => names.insert(name.clone(), *n),
+                        None => names.remove(name),
+                    };
+                }
+                match self.epoch() == epoch && self.names_changed(dir) == names_before {
+                    true => self.remember_listing(dir, names),
+                    false => self.unlist(dir),
+                }
                 break;
             }
         }
@@ -1081,10 +1124,17 @@ impl FsCore {
 
     pub fn getxattr(&self, ino: u64, name: &std::ffi::OsStr) -> Result<Vec<u8>, FsError> {
         let name = name_str(name)?;
-        if !name.starts_with("user.") {
-            // security.*, system.* etc. are never stored: answer locally, without a round trip
-            // (the kernel asks for security.capability on writes).
+        if name.starts_with("system.posix_acl_") {
+            // No ACL: the kernel asks for them in its permission checks, where "not
+            // supported" would be an error.
             return Err(FsError::NoAttribute);
+        }
+        if !name.starts_with("user.") {
+            // security.* and trusted.* are never stored (setxattr refuses them): answered
+            // locally as "not supported", like NFS without labels. That answer, not
+            // ENODATA, lets `ls -l` mark the whole mount unsupported after the first file
+            // instead of asking for `security.selinux` once per file.
+            return Err(FsError::Unsupported);
         }
         if versions::is_virtual(ino) {
             return Err(FsError::NoAttribute);
@@ -1130,7 +1180,7 @@ impl FsCore {
         self.refuse_virtual(&[ino])?;
         self.check_node_writable(self.node_of(ino))?;
         if !name.starts_with("user.") {
-            return Err(FsError::NoAttribute);
+            return Err(FsError::Unsupported);
         }
         self.settle()?;
         self.call_ok(

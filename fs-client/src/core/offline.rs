@@ -16,6 +16,15 @@ pub struct SeenNames {
     up: HashMap<NodeId, (NodeId, String)>,
     /// Directories whose every name is known here (listed, or made empty here).
     listed: HashSet<NodeId>,
+    /// How many times each directory's known names changed (other than by a listing): a
+    /// listing read while this moved may miss the change.
+    changes: HashMap<NodeId, u64>,
+}
+
+impl SeenNames {
+    fn changed(&mut self, dir: NodeId) {
+        *self.changes.entry(dir).or_default() += 1;
+    }
 }
 
 /// Whether an error means "the server cannot be reached" (rather than a refusal).
@@ -30,22 +39,79 @@ impl FsCore {
 
     pub(crate) fn remember_name(&self, dir: NodeId, name: &str, node: NodeId) {
         let mut seen = self.seen();
-        seen.by_dir
+        let before = seen
+            .by_dir
             .entry(dir)
             .or_default()
             .insert(name.to_string(), node);
+        if before != Some(node) {
+            seen.changed(dir);
+        }
         seen.up.insert(node, (dir, name.to_string()));
     }
 
     pub(crate) fn forget_name(&self, dir: NodeId, name: &str) {
         let mut seen = self.seen();
         if let Some(node) = seen.by_dir.get_mut(&dir).and_then(|d| d.remove(name)) {
+            seen.changed(dir);
             if seen
                 .up
                 .get(&node)
                 .is_some_and(|(d, n)| *d == dir && n == name)
             {
                 seen.up.remove(&node);
+            }
+        }
+    }
+
+    /// A rename made here, in the names this mount knows: the node under `name` (or `node`,
+    /// if given) now has `new_name`, and for an exchange the other way round too. A name
+    /// whose node is not known here leaves its new folder not completely known.
+    pub(crate) fn rename_seen(
+        &self,
+        (parent, name): (NodeId, &str),
+        (new_parent, new_name): (NodeId, &str),
+        node: Option<NodeId>,
+        exchange: bool,
+    ) {
+        let mut seen = self.seen();
+        let seen = &mut *seen;
+        seen.changed(parent);
+        seen.changed(new_parent);
+        let from = seen
+            .by_dir
+            .get_mut(&parent)
+            .and_then(|d| d.remove(name))
+            .or(node);
+        let to = seen
+            .by_dir
+            .get_mut(&new_parent)
+            .and_then(|d| d.remove(new_name));
+        let mut place = |dir: NodeId, name: &str, node: Option<NodeId>| match node {
+            Some(n) => {
+                seen.by_dir
+                    .entry(dir)
+                    .or_default()
+                    .insert(name.to_string(), n);
+                seen.up.insert(n, (dir, name.to_string()));
+            }
+            None => {
+                seen.listed.remove(&dir);
+            }
+        };
+        place(new_parent, new_name, from);
+        match exchange {
+            true => place(parent, name, to),
+            false => {
+                if let Some(t) = to.filter(|t| Some(*t) != from) {
+                    if seen
+                        .up
+                        .get(&t)
+                        .is_some_and(|(d, n)| *d == new_parent && n == new_name)
+                    {
+                        seen.up.remove(&t);
+                    }
+                }
             }
         }
     }
@@ -58,6 +124,17 @@ impl FsCore {
         }
         seen.by_dir.insert(dir, entries);
         seen.listed.insert(dir);
+    }
+
+    /// Forgets which folders are completely known (after a resync: changes were missed).
+    pub(crate) fn unlist_all(&self) {
+        self.seen().listed.clear();
+    }
+
+    /// How many times the names known in `dir` changed other than by a listing (see
+    /// [`FsCore::remember_listing`]).
+    pub(crate) fn names_changed(&self, dir: NodeId) -> u64 {
+        self.seen().changes.get(&dir).copied().unwrap_or(0)
     }
 
     /// Names of `dir` were forgotten while it may hold them: it is listed again when needed.
@@ -146,6 +223,29 @@ impl FsCore {
     }
 
     /// What this mount knows of a directory's entries (names with their last attributes).
+    /// A listing of `dir` from what this mount knows, without a round trip: while the change
+    /// feed is followed, a folder listed here whose names and attributes are all still
+    /// trusted (another device's change drops them, and a resync all). Not a shared view:
+    /// changes there do not reach this account's feed.
+    pub(crate) fn known_listing(&self, dir: NodeId) -> Option<Vec<(String, Attr)>> {
+        if self.kernel_ttl() != super::FOLLOWED_TTL
+            || self.cached_attr(dir).is_none_or(|d| d.read_only)
+        {
+            return None;
+        }
+        let names = {
+            let seen = self.seen();
+            if !seen.listed.contains(&dir) {
+                return None;
+            }
+            seen.by_dir.get(&dir).cloned().unwrap_or_default()
+        };
+        names
+            .into_iter()
+            .map(|(name, node)| self.cached_attr(node).map(|a| (name, a)))
+            .collect()
+    }
+
     pub(crate) fn offline_listing(&self, dir: NodeId) -> Option<Vec<(String, Attr)>> {
         let names = self.seen().by_dir.get(&dir)?.clone();
         Some(

@@ -809,13 +809,13 @@ impl FsCore {
                 new_parent,
                 new_name,
                 expect,
-                ..
-            } => {
-                self.forget_name(*parent, name);
-                if let Some(node) = expect {
-                    self.remember_name(*new_parent, new_name, *node);
-                }
-            }
+                mode,
+            } => self.rename_seen(
+                (*parent, name),
+                (*new_parent, new_name),
+                *expect,
+                *mode == RenameMode::Exchange,
+            ),
             NsOp::SetAttr { .. } => {}
         }
         if let Some(node) = gone {
