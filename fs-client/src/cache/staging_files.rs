@@ -34,8 +34,10 @@ const STOCK: usize = 512;
 const MAX_STOCK: usize = 16_384;
 /// Files given up together (one scan of the process maps for all).
 const BATCH: usize = 1024;
-/// How long the thread lets removals gather before working on a short queue.
+/// How long the thread waits for more removals before working on the queue.
 const GATHER: Duration = Duration::from_millis(20);
+/// Removals gathered at most before the thread works on them (bounds the space held).
+const MAX_GATHERED: usize = 16 * BATCH;
 
 pub struct StagingFiles {
     shared: Arc<Shared>,
@@ -207,11 +209,16 @@ impl Shared {
                 st.resting = st.resting && st.spares.len() >= STOCK / 2;
             }
             if !st.doomed.is_empty() {
-                if st.doomed.len() < BATCH && !st.stopping {
-                    // Let removals gather (an `rm -r` gives up thousands), undisturbed.
+                // Let removals gather while they keep coming (an `rm -r` gives up thousands):
+                // the deleting is done after the burst, not on the CPU its calls need.
+                while st.doomed.len() < MAX_GATHERED && !st.stopping {
+                    let before = st.doomed.len();
                     drop(st);
                     std::thread::sleep(GATHER);
                     st = self.lock();
+                    if st.doomed.len() == before {
+                        break;
+                    }
                 }
                 let n = st.doomed.len().min(BATCH);
                 let batch: Vec<Doomed> = st.doomed.drain(..n).collect();
