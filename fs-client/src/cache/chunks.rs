@@ -5,17 +5,31 @@
 //!
 //! Chunks of pinned files (`shelf pin`) are kept apart from the LRU order and never
 //! evicted; they do not count against the byte budget.
+//!
+//! Files are written by a background thread (creating a file costs ext4 far more than a
+//! small read that fetched it: a cold read of 5,000 small files spent most of its time
+//! there): [`ChunkCache::put`] returns at once and [`ChunkCache::get`] finds a body waiting
+//! to be written in memory. Past [`MAX_WAITING`] bytes waiting, `put` writes itself.
 
 use lru::LruCache;
 use shelf_protocol::ChunkId;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
+
+/// Bytes of bodies waiting for the writer, at most.
+const MAX_WAITING: u64 = 64 << 20;
 
 pub struct ChunkCache {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
     dir: PathBuf,
     capacity: u64,
     inner: Mutex<Inner>,
+    /// Signals bodies to write (to the writer), and bodies written (to `flush`).
+    written: Condvar,
 }
 
 struct Inner {
@@ -30,6 +44,13 @@ struct Inner {
     /// The most recently read bodies, so a chunk read in several kernel-sized pieces is read
     /// from disk once.
     hot: LruCache<ChunkId, Arc<Vec<u8>>>,
+    /// Bodies waiting for the writer, oldest first, and their bytes.
+    waiting: std::collections::VecDeque<(ChunkId, Arc<Vec<u8>>)>,
+    waiting_ids: HashMap<ChunkId, Arc<Vec<u8>>>,
+    waiting_bytes: u64,
+    /// A body the writer is writing now.
+    writing: Option<(ChunkId, Arc<Vec<u8>>)>,
+    stopping: bool,
 }
 
 impl ChunkCache {
@@ -53,7 +74,7 @@ impl ChunkCache {
                 }
             }
         }
-        let cache = ChunkCache {
+        let shared = Arc::new(Shared {
             dir,
             capacity,
             inner: Mutex::new(Inner {
@@ -62,23 +83,140 @@ impl ChunkCache {
                 pinned: HashMap::new(),
                 want: HashSet::new(),
                 hot: LruCache::new(std::num::NonZeroUsize::new(32).expect("nonzero")),
+                waiting: Default::default(),
+                waiting_ids: HashMap::new(),
+                waiting_bytes: 0,
+                writing: None,
+                stopping: false,
             }),
-        };
-        cache.evict();
-        Ok(cache)
+            written: Condvar::new(),
+        });
+        shared.evict();
+        let writer = shared.clone();
+        std::thread::Builder::new()
+            .name("shelf-chunks".into())
+            .spawn(move || writer.write_loop())?;
+        Ok(ChunkCache { shared })
+    }
+
+    pub fn get(&self, id: &ChunkId) -> Option<Arc<Vec<u8>>> {
+        self.shared.get(id)
+    }
+
+    pub fn contains(&self, id: &ChunkId) -> bool {
+        self.shared.contains(id)
+    }
+
+    /// Stores a verified body (in the background; see the module's notes). A full disk is
+    /// not an error for the caller: the chunk is simply not cached.
+    pub fn put(&self, id: &ChunkId, body: Arc<Vec<u8>>) {
+        let s = &self.shared;
+        let mut inner = s.lock();
+        inner.hot.put(*id, body.clone());
+        if inner.lru.contains(id)
+            || inner.pinned.contains_key(id)
+            || inner.waiting_ids.contains_key(id)
+        {
+            return;
+        }
+        if inner.waiting_bytes >= MAX_WAITING {
+            drop(inner);
+            s.store(id, &body);
+            return;
+        }
+        inner.waiting_bytes += body.len() as u64;
+        inner.waiting_ids.insert(*id, body.clone());
+        inner.waiting.push_back((*id, body));
+        drop(inner);
+        s.written.notify_all();
+    }
+
+    /// Waits until every body put so far is on disk.
+    pub fn flush(&self) {
+        let s = &self.shared;
+        let mut inner = s.lock();
+        while !inner.waiting.is_empty() || inner.writing.is_some() {
+            inner = s.written.wait(inner).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    pub fn set_pinned(&self, ids: HashSet<ChunkId>) {
+        self.shared.set_pinned(ids)
+    }
+
+    pub fn missing_pinned(&self) -> Vec<ChunkId> {
+        self.shared.missing_pinned()
+    }
+
+    pub fn pinned_bytes(&self) -> u64 {
+        self.shared.pinned_bytes()
+    }
+
+    /// Bytes of the evictable chunks on disk.
+    pub fn bytes(&self) -> u64 {
+        self.shared.lock().bytes
+    }
+}
+
+impl Drop for ChunkCache {
+    /// The writer finishes what waits, then stops.
+    fn drop(&mut self) {
+        self.shared.lock().stopping = true;
+        self.shared.written.notify_all();
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // One policy for poisoned locks in the client: the state is plain data that every
+        // holder leaves consistent, so it is used as it is.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write_loop(&self) {
+        super::staging_files::yield_to_foreground();
+        loop {
+            let mut inner = self.lock();
+            let (id, body) = loop {
+                if let Some(next) = inner.waiting.pop_front() {
+                    break next;
+                }
+                if inner.stopping {
+                    return;
+                }
+                inner = self.written.wait(inner).unwrap_or_else(|p| p.into_inner());
+            };
+            inner.writing = Some((id, body.clone()));
+            drop(inner);
+            self.store(&id, &body);
+            let mut inner = self.lock();
+            inner.writing = None;
+            inner.waiting_ids.remove(&id);
+            inner.waiting_bytes -= body.len() as u64;
+            drop(inner);
+            self.written.notify_all();
+        }
     }
 
     fn path(&self, id: &ChunkId) -> PathBuf {
         self.dir.join(id.to_hex())
     }
 
-    pub fn get(&self, id: &ChunkId) -> Option<Arc<Vec<u8>>> {
+    fn get(&self, id: &ChunkId) -> Option<Arc<Vec<u8>>> {
         {
-            let mut inner = self.inner.lock().ok()?;
+            let mut inner = self.lock();
             if let Some(body) = inner.hot.get(id) {
                 let body = body.clone();
                 inner.lru.get(id);
                 return Some(body);
+            }
+            if let Some(body) = inner.waiting_ids.get(id) {
+                return Some(body.clone());
+            }
+            if let Some((w, body)) = &inner.writing {
+                if w == id {
+                    return Some(body.clone());
+                }
             }
             if !inner.pinned.contains_key(id) {
                 inner.lru.get(id)?;
@@ -104,25 +242,15 @@ impl ChunkCache {
         }
     }
 
-    pub fn contains(&self, id: &ChunkId) -> bool {
-        self.inner
-            .lock()
-            .map(|i| i.lru.contains(id) || i.pinned.contains_key(id))
-            .unwrap_or(false)
+    fn contains(&self, id: &ChunkId) -> bool {
+        let i = self.lock();
+        i.lru.contains(id) || i.pinned.contains_key(id) || i.waiting_ids.contains_key(id)
     }
 
-    /// Stores a verified body. A full disk is not an error for the caller: the chunk is
-    /// simply not cached.
-    pub fn put(&self, id: &ChunkId, body: Arc<Vec<u8>>) {
-        if let Ok(mut inner) = self.inner.lock() {
-            inner.hot.put(*id, body.clone());
-            if inner.lru.contains(id) || inner.pinned.contains_key(id) {
-                return;
-            }
-        }
+    /// Writes a body to its file and accounts for it.
+    fn store(&self, id: &ChunkId, body: &[u8]) {
         let tmp = self.dir.join(format!("{}.tmp", id.to_hex()));
-        let ok = std::fs::write(&tmp, body.as_slice())
-            .and_then(|_| std::fs::rename(&tmp, self.path(id)));
+        let ok = std::fs::write(&tmp, body).and_then(|_| std::fs::rename(&tmp, self.path(id)));
         if let Err(e) = ok {
             let _ = std::fs::remove_file(&tmp);
             tracing::warn!(error = %e, "could not store a chunk in the cache");
@@ -142,7 +270,7 @@ impl ChunkCache {
 
     /// Makes `ids` the pinned chunks: those on disk leave the LRU order, chunks no longer
     /// pinned join it (as most recently used) and may be evicted.
-    pub fn set_pinned(&self, ids: HashSet<ChunkId>) {
+    fn set_pinned(&self, ids: HashSet<ChunkId>) {
         if let Ok(mut inner) = self.inner.lock() {
             let released: Vec<(ChunkId, u64)> = inner
                 .pinned
@@ -166,14 +294,14 @@ impl ChunkCache {
         self.evict();
     }
 
-    /// Pinned chunks not on disk yet.
-    pub fn missing_pinned(&self) -> Vec<ChunkId> {
+    /// Pinned chunks not on disk yet (nor waiting to be written).
+    fn missing_pinned(&self) -> Vec<ChunkId> {
         self.inner
             .lock()
             .map(|i| {
                 i.want
                     .iter()
-                    .filter(|id| !i.pinned.contains_key(id))
+                    .filter(|id| !i.pinned.contains_key(id) && !i.waiting_ids.contains_key(id))
                     .copied()
                     .collect()
             })
@@ -181,7 +309,7 @@ impl ChunkCache {
     }
 
     /// Bytes of pinned chunks on disk.
-    pub fn pinned_bytes(&self) -> u64 {
+    fn pinned_bytes(&self) -> u64 {
         self.inner
             .lock()
             .map(|i| i.pinned.values().sum())
@@ -204,10 +332,6 @@ impl ChunkCache {
             let _ = std::fs::remove_file(self.path(&id));
         }
     }
-
-    pub fn bytes(&self) -> u64 {
-        self.inner.lock().map(|i| i.bytes).unwrap_or(0)
-    }
 }
 
 #[cfg(test)]
@@ -221,8 +345,10 @@ mod tests {
         let ids: Vec<ChunkId> = (0..3u8).map(|i| ChunkId([i; 32])).collect();
         cache.put(&ids[0], Arc::new(vec![0; 100]));
         cache.put(&ids[1], Arc::new(vec![1; 100]));
+        cache.flush();
         assert!(cache.get(&ids[0]).is_some()); // 0 is now more recent than 1
         cache.put(&ids[2], Arc::new(vec![2; 100]));
+        cache.flush();
         assert!(cache.contains(&ids[0]));
         assert!(!cache.contains(&ids[1]), "least recently used is evicted");
         assert!(cache.contains(&ids[2]));
@@ -234,18 +360,42 @@ mod tests {
     }
 
     #[test]
+    fn a_body_waiting_to_be_written_is_read_from_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = ChunkCache::open(dir.path().to_path_buf(), 1 << 20).unwrap();
+        let ids: Vec<ChunkId> = (0..40u8).map(|i| ChunkId([i; 32])).collect();
+        for (i, id) in ids.iter().enumerate() {
+            cache.put(id, Arc::new(vec![i as u8; 1000]));
+        }
+        // More than the hot set holds: the oldest come from the waiting queue or the disk.
+        for (i, id) in ids.iter().enumerate() {
+            assert_eq!(cache.get(id).unwrap().as_slice(), &vec![i as u8; 1000][..]);
+        }
+        cache.flush();
+        assert_eq!(cache.bytes(), 40 * 1000);
+        drop(cache);
+        // Everything put before the cache was dropped is on disk.
+        let reopened = ChunkCache::open(dir.path().to_path_buf(), 1 << 20).unwrap();
+        assert_eq!(reopened.bytes(), 40 * 1000);
+    }
+
+    #[test]
     fn pinned_chunks_are_never_evicted() {
         let dir = tempfile::tempdir().unwrap();
         let cache = ChunkCache::open(dir.path().to_path_buf(), 150).unwrap();
         let ids: Vec<ChunkId> = (0..4u8).map(|i| ChunkId([i; 32])).collect();
         cache.put(&ids[0], Arc::new(vec![0; 100]));
+        cache.flush();
         cache.set_pinned([ids[0], ids[1]].into_iter().collect());
         assert_eq!(cache.missing_pinned(), vec![ids[1]]);
         cache.put(&ids[1], Arc::new(vec![1; 100]));
+        cache.flush();
         assert!(cache.missing_pinned().is_empty());
         // Unpinned traffic cycles through the budget without touching pinned chunks.
         cache.put(&ids[2], Arc::new(vec![2; 100]));
+        cache.flush();
         cache.put(&ids[3], Arc::new(vec![3; 100]));
+        cache.flush();
         assert!(cache.contains(&ids[0]) && cache.contains(&ids[1]));
         assert!(!cache.contains(&ids[2]) && cache.contains(&ids[3]));
         assert_eq!((cache.pinned_bytes(), cache.bytes()), (200, 100));

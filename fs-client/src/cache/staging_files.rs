@@ -6,7 +6,8 @@
 //! on this project's test machine), and unlinking a file whose blocks were written frees
 //! them (with `discard`, ~0.15 ms). So a background thread does that work:
 //!
-//! * [`StagingFiles::remove`] queues a staging file and returns at once. The thread empties
+//! * [`StagingFiles::remove`] queues a staging file and returns at once. The thread waits
+//!   while removals keep coming (an `rm -r` is not slowed by the deleting), then empties
 //!   it and keeps it as stock in `CACHE/spare/` when nothing can still see its content, and
 //!   deletes it otherwise: when a descriptor this client handed out is still alive, or the
 //!   kernel had the file for local I/O (FUSE passthrough maps the staging file itself into

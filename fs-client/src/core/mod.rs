@@ -342,6 +342,20 @@ impl FsCore {
         };
         match a.get(&attr.node) {
             Some((cached, at)) if newer(cached, *at, &attr) => cached.clone(),
+            // A newer version whose answer left the server before a change of owner or mode
+            // this client already knows (an upload's commit, answered after the queued
+            // `chown` behind it was applied and cached): its content, the known metadata.
+            Some((cached, at))
+                if at.is_some_and(|at| at.elapsed() < TTL) && cached.ctime > attr.ctime =>
+            {
+                let mut merged = attr.clone();
+                merged.mode = cached.mode;
+                merged.uid = cached.uid;
+                merged.gid = cached.gid;
+                merged.ctime = cached.ctime;
+                a.insert(attr.node, (merged.clone(), at_time));
+                merged
+            }
             _ => {
                 a.insert(attr.node, (attr.clone(), at_time));
                 attr

@@ -192,6 +192,8 @@ impl FsCore {
                 &format!("pinned, {bytes} bytes fetched"),
             );
         }
+        // Pinned means on this disk: the chunk cache's writer is waited for.
+        self.chunks.flush();
         Ok(())
     }
 }
