@@ -4,10 +4,10 @@
 
 use crate::chunker;
 use crate::core::FsError;
-use crate::remote::{Remote, Ticket};
-use shelf_protocol::{
-    ChunkBody, ChunkId, ChunkRef, NodeId, Request, Response, MAX_CHUNKS_PER_REQUEST,
-};
+use crate::remote::calls::Awaited;
+use crate::remote::Remote;
+use crate::remote::RemoteError;
+use shelf_protocol::{ChunkBody, ChunkId, ChunkRef, NodeId, MAX_CHUNKS_PER_REQUEST};
 use std::collections::{HashSet, VecDeque};
 use std::io::Read;
 
@@ -48,33 +48,32 @@ pub fn send_chunks(
     type Batch = Vec<(ChunkRef, Vec<u8>)>;
     let mut refs = Vec::new();
     let mut batch: Batch = Vec::new();
-    let mut asked: Option<(Batch, Ticket)> = None;
-    let mut puts: VecDeque<Ticket> = VecDeque::new();
+    let mut asked: Option<(Batch, Awaited<Vec<u32>>)> = None;
+    let mut puts: VecDeque<Awaited<()>> = VecDeque::new();
     // Uploads the chunks of an answered batch that the server lacks.
-    let send_missing = |(mut batch, ticket): (Batch, Ticket),
-                        puts: &mut VecDeque<Ticket>|
+    let send_missing = |(mut batch, ticket): (Batch, Awaited<Vec<u32>>),
+                        puts: &mut VecDeque<Awaited<()>>|
      -> Result<(), FsError> {
-        let Response::Missing(missing) = ticket.wait()? else {
-            return Err(FsError::Unexpected("have-chunks"));
-        };
+        let missing = ticket.wait()?;
         let mut seen = HashSet::new();
         let mut group: Vec<ChunkBody> = Vec::new();
         let mut group_bytes = 0;
-        let send = |group: Vec<ChunkBody>, puts: &mut VecDeque<Ticket>| {
+        let send = |group: Vec<ChunkBody>, puts: &mut VecDeque<Awaited<()>>| {
             while puts.len() >= MAX_PUTS_IN_FLIGHT {
                 if let Some(t) = puts.pop_front() {
-                    expect_ok(t)?;
+                    t.wait()?;
                 }
             }
-            puts.push_back(remote.submit(Request::PutChunks {
-                node,
-                chunks: group,
-            }));
+            puts.push_back(remote.submit_put_chunks(node, group));
             Ok::<_, FsError>(())
         };
         for i in missing {
             let Some((r, data)) = batch.get_mut(i as usize) else {
-                return Err(FsError::Unexpected("have-chunks"));
+                return Err(RemoteError::Protocol(format!(
+                    "have-chunks: index {i} of {} chunks",
+                    batch.len()
+                ))
+                .into());
             };
             if !seen.insert(r.id) {
                 continue; // the same chunk twice in one batch
@@ -95,11 +94,11 @@ pub fn send_chunks(
         Ok(())
     };
     let ask = |batch: Batch,
-               asked: &mut Option<(Batch, Ticket)>,
-               puts: &mut VecDeque<Ticket>|
+               asked: &mut Option<(Batch, Awaited<Vec<u32>>)>,
+               puts: &mut VecDeque<Awaited<()>>|
      -> Result<(), FsError> {
         let ids = batch.iter().map(|(r, _)| r.id).collect();
-        let ticket = remote.submit(Request::HaveChunks { node, ids });
+        let ticket = remote.submit_have_chunks(node, ids);
         if let Some(prev) = asked.replace((batch, ticket)) {
             send_missing(prev, puts)?;
         }
@@ -131,15 +130,7 @@ pub fn send_chunks(
         send_missing(last, &mut puts)?;
     }
     for t in puts {
-        expect_ok(t)?;
+        t.wait()?;
     }
     Ok(refs)
-}
-
-fn expect_ok(t: Ticket) -> Result<(), FsError> {
-    match t.wait() {
-        Ok(Response::Ok) => Ok(()),
-        Ok(_) => Err(FsError::Unexpected("put-chunk")),
-        Err(e) => Err(FsError::Remote(e)),
-    }
 }

@@ -22,7 +22,7 @@
 use super::aligned::{AlignedBuf, ReadData};
 use super::{FsCore, FsError, Stat};
 use crate::cache::journal::Record;
-use shelf_protocol::{ChunkId, ChunkRef, NodeId, NodeKind, Request, Response, Timestamp};
+use shelf_protocol::{ChunkId, ChunkRef, NodeId, NodeKind, Timestamp};
 use std::fs::File;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::PathBuf;
@@ -785,13 +785,8 @@ impl FsCore {
                 }
             }
         }
-        let Response::Manifest {
-            version, chunks, ..
-        } = self.remote.call(Request::GetManifest { node })?
-        else {
-            return Err(FsError::Unexpected("get-manifest"));
-        };
-        let m = Arc::new(Manifest::new(node, version, chunks));
+        let answer = self.remote.get_manifest(node)?;
+        let m = Arc::new(Manifest::new(node, answer.version, answer.chunks));
         if let Ok(mut cache) = self.manifests.lock() {
             cache.put(node, m.clone());
         }
@@ -868,20 +863,15 @@ impl FsCore {
             refs.iter().map(|r| self.chunks.get(&r.id)).collect();
         let missing: Vec<usize> = (0..refs.len()).filter(|&i| out[i].is_none()).collect();
         // Several requests of a few chunks each, all in flight at once.
-        let tickets: Vec<(&[usize], crate::remote::Ticket)> = missing
+        let tickets: Vec<(&[usize], crate::remote::calls::ChunksTicket)> = missing
             .chunks(READ_BATCH_CHUNKS)
             .map(|group| {
                 let ids = group.iter().map(|&i| refs[i].id).collect();
-                (group, self.remote.submit(Request::GetChunks { node, ids }))
+                (group, self.remote.submit_get_chunks(node, ids))
             })
             .collect();
         for (group, t) in tickets {
-            let Response::Chunks(bodies) = t.wait()? else {
-                return Err(FsError::Unexpected("get-chunks"));
-            };
-            if bodies.len() != group.len() {
-                return Err(FsError::Unexpected("get-chunks"));
-            }
+            let bodies = t.wait()?;
             for (&i, body) in group.iter().zip(bodies) {
                 let id: ChunkId = refs[i].id;
                 if body.id != id || crate::chunker::chunk_id(&body.data) != id {
@@ -893,9 +883,8 @@ impl FsCore {
                 out[i] = Some(body);
             }
         }
-        out.into_iter()
-            .map(|b| b.ok_or(FsError::Unexpected("get-chunk")))
-            .collect()
+        // Every missing body was asked for, and each answer holds as many as asked.
+        Ok(out.into_iter().flatten().collect())
     }
 
     /// Records a dirty file in the journal (once per generation).

@@ -4,7 +4,7 @@
 //! it releases one, and renews them while they are held.
 
 use super::{FsCore, FsError};
-use shelf_protocol::{LockKind, NodeId, Request, Response};
+use shelf_protocol::{LockKind, NodeId, Request};
 use std::time::Duration;
 
 /// How often held leases are renewed (the server's lease lasts 30 s by default).
@@ -74,16 +74,13 @@ impl FsCore {
     ) -> Result<(i32, u64, u64), FsError> {
         self.refuse_virtual(&[ino])?;
         self.settle_node(self.node_of(ino))?;
-        let Response::LockHolder(holder) = self.remote.call(Request::TestLock {
+        let holder = self.remote.test_lock(Request::TestLock {
             node: self.node_of(ino),
             owner,
             kind: kind_of(typ)?,
             start,
             end,
-        })?
-        else {
-            return Err(FsError::Unexpected("test-lock"));
-        };
+        })?;
         Ok(match holder {
             Some((LockKind::Write, s, e)) => (libc::F_WRLCK, s, e),
             Some((_, s, e)) => (libc::F_RDLCK, s, e),

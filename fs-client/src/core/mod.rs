@@ -33,7 +33,7 @@ use crate::remote::Remote;
 use files::FileState;
 use shelf_protocol::category::CATEGORY_XATTR;
 use shelf_protocol::names::{validate_name, VERSIONS_DIR};
-use shelf_protocol::{Attr, NodeId, NodeKind, RenameMode, Request, Response, Timestamp, XattrMode};
+use shelf_protocol::{Attr, NodeId, NodeKind, RenameMode, Request, Timestamp, XattrMode};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -406,27 +406,19 @@ impl FsCore {
 
     fn call_attr(&self, what: &'static str, req: Request) -> Result<Attr, FsError> {
         let epoch = self.epoch();
-        match self.remote.call(req)? {
-            Response::Attr(a) => Ok(if self.epoch() == epoch {
-                self.remember(a)
-            } else {
-                self.remember_expired(a)
-            }),
-            _ => Err(FsError::Unexpected(what)),
-        }
+        let a = self.remote.ask_attr(what, req)?;
+        Ok(if self.epoch() == epoch {
+            self.remember(a)
+        } else {
+            self.remember_expired(a)
+        })
     }
 
     /// Drops local state of the node that lost its last name in a removing answer.
-    fn removed(&self, answer: Response, what: &'static str) -> Result<(), FsError> {
-        match answer {
-            Response::Removed(node) => {
-                if let Some(node) = node {
-                    self.drop_local(node);
-                    self.forget_attr(node);
-                }
-                Ok(())
-            }
-            _ => Err(FsError::Unexpected(what)),
+    fn removed(&self, answer: pending::Sent) {
+        if let pending::Sent::Removed(Some(node)) = answer {
+            self.drop_local(node);
+            self.forget_attr(node);
         }
     }
 
@@ -445,7 +437,7 @@ impl FsCore {
             expect: None,
         };
         if let pending::Applied::Sent(r) = self.ns_change(op)? {
-            self.removed(r, if dir { "rmdir" } else { "unlink" })?;
+            self.removed(r);
             self.forget_attr(parent);
         }
         self.forget_name(parent, name);
@@ -493,7 +485,7 @@ impl FsCore {
             at: Timestamp::now(),
         };
         let attr = match self.ns_change(op)? {
-            pending::Applied::Sent(Response::Attr(a)) => {
+            pending::Applied::Sent(pending::Sent::Attr(a)) => {
                 self.forget_attr(parent);
                 if self.epoch() == epoch {
                     self.remember(a)
@@ -509,10 +501,7 @@ impl FsCore {
     }
 
     fn call_ok(&self, what: &'static str, req: Request) -> Result<(), FsError> {
-        match self.remote.call(req)? {
-            Response::Ok => Ok(()),
-            _ => Err(FsError::Unexpected(what)),
-        }
+        Ok(self.remote.ask_ok(what, req)?)
     }
 
     /// The server's attributes of a node (from the short-lived cache when fresh).
@@ -696,7 +685,7 @@ impl FsCore {
                 mtime,
             };
             match self.ns_change(op)? {
-                pending::Applied::Sent(Response::Attr(a)) => {
+                pending::Applied::Sent(pending::Sent::Attr(a)) => {
                     if self.epoch() == epoch {
                         self.remember(a);
                     } else {
@@ -826,12 +815,7 @@ impl FsCore {
         if let Some(t) = self.overlay_target(self.node_of(ino)) {
             return Ok(t);
         }
-        match self.remote.call(Request::ReadLink {
-            node: self.node_of(ino),
-        })? {
-            Response::Target(t) => Ok(t),
-            _ => Err(FsError::Unexpected("readlink")),
-        }
+        Ok(self.remote.read_link(self.node_of(ino))?)
     }
 
     pub fn unlink(&self, parent: u64, name: &std::ffi::OsStr) -> Result<(), FsError> {
@@ -885,7 +869,7 @@ impl FsCore {
         };
         // (Queued, the change already updated the names this mount knows.)
         if let pending::Applied::Sent(r) = self.ns_change(op)? {
-            self.removed(r, "rename")?;
+            self.removed(r);
             self.rename_seen(
                 (parent, name),
                 (new_parent, new_name),
@@ -956,11 +940,7 @@ impl FsCore {
             if listed_here || known.is_some() {
                 break;
             }
-            let page = match self.remote.call(Request::ReadDir {
-                dir,
-                after: after.clone(),
-                limit: DIR_PAGE,
-            }) {
+            let page = match self.remote.read_dir(dir, after.clone(), DIR_PAGE) {
                 Ok(p) => p,
                 Err(e) if e.is_transient() => {
                     // Offline: what this mount has seen of the folder.
@@ -982,9 +962,7 @@ impl FsCore {
                 }
                 Err(e) => return Err(e.into()),
             };
-            let Response::DirPage { entries, more } = page else {
-                return Err(FsError::Unexpected("readdir"));
-            };
+            let crate::remote::calls::DirPage { entries, more } = page;
             after = entries.last().map(|e| e.name.clone());
             let fresh = self.epoch() == epoch;
             for e in entries {
@@ -1077,14 +1055,11 @@ impl FsCore {
     }
 
     pub fn statfs(&self) -> Result<FsStats, FsError> {
-        let Response::StatFs {
+        let crate::remote::calls::Space {
             used_bytes,
             free_bytes,
             files,
-        } = self.remote.call(Request::StatFs)?
-        else {
-            return Err(FsError::Unexpected("statfs"));
-        };
+        } = self.remote.stat_fs()?;
         let bsize = 4096u64;
         let bfree = free_bytes / bsize;
         Ok(FsStats {
@@ -1160,13 +1135,7 @@ impl FsCore {
             };
         }
         self.settle_node(self.node_of(ino))?;
-        match self.remote.call(Request::GetXattr {
-            node: self.node_of(ino),
-            name: name.to_string(),
-        })? {
-            Response::Bytes(b) => Ok(b),
-            _ => Err(FsError::Unexpected("getxattr")),
-        }
+        Ok(self.remote.get_xattr(self.node_of(ino), name)?)
     }
 
     pub fn listxattr(&self, ino: u64) -> Result<Vec<String>, FsError> {
@@ -1174,12 +1143,7 @@ impl FsCore {
             return Ok(Vec::new());
         }
         self.settle_node(self.node_of(ino))?;
-        match self.remote.call(Request::ListXattr {
-            node: self.node_of(ino),
-        })? {
-            Response::Names(n) => Ok(n),
-            _ => Err(FsError::Unexpected("listxattr")),
-        }
+        Ok(self.remote.list_xattr(self.node_of(ino))?)
     }
 
     pub fn removexattr(&self, ino: u64, name: &std::ffi::OsStr) -> Result<(), FsError> {

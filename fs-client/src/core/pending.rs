@@ -202,9 +202,30 @@ pub struct Pending {
 /// How a namespace change was made.
 pub(crate) enum Applied {
     /// The server answered.
-    Sent(Response),
+    Sent(Sent),
     /// Applied locally and queued; the attributes of a made or changed node.
     Queued(Option<Attr>),
+}
+
+/// What the server answered a change sent to it directly.
+pub(crate) enum Sent {
+    /// A made or changed node's attributes (creates, setattr).
+    Attr(Attr),
+    /// The node that lost its last name, if any (unlink, rmdir, rename).
+    Removed(Option<NodeId>),
+}
+
+impl Sent {
+    /// The answer a change of this kind gets from the server, sent now.
+    fn send(remote: &crate::remote::Remote, op: &NsOp) -> Result<Sent, RemoteError> {
+        let req = request(op, false);
+        match op {
+            NsOp::Make { .. } => remote.ask_attr("create", req).map(Sent::Attr),
+            NsOp::SetAttr { .. } => remote.ask_attr("setattr", req).map(Sent::Attr),
+            NsOp::Remove { .. } => remote.ask_removed("remove", req).map(Sent::Removed),
+            NsOp::Rename { .. } => remote.ask_removed("rename", req).map(Sent::Removed),
+        }
+    }
 }
 
 /// What a create makes.
@@ -492,7 +513,7 @@ impl FsCore {
         if !self.pending.unreachable.load(Ordering::Acquire)
             && self.pending.wait_sent(u64::MAX, Some(SETTLE))
         {
-            match self.remote.call(request(&op, false)) {
+            match Sent::send(&self.remote, &op) {
                 Ok(r) => return Ok(Applied::Sent(r)),
                 Err(e) if e.is_transient() => {
                     tracing::info!(error = %e, "the server is unreachable: changes are kept here and sent when it is back");

@@ -8,7 +8,7 @@
 //! `CACHE/pins`, one `file NODE` or `folder NODE` per line.
 
 use super::{FsCore, FsError};
-use shelf_protocol::{NodeId, NodeKind, Request, Response};
+use shelf_protocol::{NodeId, NodeKind};
 use std::collections::{BTreeSet, HashSet};
 
 /// The reserved extended attribute that pins.
@@ -128,14 +128,8 @@ impl FsCore {
     fn files_below(&self, dir: NodeId, out: &mut Vec<NodeId>) -> Result<(), FsError> {
         let mut after = None;
         loop {
-            let Response::DirPage { entries, more } = self.remote.call(Request::ReadDir {
-                dir,
-                after: after.clone(),
-                limit: 1024,
-            })?
-            else {
-                return Err(FsError::Unexpected("readdir"));
-            };
+            let crate::remote::calls::DirPage { entries, more } =
+                self.remote.read_dir(dir, after.clone(), 1024)?;
             after = entries.last().map(|e| e.name.clone());
             for e in entries {
                 self.remember_name(dir, &e.name, e.attr.node);

@@ -15,9 +15,10 @@
 
 use super::files::Manifest;
 use super::{FsCore, FsError};
+use crate::remote::calls::Committed;
 use crate::remote::RemoteError;
 use crate::transfer;
-use shelf_protocol::{ErrorCode, NodeId, Request, Response};
+use shelf_protocol::{ErrorCode, NodeId, Request};
 use std::collections::{HashSet, VecDeque};
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::Ordering;
@@ -223,7 +224,7 @@ impl FsCore {
             }
             // 4. Commit.
             let commit = |base_version| {
-                self.remote.call(Request::Commit {
+                self.remote.commit(Request::Commit {
                     node,
                     base_version,
                     chunks: chunks.clone(),
@@ -233,15 +234,14 @@ impl FsCore {
                 })
             };
             let attr = match commit(base) {
-                Ok(Response::Attr(a)) => a,
-                Ok(Response::KeptElsewhere { attr, name }) => {
+                Ok(Committed::Made(a)) => a,
+                Ok(Committed::KeptElsewhere { attr, name }) => {
                     // Another device changed (or deleted) the file meanwhile: the server
                     // kept this content as `name` beside it. This file is theirs now.
                     tracing::warn!(node, copy = %name, "conflict: this device's version was kept as a separate file");
                     self.after_conflict(node, gen, attr.node);
                     return Ok(());
                 }
-                Ok(_) => return Err(FsError::Unexpected("commit")),
                 Err(e) if e.code() == Some(ErrorCode::Conflict) => {
                     // An older server without conflict resolution: last writer wins and
                     // the other content stays as the previous version.
@@ -252,8 +252,11 @@ impl FsCore {
                     self.forget_attr(node);
                     let current = self.server_attr(node)?;
                     match commit(current.version)? {
-                        Response::Attr(a) => a,
-                        _ => return Err(FsError::Unexpected("commit")),
+                        Committed::Made(a) => a,
+                        Committed::KeptElsewhere { attr, .. } => {
+                            self.after_conflict(node, gen, attr.node);
+                            return Ok(());
+                        }
                     }
                 }
                 Err(e) if e.code() == Some(ErrorCode::MissingChunk) => {

@@ -12,7 +12,7 @@
 use super::files::{Handle, Manifest, Opened};
 use super::{DirItem, FsCore, FsError, Stat};
 use shelf_protocol::names::VERSIONS_DIR;
-use shelf_protocol::{NodeId, NodeKind, Request, Response, VersionInfo};
+use shelf_protocol::{NodeId, NodeKind, VersionInfo};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -109,10 +109,7 @@ impl FsCore {
             }
         }
         self.settle_node(dir)?;
-        let Response::Versions(list) = self.remote.call(Request::ListVersions { dir })? else {
-            return Err(FsError::Unexpected("list-versions"));
-        };
-        let list = Arc::new(list);
+        let list = Arc::new(self.remote.list_versions(dir)?);
         self.virtuals()
             .listings
             .insert(dir, (Instant::now(), list.clone()));
@@ -261,11 +258,7 @@ impl FsCore {
         if let Some(m) = self.virtuals().manifests.get(&(node, version)) {
             return Ok(m.clone());
         }
-        let Response::Manifest { chunks, .. } =
-            self.remote.call(Request::GetVersion { node, version })?
-        else {
-            return Err(FsError::Unexpected("get-version"));
-        };
+        let chunks = self.remote.get_version(node, version)?.chunks;
         let m = Arc::new(Manifest::new(node, version, chunks));
         let mut v = self.virtuals();
         if v.manifests.len() > 256 {

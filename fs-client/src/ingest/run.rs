@@ -17,10 +17,11 @@
 use super::classify::{self, Kind};
 use super::index::{content_hash, Index, Sent};
 use crate::core::FsError;
+use crate::remote::calls::Committed;
 use crate::remote::{Remote, RemoteError};
 use crate::transfer;
 use shelf_protocol::names::validate_name;
-use shelf_protocol::{Attr, ChunkRef, ErrorCode, NodeId, NodeKind, Request, Response, Timestamp};
+use shelf_protocol::{Attr, ChunkRef, ErrorCode, NodeId, NodeKind, Request, Timestamp};
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -343,14 +344,17 @@ pub fn run(
     if !run.broken.load(Ordering::Relaxed) {
         // Folders made for source folders get their modes and mtimes last.
         for (node, mode, mtime) in std::mem::take(&mut *lock(&run.made)) {
-            run.call(Request::SetAttr {
-                node,
-                mode: Some(mode),
-                uid: None,
-                gid: None,
-                atime: None,
-                mtime: Some(mtime),
-            })?;
+            run.attr(
+                "setattr",
+                Request::SetAttr {
+                    node,
+                    mode: Some(mode),
+                    uid: None,
+                    gid: None,
+                    atime: None,
+                    mtime: Some(mtime),
+                },
+            )?;
         }
     }
     let mut report = run.report.into_inner().unwrap_or_else(|p| p.into_inner());
@@ -390,13 +394,6 @@ pub fn validate_into(into: &str) -> Result<(), IngestError> {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn expect_attr(r: Response, what: &'static str) -> Result<Attr, IngestError> {
-    match r {
-        Response::Attr(a) => Ok(a),
-        _ => Err(FsError::Unexpected(what).into()),
-    }
 }
 
 impl Run<'_> {
@@ -440,8 +437,9 @@ impl Run<'_> {
         (self.opts.progress)(files, bytes);
     }
 
-    fn call(&self, req: Request) -> Result<Response, IngestError> {
-        Ok(self.remote.call(req)?)
+    /// A request answering a node's attributes (see [`Remote::ask_attr`]).
+    fn attr(&self, what: &'static str, req: Request) -> Result<Attr, IngestError> {
+        Ok(self.remote.ask_attr(what, req)?)
     }
 
     /// Handles one source file.
@@ -510,10 +508,8 @@ impl Run<'_> {
         file: std::fs::File,
         sent: Sent,
     ) -> Result<Outcome, IngestError> {
-        match self.call(Request::GetAttr { node: sent.node }) {
-            Ok(r) => {
-                expect_attr(r, "getattr")?;
-            }
+        match self.attr("getattr", Request::GetAttr { node: sent.node }) {
+            Ok(_) => {}
             Err(IngestError::Remote(e)) if e.code() == Some(ErrorCode::NotFound) => {
                 // Deleted from the store: sent again as a new file.
                 lock(&self.index).files.remove(&f.rel);
@@ -528,18 +524,21 @@ impl Run<'_> {
         let hash = content_hash(&chunks);
         if hash == sent.hash {
             // Same content, new mtime: only the mtime moves.
-            self.call(Request::SetAttr {
-                node: sent.node,
-                mode: None,
-                uid: None,
-                gid: None,
-                atime: None,
-                mtime: Some(f.mtime),
-            })?;
+            self.attr(
+                "setattr",
+                Request::SetAttr {
+                    node: sent.node,
+                    mode: None,
+                    uid: None,
+                    gid: None,
+                    atime: None,
+                    mtime: Some(f.mtime),
+                },
+            )?;
             self.remember(f, sent.dest, (sent.node, sent.version), hash);
             return Ok(Outcome::Touched);
         }
-        let resp = self.call(Request::Commit {
+        let resp = self.remote.commit(Request::Commit {
             node: sent.node,
             base_version: sent.version,
             chunks,
@@ -548,11 +547,11 @@ impl Run<'_> {
             durable: false,
         })?;
         match resp {
-            Response::Attr(a) => {
+            Committed::Made(a) => {
                 self.remember(f, sent.dest.clone(), (sent.node, a.version), hash);
                 Ok(Outcome::Modified { dest: sent.dest })
             }
-            Response::KeptElsewhere { attr, name } => {
+            Committed::KeptElsewhere { attr, name } => {
                 let dest = match sent.dest.rsplit_once('/') {
                     Some((dir, _)) => format!("{dir}/{name}"),
                     None => name,
@@ -560,7 +559,6 @@ impl Run<'_> {
                 self.remember(f, dest.clone(), (attr.node, attr.version), hash);
                 Ok(Outcome::Conflict { dest })
             }
-            _ => Err(FsError::Unexpected("commit").into()),
         }
     }
 
@@ -605,23 +603,20 @@ impl Run<'_> {
                 suffixed(name, n)
             };
             let store_path = format!("{dir_path}/{candidate}");
-            let created = self.call(Request::Create {
-                parent: dir,
-                name: candidate.clone(),
-                mode: f.mode,
-                exclusive: true,
-                id: None,
-            });
+            let created = self.attr(
+                "create",
+                Request::Create {
+                    parent: dir,
+                    name: candidate.clone(),
+                    mode: f.mode,
+                    exclusive: true,
+                    id: None,
+                },
+            );
             let attr = match created {
-                Ok(r) => expect_attr(r, "create")?,
+                Ok(a) => a,
                 Err(IngestError::Remote(e)) if e.code() == Some(ErrorCode::Exists) => {
-                    let existing = expect_attr(
-                        self.call(Request::Lookup {
-                            parent: dir,
-                            name: candidate.clone(),
-                        })?,
-                        "lookup",
-                    )?;
+                    let existing = self.remote.lookup(dir, &candidate)?;
                     if existing.kind != NodeKind::File {
                         continue;
                     }
@@ -646,13 +641,7 @@ impl Run<'_> {
                                 refs
                             }
                         };
-                        let Response::Manifest { chunks: theirs, .. } =
-                            self.call(Request::GetManifest {
-                                node: existing.node,
-                            })?
-                        else {
-                            return Err(FsError::Unexpected("get-manifest").into());
-                        };
+                        let theirs = self.remote.get_manifest(existing.node)?.chunks;
                         if content_hash(&theirs) == content_hash(&chunks) {
                             let id = (existing.node, existing.version);
                             self.remember(f, store_path, id, content_hash(&chunks));
@@ -673,27 +662,30 @@ impl Run<'_> {
                 }
             };
             let hash = content_hash(&chunks);
-            let committed = expect_attr(
-                self.call(Request::Commit {
+            let committed = self.attr(
+                "commit",
+                Request::Commit {
                     node: attr.node,
                     base_version: attr.version,
                     chunks,
                     inline,
                     mtime: f.mtime,
                     durable: false,
-                })?,
-                "commit",
+                },
             )?;
             if attr.mode != f.mode {
                 // An adopted placeholder keeps the source's mode too.
-                self.call(Request::SetAttr {
-                    node: committed.node,
-                    mode: Some(f.mode),
-                    uid: None,
-                    gid: None,
-                    atime: None,
-                    mtime: None,
-                })?;
+                self.attr(
+                    "setattr",
+                    Request::SetAttr {
+                        node: committed.node,
+                        mode: Some(f.mode),
+                        uid: None,
+                        gid: None,
+                        atime: None,
+                        mtime: None,
+                    },
+                )?;
             }
             self.remember(
                 f,
@@ -734,22 +726,21 @@ impl Run<'_> {
                 at = id;
                 continue;
             }
-            let lookup = self.call(Request::Lookup {
-                parent: at,
-                name: part.to_string(),
-            });
+            let lookup = self.remote.lookup(at, part).map_err(IngestError::from);
             let attr = match lookup {
-                Ok(r) => expect_attr(r, "lookup")?,
+                Ok(a) => a,
                 Err(IngestError::Remote(e)) if e.code() == Some(ErrorCode::NotFound) => {
-                    match self.call(Request::Mkdir {
-                        parent: at,
-                        name: part.to_string(),
-                        // Writable until the run ends, whatever the source's mode.
-                        mode: source.map_or(0o755, |(m, _)| m | 0o700),
-                        id: None,
-                    }) {
-                        Ok(r) => {
-                            let attr = expect_attr(r, "mkdir")?;
+                    match self.attr(
+                        "mkdir",
+                        Request::Mkdir {
+                            parent: at,
+                            name: part.to_string(),
+                            // Writable until the run ends, whatever the source's mode.
+                            mode: source.map_or(0o755, |(m, _)| m | 0o700),
+                            id: None,
+                        },
+                    ) {
+                        Ok(attr) => {
                             if let Some(&(mode, mtime)) = source {
                                 lock(&self.made).push((attr.node, mode, mtime));
                             }
@@ -757,13 +748,7 @@ impl Run<'_> {
                         }
                         // Another worker made it meanwhile.
                         Err(IngestError::Remote(e)) if e.code() == Some(ErrorCode::Exists) => {
-                            expect_attr(
-                                self.call(Request::Lookup {
-                                    parent: at,
-                                    name: part.to_string(),
-                                })?,
-                                "lookup",
-                            )?
+                            self.remote.lookup(at, part)?
                         }
                         Err(e) => return Err(e),
                     }

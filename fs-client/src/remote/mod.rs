@@ -7,6 +7,7 @@
 //! the next call reconnects (TLS, hello, resume with the session token). The filesystem core
 //! decides what a failure means for the user (EIO now, or queued work retried later).
 
+pub mod calls;
 pub mod counted;
 pub mod tls;
 

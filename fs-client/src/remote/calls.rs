@@ -1,0 +1,279 @@
+//! Typed calls: one method per request the filesystem core makes, returning what that
+//! request answers. An answer of the wrong kind becomes a protocol error here, once,
+//! instead of an "unexpected answer" branch at every caller.
+
+use super::{Remote, RemoteError, Ticket};
+use shelf_protocol::{
+    Attr, ChunkBody, ChunkId, ChunkRef, DirEntry, LockKind, NodeId, Request, Response, VersionInfo,
+};
+
+/// One page of a directory listing.
+pub struct DirPage {
+    pub entries: Vec<DirEntry>,
+    /// More entries follow the last one.
+    pub more: bool,
+}
+
+/// A file version's chunk list.
+pub struct ManifestAnswer {
+    pub version: u64,
+    pub size: u64,
+    pub chunks: Vec<ChunkRef>,
+}
+
+/// Space figures for statfs.
+pub struct Space {
+    pub used_bytes: u64,
+    pub free_bytes: u64,
+    pub files: u64,
+}
+
+/// A lock held by someone else: its kind and byte range.
+pub type LockHolder = Option<(LockKind, u64, u64)>;
+
+/// A request sent and not waited for yet, with the kind of answer it gets (several go out
+/// at once: chunk uploads and downloads).
+pub struct Awaited<T> {
+    ticket: Ticket,
+    what: &'static str,
+    pick: fn(Response) -> Option<T>,
+}
+
+impl<T> Awaited<T> {
+    pub fn wait(self) -> Result<T, RemoteError> {
+        pick(self.what, self.ticket.wait()?, self.pick)
+    }
+}
+
+/// Chunk bodies asked for and not waited for yet (see [`Remote::submit_get_chunks`]).
+pub struct ChunksTicket {
+    answer: Awaited<Vec<ChunkBody>>,
+    asked: usize,
+}
+
+impl ChunksTicket {
+    /// The bodies, in the order asked for (checked: as many as asked).
+    pub fn wait(self) -> Result<Vec<ChunkBody>, RemoteError> {
+        let bodies = self.answer.wait()?;
+        match bodies.len() == self.asked {
+            true => Ok(bodies),
+            false => Err(RemoteError::Protocol(format!(
+                "get-chunks: {} bodies for {} chunks",
+                bodies.len(),
+                self.asked
+            ))),
+        }
+    }
+}
+
+/// `answer` as the kind `what` answers, or a protocol error.
+fn pick<T>(
+    what: &'static str,
+    answer: Response,
+    f: impl FnOnce(Response) -> Option<T>,
+) -> Result<T, RemoteError> {
+    f(answer).ok_or_else(|| RemoteError::Protocol(format!("unexpected answer to {what}")))
+}
+
+/// What a commit made.
+pub enum Committed {
+    /// The new version.
+    Made(Attr),
+    /// Another device changed or deleted the file meanwhile: the server kept this content
+    /// as a new file `name` beside it, with these attributes.
+    KeptElsewhere { attr: Attr, name: String },
+}
+
+fn attr(r: Response) -> Option<Attr> {
+    match r {
+        Response::Attr(a) => Some(a),
+        _ => None,
+    }
+}
+
+impl Remote {
+    fn submit_typed<T>(
+        &self,
+        what: &'static str,
+        req: Request,
+        pick: fn(Response) -> Option<T>,
+    ) -> Awaited<T> {
+        Awaited {
+            ticket: self.submit(req),
+            what,
+            pick,
+        }
+    }
+
+    fn ask<T>(
+        &self,
+        what: &'static str,
+        req: Request,
+        f: impl FnOnce(Response) -> Option<T>,
+    ) -> Result<T, RemoteError> {
+        pick(what, self.call(req)?, f)
+    }
+
+    /// A request that answers only "done" (`Response::Ok`).
+    pub fn ask_ok(&self, what: &'static str, req: Request) -> Result<(), RemoteError> {
+        self.ask(what, req, |r| matches!(r, Response::Ok).then_some(()))
+    }
+
+    /// A request that answers a node's attributes (getattr, lookup, creates, commit, …).
+    pub fn ask_attr(&self, what: &'static str, req: Request) -> Result<Attr, RemoteError> {
+        self.ask(what, req, attr)
+    }
+
+    /// A request that removes a name: the node that lost its last name, if any.
+    pub fn ask_removed(
+        &self,
+        what: &'static str,
+        req: Request,
+    ) -> Result<Option<NodeId>, RemoteError> {
+        self.ask(what, req, |r| match r {
+            Response::Removed(n) => Some(n),
+            _ => None,
+        })
+    }
+
+    pub fn lookup(&self, parent: NodeId, name: &str) -> Result<Attr, RemoteError> {
+        let name = name.to_string();
+        self.ask_attr("lookup", Request::Lookup { parent, name })
+    }
+
+    pub fn read_dir(
+        &self,
+        dir: NodeId,
+        after: Option<String>,
+        limit: u32,
+    ) -> Result<DirPage, RemoteError> {
+        let req = Request::ReadDir { dir, after, limit };
+        self.ask("readdir", req, |r| match r {
+            Response::DirPage { entries, more } => Some(DirPage { entries, more }),
+            _ => None,
+        })
+    }
+
+    pub fn read_link(&self, node: NodeId) -> Result<String, RemoteError> {
+        self.ask("readlink", Request::ReadLink { node }, |r| match r {
+            Response::Target(t) => Some(t),
+            _ => None,
+        })
+    }
+
+    pub fn stat_fs(&self) -> Result<Space, RemoteError> {
+        self.ask("statfs", Request::StatFs, |r| match r {
+            Response::StatFs {
+                used_bytes,
+                free_bytes,
+                files,
+            } => Some(Space {
+                used_bytes,
+                free_bytes,
+                files,
+            }),
+            _ => None,
+        })
+    }
+
+    pub fn get_xattr(&self, node: NodeId, name: &str) -> Result<Vec<u8>, RemoteError> {
+        let name = name.to_string();
+        self.ask("getxattr", Request::GetXattr { node, name }, |r| match r {
+            Response::Bytes(b) => Some(b),
+            _ => None,
+        })
+    }
+
+    pub fn list_xattr(&self, node: NodeId) -> Result<Vec<String>, RemoteError> {
+        self.ask("listxattr", Request::ListXattr { node }, |r| match r {
+            Response::Names(n) => Some(n),
+            _ => None,
+        })
+    }
+
+    fn manifest_of(&self, what: &'static str, req: Request) -> Result<ManifestAnswer, RemoteError> {
+        self.ask(what, req, |r| match r {
+            Response::Manifest {
+                version,
+                size,
+                chunks,
+            } => Some(ManifestAnswer {
+                version,
+                size,
+                chunks,
+            }),
+            _ => None,
+        })
+    }
+
+    /// The chunk list of a file's current version.
+    pub fn get_manifest(&self, node: NodeId) -> Result<ManifestAnswer, RemoteError> {
+        self.manifest_of("get-manifest", Request::GetManifest { node })
+    }
+
+    /// The chunk list of one version of a file.
+    pub fn get_version(&self, node: NodeId, version: u64) -> Result<ManifestAnswer, RemoteError> {
+        self.manifest_of("get-version", Request::GetVersion { node, version })
+    }
+
+    pub fn list_versions(&self, dir: NodeId) -> Result<Vec<VersionInfo>, RemoteError> {
+        self.ask(
+            "list-versions",
+            Request::ListVersions { dir },
+            |r| match r {
+                Response::Versions(v) => Some(v),
+                _ => None,
+            },
+        )
+    }
+
+    /// Asks for chunk bodies without waiting (several such requests go out at once).
+    pub fn submit_get_chunks(&self, node: NodeId, ids: Vec<ChunkId>) -> ChunksTicket {
+        let asked = ids.len();
+        let answer = self.submit_typed(
+            "get-chunks",
+            Request::GetChunks { node, ids },
+            |r| match r {
+                Response::Chunks(b) => Some(b),
+                _ => None,
+            },
+        );
+        ChunksTicket { answer, asked }
+    }
+
+    /// Asks which of `ids` the server lacks: their indices.
+    pub fn submit_have_chunks(&self, node: NodeId, ids: Vec<ChunkId>) -> Awaited<Vec<u32>> {
+        self.submit_typed(
+            "have-chunks",
+            Request::HaveChunks { node, ids },
+            |r| match r {
+                Response::Missing(m) => Some(m),
+                _ => None,
+            },
+        )
+    }
+
+    /// Uploads chunk bodies.
+    pub fn submit_put_chunks(&self, node: NodeId, chunks: Vec<ChunkBody>) -> Awaited<()> {
+        let req = Request::PutChunks { node, chunks };
+        self.submit_typed("put-chunks", req, |r| {
+            matches!(r, Response::Ok).then_some(())
+        })
+    }
+
+    /// Makes a new version of a file (`Request::Commit`).
+    pub fn commit(&self, req: Request) -> Result<Committed, RemoteError> {
+        self.ask("commit", req, |r| match r {
+            Response::Attr(a) => Some(Committed::Made(a)),
+            Response::KeptElsewhere { attr, name } => Some(Committed::KeptElsewhere { attr, name }),
+            _ => None,
+        })
+    }
+
+    pub fn test_lock(&self, req: Request) -> Result<LockHolder, RemoteError> {
+        self.ask("test-lock", req, |r| match r {
+            Response::LockHolder(h) => Some(h),
+            _ => None,
+        })
+    }
+}
