@@ -8,6 +8,7 @@
 //! dropped with the last one).
 
 use crate::core::{FsCore, FsError, SetAttr, Stat};
+use crate::sync::LockOrRecover;
 use fuser::{
     BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
     InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
@@ -44,7 +45,7 @@ impl ShelfFs {
     }
 
     fn backings(&self) -> std::sync::MutexGuard<'_, Backings> {
-        self.backings.lock().unwrap_or_else(|p| p.into_inner())
+        self.backings.lock_or_recover()
     }
 
     /// Registers (or reuses) the backing file of a local-mode handle and replies with it;

@@ -8,6 +8,7 @@
 //! * [`transfer`] — sending file content: only the chunks the server lacks.
 //! * [`ingest`] — import and scheduled backup of local folders.
 //! * [`fuse`] — the thin fuser adapter.
+//! * [`sync`] — the one policy for poisoned locks.
 
 pub mod cache;
 pub mod chunker;
@@ -16,4 +17,5 @@ pub mod core;
 pub mod fuse;
 pub mod ingest;
 pub mod remote;
+pub mod sync;
 pub mod transfer;

@@ -11,6 +11,7 @@
 //! there): [`ChunkCache::put`] returns at once and [`ChunkCache::get`] finds a body waiting
 //! to be written in memory. Past [`MAX_WAITING`] bytes waiting, `put` writes itself.
 
+use crate::sync::LockOrRecover;
 use lru::LruCache;
 use shelf_protocol::ChunkId;
 use std::collections::{HashMap, HashSet};
@@ -168,9 +169,8 @@ impl Drop for ChunkCache {
 
 impl Shared {
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        // One policy for poisoned locks in the client: the state is plain data that every
-        // holder leaves consistent, so it is used as it is.
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        // The client's one policy for poisoned locks (see `crate::sync`).
+        self.inner.lock_or_recover()
     }
 
     fn write_loop(&self) {
@@ -225,13 +225,15 @@ impl Shared {
         match std::fs::read(self.path(id)) {
             Ok(body) => {
                 let body = Arc::new(body);
-                if let Ok(mut inner) = self.inner.lock() {
+                {
+                    let mut inner = self.inner.lock_or_recover();
                     inner.hot.put(*id, body.clone());
                 }
                 Some(body)
             }
             Err(_) => {
-                if let Ok(mut inner) = self.inner.lock() {
+                {
+                    let mut inner = self.inner.lock_or_recover();
                     if let Some(len) = inner.lru.pop(id) {
                         inner.bytes -= len;
                     }
@@ -256,7 +258,8 @@ impl Shared {
             tracing::warn!(error = %e, "could not store a chunk in the cache");
             return;
         }
-        if let Ok(mut inner) = self.inner.lock() {
+        {
+            let mut inner = self.inner.lock_or_recover();
             let len = body.len() as u64;
             if inner.want.contains(id) {
                 inner.pinned.insert(*id, len);
@@ -271,7 +274,8 @@ impl Shared {
     /// Makes `ids` the pinned chunks: those on disk leave the LRU order, chunks no longer
     /// pinned join it (as most recently used) and may be evicted.
     fn set_pinned(&self, ids: HashSet<ChunkId>) {
-        if let Ok(mut inner) = self.inner.lock() {
+        {
+            let mut inner = self.inner.lock_or_recover();
             let released: Vec<(ChunkId, u64)> = inner
                 .pinned
                 .iter()
@@ -296,29 +300,23 @@ impl Shared {
 
     /// Pinned chunks not on disk yet (nor waiting to be written).
     fn missing_pinned(&self) -> Vec<ChunkId> {
-        self.inner
-            .lock()
-            .map(|i| {
-                i.want
-                    .iter()
-                    .filter(|id| !i.pinned.contains_key(id) && !i.waiting_ids.contains_key(id))
-                    .copied()
-                    .collect()
-            })
-            .unwrap_or_default()
+        let i = self.lock();
+        i.want
+            .iter()
+            .filter(|id| !i.pinned.contains_key(id) && !i.waiting_ids.contains_key(id))
+            .copied()
+            .collect()
     }
 
     /// Bytes of pinned chunks on disk.
     fn pinned_bytes(&self) -> u64 {
-        self.inner
-            .lock()
-            .map(|i| i.pinned.values().sum())
-            .unwrap_or(0)
+        self.lock().pinned.values().sum()
     }
 
     fn evict(&self) {
         let mut victims = Vec::new();
-        if let Ok(mut inner) = self.inner.lock() {
+        {
+            let mut inner = self.inner.lock_or_recover();
             while inner.bytes > self.capacity {
                 let Some((id, len)) = inner.lru.pop_lru() else {
                     break;

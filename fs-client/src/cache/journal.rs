@@ -12,6 +12,7 @@
 //! written to a new log which replaces the old one atomically; the log is compacted again
 //! while running once most of it is dead.
 
+use crate::sync::LockOrRecover;
 use serde::{Deserialize, Serialize};
 use shelf_protocol::{NodeId, Timestamp};
 use std::collections::BTreeMap;
@@ -208,7 +209,7 @@ impl Journal {
 
     fn append(&self, entry: Entry) -> std::io::Result<()> {
         let bytes = frame(&entry)?;
-        let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        let mut log = self.log.lock_or_recover();
         // One write(2) of the whole entry; O_APPEND keeps entries whole and in order.
         append_whole(&mut log.file, &bytes)?;
         match entry {
@@ -247,11 +248,7 @@ impl Journal {
 
     /// Records that a file's upload is committed (or that it no longer needs one).
     pub fn remove(&self, node: NodeId) -> std::io::Result<()> {
-        let known = self
-            .log
-            .lock()
-            .map(|l| l.live.contains_key(&node))
-            .unwrap_or(true);
+        let known = self.log.lock_or_recover().live.contains_key(&node);
         if !known {
             return Ok(());
         }
@@ -265,15 +262,12 @@ impl Journal {
 
     /// Where a journaled file was when it was closed, if recorded.
     pub fn path(&self, node: NodeId) -> Option<String> {
-        self.log.lock().ok()?.paths.get(&node).cloned()
+        self.log.lock_or_recover().paths.get(&node).cloned()
     }
 
     /// Every live record, in node order.
     pub fn records(&self) -> Vec<Record> {
-        self.log
-            .lock()
-            .map(|l| l.live.values().cloned().collect())
-            .unwrap_or_default()
+        self.log.lock_or_recover().live.values().cloned().collect()
     }
 }
 

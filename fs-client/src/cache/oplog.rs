@@ -8,6 +8,7 @@
 //! with only the live entries when opened, and emptied whenever it drains.
 
 use super::journal::{append_whole, entries, frame, read_log, replace_log};
+use crate::sync::LockOrRecover;
 use serde::{Deserialize, Serialize};
 use shelf_protocol::{Expect, NodeId, NodeKind, RenameMode, Timestamp};
 use std::collections::VecDeque;
@@ -159,7 +160,7 @@ impl OpLog {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner.lock_or_recover()
     }
 
     /// Appends an operation made at `at` (one `write(2)`; the syncer makes it durable with

@@ -23,6 +23,7 @@
 //! removal. Queued files a killed client did not get to are staging files without a
 //! journal record, which the next mount gives up (see `FsCore::replay_journal`).
 
+use crate::sync::LockOrRecover;
 use std::collections::{HashSet, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -76,9 +77,8 @@ struct State {
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
-        // One policy for poisoned locks in the client: the state is plain data that every
-        // holder leaves consistent, so it is used as it is.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        // The client's one policy for poisoned locks (see `crate::sync`).
+        self.state.lock_or_recover()
     }
 
     fn wait<'a>(&self, g: MutexGuard<'a, State>) -> MutexGuard<'a, State> {

@@ -3,7 +3,8 @@
 use anyhow::{bail, Context};
 use shelf::config::{self, Login};
 use shelf::remote::{Endpoint, Remote, RemoteError};
-use shelf_protocol::{Request, Response};
+use shelf::sync::LockOrRecover;
+use shelf_protocol::Request;
 use std::io::IsTerminal;
 
 pub fn password(prompt: &str) -> anyhow::Result<String> {
@@ -27,7 +28,7 @@ fn probe_fingerprint(server: &str) -> anyhow::Result<String> {
         None,
     )?;
     remote.connect()?;
-    let fp = remote.seen_fingerprint.lock().ok().and_then(|f| f.clone());
+    let fp = remote.seen_fingerprint.lock_or_recover().clone();
     fp.context("the server presented no certificate")
 }
 
@@ -85,8 +86,8 @@ pub fn login(
         },
         None,
     )?;
-    let resp = remote
-        .call(Request::Login {
+    let session = remote
+        .session(Request::Login {
             user: user.to_string(),
             password,
             device: device.to_string(),
@@ -95,16 +96,13 @@ pub fn login(
             RemoteError::Server(w) => anyhow::anyhow!("login refused: {}", w.message),
             other => anyhow::anyhow!("{other}"),
         })?;
-    let Response::Session { token, .. } = resp else {
-        bail!("unexpected answer to login");
-    };
+    let token = session.token;
     let fingerprint = match &ca {
         // What the CA vouched for, for `shelf status`.
         Some(_) => remote
             .seen_fingerprint
-            .lock()
-            .ok()
-            .and_then(|f| f.clone())
+            .lock_or_recover()
+            .clone()
             .unwrap_or_default(),
         None => pinned,
     };
@@ -134,17 +132,15 @@ pub fn connect(login: &Login) -> anyhow::Result<(Remote, shelf_protocol::Attr)> 
         },
         None,
     )?;
-    let resp = remote
-        .call(Request::Resume {
+    let session = remote
+        .session(Request::Resume {
             token: login.token.clone(),
         })
         .map_err(|e| match e {
             RemoteError::Server(w) => anyhow::anyhow!("{}", w.message),
             other => anyhow::anyhow!("{other}"),
         })?;
-    let Response::Session { root, .. } = resp else {
-        bail!("unexpected answer to resume");
-    };
+    let root = session.root;
     remote.set_token(Some(login.token.clone()));
     Ok((remote, root))
 }
@@ -160,9 +156,7 @@ pub fn server_error(e: RemoteError) -> anyhow::Error {
 pub fn devices() -> anyhow::Result<()> {
     let login = Login::load()?;
     let (remote, _) = connect(&login)?;
-    let Response::Devices(list) = remote.call(Request::ListDevices).map_err(server_error)? else {
-        bail!("unexpected answer to list-devices");
-    };
+    let list = remote.list_devices().map_err(server_error)?;
     println!(
         "{:<24}  {:<20}  {:<20}  SESSIONS",
         "DEVICE", "SIGNED IN", "EXPIRES"
@@ -209,26 +203,24 @@ pub fn status() -> anyhow::Result<()> {
     );
     println!("account:  {} on device {}", login.user, login.device);
     match connect(&login) {
-        Ok((remote, _)) => match remote.call(Request::Status)? {
-            Response::Status(s) => {
-                println!(
-                    "store:    online, {} files in {} folders, server {}",
-                    s.files, s.dirs, s.server_version
-                );
-                println!(
-                    "space:    {} in current files, {} stored after dedup, of which {} held only by {} old version(s)",
-                    super::human(s.logical_bytes),
-                    super::human(s.stored_bytes),
-                    super::human(s.history_bytes),
-                    s.old_versions
-                );
-                println!(
-                    "bytes:    {} current, {} stored, {} history",
-                    s.logical_bytes, s.stored_bytes, s.history_bytes
-                );
-            }
-            _ => println!("store:    online"),
-        },
+        Ok((remote, _)) => {
+            let s = remote.status()?;
+            println!(
+                "store:    online, {} files in {} folders, server {}",
+                s.files, s.dirs, s.server_version
+            );
+            println!(
+                "space:    {} in current files, {} stored after dedup, of which {} held only by {} old version(s)",
+                super::human(s.logical_bytes),
+                super::human(s.stored_bytes),
+                super::human(s.history_bytes),
+                s.old_versions
+            );
+            println!(
+                "bytes:    {} current, {} stored, {} history",
+                s.logical_bytes, s.stored_bytes, s.history_bytes
+            );
+        }
         Err(e) => {
             let cache = super::mount::account_cache(&login, None);
             let n = shelf::cache::pending_uploads(&cache) + shelf::cache::pending_changes(&cache);

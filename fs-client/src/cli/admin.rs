@@ -4,7 +4,8 @@
 use super::account::{self, server_error};
 use anyhow::bail;
 use shelf::config::Login;
-use shelf_protocol::{AdminRequest, Request, Response, Role};
+use shelf::remote::Remote;
+use shelf_protocol::{AdminRequest, Role};
 
 #[derive(clap::Subcommand)]
 pub enum AdminCommand {
@@ -38,18 +39,20 @@ pub enum AdminCommand {
     },
 }
 
-fn call(req: AdminRequest) -> anyhow::Result<Response> {
+fn remote() -> anyhow::Result<Remote> {
     let login = Login::load()?;
-    let (remote, _) = account::connect(&login)?;
-    remote.call(Request::Admin(req)).map_err(server_error)
+    Ok(account::connect(&login)?.0)
+}
+
+/// An administrator's request that answers only "done".
+fn call(req: AdminRequest) -> anyhow::Result<()> {
+    remote()?.admin(req).map_err(server_error)
 }
 
 pub fn admin(cmd: AdminCommand) -> anyhow::Result<()> {
     match cmd {
         AdminCommand::Users => {
-            let Response::Users(users) = call(AdminRequest::ListUsers)? else {
-                bail!("unexpected answer");
-            };
+            let users = remote()?.admin_users().map_err(server_error)?;
             println!("{:<24}  {:<7}  {:>14}  QUOTA", "USER", "ROLE", "STORED");
             for u in users {
                 let quota = u.quota.map_or_else(|| "none".to_string(), super::human);
@@ -105,9 +108,7 @@ pub fn admin(cmd: AdminCommand) -> anyhow::Result<()> {
             }
         }
         AdminCommand::Audit { last } => {
-            let Response::Audit(lines) = call(AdminRequest::Audit { limit: last })? else {
-                bail!("unexpected answer");
-            };
+            let lines = remote()?.admin_audit(last).map_err(server_error)?;
             for l in lines {
                 println!(
                     "{}  {:<18}  {:<16}  {:<24}  {}",

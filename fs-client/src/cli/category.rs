@@ -10,15 +10,11 @@ use shelf::config::Login;
 use shelf::remote::Remote;
 use shelf_protocol::category::{flat_name, AREAS, KINDS};
 use shelf_protocol::names::validate_name;
-use shelf_protocol::{Attr, DirEntry, ErrorCode, NodeId, NodeKind, Request, Response};
+use shelf_protocol::{Attr, ErrorCode, NodeId, NodeKind, Request};
 
 fn lookup(remote: &Remote, parent: NodeId, name: &str) -> anyhow::Result<Option<Attr>> {
-    match remote.call(Request::Lookup {
-        parent,
-        name: name.to_string(),
-    }) {
-        Ok(Response::Attr(a)) => Ok(Some(a)),
-        Ok(_) => bail!("unexpected answer to lookup"),
+    match remote.lookup(parent, name) {
+        Ok(a) => Ok(Some(a)),
         Err(e) if e.code() == Some(ErrorCode::NotFound) => Ok(None),
         Err(e) => Err(account::server_error(e)),
     }
@@ -34,16 +30,15 @@ fn make_path(remote: &Remote, root: NodeId, parts: &[&str]) -> anyhow::Result<bo
             Some(a) => a,
             None => {
                 created = true;
-                match remote.call(Request::Mkdir {
+                let mkdir = Request::Mkdir {
                     parent: at,
                     name: part.to_string(),
                     mode: 0o755,
                     id: None,
-                }) {
-                    Ok(Response::Attr(a)) => a,
-                    Ok(_) => bail!("unexpected answer to mkdir"),
-                    Err(e) => return Err(account::server_error(e)),
-                }
+                };
+                remote
+                    .ask_attr("mkdir", mkdir)
+                    .map_err(account::server_error)?
             }
         };
         if attr.kind != NodeKind::Dir {
@@ -111,15 +106,9 @@ fn walk(remote: &Remote, dir: NodeId, name: &str) -> anyhow::Result<Tree> {
     };
     let mut after = None;
     loop {
-        let (entries, more): (Vec<DirEntry>, bool) = match remote.call(Request::ReadDir {
-            dir,
-            after: after.clone(),
-            limit: 1000,
-        }) {
-            Ok(Response::DirPage { entries, more }) => (entries, more),
-            Ok(_) => bail!("unexpected answer to readdir"),
-            Err(e) => return Err(account::server_error(e)),
-        };
+        let shelf::remote::calls::DirPage { entries, more } = remote
+            .read_dir(dir, after.clone(), 1000)
+            .map_err(account::server_error)?;
         for e in &entries {
             match e.attr.kind {
                 NodeKind::Dir => {

@@ -5,7 +5,7 @@ use super::account;
 use anyhow::{bail, Context};
 use shelf::config::Login;
 use shelf::remote::{Remote, RemoteError};
-use shelf_protocol::{NodeId, Request, Response, VersionInfo};
+use shelf_protocol::{NodeId, Request, VersionInfo};
 use std::path::{Component, Path};
 
 /// The store path of `path`: relative to its mount point when it lies in a mounted store
@@ -69,27 +69,16 @@ pub(super) fn locate(
     let name = parts.pop().unwrap_or_default();
     let mut dir = root;
     for p in &parts {
-        let Response::Attr(a) = remote
-            .call(Request::Lookup {
-                parent: dir,
-                name: p.clone(),
-            })
-            .map_err(|e| remote_error(e).context(format!("folder {p:?}")))?
-        else {
-            bail!("unexpected answer to lookup");
-        };
+        let a = remote
+            .lookup(dir, p)
+            .map_err(|e| remote_error(e).context(format!("folder {p:?}")))?;
         dir = a.node;
     }
     Ok((dir, name))
 }
 
 fn history(remote: &Remote, dir: NodeId, name: &str) -> anyhow::Result<Vec<VersionInfo>> {
-    let Response::Versions(all) = remote
-        .call(Request::ListVersions { dir })
-        .map_err(remote_error)?
-    else {
-        bail!("unexpected answer to list-versions");
-    };
+    let all = remote.list_versions(dir).map_err(remote_error)?;
     Ok(all.into_iter().filter(|v| v.name == name).collect())
 }
 
@@ -141,16 +130,12 @@ pub fn restore(path: &Path, number: u64) -> anyhow::Result<()> {
             known.join(", ")
         );
     }
-    let Response::Attr(attr) = remote
-        .call(Request::Restore {
-            dir,
-            name: name.clone(),
-            number,
-        })
-        .map_err(remote_error)?
-    else {
-        bail!("unexpected answer to restore");
+    let restore = Request::Restore {
+        dir,
+        name: name.clone(),
+        number,
     };
+    let attr = remote.ask_attr("restore", restore).map_err(remote_error)?;
     let now = history(&remote, dir, &name)?
         .last()
         .map(|v| v.number)

@@ -8,6 +8,7 @@ use shelf::config::Login;
 use shelf::ingest::index;
 use shelf::ingest::run::{self, Options, Report};
 use shelf::remote::Remote;
+use shelf::sync::LockOrRecover;
 use shelf_protocol::Request;
 use std::io::IsTerminal;
 use std::path::Path;
@@ -73,7 +74,7 @@ impl Progress {
                 b.set_message(format!("{files}/{total} files"));
             }
             None => {
-                let mut last = self.last_line.lock().unwrap_or_else(|p| p.into_inner());
+                let mut last = self.last_line.lock_or_recover();
                 if last.elapsed() >= Duration::from_secs(5) {
                     *last = Instant::now();
                     let secs = self.started.elapsed().as_secs_f64().max(0.001);

@@ -4,21 +4,17 @@
 
 use super::account;
 use super::history::{locate, remote_error};
-use anyhow::bail;
 use shelf::config::Login;
 use shelf::remote::Remote;
-use shelf_protocol::{NodeId, Request, Response};
+use shelf_protocol::{NodeId, Request};
 use std::path::Path;
 
 /// The node PATH names.
 fn node_of(remote: &Remote, root: NodeId, path: &Path) -> anyhow::Result<NodeId> {
     let (dir, name) = locate(remote, root, path)?;
-    let Response::Attr(a) = remote
-        .call(Request::Lookup { parent: dir, name })
-        .map_err(|e| remote_error(e).context(format!("{}", path.display())))?
-    else {
-        bail!("unexpected answer to lookup");
-    };
+    let a = remote
+        .lookup(dir, &name)
+        .map_err(|e| remote_error(e).context(format!("{}", path.display())))?;
     Ok(a.node)
 }
 
@@ -93,9 +89,7 @@ pub fn unshare(path: &Path, with: Option<&str>) -> anyhow::Result<()> {
 pub fn list() -> anyhow::Result<()> {
     let login = Login::load()?;
     let (remote, _) = account::connect(&login)?;
-    let Response::Shares(all) = remote.call(Request::ListShares).map_err(remote_error)? else {
-        bail!("unexpected answer to list-shares");
-    };
+    let all = remote.list_shares().map_err(remote_error)?;
     for s in all {
         let access = if s.write { "read-write" } else { "read-only" };
         if s.owner == login.user {

@@ -8,6 +8,7 @@
 //! drops every cached attribute.
 
 use super::{FsCore, FsError};
+use crate::sync::LockOrRecover;
 use shelf_protocol::{Change, ChangeKind, NodeId};
 use std::sync::Arc;
 
@@ -208,7 +209,7 @@ impl FsCore {
         if self.stale_attr(node).is_some_and(|a| a.ctime > at) {
             return;
         }
-        let Some(st) = self.files.lock().ok().and_then(|f| f.get(&node).cloned()) else {
+        let Some(st) = self.files.lock_or_recover().get(&node).cloned() else {
             return;
         };
         let mut inner = st.lock();

@@ -22,6 +22,7 @@
 use super::aligned::{AlignedBuf, ReadData};
 use super::{FsCore, FsError, Stat};
 use crate::cache::journal::Record;
+use crate::sync::LockOrRecover;
 use shelf_protocol::{ChunkId, ChunkRef, NodeId, NodeKind, Timestamp};
 use std::fs::File;
 use std::os::unix::fs::{FileExt, MetadataExt};
@@ -344,7 +345,7 @@ impl FileState {
 
 impl FileState {
     pub fn lock(&self) -> MutexGuard<'_, FileInner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner.lock_or_recover()
     }
 }
 
@@ -370,12 +371,12 @@ pub struct Opened {
 
 impl FsCore {
     pub(crate) fn file_state(&self, node: NodeId) -> Arc<FileState> {
-        let mut files = self.files.lock().unwrap_or_else(|p| p.into_inner());
+        let mut files = self.files.lock_or_recover();
         files.entry(node).or_default().clone()
     }
 
     fn existing_file_state(&self, node: NodeId) -> Option<Arc<FileState>> {
-        self.files.lock().ok()?.get(&node).cloned()
+        self.files.lock_or_recover().get(&node).cloned()
     }
 
     /// Size and mtime of unsent local content, if any.
@@ -427,7 +428,8 @@ impl FsCore {
             inner.kernel_pages_stale = true;
         }
         let fh = self.new_fh();
-        if let Ok(mut h) = self.handles.lock() {
+        {
+            let mut h = self.handles.lock_or_recover();
             h.insert(
                 fh,
                 Handle {
@@ -532,7 +534,8 @@ impl FsCore {
         if inner.mode == IoMode::Local && inner.open_handles == 1 {
             inner.mode = IoMode::Relayed;
             inner.kernel_pages_stale = false;
-            if let Ok(mut o) = self.opened.lock() {
+            {
+                let mut o = self.opened.lock_or_recover();
                 o.remove(&node);
             }
         }
@@ -584,7 +587,7 @@ impl FsCore {
     }
 
     fn handle(&self, fh: u64) -> Result<(NodeId, bool, u64), FsError> {
-        let h = self.handles.lock().map_err(|_| FsError::BadHandle)?;
+        let h = self.handles.lock_or_recover();
         let h = h.get(&fh).ok_or(FsError::BadHandle)?;
         Ok((h.node, h.writable, h.last_end))
     }
@@ -724,7 +727,8 @@ impl FsCore {
         let (node, _, last_end) = self.handle(fh)?;
         let sequential = offset == last_end;
         let mut old_version = None;
-        if let Ok(mut h) = self.handles.lock() {
+        {
+            let mut h = self.handles.lock_or_recover();
             if let Some(h) = h.get_mut(&fh) {
                 h.last_end = offset + u64::from(size);
                 old_version = h.version;
@@ -778,7 +782,8 @@ impl FsCore {
 
     pub(crate) fn manifest(&self, node: NodeId) -> Result<Arc<Manifest>, FsError> {
         let attr = self.server_attr(node)?;
-        if let Ok(mut m) = self.manifests.lock() {
+        {
+            let mut m = self.manifests.lock_or_recover();
             if let Some(found) = m.get(&node) {
                 if found.version == attr.version {
                     return Ok(found.clone());
@@ -787,7 +792,8 @@ impl FsCore {
         }
         let answer = self.remote.get_manifest(node)?;
         let m = Arc::new(Manifest::new(node, answer.version, answer.chunks));
-        if let Ok(mut cache) = self.manifests.lock() {
+        {
+            let mut cache = self.manifests.lock_or_recover();
             cache.put(node, m.clone());
         }
         Ok(m)
@@ -929,9 +935,8 @@ impl FsCore {
     pub fn release(&self, fh: u64) -> Result<(), FsError> {
         let handle = self
             .handles
-            .lock()
-            .ok()
-            .and_then(|mut h| h.remove(&fh))
+            .lock_or_recover()
+            .remove(&fh)
             .ok_or(FsError::BadHandle)?;
         if handle.version.is_some() {
             return Ok(());
@@ -994,9 +999,9 @@ impl FsCore {
         self.fsyncdir()?;
         let old_version = self
             .handles
-            .lock()
-            .ok()
-            .and_then(|h| h.get(&fh).and_then(|h| h.version));
+            .lock_or_recover()
+            .get(&fh)
+            .and_then(|h| h.version);
         if old_version.is_some() {
             return Ok(());
         }
@@ -1014,7 +1019,7 @@ impl FsCore {
                 // The background uploader may have met a lasting refusal first (and kept the
                 // content elsewhere): fsync still reports it.
                 Ok(()) => {
-                    let refused = self.refused.lock().ok().and_then(|mut r| r.remove(&node));
+                    let refused = self.refused.lock_or_recover().remove(&node);
                     return match refused {
                         Some(code) => Err(FsError::Remote(crate::remote::RemoteError::Server(
                             code.into(),

@@ -4,6 +4,7 @@
 //! it releases one, and renews them while they are held.
 
 use super::{FsCore, FsError};
+use crate::sync::LockOrRecover;
 use shelf_protocol::{LockKind, NodeId, Request};
 use std::time::Duration;
 
@@ -50,7 +51,8 @@ impl FsCore {
                 Err(e) => return Err(e.into()),
             }
         }
-        if let Ok(mut held) = self.held_locks.lock() {
+        {
+            let mut held = self.held_locks.lock_or_recover();
             if kind == LockKind::Unlock {
                 // Other ranges of the same owner may remain; forget only on a full unlock.
                 if start == 0 && end >= i64::MAX as u64 {
@@ -91,11 +93,7 @@ impl FsCore {
     /// A close by `owner`: its locks on the file go (POSIX on any close, flock on the last).
     pub fn release_locks(&self, ino: u64, owner: u64) {
         let node: NodeId = self.node_of(ino);
-        let held = self
-            .held_locks
-            .lock()
-            .map(|mut h| h.remove(&(node, owner)))
-            .unwrap_or(false);
+        let held = self.held_locks.lock_or_recover().remove(&(node, owner));
         if held {
             let _ = self.remote.call(Request::Lock {
                 node,
@@ -109,11 +107,7 @@ impl FsCore {
 
     /// Keeps held leases alive.
     pub(crate) fn renew_locks(&self) {
-        let any = self
-            .held_locks
-            .lock()
-            .map(|h| !h.is_empty())
-            .unwrap_or(false);
+        let any = !self.held_locks.lock_or_recover().is_empty();
         if any {
             if let Err(e) = self.remote.call(Request::RenewLocks) {
                 tracing::warn!(error = %e, "could not renew lock leases");

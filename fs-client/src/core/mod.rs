@@ -30,6 +30,7 @@ use crate::cache::journal::Journal;
 use crate::cache::oplog::NsOp;
 use crate::cache::CacheDir;
 use crate::remote::Remote;
+use crate::sync::LockOrRecover;
 use files::FileState;
 use shelf_protocol::category::CATEGORY_XATTR;
 use shelf_protocol::names::{validate_name, VERSIONS_DIR};
@@ -331,7 +332,8 @@ impl FsCore {
     /// the newest committed.
     pub(crate) fn remember_sent(&self, attr: Attr) {
         let attr = self.with_committed_content(attr);
-        if let Ok(mut a) = self.attrs.lock() {
+        {
+            let mut a = self.attrs.lock_or_recover();
             a.insert(attr.node, (attr, Some(Instant::now())));
         }
     }
@@ -366,7 +368,8 @@ impl FsCore {
     /// `attr`, or the newer state of its node this client already knows (see
     /// [`FsCore::remember`]); caches nothing.
     pub(crate) fn newest(&self, attr: &Attr) -> Attr {
-        if let Ok(a) = self.attrs.lock() {
+        {
+            let a = self.attrs.lock_or_recover();
             if let Some((cached, at)) = a.get(&attr.node) {
                 if newer(cached, *at, attr) {
                     return cached.clone();
@@ -379,7 +382,8 @@ impl FsCore {
     /// Makes the next getattr of `node` ask the server. The old attributes stay for offline
     /// use (see [`offline`]).
     pub(crate) fn forget_attr(&self, node: NodeId) {
-        if let Ok(mut a) = self.attrs.lock() {
+        {
+            let mut a = self.attrs.lock_or_recover();
             if let Some((_, at)) = a.get_mut(&node) {
                 *at = None;
             }
@@ -391,7 +395,7 @@ impl FsCore {
     /// the kernel keeps them ([`FsCore::kernel_ttl`]).
     pub(crate) fn cached_attr(&self, node: NodeId) -> Option<Attr> {
         let ttl = self.kernel_ttl();
-        let a = self.attrs.lock().ok()?;
+        let a = self.attrs.lock_or_recover();
         let (attr, at) = a.get(&node)?;
         at.is_some_and(|at| at.elapsed() < ttl)
             .then(|| attr.clone())
@@ -455,7 +459,7 @@ impl FsCore {
             None => self.seen_entry(parent, name),
         };
         let Some(node) = node else { return Ok(()) };
-        let Some(st) = self.files.lock().ok().and_then(|f| f.get(&node).cloned()) else {
+        let Some(st) = self.files.lock_or_recover().get(&node).cloned() else {
             return Ok(());
         };
         let mut inner = st.lock();
@@ -537,7 +541,7 @@ impl FsCore {
 
     /// The last attributes of an open file that has no name any more (nlink 0).
     fn unlinked_attr(&self, node: NodeId) -> Option<Attr> {
-        let st = self.files.lock().ok()?.get(&node).cloned()?;
+        let st = self.files.lock_or_recover().get(&node).cloned()?;
         if !st.is_unlinked() {
             return None;
         }
@@ -891,7 +895,8 @@ impl FsCore {
             let epoch = self.epoch();
             let items = self.versions_opendir(ino)?;
             let fh = self.new_fh();
-            if let Ok(mut d) = self.dirs.lock() {
+            {
+                let mut d = self.dirs.lock_or_recover();
                 d.insert(fh, (Arc::new(items), epoch));
             }
             return Ok(fh);
@@ -997,7 +1002,8 @@ impl FsCore {
         }
         self.merge_overlay(dir, &mut items);
         let fh = self.new_fh();
-        if let Ok(mut d) = self.dirs.lock() {
+        {
+            let mut d = self.dirs.lock_or_recover();
             d.insert(fh, (Arc::new(items), epoch));
         }
         Ok(fh)
@@ -1023,11 +1029,7 @@ impl FsCore {
     /// Whether an open listing's attributes may be cached by the kernel: no pushed change
     /// arrived since it was read.
     pub fn listing_fresh(&self, fh: u64) -> bool {
-        let at = self
-            .dirs
-            .lock()
-            .ok()
-            .and_then(|d| d.get(&fh).map(|(_, e)| *e));
+        let at = self.dirs.lock_or_recover().get(&fh).map(|(_, e)| *e);
         at == Some(self.epoch())
     }
 
@@ -1036,9 +1038,9 @@ impl FsCore {
     pub fn readdir(&self, fh: u64, offset: u64) -> Result<Vec<(u64, DirItem)>, FsError> {
         let items = self
             .dirs
-            .lock()
-            .ok()
-            .and_then(|d| d.get(&fh).map(|(items, _)| items.clone()))
+            .lock_or_recover()
+            .get(&fh)
+            .map(|(items, _)| items.clone())
             .ok_or(FsError::BadHandle)?;
         Ok(items
             .iter()
@@ -1049,7 +1051,8 @@ impl FsCore {
     }
 
     pub fn releasedir(&self, fh: u64) {
-        if let Ok(mut d) = self.dirs.lock() {
+        {
+            let mut d = self.dirs.lock_or_recover();
             d.remove(&fh);
         }
     }
@@ -1173,9 +1176,7 @@ impl FsCore {
     /// Whether the kernel may keep its cached pages of `node` on this open: yes when the file
     /// is unchanged since the last open on this client.
     pub(crate) fn keep_cache(&self, node: NodeId, version: u64, size: u64) -> bool {
-        let Ok(mut o) = self.opened.lock() else {
-            return false;
-        };
+        let mut o = self.opened.lock_or_recover();
         let keep = o.get(&node) == Some(&(version, size));
         o.insert(node, (version, size));
         keep

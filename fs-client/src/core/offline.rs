@@ -5,6 +5,7 @@
 //! and uploaded after the reconnect.
 
 use super::{FsCore, FsError};
+use crate::sync::LockOrRecover;
 use shelf_protocol::{Attr, NodeId};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -34,7 +35,7 @@ pub fn is_offline(e: &FsError) -> bool {
 
 impl FsCore {
     fn seen(&self) -> std::sync::MutexGuard<'_, SeenNames> {
-        self.seen_names.lock().unwrap_or_else(|p| p.into_inner())
+        self.seen_names.lock_or_recover()
     }
 
     pub(crate) fn remember_name(&self, dir: NodeId, name: &str, node: NodeId) {
@@ -195,7 +196,10 @@ impl FsCore {
 
     /// The last attributes received for `node`, however old.
     pub(crate) fn stale_attr(&self, node: NodeId) -> Option<Attr> {
-        self.attrs.lock().ok()?.get(&node).map(|(a, _)| a.clone())
+        self.attrs
+            .lock_or_recover()
+            .get(&node)
+            .map(|(a, _)| a.clone())
     }
 
     /// The node this mount last saw under `name` in `dir`.

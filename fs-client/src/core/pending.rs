@@ -24,6 +24,7 @@
 use super::{FsCore, FsError};
 use crate::cache::oplog::{NsOp, OpLog, Queued};
 use crate::remote::RemoteError;
+use crate::sync::LockOrRecover;
 use shelf_protocol::names::conflict_name;
 use shelf_protocol::{
     Attr, ErrorCode, Expect, NodeId, NodeKind, RenameMode, Request, Response, Stamped, Timestamp,
@@ -403,7 +404,7 @@ impl Pending {
     }
 
     fn lock(&self) -> MutexGuard<'_, Overlay> {
-        self.overlay.lock().unwrap_or_else(|p| p.into_inner())
+        self.overlay.lock_or_recover()
     }
 
     /// Changes waiting for the server.
@@ -485,9 +486,9 @@ impl Pending {
             return node;
         }
         self.aliases
-            .lock()
-            .ok()
-            .and_then(|a| a.get(&node).copied())
+            .lock_or_recover()
+            .get(&node)
+            .copied()
             .unwrap_or(node)
     }
 }
@@ -1239,7 +1240,8 @@ impl FsCore {
                         }) {
                             Ok(Response::Attr(found)) if found.kind == NodeKind::Dir => {
                                 tracing::info!(folder = %target, "a folder made offline exists on the server too: merged");
-                                if let Ok(mut al) = self.pending.aliases.lock() {
+                                {
+                                    let mut al = self.pending.aliases.lock_or_recover();
                                     al.insert(*id, found.node);
                                 }
                                 self.pending.diverged.store(true, Ordering::Release);

@@ -8,6 +8,7 @@
 //! `CACHE/pins`, one `file NODE` or `folder NODE` per line.
 
 use super::{FsCore, FsError};
+use crate::sync::LockOrRecover;
 use shelf_protocol::{NodeId, NodeKind};
 use std::collections::{BTreeSet, HashSet};
 
@@ -67,17 +68,15 @@ impl FsCore {
     }
 
     pub(crate) fn is_pinned(&self, node: NodeId) -> bool {
-        self.pins
-            .lock()
-            .map(|p| p.files.contains(&node) || p.folders.contains(&node))
-            .unwrap_or(false)
+        let p = self.pins.lock_or_recover();
+        p.files.contains(&node) || p.folders.contains(&node)
     }
 
     /// Pins a file (downloading what is missing) or a folder.
     pub(crate) fn pin(&self, node: NodeId) -> Result<(), FsError> {
         let attr = self.server_attr(node)?;
         {
-            let mut pins = self.pins.lock().map_err(|_| FsError::Invalid)?;
+            let mut pins = self.pins.lock_or_recover();
             match attr.kind {
                 NodeKind::File => pins.files.insert(node),
                 NodeKind::Dir => pins.folders.insert(node),
@@ -93,7 +92,7 @@ impl FsCore {
 
     pub(crate) fn unpin(&self, node: NodeId) -> Result<(), FsError> {
         {
-            let mut pins = self.pins.lock().map_err(|_| FsError::Invalid)?;
+            let mut pins = self.pins.lock_or_recover();
             let was = pins.files.remove(&node) | pins.folders.remove(&node);
             if !was {
                 return Err(FsError::NoAttribute);
@@ -106,16 +105,19 @@ impl FsCore {
     /// Pins every file below the pinned folders, then makes the chunk cache hold every chunk
     /// of every pinned file's current version, downloading what is missing.
     pub fn refresh_pins(&self) -> Result<(), FsError> {
-        let folders: Vec<NodeId> = match self.pins.lock() {
-            Ok(p) => p.folders.iter().copied().collect(),
-            Err(_) => return Err(FsError::Invalid),
-        };
+        let folders: Vec<NodeId> = self
+            .pins
+            .lock_or_recover()
+            .folders
+            .iter()
+            .copied()
+            .collect();
         let mut found = Vec::new();
         for f in folders {
             self.files_below(f, &mut found)?;
         }
         if !found.is_empty() {
-            let mut pins = self.pins.lock().map_err(|_| FsError::Invalid)?;
+            let mut pins = self.pins.lock_or_recover();
             let before = pins.files.len();
             pins.files.extend(found);
             if pins.files.len() != before {
@@ -147,10 +149,7 @@ impl FsCore {
 
     /// Recomputes the pinned chunk set and downloads what is missing.
     fn fetch_pinned(&self) -> Result<(), FsError> {
-        let files: Vec<NodeId> = match self.pins.lock() {
-            Ok(p) => p.files.iter().copied().collect(),
-            Err(_) => return Err(FsError::Invalid),
-        };
+        let files: Vec<NodeId> = self.pins.lock_or_recover().files.iter().copied().collect();
         let mut want = HashSet::new();
         let mut per_file = Vec::new();
         for node in files {

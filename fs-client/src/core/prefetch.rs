@@ -4,6 +4,7 @@
 //! its way waits for it instead of fetching it twice.
 
 use super::FsCore;
+use crate::sync::LockOrRecover;
 use shelf_protocol::{ChunkId, ChunkRef, NodeId};
 use std::collections::HashSet;
 use std::sync::{Condvar, Mutex};
@@ -32,10 +33,7 @@ const WAIT_LIMIT: Duration = Duration::from_secs(30);
 
 impl FsCore {
     fn prefetch_state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.prefetch
-            .state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        self.prefetch.state.lock_or_recover()
     }
 
     /// Queues `refs` (those not cached nor already on their way) for the prefetch thread.

@@ -17,6 +17,7 @@ use super::pending::NewNode;
 use super::{FsCore, FsError};
 use crate::cache::journal::Record;
 use crate::remote::RemoteError;
+use crate::sync::LockOrRecover;
 use shelf_protocol::{ErrorCode, NodeId, NodeKind};
 use std::sync::Arc;
 
@@ -60,7 +61,8 @@ impl FsCore {
             return; // removed here meanwhile: nothing left to keep
         };
         drop(inner);
-        if let Ok(mut r) = self.refused.lock() {
+        {
+            let mut r = self.refused.lock_or_recover();
             r.insert(node, code);
         }
         let path = self.known_path(node);

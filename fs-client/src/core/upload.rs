@@ -17,6 +17,7 @@ use super::files::Manifest;
 use super::{FsCore, FsError};
 use crate::remote::calls::Committed;
 use crate::remote::RemoteError;
+use crate::sync::LockOrRecover;
 use crate::transfer;
 use shelf_protocol::{ErrorCode, NodeId, Request};
 use std::collections::{HashSet, VecDeque};
@@ -45,7 +46,7 @@ struct QueueInner {
 
 impl Queue {
     pub fn push(&self, node: NodeId) {
-        let mut q = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut q = self.inner.lock_or_recover();
         if q.queued.insert(node) {
             q.order.push_back(node);
         }
@@ -53,7 +54,7 @@ impl Queue {
     }
 
     fn pop(&self) -> Option<NodeId> {
-        let mut q = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut q = self.inner.lock_or_recover();
         loop {
             if q.stopping {
                 return None;
@@ -68,19 +69,19 @@ impl Queue {
     }
 
     fn done(&self) {
-        let mut q = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut q = self.inner.lock_or_recover();
         q.busy -= 1;
         self.cv.notify_all();
     }
 
     /// Files queued or being uploaded.
     pub fn pending(&self) -> usize {
-        let q = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let q = self.inner.lock_or_recover();
         q.order.len() + q.busy
     }
 
     pub fn stop(&self) {
-        let mut q = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut q = self.inner.lock_or_recover();
         q.stopping = true;
         self.cv.notify_all();
     }
@@ -88,7 +89,7 @@ impl Queue {
     /// Waits until nothing is queued or in progress, or `timeout` passes. Returns what is left.
     pub fn wait_idle(&self, timeout: Duration) -> usize {
         let deadline = std::time::Instant::now() + timeout;
-        let mut q = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut q = self.inner.lock_or_recover();
         loop {
             let left = q.order.len() + q.busy;
             let now = std::time::Instant::now();
@@ -197,13 +198,15 @@ impl FsCore {
             } else {
                 // The base version's chunks, if its manifest is at hand (not after a
                 // MissingChunk answer: then the server is asked about every chunk).
-                let known: HashSet<_> = match self.manifests.lock() {
-                    Ok(mut m) if !retry_all => m
+                let known: HashSet<_> = match retry_all {
+                    false => self
+                        .manifests
+                        .lock_or_recover()
                         .get(&node)
                         .filter(|m| m.version == base)
                         .map(|m| m.chunks.iter().map(|c| c.id).collect())
                         .unwrap_or_default(),
-                    _ => HashSet::new(),
+                    true => HashSet::new(),
                 };
                 (
                     transfer::send_chunks(&self.remote, node, reader, &known)?,
@@ -282,10 +285,12 @@ impl FsCore {
             // committed attributes are remembered first: from the moment the file is clean,
             // its size and mtime come from the attribute cache (`FsCore::stat_of`).
             self.remember(attr.clone());
-            if let Ok(mut r) = self.refused.lock() {
+            {
+                let mut r = self.refused.lock_or_recover();
                 r.remove(&node);
             }
-            if let Ok(mut m) = self.manifests.lock() {
+            {
+                let mut m = self.manifests.lock_or_recover();
                 m.put(node, Arc::new(Manifest::new(node, attr.version, chunks)));
             }
             let mut inner = st.lock();
@@ -382,7 +387,7 @@ impl FsCore {
     pub(crate) fn remember_clean_copy(&self, node: NodeId, size: u64) {
         let mut victims = Vec::new();
         {
-            let mut clean = self.clean.lock().unwrap_or_else(|p| p.into_inner());
+            let mut clean = self.clean.lock_or_recover();
             if let Some(old) = clean.lru.put(node, size) {
                 clean.bytes -= old;
             }
@@ -396,7 +401,7 @@ impl FsCore {
             }
         }
         for victim in victims {
-            let Some(st) = self.files.lock().ok().and_then(|f| f.get(&victim).cloned()) else {
+            let Some(st) = self.files.lock_or_recover().get(&victim).cloned() else {
                 continue;
             };
             let mut inner = st.lock();
@@ -417,7 +422,7 @@ impl FsCore {
 
     /// Stops counting a local copy that was dropped.
     pub(crate) fn forget_clean_copy(&self, node: NodeId) {
-        let mut clean = self.clean.lock().unwrap_or_else(|p| p.into_inner());
+        let mut clean = self.clean.lock_or_recover();
         if let Some(len) = clean.lru.pop(&node) {
             clean.bytes -= len;
         }
@@ -425,7 +430,8 @@ impl FsCore {
 
     /// Marks a clean local copy as recently used.
     pub(crate) fn touch_clean_copy(&self, node: NodeId) {
-        if let Ok(mut clean) = self.clean.lock() {
+        {
+            let mut clean = self.clean.lock_or_recover();
             clean.lru.get(&node);
         }
     }
@@ -434,7 +440,7 @@ impl FsCore {
     /// handles are open it stays (marked unlinked): they keep reading and writing it until
     /// the last close (see `FsCore::release`).
     pub(crate) fn drop_local(&self, node: NodeId) {
-        let Some(st) = self.files.lock().ok().and_then(|f| f.get(&node).cloned()) else {
+        let Some(st) = self.files.lock_or_recover().get(&node).cloned() else {
             return;
         };
         let mut inner = st.lock();
@@ -592,11 +598,11 @@ impl FsCore {
     fn pins_loop(&self) {
         let mut renewed = std::time::Instant::now();
         loop {
-            let pinned = self
-                .pins
-                .lock()
-                .map(|p| !p.files.is_empty() || !p.folders.is_empty());
-            if pinned.unwrap_or(false) {
+            let pinned = {
+                let p = self.pins.lock_or_recover();
+                !p.files.is_empty() || !p.folders.is_empty()
+            };
+            if pinned {
                 if let Err(e) = self.refresh_pins() {
                     tracing::warn!(error = %e, "refreshing pinned files failed; retrying later");
                 }
@@ -664,7 +670,7 @@ impl Queue {
     /// Sleeps for `d`, or until the queue is stopped.
     fn pause(&self, d: Duration) {
         let until = std::time::Instant::now() + d;
-        let mut q = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut q = self.inner.lock_or_recover();
         while !q.stopping {
             let now = std::time::Instant::now();
             if now >= until {
@@ -679,7 +685,7 @@ impl Queue {
     }
 
     pub(crate) fn is_stopping(&self) -> bool {
-        self.inner.lock().map(|q| q.stopping).unwrap_or(true)
+        self.inner.lock_or_recover().stopping
     }
 }
 

@@ -11,6 +11,7 @@
 
 use super::files::{Handle, Manifest, Opened};
 use super::{DirItem, FsCore, FsError, Stat};
+use crate::sync::LockOrRecover;
 use shelf_protocol::names::VERSIONS_DIR;
 use shelf_protocol::{NodeId, NodeKind, VersionInfo};
 use std::collections::HashMap;
@@ -82,7 +83,7 @@ pub fn is_virtual(ino: u64) -> bool {
 
 impl FsCore {
     fn virtuals(&self) -> std::sync::MutexGuard<'_, Virtuals> {
-        self.virtuals.lock().unwrap_or_else(|p| p.into_inner())
+        self.virtuals.lock_or_recover()
     }
 
     fn virtual_of(&self, ino: u64) -> Result<Virtual, FsError> {
@@ -231,7 +232,8 @@ impl FsCore {
             Virtual::Dir(_) => return Err(FsError::Invalid),
         };
         let fh = self.new_fh();
-        if let Ok(mut h) = self.handles.lock() {
+        {
+            let mut h = self.handles.lock_or_recover();
             h.insert(
                 fh,
                 Handle {

@@ -19,6 +19,7 @@ use super::index::{content_hash, Index, Sent};
 use crate::core::FsError;
 use crate::remote::calls::Committed;
 use crate::remote::{Remote, RemoteError};
+use crate::sync::LockOrRecover;
 use crate::transfer;
 use shelf_protocol::names::validate_name;
 use shelf_protocol::{Attr, ChunkRef, ErrorCode, NodeId, NodeKind, Request, Timestamp};
@@ -393,7 +394,7 @@ pub fn validate_into(into: &str) -> Result<(), IngestError> {
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+    m.lock_or_recover()
 }
 
 impl Run<'_> {

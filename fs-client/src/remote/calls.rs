@@ -1,10 +1,11 @@
-//! Typed calls: one method per request the filesystem core makes, returning what that
-//! request answers. An answer of the wrong kind becomes a protocol error here, once,
+//! Typed calls: one method per request the client makes (the filesystem core, import and
+//! the command line), returning what that request answers. An answer of the wrong kind becomes a protocol error here, once,
 //! instead of an "unexpected answer" branch at every caller.
 
 use super::{Remote, RemoteError, Ticket};
 use shelf_protocol::{
-    Attr, ChunkBody, ChunkId, ChunkRef, DirEntry, LockKind, NodeId, Request, Response, VersionInfo,
+    AdminRequest, Attr, AuditLine, ChunkBody, ChunkId, ChunkRef, DeviceInfo, DirEntry, LockKind,
+    NodeId, Request, Response, Role, ServerStatus, ShareInfo, UserInfo, VersionInfo,
 };
 
 /// One page of a directory listing.
@@ -19,6 +20,15 @@ pub struct ManifestAnswer {
     pub version: u64,
     pub size: u64,
     pub chunks: Vec<ChunkRef>,
+}
+
+/// A session opened by `Login` or `Resume`.
+pub struct Session {
+    pub token: String,
+    pub user: String,
+    pub role: Role,
+    /// The session's top folder.
+    pub root: Attr,
 }
 
 /// Space figures for statfs.
@@ -266,6 +276,66 @@ impl Remote {
         self.ask("commit", req, |r| match r {
             Response::Attr(a) => Some(Committed::Made(a)),
             Response::KeptElsewhere { attr, name } => Some(Committed::KeptElsewhere { attr, name }),
+            _ => None,
+        })
+    }
+
+    /// Opens a session (`Request::Login` or `Request::Resume`).
+    pub fn session(&self, req: Request) -> Result<Session, RemoteError> {
+        self.ask("login", req, |r| match r {
+            Response::Session {
+                token,
+                user,
+                role,
+                root,
+            } => Some(Session {
+                token,
+                user,
+                role,
+                root,
+            }),
+            _ => None,
+        })
+    }
+
+    pub fn status(&self) -> Result<ServerStatus, RemoteError> {
+        self.ask("status", Request::Status, |r| match r {
+            Response::Status(s) => Some(s),
+            _ => None,
+        })
+    }
+
+    pub fn list_devices(&self) -> Result<Vec<DeviceInfo>, RemoteError> {
+        self.ask("list-devices", Request::ListDevices, |r| match r {
+            Response::Devices(d) => Some(d),
+            _ => None,
+        })
+    }
+
+    pub fn list_shares(&self) -> Result<Vec<ShareInfo>, RemoteError> {
+        self.ask("list-shares", Request::ListShares, |r| match r {
+            Response::Shares(s) => Some(s),
+            _ => None,
+        })
+    }
+
+    /// An administrator's request that answers only "done".
+    pub fn admin(&self, req: AdminRequest) -> Result<(), RemoteError> {
+        self.ask_ok("admin", Request::Admin(req))
+    }
+
+    pub fn admin_users(&self) -> Result<Vec<UserInfo>, RemoteError> {
+        let req = Request::Admin(AdminRequest::ListUsers);
+        self.ask("list-users", req, |r| match r {
+            Response::Users(u) => Some(u),
+            _ => None,
+        })
+    }
+
+    pub fn admin_audit(&self, limit: u32) -> Result<Vec<AuditLine>, RemoteError> {
+        let req = Request::Admin(AdminRequest::Audit { limit });
+        self.ask("audit", req, |r| match r {
+            Response::Audit(a) => Some(a),
             _ => None,
         })
     }

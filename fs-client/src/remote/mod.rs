@@ -11,6 +11,7 @@ pub mod calls;
 pub mod counted;
 pub mod tls;
 
+use crate::sync::LockOrRecover;
 use shelf_protocol::{
     Change, ClientFrame, ErrorCode, FrameError, FrameReader, FrameWriter, Request, Response,
     ServerFrame, WireError, MAGIC, PROTOCOL_VERSION,
@@ -127,7 +128,8 @@ impl Remote {
     }
 
     pub fn set_token(&self, token: Option<String>) {
-        if let Ok(mut t) = self.token.lock() {
+        {
+            let mut t = self.token.lock_or_recover();
             *t = token;
         }
     }
@@ -138,10 +140,7 @@ impl Remote {
     }
 
     fn live_conn(&self) -> Result<Arc<Conn>, RemoteError> {
-        let mut guard = self
-            .conn
-            .lock()
-            .map_err(|_| RemoteError::Protocol("poisoned".into()))?;
+        let mut guard = self.conn.lock_or_recover();
         if let Some(c) = guard.as_ref() {
             if c.alive.load(Ordering::Acquire) {
                 return Ok(c.clone());
@@ -151,13 +150,13 @@ impl Remote {
         let conn = Arc::new(self.rt.block_on(self.open())?);
         // Resume the session on the fresh connection before anyone else may use it (a
         // request racing ahead of the resume would be refused as "not logged in").
-        let token = self.token.lock().ok().and_then(|t| t.clone());
+        let token = self.token.lock_or_recover().clone();
         if let Some(token) = token {
             let t = self.submit_on(&conn, Request::Resume { token });
             t.wait()?;
         }
         // Resubscribe where the last connection stopped.
-        if self.events.lock().map(|e| e.is_some()).unwrap_or(false) {
+        if self.events.lock_or_recover().is_some() {
             let after = Some(self.last_seq.load(Ordering::Acquire));
             let answer = self.submit_on(&conn, Request::Subscribe { after }).wait()?;
             self.note_subscribed(&answer);
@@ -183,7 +182,8 @@ impl Remote {
         after: Option<u64>,
     ) -> Result<(std::sync::mpsc::Receiver<Change>, u64), RemoteError> {
         let (s, r) = std::sync::mpsc::channel();
-        if let Ok(mut e) = self.events.lock() {
+        {
+            let mut e = self.events.lock_or_recover();
             *e = Some(s);
         }
         let answer = self.call(Request::Subscribe { after })?;
@@ -201,7 +201,7 @@ impl Remote {
         };
         let before = self.last_seq.fetch_max(*head, Ordering::AcqRel);
         if *trimmed {
-            if let Some(s) = self.events.lock().ok().and_then(|e| e.clone()) {
+            if let Some(s) = self.events.lock_or_recover().clone() {
                 let _ = s.send(Change::resync(before));
             }
         }
@@ -233,8 +233,9 @@ impl Remote {
         let tls = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, tcp))
             .await
             .map_err(|_| unreachable("TLS handshake timed out".into()))?;
-        if let Ok(mut s) = self.seen_fingerprint.lock() {
-            *s = verifier.seen.lock().ok().and_then(|s| s.clone());
+        {
+            let mut s = self.seen_fingerprint.lock_or_recover();
+            *s = verifier.seen.lock_or_recover().clone();
         }
         let tls = tls.map_err(|e| unreachable(format!("TLS: {e}")))?;
         let (r, w) = tokio::io::split(tls);
@@ -270,7 +271,8 @@ impl Remote {
             let alive = alive.clone();
             move |why: String| {
                 alive.store(false, Ordering::Release);
-                if let Ok(mut p) = pending.lock() {
+                {
+                    let mut p = pending.lock_or_recover();
                     for (_, s) in p.drain() {
                         let _ = s.try_send(Err(RemoteError::Disconnected(why.clone())));
                     }
@@ -300,14 +302,14 @@ impl Remote {
             loop {
                 match reader.read::<ServerFrame>().await {
                     Ok(Some(ServerFrame::Response { id, result })) => {
-                        let waiter = pending_r.lock().ok().and_then(|mut p| p.remove(&id));
+                        let waiter = pending_r.lock_or_recover().remove(&id);
                         if let Some(w) = waiter {
                             let _ = w.try_send(result.map_err(RemoteError::Server));
                         }
                     }
                     Ok(Some(ServerFrame::Event(change))) => {
                         last_seq.fetch_max(change.seq, Ordering::AcqRel);
-                        if let Some(s) = events.lock().ok().and_then(|e| e.clone()) {
+                        if let Some(s) = events.lock_or_recover().clone() {
                             let _ = s.send(change);
                         }
                     }
@@ -332,26 +334,27 @@ impl Remote {
     fn submit_on(&self, conn: &Conn, body: Request) -> Ticket {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (s, r) = std::sync::mpsc::sync_channel(1);
-        if let Ok(mut p) = conn.pending.lock() {
+        {
+            let mut p = conn.pending.lock_or_recover();
             p.insert(id, s);
         }
         // Refuse an oversized request here, with a clear error, rather than at the server.
         let frame = ClientFrame::Request { id, body };
         if let Err(e) = shelf_protocol::frame::encode(&frame) {
-            if let Some(s) = conn.pending.lock().ok().and_then(|mut p| p.remove(&id)) {
+            if let Some(s) = conn.pending.lock_or_recover().remove(&id) {
                 let _ = s.send(Err(RemoteError::Server(WireError::new(
                     ErrorCode::TooLarge,
                     e.to_string(),
                 ))));
             }
         } else if conn.tx.send(frame).is_err() {
-            if let Some(s) = conn.pending.lock().ok().and_then(|mut p| p.remove(&id)) {
+            if let Some(s) = conn.pending.lock_or_recover().remove(&id) {
                 let _ = s.send(Err(RemoteError::Disconnected("connection closed".into())));
             }
         }
         if !conn.alive.load(Ordering::Acquire) {
             // The reader may have failed everything before our insert.
-            if let Some(s) = conn.pending.lock().ok().and_then(|mut p| p.remove(&id)) {
+            if let Some(s) = conn.pending.lock_or_recover().remove(&id) {
                 let _ = s.send(Err(RemoteError::Disconnected("connection closed".into())));
             }
         }

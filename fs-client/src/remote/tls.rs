@@ -3,6 +3,7 @@
 //! `--ca-file` — a certificate that chains to that CA and names the host (webpki). TLS 1.3
 //! only; the handshake signature is verified against the certificate either way.
 
+use crate::sync::LockOrRecover;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -100,7 +101,8 @@ impl ServerCertVerifier for PinnedVerifier {
         now: UnixTime,
     ) -> Result<ServerCertVerified, Error> {
         let fp = fingerprint(end_entity.as_ref());
-        if let Ok(mut seen) = self.seen.lock() {
+        {
+            let mut seen = self.seen.lock_or_recover();
             *seen = Some(fp.clone());
         }
         if let Some(ca) = &self.ca {
