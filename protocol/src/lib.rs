@@ -30,7 +30,7 @@ pub use names::is_valid_agent;
 pub const MAGIC: [u8; 4] = *b"SHLF";
 
 /// Bumped on every incompatible change of [`messages`].
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Largest chunk body the server accepts (FastCDC's maximum chunk size is below this).
 pub const MAX_CHUNK: usize = 1 << 20;

@@ -431,6 +431,10 @@ pub enum Request {
     /// answer, with one flush for the whole batch. Only the changes [`Request::batchable`]
     /// accepts, at most [`MAX_BATCH`] of them.
     Batch(Vec<Stamped>),
+    /// A file's current chunk list, with the chunks' bodies when the file is at most `max`
+    /// bytes (and [`MAX_SMALL_FILE`]): a small file read on a device that never had it costs
+    /// one round trip, not two. Answers [`Response::SmallFile`].
+    GetSmallFile { node: NodeId, max: u32 },
 }
 
 /// A change in a [`Request::Batch`] with the time the device made it: the server stamps
@@ -445,6 +449,9 @@ pub struct Stamped {
 
 /// How old a [`Stamped`] time may be and still be used (older: the server's time).
 pub const MAX_STAMP_AGE_SECS: i64 = 600;
+
+/// The largest file whose bodies a [`Request::GetSmallFile`] answer carries.
+pub const MAX_SMALL_FILE: u32 = 1 << 20;
 
 /// Changes in one [`Request::Batch`].
 pub const MAX_BATCH: usize = 1024;
@@ -621,6 +628,14 @@ pub enum Response {
     Shares(Vec<ShareInfo>),
     /// The results of a [`Request::Batch`], in order; only the last may be an error.
     Batch(Vec<Result<Response, WireError>>),
+    /// A file version's chunk list, with every chunk's body (in the list's order) when the
+    /// file was small enough, else none.
+    SmallFile {
+        version: u64,
+        size: u64,
+        chunks: Vec<ChunkRef>,
+        bodies: Vec<ChunkBody>,
+    },
 }
 
 /// One change in an account's feed.

@@ -39,6 +39,7 @@ impl Action {
             | Request::StatFs
             | Request::GetChunks { .. }
             | Request::GetManifest { .. }
+            | Request::GetSmallFile { .. }
             | Request::Status
             | Request::ListVersions { .. }
             | Request::GetVersion { .. }

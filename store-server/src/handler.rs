@@ -131,6 +131,7 @@ fn describe(req: &Request) -> &'static str {
         Request::PutChunks { .. } => "put-chunks",
         Request::GetChunks { .. } => "get-chunks",
         Request::GetManifest { .. } => "get-manifest",
+        Request::GetSmallFile { .. } => "get-small-file",
         Request::Commit { .. } => "commit",
         Request::Status => "status",
         Request::Mknod { .. } => "mknod",
@@ -495,26 +496,7 @@ fn dispatch(store: &Store, session: &Session, req: Request) -> Result<Response, 
                 return Err(ErrorCode::TooLarge.into());
             }
             let scope = store.chunk_scope(ctx, node, Action::Read)?;
-            let mut out = Vec::with_capacity(ids.len());
-            for id in ids {
-                // A recipient reads only chunks of the shared file's own history.
-                if !scope.covers(&id) {
-                    return Err(ErrorCode::NotFound.into());
-                }
-                // The store is sealed with the chunk id in the associated data, and a body's
-                // id was checked when it was stored: what opens is that chunk (no second hash
-                // on every read; the client checks the id again all the same).
-                let data = match store.chunks.get(scope.account, &id) {
-                    Ok(data) => data,
-                    Err(StoreError::Corrupt(_)) => {
-                        store.chunk_failed(scope.account, &ctx.user, &id);
-                        return Err(ErrorCode::Corrupt.into());
-                    }
-                    Err(e) => return Err(e),
-                };
-                out.push(ChunkBody { id, data });
-            }
-            Response::Chunks(out)
+            Response::Chunks(read_chunks(store, ctx, &scope, ids)?)
         }
         Request::GetManifest { node } => {
             let (version, size, chunks) = store.manifest(ctx, node)?;
@@ -522,6 +504,24 @@ fn dispatch(store: &Store, session: &Session, req: Request) -> Result<Response, 
                 version,
                 size,
                 chunks,
+            }
+        }
+        Request::GetSmallFile { node, max } => {
+            let (version, size, chunks) = store.manifest(ctx, node)?;
+            let small = size <= u64::from(max.min(shelf_protocol::MAX_SMALL_FILE))
+                && chunks.len() <= MAX_CHUNKS_PER_REQUEST;
+            let bodies = match small && !chunks.is_empty() {
+                true => {
+                    let scope = store.chunk_scope(ctx, node, Action::Read)?;
+                    read_chunks(store, ctx, &scope, chunks.iter().map(|c| c.id).collect())?
+                }
+                false => Vec::new(),
+            };
+            Response::SmallFile {
+                version,
+                size,
+                chunks,
+                bodies,
             }
         }
         Request::Commit {
@@ -751,4 +751,33 @@ fn free_space(store: &Store) -> u64 {
             0
         }
     }
+}
+
+/// Bodies of `ids`, chunks of the file `scope` was made for.
+fn read_chunks(
+    store: &Store,
+    ctx: &Ctx,
+    scope: &ChunkScope,
+    ids: Vec<ChunkId>,
+) -> Result<Vec<ChunkBody>, StoreError> {
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        // A recipient reads only chunks of the shared file's own history.
+        if !scope.covers(&id) {
+            return Err(ErrorCode::NotFound.into());
+        }
+        // The store is sealed with the chunk id in the associated data, and a body's id was
+        // checked when it was stored: what opens is that chunk (no second hash on every
+        // read; the client checks the id again all the same).
+        let data = match store.chunks.get(scope.account, &id) {
+            Ok(data) => data,
+            Err(StoreError::Corrupt(_)) => {
+                store.chunk_failed(scope.account, &ctx.user, &id);
+                return Err(ErrorCode::Corrupt.into());
+            }
+            Err(e) => return Err(e),
+        };
+        out.push(ChunkBody { id, data });
+    }
+    Ok(out)
 }

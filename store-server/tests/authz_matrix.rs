@@ -248,6 +248,13 @@ fn requests(t: Tree, tag: &str, body_of: &[u8]) -> Vec<(&'static str, Kind, Requ
         ),
         ("get-manifest", Request::GetManifest { node: t.file }),
         (
+            "get-small-file",
+            Request::GetSmallFile {
+                node: t.file,
+                max: 1 << 20,
+            },
+        ),
+        (
             "commit",
             Request::Commit {
                 node: t.file,
@@ -364,6 +371,7 @@ fn requests(t: Tree, tag: &str, body_of: &[u8]) -> Vec<(&'static str, Kind, Requ
                 | Request::ListXattr { .. }
                 | Request::GetChunks { .. }
                 | Request::GetManifest { .. }
+                | Request::GetSmallFile { .. }
                 | Request::ListVersions { .. }
                 | Request::GetVersion { .. }
                 | Request::Lock { .. }

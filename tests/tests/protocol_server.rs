@@ -210,6 +210,16 @@ fn one_account_cannot_reach_another_accounts_nodes_or_chunks() {
         })
         .expect("commit");
 
+    // The owner gets a small file's bodies with its chunk list in one answer; over `max`,
+    // the list alone.
+    let small = alice
+        .get_small_file(secret.node, 1 << 20)
+        .expect("small file");
+    assert_eq!((small.size, small.bodies.len()), (data.len() as u64, 1));
+    assert_eq!(small.bodies[0].data, data);
+    let over = alice.get_small_file(secret.node, 4).expect("over max");
+    assert!(over.bodies.is_empty() && over.chunks.len() == 1);
+
     let not_found = |r: Result<Response, RemoteError>| {
         assert_eq!(
             r.expect_err("must be refused").code(),
@@ -218,6 +228,10 @@ fn one_account_cannot_reach_another_accounts_nodes_or_chunks() {
     };
     not_found(bob.call(Request::GetAttr { node: secret.node }));
     not_found(bob.call(Request::GetManifest { node: secret.node }));
+    not_found(bob.call(Request::GetSmallFile {
+        node: secret.node,
+        max: 1 << 20,
+    }));
     not_found(bob.call(Request::GetChunks {
         node: secret.node,
         ids: vec![id],

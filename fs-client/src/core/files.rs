@@ -41,6 +41,8 @@ fn fsync_patience() -> std::time::Duration {
 }
 /// Chunks fetched ahead of a sequential reader (in the background).
 const READ_AHEAD_CHUNKS: usize = 32;
+/// Files up to this size come with their content when their chunk list is asked for.
+const SMALL_READ: u64 = 256 << 10;
 /// How stale a closed file's attributes may be when a shared mapping may still write it
 /// (see [`Staging::refresh_for_stat`]).
 const LAZY_REFRESH: Duration = Duration::from_secs(1);
@@ -781,6 +783,15 @@ impl FsCore {
     }
 
     pub(crate) fn manifest(&self, node: NodeId) -> Result<Arc<Manifest>, FsError> {
+        self.manifest_with(node, true)
+    }
+
+    /// [`FsCore::manifest`]; `bodies`: whether a small file's content may come along.
+    pub(crate) fn manifest_with(
+        &self,
+        node: NodeId,
+        bodies: bool,
+    ) -> Result<Arc<Manifest>, FsError> {
         let attr = self.server_attr(node)?;
         {
             let mut m = self.manifests.lock_or_recover();
@@ -790,8 +801,26 @@ impl FsCore {
                 }
             }
         }
-        let answer = self.remote.get_manifest(node)?;
-        let m = Arc::new(Manifest::new(node, answer.version, answer.chunks));
+        // A small file comes with its bodies (one round trip: a cold `cat` of many small
+        // files on a new device waits for one answer per file, not two).
+        let (version, chunks) = match bodies && attr.size <= SMALL_READ {
+            true => {
+                let small = self.remote.get_small_file(node, SMALL_READ as u32)?;
+                for (r, body) in small.chunks.iter().zip(small.bodies) {
+                    if body.id != r.id || crate::chunker::chunk_id(&body.data) != r.id {
+                        tracing::error!(chunk = %r.id, "downloaded chunk failed verification");
+                        return Err(FsError::Io(std::io::Error::from_raw_os_error(libc::EIO)));
+                    }
+                    self.chunks.put(&r.id, Arc::new(body.data));
+                }
+                (small.version, small.chunks)
+            }
+            false => {
+                let answer = self.remote.get_manifest(node)?;
+                (answer.version, answer.chunks)
+            }
+        };
+        let m = Arc::new(Manifest::new(node, version, chunks));
         {
             let mut cache = self.manifests.lock_or_recover();
             cache.put(node, m.clone());

@@ -154,7 +154,8 @@ impl FsCore {
         let mut per_file = Vec::new();
         for node in files {
             self.forget_attr(node);
-            let m = match self.manifest(node) {
+            // The list alone: what is missing is fetched (and reported) below.
+            let m = match self.manifest_with(node, false) {
                 Ok(m) => m,
                 // Deleted meanwhile: nothing to keep.
                 Err(e) if e.errno() == libc::ENOENT => continue,

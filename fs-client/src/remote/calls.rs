@@ -22,6 +22,15 @@ pub struct ManifestAnswer {
     pub chunks: Vec<ChunkRef>,
 }
 
+/// A file version's chunk list, with the bodies when the file was small enough.
+pub struct SmallFile {
+    pub version: u64,
+    pub size: u64,
+    pub chunks: Vec<ChunkRef>,
+    /// Every chunk's body in the list's order, or none.
+    pub bodies: Vec<ChunkBody>,
+}
+
 /// A session opened by `Login` or `Resume`.
 pub struct Session {
     pub token: String,
@@ -224,6 +233,37 @@ impl Remote {
     /// The chunk list of one version of a file.
     pub fn get_version(&self, node: NodeId, version: u64) -> Result<ManifestAnswer, RemoteError> {
         self.manifest_of("get-version", Request::GetVersion { node, version })
+    }
+
+    /// The chunk list of a file's current version, with the bodies when it is at most
+    /// `max` bytes (checked: one body per chunk, or none).
+    pub fn get_small_file(&self, node: NodeId, max: u32) -> Result<SmallFile, RemoteError> {
+        let f = self.ask(
+            "get-small-file",
+            Request::GetSmallFile { node, max },
+            |r| match r {
+                Response::SmallFile {
+                    version,
+                    size,
+                    chunks,
+                    bodies,
+                } => Some(SmallFile {
+                    version,
+                    size,
+                    chunks,
+                    bodies,
+                }),
+                _ => None,
+            },
+        )?;
+        match f.bodies.is_empty() || f.bodies.len() == f.chunks.len() {
+            true => Ok(f),
+            false => Err(RemoteError::Protocol(format!(
+                "get-small-file: {} bodies for {} chunks",
+                f.bodies.len(),
+                f.chunks.len()
+            ))),
+        }
     }
 
     pub fn list_versions(&self, dir: NodeId) -> Result<Vec<VersionInfo>, RemoteError> {
