@@ -165,6 +165,7 @@ fn changes_store(req: &Request) -> bool {
 /// Handles one request for the connection whose session is `session`.
 pub fn handle(store: &Store, session: &Session, req: Request) -> Result<Response, WireError> {
     let what = describe(&req);
+    tracing::trace!(request = what, "request");
     let changes_store = changes_store(&req);
     let mut result = match req {
         Request::Batch(reqs) => batch(store, session, reqs),
@@ -186,8 +187,9 @@ pub fn handle(store: &Store, session: &Session, req: Request) -> Result<Response
     result.map_err(|e| e.to_wire())
 }
 
-/// Applies a batch's changes in order, each as its own request (authorised, one
-/// transaction), stopping at the first refused; [`handle`] then flushes once for all.
+/// Applies a batch's changes in order, each authorised as its own request, all in one
+/// transaction, stopping at the first refused (the changes before it are committed);
+/// [`handle`] then flushes once for all.
 fn batch(
     store: &Store,
     session: &Session,
@@ -196,24 +198,38 @@ fn batch(
     if reqs.len() > MAX_BATCH || !reqs.iter().all(|s| s.req.batchable()) {
         return Err(ErrorCode::InvalidArgument.into());
     }
-    let mut results = Vec::with_capacity(reqs.len());
-    for shelf_protocol::Stamped { at, req } in reqs {
-        let what = describe(&req);
-        match store.at_time(at, || dispatch(store, session, req)) {
-            Ok(r) => results.push(Ok(r)),
-            Err(e) => {
-                match &e {
-                    StoreError::Refused(code) => {
-                        tracing::debug!(request = what, ?code, "refused in a batch")
-                    }
-                    other => {
-                        tracing::warn!(request = what, error = %other, "batched request failed")
-                    }
-                }
-                results.push(Err(e.to_wire()));
-                break;
+    let ctx = signed_in(store, session)?;
+    // Nodes the store numbers itself (the client numbers those it makes).
+    let new_nodes = reqs
+        .iter()
+        .filter(|s| {
+            matches!(
+                s.req,
+                Request::Mkdir { id: None, .. }
+                    | Request::Create { id: None, .. }
+                    | Request::Symlink { id: None, .. }
+                    | Request::Mknod { id: None, .. }
+            )
+        })
+        .count();
+    let (applied, failure) = store.in_one_transaction(reqs.len(), new_nodes, |i| {
+        let shelf_protocol::Stamped { at, req } = &reqs[i];
+        tracing::trace!(request = describe(req), "in a batch");
+        store.at_time(*at, || apply(store, session, &ctx, req.clone()))
+    });
+    let mut results: Vec<Result<Response, WireError>> = applied.into_iter().map(Ok).collect();
+    if let Some(e) = failure {
+        let what = reqs
+            .get(results.len())
+            .map(|s| describe(&s.req))
+            .unwrap_or("batch");
+        match &e {
+            StoreError::Refused(code) => {
+                tracing::debug!(request = what, ?code, "refused in a batch")
             }
+            other => tracing::warn!(request = what, error = %other, "batched request failed"),
         }
+        results.push(Err(e.to_wire()));
     }
     Ok(Response::Batch(results))
 }
@@ -258,11 +274,17 @@ fn dispatch(store: &Store, session: &Session, req: Request) -> Result<Response, 
         }
         _ => {}
     }
+    let ctx = signed_in(store, session)?;
+    apply(store, session, &ctx, req)
+}
+
+/// The session's account and device, looked up again for every request (a batch counts as
+/// one): a revoked device, an expired session, a deleted account or a changed role take
+/// effect at once.
+fn signed_in(store: &Store, session: &Session) -> Result<Ctx, StoreError> {
     let Some(token) = session.token() else {
         return Err(ErrorCode::AuthRequired.into());
     };
-    // The session is looked up again for every request: a revoked device, an expired
-    // session, a deleted account or a changed role take effect at once.
     let mut ctx = match store.resume(&token) {
         Ok(ctx) => ctx,
         Err(e) => {
@@ -270,11 +292,20 @@ fn dispatch(store: &Store, session: &Session, req: Request) -> Result<Response, 
             return Err(e);
         }
     };
-    authorize(&ctx, Action::of(&req), None)?;
     if let Some(agent) = session.agent.lock().ok().and_then(|a| a.clone()) {
         ctx.device = format!("{} {agent}", ctx.device);
     }
-    let ctx = &ctx;
+    Ok(ctx)
+}
+
+/// Authorises and carries out one request of a signed-in session.
+fn apply(
+    store: &Store,
+    session: &Session,
+    ctx: &Ctx,
+    req: Request,
+) -> Result<Response, StoreError> {
+    authorize(ctx, Action::of(&req), None)?;
     Ok(match req {
         // Answered before the session check above; batches do not nest.
         Request::Login { .. } | Request::Resume { .. } | Request::Batch(_) => {

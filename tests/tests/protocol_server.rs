@@ -439,3 +439,141 @@ fn the_feed_pushes_changes_and_resumes_after_a_reconnect() {
         "nothing else"
     );
 }
+
+/// A batch of namespace changes is one transaction: changes that build on each other in
+/// the same batch (a folder and a file in it) apply together; the first refused change
+/// ends the batch with everything before it committed and announced, nothing after it
+/// applied or announced; a batch refused at its first change changes nothing.
+#[test]
+fn a_batch_applies_in_one_transaction_up_to_its_first_refusal() {
+    use std::time::Duration;
+    let server = Server::start(&[("al", "pw", "user")]);
+    let (x, root) = server.connect("al", "pw", "x");
+    let events = x.subscribe().expect("subscribe");
+    let (y, _) = server.connect("al", "pw", "y");
+    let files = lookup_attr(&y, root.node, "files").node;
+    let shared = lookup_attr(&y, root.node, "shared").node;
+    let dir = CLIENT_NODE_IDS.start + 77;
+    let file = CLIENT_NODE_IDS.start + 78;
+    let stamped = |reqs: Vec<Request>| {
+        Request::Batch(
+            reqs.into_iter()
+                .map(|req| Stamped {
+                    at: Timestamp::now(),
+                    req,
+                })
+                .collect(),
+        )
+    };
+    let create = |parent: NodeId, name: &str, id: Option<NodeId>| Request::Create {
+        parent,
+        name: name.into(),
+        mode: 0o644,
+        exclusive: true,
+        id,
+    };
+    let answer = y
+        .call(stamped(vec![
+            Request::Mkdir {
+                parent: files,
+                name: "album".into(),
+                mode: 0o755,
+                id: Some(dir),
+            },
+            create(dir, "a.jpg", Some(file)),
+            Request::SetAttr {
+                node: file,
+                mode: Some(0o600),
+                uid: Some(1000),
+                gid: None,
+                atime: None,
+                mtime: None,
+            },
+            // Numbered by the server, inside the batch's transaction.
+            create(files, "numbered", None),
+            create(files, "numbered too", None),
+            Request::Unlink {
+                parent: dir,
+                name: "a.jpg".into(),
+                expect: Some(Expect {
+                    node: file,
+                    version: Some(0),
+                }),
+            },
+            create(dir, "a.jpg", Some(file + 1)),
+            Request::Rmdir {
+                parent: files,
+                name: "no such folder".into(),
+                expect: None,
+            },
+            create(files, "after the refusal", None),
+        ]))
+        .expect("batch");
+    let Response::Batch(results) = answer else {
+        panic!("batch answered {answer:?}");
+    };
+    assert_eq!(results.len(), 8, "{results:?}");
+    assert!(results[..7].iter().all(|r| r.is_ok()), "{results:?}");
+    assert_eq!(
+        results[7].as_ref().map_err(|e| e.code),
+        Err(ErrorCode::NotFound)
+    );
+    let numbered = |name: &str| lookup_attr(&y, files, name).node;
+    assert_ne!(numbered("numbered"), numbered("numbered too"));
+    assert_eq!(lookup_attr(&y, dir, "a.jpg").node, file + 1);
+    assert!(
+        y.call(Request::Lookup {
+            parent: files,
+            name: "after the refusal".into()
+        })
+        .is_err(),
+        "a change after the refusal was applied"
+    );
+    // Announced once committed, in order, and only what was committed.
+    let mut seen = Vec::new();
+    while let Ok(c) = events.recv_timeout(Duration::from_secs(2)) {
+        seen.push((c.kind, c.name));
+    }
+    let names: Vec<&str> = seen.iter().map(|(_, n)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "album",
+            "a.jpg",
+            "",
+            "numbered",
+            "numbered too",
+            "a.jpg",
+            "a.jpg"
+        ],
+        "{seen:?}"
+    );
+    assert_eq!(seen[2].0, ChangeKind::Attr);
+    assert_eq!(seen[5].0, ChangeKind::Removed);
+
+    // Refused at its first change (nothing may be made in `shared/`): nothing applies.
+    let answer = y
+        .call(stamped(vec![
+            create(shared, "not here", None),
+            create(files, "nor here", None),
+        ]))
+        .expect("batch");
+    let Response::Batch(results) = answer else {
+        panic!("batch answered {answer:?}");
+    };
+    assert_eq!(results.len(), 1);
+    assert_eq!(
+        results[0].as_ref().map_err(|e| e.code),
+        Err(ErrorCode::ReadOnly)
+    );
+    assert!(y
+        .call(Request::Lookup {
+            parent: files,
+            name: "nor here".into()
+        })
+        .is_err());
+    assert!(
+        events.recv_timeout(Duration::from_millis(300)).is_err(),
+        "a refused batch was announced"
+    );
+}

@@ -48,9 +48,15 @@ impl Store {
         parent: NodeId,
         name: &str,
     ) {
-        if let Err(e) = self.publish_inner(ctx, kind, node, parent, name) {
-            tracing::warn!(error = %e, "could not record a change in the feed");
-        }
+        // Once committed (a batch's changes wait for the batch), stamped as made.
+        let (ctx, name, at) = (ctx.clone(), name.to_string(), self.now());
+        self.after_commit(move |store| {
+            store.at_time(at, || {
+                if let Err(e) = store.publish_inner(&ctx, kind, node, parent, &name) {
+                    tracing::warn!(error = %e, "could not record a change in the feed");
+                }
+            })
+        });
     }
 
     fn publish_inner(

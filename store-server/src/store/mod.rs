@@ -29,6 +29,7 @@
 pub mod accounts;
 pub mod admin;
 pub mod audit;
+pub mod batch_tx;
 pub mod categories;
 pub mod conflicts;
 pub mod feed;
@@ -358,14 +359,17 @@ impl Store {
     /// Runs `f` (one change of a batch, on this thread) with the store's clock reading
     /// `at`, the time the device made the change, within the limits [`Store::now`] checks.
     pub fn at_time<T>(&self, at: Timestamp, f: impl FnOnce() -> T) -> T {
-        REQUEST_TIME.set(Some(at));
+        let before = REQUEST_TIME.replace(Some(at));
         let out = f();
-        REQUEST_TIME.set(None);
+        REQUEST_TIME.set(before);
         out
     }
 
     /// A fresh node id, never reused.
     pub fn new_node_id(&self) -> Result<NodeId> {
+        if let Some(drawn) = batch_tx::fresh_id() {
+            return drawn;
+        }
         Ok(self.db.generate_id()? + FIRST_NODE_ID)
     }
 

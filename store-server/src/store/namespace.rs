@@ -181,9 +181,15 @@ impl Store {
     /// Nothing is created, removed or renamed in `shared/` or `shared/OWNER/` (they show
     /// what others share; the shared nodes themselves are below them).
     pub(crate) fn refuse_in_shared_view(&self, ctx: &Ctx, dir: NodeId) -> Result<()> {
-        if SHARED_OWNER_DIRS.contains(&dir)
-            || self.shared_dir(ctx.account, ctx.root).ok() == Some(dir)
-        {
+        let shared = match super::batch_tx::in_batch() {
+            true => {
+                let key = self.dirent_key(ctx.account, ctx.root, super::accounts::SHARED)?;
+                self.ns_tx(|(_, dirents, ..)| Ok(dirents.get(&key)?))?
+                    .and_then(|v| dirent_child(&v).ok())
+            }
+            false => self.shared_dir(ctx.account, ctx.root).ok(),
+        };
+        if SHARED_OWNER_DIRS.contains(&dir) || shared == Some(dir) {
             return Err(ErrorCode::ReadOnly.into());
         }
         Ok(())
@@ -303,81 +309,72 @@ impl Store {
             xattrs: BTreeMap::new(),
             deleted: None,
         };
-        use sled::Transactional;
-        (
-            &self.nodes,
-            &self.dirents,
-            &self.lineage,
-            &self.graves,
-            &self.names,
-        )
-            .transaction(|(nodes, dirents, lineage, graves, names)| {
-                let mut dir = self.tx_dir(ctx, nodes, parent, Action::Write)?;
-                let history = HistoryTx {
-                    store: self,
-                    owner: dir.owner,
-                    nodes,
-                    lineage,
-                    graves,
-                    names,
-                    device: &ctx.device,
-                };
-                let key = tx(self.dirent_key(dir.owner, parent, name))?;
-                if chosen.is_some() {
-                    if let Some(bytes) = nodes.get(node_key(id))? {
-                        // This create was applied before (its answer was lost): the node
-                        // is the answer, wherever it is now. Another account's node of
-                        // that id (a collision of random ids) is refused without detail.
-                        if tx(node_owner(&bytes))? != dir.owner {
-                            return abort(ErrorCode::InvalidArgument);
-                        }
-                        let old = self.tx_node(ctx, nodes, id, Action::Read)?;
-                        if old.deleted.is_some() {
-                            return abort(ErrorCode::NotFound);
-                        }
-                        return Ok((old.attr(id), false));
+        self.ns_tx(|(nodes, dirents, lineage, graves, names, ..)| {
+            let mut dir = self.tx_dir(ctx, nodes, parent, Action::Write)?;
+            let history = HistoryTx {
+                store: self,
+                owner: dir.owner,
+                nodes,
+                lineage,
+                graves,
+                names,
+                device: &ctx.device,
+            };
+            let key = tx(self.dirent_key(dir.owner, parent, name))?;
+            if chosen.is_some() {
+                if let Some(bytes) = nodes.get(node_key(id))? {
+                    // This create was applied before (its answer was lost): the node
+                    // is the answer, wherever it is now. Another account's node of
+                    // that id (a collision of random ids) is refused without detail.
+                    if tx(node_owner(&bytes))? != dir.owner {
+                        return abort(ErrorCode::InvalidArgument);
                     }
-                }
-                if let Some(existing) = dirents.get(&key)? {
-                    // O_CREAT without O_EXCL on an existing file opens it.
-                    let existing = child_of(&existing)?;
-                    let old = self.tx_node(ctx, nodes, existing, Action::Read)?;
-                    if exclusive || kind != NodeKind::File || old.kind != NodeKind::File {
-                        return abort(ErrorCode::Exists);
+                    let old = self.tx_node(ctx, nodes, id, Action::Read)?;
+                    if old.deleted.is_some() {
+                        return abort(ErrorCode::NotFound);
                     }
-                    return Ok((old.attr(existing), false));
+                    return Ok((old.attr(id), false));
                 }
-                dirents.insert(
-                    key.clone(),
-                    tx(self.dirent_value(dir.owner, &key, id, name))?,
-                )?;
-                dir.entries += 1;
-                if kind == NodeKind::Dir {
-                    dir.nlink += 1;
+            }
+            if let Some(existing) = dirents.get(&key)? {
+                // O_CREAT without O_EXCL on an existing file opens it.
+                let existing = child_of(&existing)?;
+                let old = self.tx_node(ctx, nodes, existing, Action::Read)?;
+                if exclusive || kind != NodeKind::File || old.kind != NodeKind::File {
+                    return abort(ErrorCode::Exists);
                 }
-                dir.mtime = now;
-                dir.ctime = now;
-                self.tx_put(nodes, parent, &dir)?;
-                // A node belongs to the account that owns its folder (a shared folder's
-                // owner, when someone it is shared with creates it).
-                let rec = NodeRec {
-                    owner: dir.owner,
-                    ..rec.clone()
-                };
-                self.tx_put(nodes, id, &rec)?;
-                history.set_name(id, parent, name)?;
-                if kind == NodeKind::File {
-                    history.take_grave(parent, name, id)?;
-                }
-                Ok((rec.attr(id), true))
-            })
-            .map_err(tx_error)
-            .map(|(attr, created)| {
-                if created {
-                    self.publish(ctx, ChangeKind::Created, attr.node, parent, name);
-                }
-                attr
-            })
+                return Ok((old.attr(existing), false));
+            }
+            dirents.insert(
+                key.clone(),
+                tx(self.dirent_value(dir.owner, &key, id, name))?,
+            )?;
+            dir.entries += 1;
+            if kind == NodeKind::Dir {
+                dir.nlink += 1;
+            }
+            dir.mtime = now;
+            dir.ctime = now;
+            self.tx_put(nodes, parent, &dir)?;
+            // A node belongs to the account that owns its folder (a shared folder's
+            // owner, when someone it is shared with creates it).
+            let rec = NodeRec {
+                owner: dir.owner,
+                ..rec.clone()
+            };
+            self.tx_put(nodes, id, &rec)?;
+            history.set_name(id, parent, name)?;
+            if kind == NodeKind::File {
+                history.take_grave(parent, name, id)?;
+            }
+            Ok((rec.attr(id), true))
+        })
+        .map(|(attr, created)| {
+            if created {
+                self.publish(ctx, ChangeKind::Created, attr.node, parent, name);
+            }
+            attr
+        })
     }
 
     pub fn readlink(&self, ctx: &Ctx, id: NodeId) -> Result<String> {
@@ -401,22 +398,28 @@ impl Store {
     /// The newest version of `node` if every version after `seen` was made by the asking
     /// device (its own uploads, which may overtake its queued delete), else `seen`: only
     /// another device's edit makes a delete a conflict.
-    fn own_versions_since(&self, ctx: &Ctx, node: NodeId, seen: u64) -> u64 {
-        let Ok(rec) = self.node(ctx, node, Action::Read) else {
-            return seen;
+    fn own_versions_since(
+        &self,
+        ctx: &Ctx,
+        (nodes, versions): (&TransactionalTree, &TransactionalTree),
+        node: NodeId,
+        seen: u64,
+    ) -> TxResult<u64> {
+        let rec = match self.tx_node(ctx, nodes, node, Action::Read) {
+            Ok(rec) if rec.deleted.is_none() => rec,
+            Ok(_) | Err(ConflictableTransactionError::Abort(_)) => return Ok(seen),
+            Err(e) => return Err(e),
         };
-        let own = (seen + 1..=rec.version).all(|v| {
-            self.versions
-                .get(version_key(node, v))
-                .ok()
-                .flatten()
+        for v in seen + 1..=rec.version {
+            let by_this_device = versions
+                .get(version_key(node, v))?
                 .and_then(|b| decode::<VersionRec>(&b).ok())
-                .is_some_and(|r| r.device == ctx.device)
-        });
-        match own && rec.version > seen {
-            true => rec.version,
-            false => seen,
+                .is_some_and(|r| r.device == ctx.device);
+            if !by_this_device {
+                return Ok(seen);
+            }
         }
+        Ok(rec.version.max(seen))
     }
 
     /// [`Store::remove`], but only if the name still holds the node (and, for a file, the
@@ -431,80 +434,74 @@ impl Store {
     ) -> Result<(NodeId, bool)> {
         check_name(name)?;
         self.refuse_in_shared_view(ctx, parent)?;
-        let expect = match expect {
-            Some(Expect {
-                node,
-                version: Some(v),
-            }) => Some(Expect {
-                node,
-                version: Some(self.own_versions_since(ctx, node, v)),
-            }),
-            other => other,
-        };
         let now = self.now();
-        use sled::Transactional;
-        (
-            &self.nodes,
-            &self.dirents,
-            &self.lineage,
-            &self.graves,
-            &self.names,
-        )
-            .transaction(|(nodes, dirents, lineage, graves, names)| {
-                let mut dir = self.tx_dir(ctx, nodes, parent, Action::Write)?;
-                let history = HistoryTx {
-                    store: self,
-                    owner: dir.owner,
-                    nodes,
-                    lineage,
-                    graves,
-                    names,
-                    device: &ctx.device,
-                };
-                let key = tx(self.dirent_key(dir.owner, parent, name))?;
-                let Some(child) = dirents.get(&key)? else {
-                    return abort(ErrorCode::NotFound);
-                };
-                let child = child_of(&child)?;
-                let mut rec = self.tx_node(ctx, nodes, child, Action::Write)?;
-                if let Some(e) = expect {
-                    let edited = e.version.is_some_and(|v| v != rec.version);
-                    if e.node != child || edited {
-                        return abort(ErrorCode::Conflict);
-                    }
+        self.ns_tx(|(nodes, dirents, lineage, graves, names, versions)| {
+            let expect = match expect {
+                Some(Expect {
+                    node,
+                    version: Some(v),
+                }) => Some(Expect {
+                    node,
+                    version: Some(self.own_versions_since(ctx, (nodes, versions), node, v)?),
+                }),
+                other => other,
+            };
+            let mut dir = self.tx_dir(ctx, nodes, parent, Action::Write)?;
+            let history = HistoryTx {
+                store: self,
+                owner: dir.owner,
+                nodes,
+                lineage,
+                graves,
+                names,
+                device: &ctx.device,
+            };
+            let key = tx(self.dirent_key(dir.owner, parent, name))?;
+            let Some(child) = dirents.get(&key)? else {
+                return abort(ErrorCode::NotFound);
+            };
+            let child = child_of(&child)?;
+            let mut rec = self.tx_node(ctx, nodes, child, Action::Write)?;
+            if let Some(e) = expect {
+                let edited = e.version.is_some_and(|v| v != rec.version);
+                if e.node != child || edited {
+                    return abort(ErrorCode::Conflict);
                 }
-                match (want_dir, rec.kind == NodeKind::Dir) {
-                    (true, false) => return abort(ErrorCode::NotDir),
-                    (false, true) => return abort(ErrorCode::IsDir),
-                    (true, true) if rec.entries > 0 => return abort(ErrorCode::NotEmpty),
-                    _ => {}
-                }
-                dirents.remove(key.clone())?;
-                dir.entries = dir.entries.saturating_sub(1);
-                if rec.kind == NodeKind::Dir {
-                    dir.nlink = dir.nlink.saturating_sub(1);
-                }
-                dir.mtime = now;
-                dir.ctime = now;
-                self.tx_put(nodes, parent, &dir)?;
-                if super::links::tx_drop_name(&history, child, &mut rec, (parent, name), now)? {
-                    return Ok((child, true));
-                }
-                Self::tx_unlink_node(&history, child, &mut rec, now, Some((parent, name)))?;
-                Ok((child, false))
-            })
-            .map_err(tx_error)
-            .inspect(|&(child, _)| {
-                self.publish(ctx, ChangeKind::Removed, child, parent, name);
-                // The node only: names stay out of the log an admin reads.
-                self.audit(
+            }
+            match (want_dir, rec.kind == NodeKind::Dir) {
+                (true, false) => return abort(ErrorCode::NotDir),
+                (false, true) => return abort(ErrorCode::IsDir),
+                (true, true) if rec.entries > 0 => return abort(ErrorCode::NotEmpty),
+                _ => {}
+            }
+            dirents.remove(key.clone())?;
+            dir.entries = dir.entries.saturating_sub(1);
+            if rec.kind == NodeKind::Dir {
+                dir.nlink = dir.nlink.saturating_sub(1);
+            }
+            dir.mtime = now;
+            dir.ctime = now;
+            self.tx_put(nodes, parent, &dir)?;
+            if super::links::tx_drop_name(&history, child, &mut rec, (parent, name), now)? {
+                return Ok((child, true));
+            }
+            Self::tx_unlink_node(&history, child, &mut rec, now, Some((parent, name)))?;
+            Ok((child, false))
+        })
+        .inspect(|&(child, _)| {
+            self.publish(ctx, ChangeKind::Removed, child, parent, name);
+            // The node only: names stay out of the log an admin reads.
+            let ctx = ctx.clone();
+            self.after_commit(move |store| {
+                store.audit(
                     ctx.account,
                     super::audit::AuditKind::Deleted,
                     &ctx.user,
                     &ctx.device,
                     &format!("node {child}"),
-                );
-            })
+                )
+            });
+        })
     }
 
     /// Drops a node's last name: files with history keep their record (marked deleted) so
@@ -548,199 +545,194 @@ impl Store {
         self.refuse_in_shared_view(ctx, parent)?;
         self.refuse_in_shared_view(ctx, new_parent)?;
         let now = self.now();
-        use sled::Transactional;
-        (
-            &self.nodes,
-            &self.dirents,
-            &self.lineage,
-            &self.graves,
-            &self.names,
-        )
-            .transaction(|(nodes, dirents, lineage, graves, names)| {
-                let mut src_dir = self.tx_dir(ctx, nodes, parent, Action::Write)?;
-                let history = HistoryTx {
-                    store: self,
-                    owner: src_dir.owner,
-                    nodes,
-                    lineage,
-                    graves,
-                    names,
-                    device: &ctx.device,
-                };
-                let from_key = tx(self.dirent_key(src_dir.owner, parent, name))?;
-                let to_key = tx(self.dirent_key(src_dir.owner, new_parent, new_name))?;
-                let Some(src) = dirents.get(&from_key)? else {
-                    return abort(ErrorCode::NotFound);
-                };
-                let src = child_of(&src)?;
-                if expect.is_some_and(|e| e != src) {
-                    return abort(ErrorCode::Conflict);
+        self.ns_tx(|(nodes, dirents, lineage, graves, names, ..)| {
+            let mut src_dir = self.tx_dir(ctx, nodes, parent, Action::Write)?;
+            let history = HistoryTx {
+                store: self,
+                owner: src_dir.owner,
+                nodes,
+                lineage,
+                graves,
+                names,
+                device: &ctx.device,
+            };
+            let from_key = tx(self.dirent_key(src_dir.owner, parent, name))?;
+            let to_key = tx(self.dirent_key(src_dir.owner, new_parent, new_name))?;
+            let Some(src) = dirents.get(&from_key)? else {
+                return abort(ErrorCode::NotFound);
+            };
+            let src = child_of(&src)?;
+            if expect.is_some_and(|e| e != src) {
+                return abort(ErrorCode::Conflict);
+            }
+            let mut src_rec = self.tx_node(ctx, nodes, src, Action::Write)?;
+            let same_dir = parent == new_parent;
+            let mut dst_dir = if same_dir {
+                None
+            } else {
+                Some(self.tx_dir(ctx, nodes, new_parent, Action::Write)?)
+            };
+            // Names are filed under their folder owner's key: a move between two
+            // accounts' trees (into or out of a share) is a copy, as across devices.
+            if dst_dir.as_ref().is_some_and(|d| d.owner != src_dir.owner) {
+                return abort(ErrorCode::CrossDevice);
+            }
+            if from_key == to_key {
+                return Ok((None, None, None));
+            }
+            let is_dir = i64::from(src_rec.kind == NodeKind::Dir);
+            // A directory may not move into itself or below itself.
+            if is_dir == 1 && !same_dir {
+                let mut cur = new_parent;
+                loop {
+                    if cur == src {
+                        return abort(ErrorCode::Busy);
+                    }
+                    let r = self.tx_node(ctx, nodes, cur, Action::Read)?;
+                    if r.parent == cur {
+                        break;
+                    }
+                    cur = r.parent;
                 }
-                let mut src_rec = self.tx_node(ctx, nodes, src, Action::Write)?;
-                let same_dir = parent == new_parent;
-                let mut dst_dir = if same_dir {
-                    None
-                } else {
-                    Some(self.tx_dir(ctx, nodes, new_parent, Action::Write)?)
-                };
-                // Names are filed under their folder owner's key: a move between two
-                // accounts' trees (into or out of a share) is a copy, as across devices.
-                if dst_dir.as_ref().is_some_and(|d| d.owner != src_dir.owner) {
-                    return abort(ErrorCode::CrossDevice);
+            }
+            // (entries, nlink) changes of the source and destination directories.
+            let (mut src_delta, mut dst_delta) = ((0i64, 0i64), (0i64, 0i64));
+            let mut replaced = None;
+            let mut exchanged = None;
+            let existing = dirents.get(&to_key)?.map(|v| child_of(&v)).transpose()?;
+            match (existing, mode) {
+                (Some(_), RenameMode::NoReplace) => return abort(ErrorCode::Exists),
+                (None, RenameMode::Exchange) => return abort(ErrorCode::NotFound),
+                (Some(dst), RenameMode::Exchange) => {
+                    let mut dst_rec = self.tx_node(ctx, nodes, dst, Action::Write)?;
+                    let dst_is_dir = i64::from(dst_rec.kind == NodeKind::Dir);
+                    dirents.insert(
+                        from_key.clone(),
+                        tx(self.dirent_value(src_dir.owner, &from_key, dst, name))?,
+                    )?;
+                    dirents.insert(
+                        to_key.clone(),
+                        tx(self.dirent_value(src_dir.owner, &to_key, src, new_name))?,
+                    )?;
+                    src_delta.1 = dst_is_dir - is_dir;
+                    dst_delta.1 = is_dir - dst_is_dir;
+                    dst_rec.parent = parent;
+                    dst_rec.ctime = now;
+                    self.tx_put(nodes, dst, &dst_rec)?;
+                    history.set_name(dst, parent, name)?;
+                    exchanged = Some(dst);
                 }
-                if from_key == to_key {
+                // Two names of one file: nothing to do (rename(2)).
+                (Some(dst), RenameMode::Replace) if dst == src => {
                     return Ok((None, None, None));
                 }
-                let is_dir = i64::from(src_rec.kind == NodeKind::Dir);
-                // A directory may not move into itself or below itself.
-                if is_dir == 1 && !same_dir {
-                    let mut cur = new_parent;
-                    loop {
-                        if cur == src {
-                            return abort(ErrorCode::Busy);
-                        }
-                        let r = self.tx_node(ctx, nodes, cur, Action::Read)?;
-                        if r.parent == cur {
-                            break;
-                        }
-                        cur = r.parent;
+                (Some(dst), RenameMode::Replace) => {
+                    let mut dst_rec = self.tx_node(ctx, nodes, dst, Action::Write)?;
+                    let dst_is_dir = i64::from(dst_rec.kind == NodeKind::Dir);
+                    match (is_dir, dst_is_dir) {
+                        (1, 0) => return abort(ErrorCode::NotDir),
+                        (0, 1) => return abort(ErrorCode::IsDir),
+                        (1, 1) if dst_rec.entries > 0 => return abort(ErrorCode::NotEmpty),
+                        _ => {}
+                    }
+                    dirents.remove(from_key.clone())?;
+                    dirents.insert(
+                        to_key.clone(),
+                        tx(self.dirent_value(src_dir.owner, &to_key, src, new_name))?,
+                    )?;
+                    if super::links::tx_drop_name(
+                        &history,
+                        dst,
+                        &mut dst_rec,
+                        (new_parent, new_name),
+                        now,
+                    )? {
+                        // A file with other names only loses this one.
+                    } else {
+                        // Saving by rename over the old file continues its history.
+                        let inherited = src_rec.kind == NodeKind::File
+                            && history.has_history(dst, &dst_rec)?
+                            && history.inherit(src, dst)?;
+                        let grave = (!inherited).then_some((new_parent, new_name));
+                        Self::tx_unlink_node(&history, dst, &mut dst_rec, now, grave)?;
+                        replaced = Some(dst);
+                    }
+                    src_delta = (-1, -is_dir);
+                    dst_delta = (0, is_dir - dst_is_dir);
+                }
+                (None, _) => {
+                    dirents.remove(from_key.clone())?;
+                    dirents.insert(
+                        to_key.clone(),
+                        tx(self.dirent_value(src_dir.owner, &to_key, src, new_name))?,
+                    )?;
+                    src_delta = (-1, -is_dir);
+                    dst_delta = (1, is_dir);
+                    if src_rec.kind == NodeKind::File {
+                        history.take_grave(new_parent, new_name, src)?;
                     }
                 }
-                // (entries, nlink) changes of the source and destination directories.
-                let (mut src_delta, mut dst_delta) = ((0i64, 0i64), (0i64, 0i64));
-                let mut replaced = None;
-                let mut exchanged = None;
-                let existing = dirents.get(&to_key)?.map(|v| child_of(&v)).transpose()?;
-                match (existing, mode) {
-                    (Some(_), RenameMode::NoReplace) => return abort(ErrorCode::Exists),
-                    (None, RenameMode::Exchange) => return abort(ErrorCode::NotFound),
-                    (Some(dst), RenameMode::Exchange) => {
-                        let mut dst_rec = self.tx_node(ctx, nodes, dst, Action::Write)?;
-                        let dst_is_dir = i64::from(dst_rec.kind == NodeKind::Dir);
-                        dirents.insert(
-                            from_key.clone(),
-                            tx(self.dirent_value(src_dir.owner, &from_key, dst, name))?,
-                        )?;
-                        dirents.insert(
-                            to_key.clone(),
-                            tx(self.dirent_value(src_dir.owner, &to_key, src, new_name))?,
-                        )?;
-                        src_delta.1 = dst_is_dir - is_dir;
-                        dst_delta.1 = is_dir - dst_is_dir;
-                        dst_rec.parent = parent;
-                        dst_rec.ctime = now;
-                        self.tx_put(nodes, dst, &dst_rec)?;
-                        history.set_name(dst, parent, name)?;
-                        exchanged = Some(dst);
-                    }
-                    // Two names of one file: nothing to do (rename(2)).
-                    (Some(dst), RenameMode::Replace) if dst == src => {
-                        return Ok((None, None, None));
-                    }
-                    (Some(dst), RenameMode::Replace) => {
-                        let mut dst_rec = self.tx_node(ctx, nodes, dst, Action::Write)?;
-                        let dst_is_dir = i64::from(dst_rec.kind == NodeKind::Dir);
-                        match (is_dir, dst_is_dir) {
-                            (1, 0) => return abort(ErrorCode::NotDir),
-                            (0, 1) => return abort(ErrorCode::IsDir),
-                            (1, 1) if dst_rec.entries > 0 => return abort(ErrorCode::NotEmpty),
-                            _ => {}
-                        }
-                        dirents.remove(from_key.clone())?;
-                        dirents.insert(
-                            to_key.clone(),
-                            tx(self.dirent_value(src_dir.owner, &to_key, src, new_name))?,
-                        )?;
-                        if super::links::tx_drop_name(
-                            &history,
-                            dst,
-                            &mut dst_rec,
-                            (new_parent, new_name),
-                            now,
-                        )? {
-                            // A file with other names only loses this one.
-                        } else {
-                            // Saving by rename over the old file continues its history.
-                            let inherited = src_rec.kind == NodeKind::File
-                                && history.has_history(dst, &dst_rec)?
-                                && history.inherit(src, dst)?;
-                            let grave = (!inherited).then_some((new_parent, new_name));
-                            Self::tx_unlink_node(&history, dst, &mut dst_rec, now, grave)?;
-                            replaced = Some(dst);
-                        }
-                        src_delta = (-1, -is_dir);
-                        dst_delta = (0, is_dir - dst_is_dir);
-                    }
-                    (None, _) => {
-                        dirents.remove(from_key.clone())?;
-                        dirents.insert(
-                            to_key.clone(),
-                            tx(self.dirent_value(src_dir.owner, &to_key, src, new_name))?,
-                        )?;
-                        src_delta = (-1, -is_dir);
-                        dst_delta = (1, is_dir);
-                        if src_rec.kind == NodeKind::File {
-                            history.take_grave(new_parent, new_name, src)?;
-                        }
-                    }
+            }
+            // A later name of a linked file moves alone; the first name is the node's.
+            if !super::links::tx_rename_other_name(
+                &mut src_rec,
+                (parent, name),
+                (new_parent, new_name),
+            )? {
+                history.set_name(src, new_parent, new_name)?;
+                src_rec.parent = new_parent;
+            }
+            src_rec.ctime = now;
+            self.tx_put(nodes, src, &src_rec)?;
+            let apply = |dir: &mut NodeRec, (entries, nlink): (i64, i64)| {
+                dir.entries = (dir.entries as i64 + entries).max(0) as u64;
+                dir.nlink = (i64::from(dir.nlink) + nlink).max(2) as u32;
+                dir.mtime = now;
+                dir.ctime = now;
+            };
+            match dst_dir.as_mut() {
+                None => apply(
+                    &mut src_dir,
+                    (src_delta.0 + dst_delta.0, src_delta.1 + dst_delta.1),
+                ),
+                Some(d) => {
+                    apply(&mut src_dir, src_delta);
+                    apply(d, dst_delta);
+                    self.tx_put(nodes, new_parent, d)?;
                 }
-                // A later name of a linked file moves alone; the first name is the node's.
-                if !super::links::tx_rename_other_name(
-                    &mut src_rec,
-                    (parent, name),
-                    (new_parent, new_name),
-                )? {
-                    history.set_name(src, new_parent, new_name)?;
-                    src_rec.parent = new_parent;
-                }
-                src_rec.ctime = now;
-                self.tx_put(nodes, src, &src_rec)?;
-                let apply = |dir: &mut NodeRec, (entries, nlink): (i64, i64)| {
-                    dir.entries = (dir.entries as i64 + entries).max(0) as u64;
-                    dir.nlink = (i64::from(dir.nlink) + nlink).max(2) as u32;
-                    dir.mtime = now;
-                    dir.ctime = now;
+            }
+            self.tx_put(nodes, parent, &src_dir)?;
+            Ok((replaced, Some(src), exchanged))
+        })
+        .map(|(replaced, src, exchanged)| {
+            if let Some(src) = src {
+                let moved = ChangeKind::Moved {
+                    from_parent: parent,
+                    from_name: name.to_string(),
                 };
-                match dst_dir.as_mut() {
-                    None => apply(
-                        &mut src_dir,
-                        (src_delta.0 + dst_delta.0, src_delta.1 + dst_delta.1),
-                    ),
-                    Some(d) => {
-                        apply(&mut src_dir, src_delta);
-                        apply(d, dst_delta);
-                        self.tx_put(nodes, new_parent, d)?;
-                    }
-                }
-                self.tx_put(nodes, parent, &src_dir)?;
-                Ok((replaced, Some(src), exchanged))
-            })
-            .map_err(tx_error)
-            .map(|(replaced, src, exchanged)| {
+                self.publish(ctx, moved, src, new_parent, new_name);
+            }
+            if let Some(dst) = exchanged {
+                let moved = ChangeKind::Moved {
+                    from_parent: new_parent,
+                    from_name: new_name.to_string(),
+                };
+                self.publish(ctx, moved, dst, parent, name);
+            }
+            if let Some(dst) = replaced {
+                self.publish(ctx, ChangeKind::Removed, dst, new_parent, new_name);
+                // Saved by rename over a shared file: the new file is shared as the
+                // old one was.
                 if let Some(src) = src {
-                    let moved = ChangeKind::Moved {
-                        from_parent: parent,
-                        from_name: name.to_string(),
-                    };
-                    self.publish(ctx, moved, src, new_parent, new_name);
+                    self.after_commit(move |store| {
+                        if let Err(e) = store.move_shares(dst, src) {
+                            tracing::warn!(error = %e, "could not carry shares over a replace");
+                        }
+                    });
                 }
-                if let Some(dst) = exchanged {
-                    let moved = ChangeKind::Moved {
-                        from_parent: new_parent,
-                        from_name: new_name.to_string(),
-                    };
-                    self.publish(ctx, moved, dst, parent, name);
-                }
-                if let Some(dst) = replaced {
-                    self.publish(ctx, ChangeKind::Removed, dst, new_parent, new_name);
-                    // Saved by rename over a shared file: the new file is shared as the
-                    // old one was.
-                    if let Some(Err(e)) = src.map(|src| self.move_shares(dst, src)) {
-                        tracing::warn!(error = %e, "could not carry shares over a replace");
-                    }
-                }
-                replaced
-            })
+            }
+            replaced
+        })
     }
 
     pub fn setattr(
@@ -779,21 +771,19 @@ impl Store {
         id: NodeId,
         f: impl Fn(&mut NodeRec) -> std::result::Result<(), ErrorCode>,
     ) -> Result<Attr> {
-        self.nodes
-            .transaction(|nodes| {
-                let mut rec = self.tx_node(ctx, nodes, id, Action::Write)?;
-                if rec.deleted.is_some() {
-                    return abort(ErrorCode::NotFound);
-                }
-                f(&mut rec).or_else(abort)?;
-                self.tx_put(nodes, id, &rec)?;
-                Ok((rec.attr(id), rec.parent))
-            })
-            .map_err(tx_error)
-            .map(|(attr, parent)| {
-                self.publish(ctx, ChangeKind::Attr, id, parent, "");
-                attr
-            })
+        self.ns_tx(|(nodes, ..)| {
+            let mut rec = self.tx_node(ctx, nodes, id, Action::Write)?;
+            if rec.deleted.is_some() {
+                return abort(ErrorCode::NotFound);
+            }
+            f(&mut rec).or_else(abort)?;
+            self.tx_put(nodes, id, &rec)?;
+            Ok((rec.attr(id), rec.parent))
+        })
+        .map(|(attr, parent)| {
+            self.publish(ctx, ChangeKind::Attr, id, parent, "");
+            attr
+        })
     }
 
     pub fn set_xattr(
