@@ -618,3 +618,76 @@ fn listings_answered_from_what_the_mount_knows_stay_complete() {
         listed(&a, work)
     );
 }
+
+/// What `tar x` as root does to each file (create, write, close, chown, chmod, set times),
+/// queued while the sender waits and then sent in batches (the attribute changes of one
+/// file in a row go as one request), reaches another device exactly; attribute changes of
+/// different files in between are not folded together.
+#[test]
+fn owners_modes_and_times_set_while_queued_reach_another_device() {
+    let server = Server::start(&[("alice", "pw", "user")]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = core_alone(&server, &dir.path().join("a"), "a", false);
+    let files = lookup_path(&a, "files");
+    let t = |secs: i64| shelf_protocol::Timestamp { secs, nanos: 7 };
+    let n = 40u32;
+    let mut inos = Vec::new();
+    for i in 0..n {
+        let (st, o) = a
+            .create(files, OsStr::new(&format!("f{i}")), 0o600, libc::O_WRONLY)
+            .expect("create");
+        a.write(o.fh, 0, format!("file {i}").as_bytes())
+            .expect("write");
+        a.release(o.fh).expect("release");
+        let set = |s: SetAttr| a.setattr(st.ino, s).expect("setattr");
+        set(SetAttr {
+            uid: Some(1000 + i),
+            gid: Some(2000 + i),
+            ..SetAttr::default()
+        });
+        set(SetAttr {
+            mode: Some(0o640 + (i % 8)),
+            ..SetAttr::default()
+        });
+        set(SetAttr {
+            atime: Some(t(1_000_000 + i64::from(i))),
+            mtime: Some(t(2_000_000 + i64::from(i))),
+            ..SetAttr::default()
+        });
+        inos.push(st.ino);
+    }
+    // Interleaved: f0, f1, f0 again (not in a row: each applies in order).
+    let mode = |m: u32| SetAttr {
+        mode: Some(m),
+        ..SetAttr::default()
+    };
+    a.setattr(inos[0], mode(0o604)).expect("chmod");
+    a.setattr(inos[1], mode(0o606)).expect("chmod");
+    a.setattr(inos[0], mode(0o600)).expect("chmod");
+    assert!(a.start_sender().is_some(), "the sender starts");
+    a.fsyncdir().expect("fsyncdir");
+
+    let b = core_for(&server, &dir.path().join("b"), "b");
+    for i in 0..n {
+        let st = b
+            .getattr(lookup_path(&b, &format!("files/f{i}")))
+            .expect("getattr");
+        let want_mode = match i {
+            0 => 0o600,
+            1 => 0o606,
+            _ => 0o640 + (i % 8),
+        };
+        let at = |secs: u32| std::time::UNIX_EPOCH + Duration::new(u64::from(secs), 7);
+        assert_eq!(
+            (st.uid, st.gid, u32::from(st.perm), st.mtime, st.atime),
+            (
+                1000 + i,
+                2000 + i,
+                want_mode,
+                at(2_000_000 + i),
+                at(1_000_000 + i)
+            ),
+            "f{i}"
+        );
+    }
+}

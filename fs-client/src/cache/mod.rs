@@ -14,6 +14,7 @@
 
 pub mod chunks;
 pub mod journal;
+pub mod leases;
 pub mod oplog;
 pub mod staging_files;
 

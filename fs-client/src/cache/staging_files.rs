@@ -9,11 +9,12 @@
 //! * [`StagingFiles::remove`] queues a staging file and returns at once. The thread waits
 //!   while removals keep coming (an `rm -r` is not slowed by the deleting), then empties
 //!   it and keeps it as stock in `CACHE/spare/` when nothing can still see its content, and
-//!   deletes it otherwise: when a descriptor this client handed out is still alive, or the
-//!   kernel had the file for local I/O (FUSE passthrough maps the staging file itself into
-//!   processes that `mmap` the file, and a mapping outlives the file's close unseen:
-//!   `/proc/PID/maps` names the mounted file, not the staging file). A deleted file's
-//!   readers keep their content, as with any unlinked file.
+//!   deletes it otherwise: when a descriptor this client handed out is still alive, or,
+//!   for a file the kernel had for local I/O, when a lease shows it still open somewhere
+//!   (FUSE passthrough maps the staging file itself into processes that `mmap` the file,
+//!   and a mapping outlives the file's close; see [`super::leases`]). Reusing files keeps
+//!   ext4 from allocating and freeing an inode per small file. A deleted file's readers
+//!   keep their content, as with any unlinked file.
 //! * [`StagingFiles::create`] takes a file from the stock by rename (one directory
 //!   operation), and makes a new one only when the stock is out; the thread tops the stock
 //!   up with new empty files while idle.
@@ -268,10 +269,10 @@ impl Shared {
         let mut kept = Vec::new();
         for (i, d) in batch.iter().enumerate() {
             // A file the kernel had may be mapped by a process that closed it long ago
-            // (passthrough maps the staging file itself), which nothing here can see.
+            // (passthrough maps the staging file itself): only a lease can tell.
             let reusable = kept.len() < room
-                && !d.for_kernel
-                && d.holders.iter().all(|h| h.strong_count() == 0);
+                && d.holders.iter().all(|h| h.strong_count() == 0)
+                && (!d.for_kernel || super::leases::nobody_has_open(&d.path));
             if reusable {
                 let spare = self.spare_dir.join((first + i as u64).to_string());
                 let emptied = std::fs::rename(&d.path, &spare).is_ok()
@@ -396,6 +397,20 @@ mod tests {
         assert_eq!(first, 7);
         // SAFETY: unmapping the mapping made above.
         unsafe { libc::munmap(map, 4096) };
+    }
+
+    #[test]
+    fn a_file_the_kernel_had_and_nothing_holds_any_more_is_reused() {
+        let (dir, files, spare) = setup();
+        let a = dir.path().join("1");
+        let mut f = files.create(&a).unwrap();
+        f.write_all(&[7u8; 4096]).unwrap();
+        let ino = f.metadata().unwrap().ino();
+        drop(f);
+        files.remove(a.clone(), Vec::new(), true);
+        wait(|| files.idle());
+        assert!(!a.exists());
+        assert!(spare_inodes(&spare).contains(&ino), "not reused");
     }
 
     #[test]

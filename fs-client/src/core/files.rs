@@ -95,24 +95,6 @@ impl Manifest {
     }
 }
 
-/// Whether no descriptor anywhere has the file at `path` open for writing (the kernel's own
-/// included: a shared writable mapping holds one): a read lease is granted only then. The
-/// lease goes with the descriptor at once. A lease broken while held would signal SIGIO,
-/// whose default kills the process, so the signal is ignored (nothing here uses it).
-fn nobody_writes(path: &std::path::Path) -> bool {
-    use std::os::fd::AsRawFd;
-    static IGNORE_SIGIO: std::sync::Once = std::sync::Once::new();
-    IGNORE_SIGIO.call_once(|| {
-        // SAFETY: sets a signal's disposition to "ignore"; no handler runs.
-        unsafe { libc::signal(libc::SIGIO, libc::SIG_IGN) };
-    });
-    let Ok(file) = File::open(path) else {
-        return false;
-    };
-    // SAFETY: fcntl on a descriptor owned by `file`, alive for the call.
-    unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLEASE, libc::F_RDLCK) == 0 }
-}
-
 /// Size and change times of a staging file: when they differ from the recorded stamp, the
 /// kernel wrote to it directly (local I/O) and the content counts as changed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -250,7 +232,9 @@ impl Staging {
             return;
         }
         // Asked before the last look, so no write can fall between the two.
-        let settled = !kernel_writing && self.file.is_none() && nobody_writes(&self.path);
+        let settled = !kernel_writing
+            && self.file.is_none()
+            && crate::cache::leases::nobody_writes(&self.path);
         self.refresh();
         if settled {
             self.kernel_writable = false;

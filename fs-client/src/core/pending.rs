@@ -372,6 +372,39 @@ fn request(op: &NsOp, replay: bool) -> Request {
     }
 }
 
+/// One request doing `first` then `second`, when both change attributes of the same node
+/// (each field as `second` leaves it).
+fn merge_setattr(first: &Request, second: &Request) -> Option<Request> {
+    match (first, second) {
+        (
+            Request::SetAttr {
+                node,
+                mode,
+                uid,
+                gid,
+                atime,
+                mtime,
+            },
+            Request::SetAttr {
+                node: node2,
+                mode: mode2,
+                uid: uid2,
+                gid: gid2,
+                atime: atime2,
+                mtime: mtime2,
+            },
+        ) if node == node2 => Some(Request::SetAttr {
+            node: *node,
+            mode: mode2.or(*mode),
+            uid: uid2.or(*uid),
+            gid: gid2.or(*gid),
+            atime: atime2.or(*atime),
+            mtime: mtime2.or(*mtime),
+        }),
+        _ => None,
+    }
+}
+
 impl Pending {
     /// Opens the queue in the journal folder `dir`; changes left by a killed client are laid
     /// over the view again and replayed.
@@ -962,15 +995,27 @@ impl FsCore {
     /// Returns the changes done, and `Err` when the rest should be tried again later.
     fn send_batch(&self, ops: &[Queued]) -> (Vec<u64>, Result<(), RemoteError>) {
         let mut done = Vec::new();
-        let reqs = ops
-            .iter()
-            .map(|q| Stamped {
-                at: q.at,
-                req: request(&self.aliased(&q.op), true),
-            })
-            .collect();
+        // Attribute changes of one node in a row (tar's chown, chmod and utimens of each
+        // file) go as one request; `groups[i]` is how many queued changes request i carries.
+        let mut reqs: Vec<Stamped> = Vec::with_capacity(ops.len());
+        let mut groups: Vec<usize> = Vec::with_capacity(ops.len());
+        for q in ops {
+            let req = request(&self.aliased(&q.op), true);
+            if let (Some(last), Some(n)) = (reqs.last_mut(), groups.last_mut()) {
+                if let Some(merged) = merge_setattr(&last.req, &req) {
+                    *last = Stamped {
+                        at: q.at,
+                        req: merged,
+                    };
+                    *n += 1;
+                    continue;
+                }
+            }
+            reqs.push(Stamped { at: q.at, req });
+            groups.push(1);
+        }
         let results = match self.remote.call(Request::Batch(reqs)) {
-            Ok(Response::Batch(r)) if r.len() <= ops.len() => r,
+            Ok(Response::Batch(r)) if r.len() <= groups.len() => r,
             Ok(_) => {
                 return (
                     done,
@@ -979,17 +1024,22 @@ impl FsCore {
             }
             Err(e) => return (done, Err(e)),
         };
-        for (q, result) in ops.iter().zip(&results) {
+        let mut at = 0;
+        for (n, result) in groups.iter().zip(&results) {
             let Ok(answer) = result else { break };
-            self.sent_applied(&q.op, answer);
-            done.push(q.seq);
+            for q in &ops[at..at + n] {
+                self.sent_applied(&q.op, answer);
+                done.push(q.seq);
+            }
+            at += n;
         }
         // The change the server refused goes alone, by the rules for replays: a name taken
-        // meanwhile, a folder deleted, an answer lost.
+        // meanwhile, a folder deleted, an answer lost (the rest of its group follows with
+        // the next batch).
         let Some(q) = ops.get(done.len()) else {
             return (done, Ok(()));
         };
-        if results.len() <= done.len() {
+        if results.iter().all(|r| r.is_ok()) {
             // Not tried (the server stopped early): sent again with the next batch.
             return (done, Ok(()));
         }
