@@ -16,8 +16,9 @@
 //!   ext4 from allocating and freeing an inode per small file. A deleted file's readers
 //!   keep their content, as with any unlinked file.
 //! * [`StagingFiles::create`] takes a file from the stock by rename (one directory
-//!   operation), and makes a new one only when the stock is out; the thread tops the stock
-//!   up with new empty files while idle.
+//!   operation; the stock's newest files are kept open, so most creates need no `open`),
+//!   and makes a new one only when the stock is out; the thread tops the stock up with new
+//!   empty files while idle.
 //!
 //! A path queued for removal and created again before its turn is deleted at once and made
 //! anew, and one being worked on right then is waited for: a new file never meets an old
@@ -35,6 +36,8 @@ use std::time::Duration;
 const STOCK: usize = 512;
 /// Emptied files kept for reuse, at most.
 const MAX_STOCK: usize = 16_384;
+/// Stock files kept open, at most.
+const OPEN_SPARES: usize = STOCK;
 /// Files given up together (one scan of the process maps for all).
 const BATCH: usize = 1024;
 /// How long the thread waits for more removals before working on the queue.
@@ -50,6 +53,13 @@ struct Shared {
     spare_dir: PathBuf,
     state: Mutex<State>,
     cv: Condvar,
+}
+
+/// An empty file of the stock, open for reading and writing while few enough are (a
+/// create then needs no `open` of its own).
+struct Spare {
+    path: PathBuf,
+    file: Option<File>,
 }
 
 /// A staging file given up.
@@ -68,8 +78,10 @@ struct State {
     doomed_paths: HashSet<PathBuf>,
     /// Files the thread is working on right now.
     busy: HashSet<PathBuf>,
-    /// Empty files ready to be taken.
-    spares: Vec<PathBuf>,
+    /// Empty files ready to be taken, the newest open already (at most [`OPEN_SPARES`]).
+    spares: Vec<Spare>,
+    /// How many of them are open.
+    open_spares: usize,
     next_spare: u64,
     /// The stock was full: no topping up until it falls below half.
     resting: bool,
@@ -102,7 +114,10 @@ impl StagingFiles {
             {
                 state.next_spare = state.next_spare.max(n + 1);
             }
-            state.spares.push(entry.path());
+            state.spares.push(Spare {
+                path: entry.path(),
+                file: None,
+            });
         }
         let shared = Arc::new(Shared {
             spare_dir: spare_dir.to_path_buf(),
@@ -128,6 +143,9 @@ impl StagingFiles {
                 st.doomed.retain(|d| d.path != path);
             }
             let spare = st.spares.pop();
+            if spare.as_ref().is_some_and(|s| s.file.is_some()) {
+                st.open_spares -= 1;
+            }
             // The thread rests while the stock is full enough: wake it to top up.
             if st.resting && st.spares.len() < STOCK / 2 {
                 self.shared.cv.notify_all();
@@ -139,8 +157,15 @@ impl StagingFiles {
             let _ = std::fs::remove_file(path);
         }
         if let Some(spare) = spare {
-            if std::fs::rename(&spare, path).is_err() {
-                let _ = std::fs::remove_file(&spare);
+            match std::fs::rename(&spare.path, path) {
+                Ok(()) => {
+                    if let Some(file) = spare.file {
+                        return Ok(file);
+                    }
+                }
+                Err(_) => {
+                    let _ = std::fs::remove_file(&spare.path);
+                }
             }
         }
         OpenOptions::new()
@@ -234,7 +259,8 @@ impl Shared {
                 drop(st);
                 let kept = self.give_up(&batch, room, first);
                 let mut st = self.lock();
-                st.spares.extend(kept);
+                st.spares
+                    .extend(kept.into_iter().map(|path| Spare { path, file: None }));
                 for d in &batch {
                     st.busy.remove(&d.path);
                 }
@@ -247,10 +273,17 @@ impl Shared {
             st.next_spare += 1;
             drop(st);
             let path = self.spare_dir.join(n.to_string());
-            match OpenOptions::new().write(true).create_new(true).open(&path) {
-                Ok(_) => {
+            match OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(file) => {
                     let mut st = self.lock();
-                    st.spares.push(path);
+                    let file = (st.open_spares < OPEN_SPARES).then_some(file);
+                    st.open_spares += usize::from(file.is_some());
+                    st.spares.push(Spare { path, file });
                     st.resting = st.spares.len() >= STOCK;
                 }
                 Err(e) => {

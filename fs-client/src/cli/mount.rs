@@ -203,6 +203,25 @@ pub fn mount(args: MountArgs) -> anyhow::Result<()> {
     bail!("mounting {} failed: {last}", dir.display())
 }
 
+/// The mount keeps a descriptor per open file and a stock of open staging files: lift the
+/// soft limit on open descriptors to the hard one (often 1,024 against 500,000+).
+fn raise_open_file_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            let before = lim.rlim_cur;
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                tracing::warn!(limit = before, "cannot raise the open-file limit");
+            }
+        }
+    }
+}
+
 fn run_foreground(
     dir: &Path,
     args: &MountArgs,
@@ -210,6 +229,7 @@ fn run_foreground(
     cache_root: &Path,
 ) -> anyhow::Result<()> {
     let opts = parse_options(&args.options)?;
+    raise_open_file_limit();
     let (remote, root) = account::connect(login)?;
     let cache = CacheDir::open(cache_root)?;
     // SAFETY: getuid/getgid cannot fail.

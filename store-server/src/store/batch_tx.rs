@@ -24,7 +24,7 @@ pub(crate) type NsTrees = (
     TransactionalTree,
 );
 
-type TxResult<T> = std::result::Result<T, ConflictableTransactionError<StoreError>>;
+type TxResult<T, E = StoreError> = std::result::Result<T, ConflictableTransactionError<E>>;
 
 /// Work to do once the changes are committed.
 type AfterCommit = Box<dyn FnOnce(&Store)>;
@@ -73,21 +73,30 @@ impl Drop for Scope {
 }
 
 impl Store {
+    /// A sled transaction over the namespace trees.
+    fn ns_transaction<T, E>(
+        &self,
+        f: impl Fn(&NsTrees) -> TxResult<T, E>,
+    ) -> sled::transaction::TransactionResult<T, E> {
+        use sled::Transactional;
+        (
+            &self.nodes,
+            &self.dirents,
+            &self.lineage,
+            &self.graves,
+            &self.names,
+            &self.versions,
+        )
+            .transaction(f)
+    }
+
     /// Runs `f` on the namespace trees: inside the current batch's transaction, or in a
     /// transaction of its own.
     pub(crate) fn ns_tx<T>(&self, f: impl Fn(&NsTrees) -> TxResult<T>) -> Result<T, StoreError> {
         let current = BATCH.with(|b| b.borrow().clone());
         let Some(trees) = current else {
-            use sled::Transactional;
-            return (
-                &self.nodes,
-                &self.dirents,
-                &self.lineage,
-                &self.graves,
-                &self.names,
-                &self.versions,
-            )
-                .transaction(|trees| f(trees))
+            return self
+                .ns_transaction(|trees| f(trees))
                 .map_err(super::namespace::tx_error);
         };
         match f(&trees) {
@@ -152,35 +161,26 @@ impl Store {
         n: usize,
         change: &impl Fn(usize) -> Result<R, StoreError>,
     ) -> Result<Vec<R>, (usize, StoreError)> {
-        use sled::Transactional;
-        let outcome = (
-            &self.nodes,
-            &self.dirents,
-            &self.lineage,
-            &self.graves,
-            &self.names,
-            &self.versions,
-        )
-            .transaction(|trees| {
-                AFTER.with(|a| a.borrow_mut().clear());
-                FRESH_IDS.with(|f| f.borrow_mut().1 = 0);
-                CONFLICTED.with(|c| c.set(false));
-                BATCH.with(|b| *b.borrow_mut() = Some(trees.clone()));
-                let _scope = Scope;
-                let mut results = Vec::with_capacity(n);
-                for i in 0..n {
-                    match change(i) {
-                        Ok(r) => results.push(r),
-                        Err(_) if CONFLICTED.with(|c| c.get()) => {
-                            return Err(ConflictableTransactionError::Conflict)
-                        }
-                        Err(e) => {
-                            return Err(ConflictableTransactionError::Abort((i, e)));
-                        }
+        let outcome = self.ns_transaction(|trees| {
+            AFTER.with(|a| a.borrow_mut().clear());
+            FRESH_IDS.with(|f| f.borrow_mut().1 = 0);
+            CONFLICTED.with(|c| c.set(false));
+            BATCH.with(|b| *b.borrow_mut() = Some(trees.clone()));
+            let _scope = Scope;
+            let mut results = Vec::with_capacity(n);
+            for i in 0..n {
+                match change(i) {
+                    Ok(r) => results.push(r),
+                    Err(_) if CONFLICTED.with(|c| c.get()) => {
+                        return Err(ConflictableTransactionError::Conflict)
+                    }
+                    Err(e) => {
+                        return Err(ConflictableTransactionError::Abort((i, e)));
                     }
                 }
-                Ok(results)
-            });
+            }
+            Ok(results)
+        });
         let after = AFTER.with(|a| std::mem::take(&mut *a.borrow_mut()));
         match outcome {
             Ok(results) => {

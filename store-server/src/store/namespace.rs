@@ -2,6 +2,7 @@
 //! attributes and file versions. Every change is one sled transaction over the trees it
 //! touches, and every node it reads or changes passes [`authorize`].
 
+use super::batch_tx::NsTrees;
 use super::history::HistoryTx;
 use super::sealed::{dirent_child, node_owner};
 use super::{check_format, decode, node_key, version_key, Ctx, NodeRec, Store, VersionRec, FORMAT};
@@ -74,6 +75,21 @@ pub(crate) fn tx<T>(r: Result<T>) -> TxResult<T> {
 }
 
 impl Store {
+    /// The history records of `owner`'s nodes, for a change `ctx` makes in a namespace
+    /// transaction.
+    fn history_tx<'a>(&'a self, ctx: &'a Ctx, owner: u64, trees: &'a NsTrees) -> HistoryTx<'a> {
+        let (nodes, _, lineage, graves, names, _) = trees;
+        HistoryTx {
+            store: self,
+            owner,
+            nodes,
+            lineage,
+            graves,
+            names,
+            device: &ctx.device,
+        }
+    }
+
     /// Reads a node inside a transaction and authorises `action` on it.
     pub(crate) fn tx_node(
         &self,
@@ -309,17 +325,9 @@ impl Store {
             xattrs: BTreeMap::new(),
             deleted: None,
         };
-        self.ns_tx(|(nodes, dirents, lineage, graves, names, ..)| {
+        self.ns_tx(|trees @ (nodes, dirents, ..)| {
             let mut dir = self.tx_dir(ctx, nodes, parent, Action::Write)?;
-            let history = HistoryTx {
-                store: self,
-                owner: dir.owner,
-                nodes,
-                lineage,
-                graves,
-                names,
-                device: &ctx.device,
-            };
+            let history = self.history_tx(ctx, dir.owner, trees);
             let key = tx(self.dirent_key(dir.owner, parent, name))?;
             if chosen.is_some() {
                 if let Some(bytes) = nodes.get(node_key(id))? {
@@ -435,7 +443,7 @@ impl Store {
         check_name(name)?;
         self.refuse_in_shared_view(ctx, parent)?;
         let now = self.now();
-        self.ns_tx(|(nodes, dirents, lineage, graves, names, versions)| {
+        self.ns_tx(|trees @ (nodes, dirents, .., versions)| {
             let expect = match expect {
                 Some(Expect {
                     node,
@@ -447,15 +455,7 @@ impl Store {
                 other => other,
             };
             let mut dir = self.tx_dir(ctx, nodes, parent, Action::Write)?;
-            let history = HistoryTx {
-                store: self,
-                owner: dir.owner,
-                nodes,
-                lineage,
-                graves,
-                names,
-                device: &ctx.device,
-            };
+            let history = self.history_tx(ctx, dir.owner, trees);
             let key = tx(self.dirent_key(dir.owner, parent, name))?;
             let Some(child) = dirents.get(&key)? else {
                 return abort(ErrorCode::NotFound);
@@ -545,17 +545,9 @@ impl Store {
         self.refuse_in_shared_view(ctx, parent)?;
         self.refuse_in_shared_view(ctx, new_parent)?;
         let now = self.now();
-        self.ns_tx(|(nodes, dirents, lineage, graves, names, ..)| {
+        self.ns_tx(|trees @ (nodes, dirents, ..)| {
             let mut src_dir = self.tx_dir(ctx, nodes, parent, Action::Write)?;
-            let history = HistoryTx {
-                store: self,
-                owner: src_dir.owner,
-                nodes,
-                lineage,
-                graves,
-                names,
-                device: &ctx.device,
-            };
+            let history = self.history_tx(ctx, src_dir.owner, trees);
             let from_key = tx(self.dirent_key(src_dir.owner, parent, name))?;
             let to_key = tx(self.dirent_key(src_dir.owner, new_parent, new_name))?;
             let Some(src) = dirents.get(&from_key)? else {
