@@ -458,7 +458,9 @@ pub const MAX_BATCH: usize = 1024;
 
 impl Request {
     /// Whether the request may ride in a [`Request::Batch`]: the namespace changes a
-    /// device's write-back journal holds.
+    /// device's write-back journal holds, and commits. A batched commit's file must exist
+    /// before the batch, and a conflict or deletion refuses it (sent alone, it would be
+    /// resolved by keeping both).
     pub fn batchable(&self) -> bool {
         matches!(
             self,
@@ -472,6 +474,7 @@ impl Request {
                 | Request::SetAttr { .. }
                 | Request::SetXattr { .. }
                 | Request::RemoveXattr { .. }
+                | Request::Commit { .. }
         )
     }
 }

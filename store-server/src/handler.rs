@@ -13,8 +13,8 @@ use crate::store::namespace::NewNode;
 use crate::store::shares::ChunkScope;
 use crate::store::{Ctx, Store};
 use shelf_protocol::{
-    AdminRequest, AuditLine, ChunkBody, ChunkId, ErrorCode, NodeKind, Request, Response, UserInfo,
-    WireError, MAX_BATCH, MAX_CHUNK, MAX_CHUNKS_PER_REQUEST,
+    AdminRequest, AuditLine, ChunkBody, ChunkId, ChunkRef, ErrorCode, NodeId, NodeKind, Request,
+    Response, UserInfo, WireError, MAX_BATCH, MAX_CHUNK, MAX_CHUNKS_PER_REQUEST,
 };
 use std::sync::Mutex;
 
@@ -199,6 +199,28 @@ fn batch(
         return Err(ErrorCode::InvalidArgument.into());
     }
     let ctx = signed_in(store, session)?;
+    // Commits need their chunks stored and checked before the transaction (which reads and
+    // writes the database only through itself), and none collected until it ends.
+    let _chunks_in_use = match reqs.iter().any(|s| matches!(s.req, Request::Commit { .. })) {
+        true => Some(store.chunks_in_use()?),
+        false => None,
+    };
+    let mut cut = None;
+    for (i, s) in reqs.iter().enumerate() {
+        if let Request::Commit {
+            node,
+            chunks,
+            inline,
+            ..
+        } = &s.req
+        {
+            if let Err(e) = prepare_commit(store, session, &ctx, *node, chunks, inline) {
+                cut = Some((i, e));
+                break;
+            }
+        }
+    }
+    let n = cut.as_ref().map_or(reqs.len(), |(i, _)| *i);
     // Nodes the store numbers itself (the client numbers those it makes).
     let new_nodes = reqs
         .iter()
@@ -212,11 +234,27 @@ fn batch(
             )
         })
         .count();
-    let (applied, failure) = store.in_one_transaction(reqs.len(), new_nodes, |i| {
+    let (applied, mut failure) = store.in_one_transaction(n, new_nodes, |i| {
         let shelf_protocol::Stamped { at, req } = &reqs[i];
         tracing::trace!(request = describe(req), "in a batch");
-        store.at_time(*at, || apply(store, session, &ctx, req.clone()))
+        store.at_time(*at, || match req {
+            // Checked above; a conflict or a deletion meanwhile is refused here (alone,
+            // the client's commit is resolved: see `Store::commit_resolving`).
+            Request::Commit {
+                node,
+                base_version,
+                chunks,
+                mtime,
+                ..
+            } => store
+                .commit_checked(&ctx, *node, *base_version, chunks.clone(), *mtime)
+                .map(Response::Attr),
+            req => apply(store, session, &ctx, req.clone()),
+        })
     });
+    if failure.is_none() {
+        failure = cut.map(|(_, e)| e);
+    }
     let mut results: Vec<Result<Response, WireError>> = applied.into_iter().map(Ok).collect();
     if let Some(e) = failure {
         let what = reqs
@@ -232,6 +270,24 @@ fn batch(
         results.push(Err(e.to_wire()));
     }
     Ok(Response::Batch(results))
+}
+
+/// A batched commit's part outside the batch's transaction: its inline chunks stored, and
+/// [`Store::check_commit`] (the same checks as a commit sent alone).
+fn prepare_commit(
+    store: &Store,
+    session: &Session,
+    ctx: &Ctx,
+    node: NodeId,
+    chunks: &[ChunkRef],
+    inline: &[ChunkBody],
+) -> Result<(), StoreError> {
+    let scope = store.chunk_scope(ctx, node, Action::Write)?;
+    put_chunks(store, ctx, session, &scope, inline)?;
+    if chunks.iter().any(|c| !session.may_use(&scope, &c.id)) {
+        return Err(ErrorCode::MissingChunk.into());
+    }
+    store.check_commit(ctx, node, chunks)
 }
 
 fn dispatch(store: &Store, session: &Session, req: Request) -> Result<Response, StoreError> {

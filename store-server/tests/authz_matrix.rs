@@ -420,6 +420,31 @@ fn session(store: &Store, user: &str, device: &str) -> Session {
 
 /// Sends one request; `Subscribe` goes where the connection would send it.
 fn send(store: &Store, s: &Session, req: Request) -> Result<Response, WireError> {
+    let req = match req {
+        Request::Commit {
+            node,
+            chunks,
+            inline,
+            mtime,
+            durable,
+            ..
+        } => {
+            // The base the client would have: the file's current version, if it may see it.
+            let base_version = match handle(store, s, Request::GetAttr { node }) {
+                Ok(Response::Attr(a)) => a.version,
+                _ => 1,
+            };
+            Request::Commit {
+                node,
+                base_version,
+                chunks,
+                inline,
+                mtime,
+                durable,
+            }
+        }
+        other => other,
+    };
     match req {
         // The batched run: every change a batch may carry goes in a batch of its own, and
         // must be answered exactly as when sent alone.
@@ -433,32 +458,6 @@ fn send(store: &Store, s: &Session, req: Request) -> Result<Response, WireError>
             }
         }
         Request::Subscribe { after } => subscribe(store, s, after).map(|sub| sub.response),
-        Request::Commit {
-            node,
-            chunks,
-            inline,
-            mtime,
-            durable,
-            ..
-        } => {
-            // The base the client would have: the file's current version, if it may see it.
-            let base = match handle(store, s, Request::GetAttr { node }) {
-                Ok(Response::Attr(a)) => a.version,
-                _ => 1,
-            };
-            handle(
-                store,
-                s,
-                Request::Commit {
-                    node,
-                    base_version: base,
-                    chunks,
-                    inline,
-                    mtime,
-                    durable,
-                },
-            )
-        }
         other => handle(store, s, other),
     }
 }

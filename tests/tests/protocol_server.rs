@@ -577,3 +577,188 @@ fn a_batch_applies_in_one_transaction_up_to_its_first_refusal() {
         "a refused batch was announced"
     );
 }
+
+/// A commit of `data` (one inline chunk) on `base`.
+fn commit_of(node: NodeId, base_version: u64, data: &[u8]) -> Request {
+    Request::Commit {
+        node,
+        base_version,
+        chunks: vec![ChunkRef {
+            id: shelf::chunker::chunk_id(data),
+            len: data.len() as u32,
+        }],
+        inline: vec![ChunkBody {
+            id: shelf::chunker::chunk_id(data),
+            data: data.to_vec(),
+        }],
+        mtime: Timestamp::now(),
+        durable: false,
+    }
+}
+
+fn new_file(r: &Remote, parent: NodeId, name: &str) -> Attr {
+    match r.call(Request::Create {
+        parent,
+        name: name.into(),
+        mode: 0o644,
+        exclusive: true,
+        id: None,
+    }) {
+        Ok(Response::Attr(a)) => a,
+        other => panic!("create {name}: {other:?}"),
+    }
+}
+
+fn content_id(r: &Remote, node: NodeId) -> (u64, Vec<ChunkId>) {
+    let m = r.get_manifest(node).expect("manifest");
+    (m.version, m.chunks.iter().map(|c| c.id).collect())
+}
+
+#[test]
+fn commits_ride_in_a_batch_up_to_the_first_refused() {
+    let server = Server::start(&[("al", "pw", "user")]);
+    let (y, root) = server.connect("al", "pw", "y");
+    let files = lookup_attr(&y, root.node, "files").node;
+    let [a, b, c] = ["a", "b", "c"].map(|n| new_file(&y, files, n).node);
+    let batch = |reqs: Vec<Request>| {
+        let stamped = reqs
+            .into_iter()
+            .map(|req| Stamped {
+                at: Timestamp::now(),
+                req,
+            })
+            .collect();
+        match y.call(Request::Batch(stamped)).expect("batch") {
+            Response::Batch(results) => results,
+            other => panic!("batch answered {other:?}"),
+        }
+    };
+    // b is not at version 5: the batch stops there, c is not reached.
+    let results = batch(vec![
+        commit_of(a, 0, b"first"),
+        commit_of(b, 5, b"second"),
+        commit_of(c, 0, b"third"),
+    ]);
+    assert_eq!(results.len(), 2, "{results:?}");
+    assert!(matches!(&results[0], Ok(Response::Attr(at)) if at.version == 1 && at.size == 5));
+    assert_eq!(
+        results[1].as_ref().map_err(|e| e.code),
+        Err(ErrorCode::Conflict)
+    );
+    assert_eq!(
+        content_id(&y, a),
+        (1, vec![shelf::chunker::chunk_id(b"first")])
+    );
+    assert_eq!(content_id(&y, b).0, 0);
+    assert_eq!(content_id(&y, c).0, 0);
+    // A commit is checked before the batch's transaction: a file the batch itself makes is
+    // not there yet (the client commits after its creates were sent); a body that does not
+    // match its id is refused. The changes before either are made.
+    let made_here = CLIENT_NODE_IDS.start + 5;
+    let results = batch(vec![
+        commit_of(c, 0, b"third"),
+        Request::Create {
+            parent: files,
+            name: "d".into(),
+            mode: 0o644,
+            exclusive: true,
+            id: Some(made_here),
+        },
+        commit_of(made_here, 0, b"fourth"),
+    ]);
+    assert_eq!(results.len(), 3, "{results:?}");
+    assert!(results[..2].iter().all(|r| r.is_ok()), "{results:?}");
+    assert_eq!(
+        results[2].as_ref().map_err(|e| e.code),
+        Err(ErrorCode::NotFound)
+    );
+    assert_eq!(content_id(&y, c).0, 1);
+    assert_eq!(lookup_attr(&y, files, "d").version, 0);
+    let Request::Commit {
+        node,
+        base_version,
+        chunks,
+        mut inline,
+        mtime,
+        durable,
+    } = commit_of(b, 0, b"tampered")
+    else {
+        unreachable!()
+    };
+    inline[0].data = b"not that".to_vec();
+    let results = batch(vec![
+        commit_of(made_here, 0, b"fourth"),
+        Request::Commit {
+            node,
+            base_version,
+            chunks,
+            inline,
+            mtime,
+            durable,
+        },
+    ]);
+    assert_eq!(results.len(), 2, "{results:?}");
+    assert!(results[0].is_ok());
+    assert_eq!(
+        results[1].as_ref().map_err(|e| e.code),
+        Err(ErrorCode::Corrupt)
+    );
+    assert_eq!(content_id(&y, b).0, 0);
+}
+
+#[test]
+fn concurrent_commits_go_together_and_a_conflicting_one_is_still_resolved() {
+    let server = Server::start(&[("al", "pw", "user")]);
+    let (x, root) = server.connect("al", "pw", "x");
+    let (y, _) = server.connect("al", "pw", "y");
+    let files = lookup_attr(&y, root.node, "files").node;
+    let nodes: Vec<NodeId> = (0..32)
+        .map(|i| new_file(&y, files, &format!("f{i}")).node)
+        .collect();
+    // Another device changed f7 first: y's commit on version 0 conflicts.
+    match x.commit(commit_of(nodes[7], 0, b"x was first")) {
+        Ok(shelf::remote::calls::Committed::Made(a)) => assert_eq!(a.version, 1),
+        Ok(_) => panic!("x's commit was kept elsewhere"),
+        Err(e) => panic!("x's commit: {e}"),
+    }
+    let y = std::sync::Arc::new(y);
+    let threads: Vec<_> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, &node)| {
+            let y = y.clone();
+            std::thread::spawn(move || {
+                let data = format!("content of f{i}").into_bytes();
+                (i, y.commit(commit_of(node, 0, &data)))
+            })
+        })
+        .collect();
+    for t in threads {
+        let (i, result) = t.join().expect("thread");
+        match (i, result) {
+            (7, Ok(shelf::remote::calls::Committed::KeptElsewhere { name, .. })) => {
+                // Nothing lost: y's content is beside x's.
+                let copy = lookup_attr(&y, files, &name).node;
+                assert_eq!(
+                    content_id(&y, copy).1,
+                    vec![shelf::chunker::chunk_id(b"content of f7")]
+                );
+            }
+            (7, other) => panic!("f7: {:?}", other.map(|_| ())),
+            (i, Ok(shelf::remote::calls::Committed::Made(a))) => {
+                assert_eq!(a.version, 1, "f{i}");
+                assert_eq!(
+                    content_id(&y, nodes[i]).1,
+                    vec![shelf::chunker::chunk_id(
+                        format!("content of f{i}").as_bytes()
+                    )]
+                );
+            }
+            (i, other) => panic!("f{i}: {:?}", other.map(|_| ())),
+        }
+    }
+    assert_eq!(
+        content_id(&y, nodes[7]).1,
+        vec![shelf::chunker::chunk_id(b"x was first")]
+    );
+}

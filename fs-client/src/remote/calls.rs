@@ -312,7 +312,14 @@ impl Remote {
     }
 
     /// Makes a new version of a file (`Request::Commit`).
+    /// Sends a `Request::Commit`, in one batch with the commits other threads make
+    /// meanwhile (see [`super::commit_group`]).
     pub fn commit(&self, req: Request) -> Result<Committed, RemoteError> {
+        self.commit_grouped(req)
+    }
+
+    /// Sends a `Request::Commit` on its own.
+    pub fn commit_alone(&self, req: Request) -> Result<Committed, RemoteError> {
         self.ask("commit", req, |r| match r {
             Response::Attr(a) => Some(Committed::Made(a)),
             Response::KeptElsewhere { attr, name } => Some(Committed::KeptElsewhere { attr, name }),

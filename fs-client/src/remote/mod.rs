@@ -8,6 +8,7 @@
 //! decides what a failure means for the user (EIO now, or queued work retried later).
 
 pub mod calls;
+mod commit_group;
 pub mod counted;
 pub mod tls;
 
@@ -101,6 +102,8 @@ pub struct Remote {
     events: Arc<Mutex<Option<std::sync::mpsc::Sender<Change>>>>,
     /// The newest feed position seen (resubscribing after a reconnect starts there).
     last_seq: Arc<AtomicU64>,
+    /// Commits waiting to go out together.
+    commits: commit_group::CommitGroup,
 }
 
 impl Remote {
@@ -120,6 +123,7 @@ impl Remote {
             traffic: Arc::new(counted::Traffic::default()),
             events: Arc::new(Mutex::new(None)),
             last_seq: Arc::new(AtomicU64::new(0)),
+            commits: Default::default(),
         })
     }
 

@@ -880,22 +880,47 @@ impl Store {
         chunks: Vec<ChunkRef>,
         mtime: Timestamp,
     ) -> Result<Attr> {
+        // No chunk this commit checks may be collected before the version names it.
+        let _shared = self.chunks_in_use()?;
+        self.check_commit(ctx, id, &chunks)?;
+        self.commit_checked(ctx, id, base, chunks, mtime)
+    }
+
+    /// Holds off garbage collection while held: chunks checked present stay present.
+    pub fn chunks_in_use(&self) -> Result<std::sync::RwLockReadGuard<'_, ()>> {
+        self.gc_lock
+            .read()
+            .map_err(|_| StoreError::Corrupt("the GC lock was poisoned".into()))
+    }
+
+    /// What a commit of `chunks` to `id` needs before its transaction (outside any: it
+    /// reads the database directly): the session may write the file, it is a file, and its
+    /// owner holds every chunk. Call it under [`Store::chunks_in_use`].
+    pub fn check_commit(&self, ctx: &Ctx, id: NodeId, chunks: &[ChunkRef]) -> Result<()> {
         // Authorise before looking at chunks, so nothing is learnt about other accounts.
         let rec = self.node_to_commit(ctx, id)?;
-        // No chunk this commit checks may be collected before the version names it.
-        let _shared = self
-            .gc_lock
-            .read()
-            .map_err(|_| StoreError::Corrupt("the GC lock was poisoned".into()))?;
         if rec.kind != NodeKind::File {
             return Err(ErrorCode::IsDir.into());
         }
-        for c in &chunks {
+        for c in chunks {
             // The file's owner holds its chunks (the committer may be a share recipient).
             if !self.chunks.contains(rec.owner, &c.id)? {
                 return Err(ErrorCode::MissingChunk.into());
             }
         }
+        Ok(())
+    }
+
+    /// Records the version a [`Store::check_commit`]ed commit makes, if the file is still
+    /// at `base` (else `Conflict`): in the current batch's transaction or its own.
+    pub fn commit_checked(
+        &self,
+        ctx: &Ctx,
+        id: NodeId,
+        base: u64,
+        chunks: Vec<ChunkRef>,
+        mtime: Timestamp,
+    ) -> Result<Attr> {
         let size: u64 = chunks.iter().map(|c| u64::from(c.len)).sum();
         let now = self.now();
         let body = postcard::to_stdvec(&VersionRec {
@@ -907,33 +932,33 @@ impl Store {
             base,
             chunks,
         })?;
-        use sled::Transactional;
-        (&self.nodes, &self.versions)
-            .transaction(|(nodes, versions)| {
-                let mut rec = self.tx_node(ctx, nodes, id, Action::Write)?;
-                if rec.deleted.is_some() && !deleted_by(&rec, ctx) {
-                    return abort(ErrorCode::NotFound);
-                }
-                if rec.version != base {
-                    return abort(ErrorCode::Conflict);
-                }
-                rec.version += 1;
-                rec.size = size;
-                rec.mtime = mtime;
-                // The content changed when it was written (its mtime), not when the upload
-                // landed: the client already showed that ctime, and tar compares it.
-                rec.ctime = rec.ctime.max(mtime);
-                versions.insert(&version_key(id, rec.version), body.clone())?;
-                self.tx_put(nodes, id, &rec)?;
-                Ok((rec.attr(id), rec.parent, rec.deleted.is_some()))
-            })
-            .map_err(tx_error)
-            .map(|(attr, parent, unnamed)| {
-                if !unnamed {
-                    self.publish(ctx, ChangeKind::Content, id, parent, "");
-                }
-                attr
-            })
+        self.ns_tx(|(nodes, .., versions)| {
+            let mut rec = self.tx_node(ctx, nodes, id, Action::Write)?;
+            if rec.kind != NodeKind::File {
+                return abort(ErrorCode::IsDir);
+            }
+            if rec.deleted.is_some() && !deleted_by(&rec, ctx) {
+                return abort(ErrorCode::NotFound);
+            }
+            if rec.version != base {
+                return abort(ErrorCode::Conflict);
+            }
+            rec.version += 1;
+            rec.size = size;
+            rec.mtime = mtime;
+            // The content changed when it was written (its mtime), not when the upload
+            // landed: the client already showed that ctime, and tar compares it.
+            rec.ctime = rec.ctime.max(mtime);
+            versions.insert(&version_key(id, rec.version), body.clone())?;
+            self.tx_put(nodes, id, &rec)?;
+            Ok((rec.attr(id), rec.parent, rec.deleted.is_some()))
+        })
+        .map(|(attr, parent, unnamed)| {
+            if !unnamed {
+                self.publish(ctx, ChangeKind::Content, id, parent, "");
+            }
+            attr
+        })
     }
 
     pub fn status(&self, ctx: &Ctx) -> Result<ServerStatus> {
