@@ -691,3 +691,80 @@ fn owners_modes_and_times_set_while_queued_reach_another_device() {
         );
     }
 }
+
+#[test]
+fn a_large_file_is_sent_while_written_and_committed_as_last_written() {
+    let server = Server::start(&[("alice", "pw", "user")]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = core_for(&server, &dir.path().join("a"), "a");
+    let threads = a.start_background(1);
+    let files = lookup_path(&a, "files");
+    let (stat, o) = a
+        .create(files, OsStr::new("big"), 0o644, libc::O_RDWR)
+        .expect("create");
+    let mut data = pseudo_random(40 << 20, 11);
+    for (i, piece) in data.chunks(1 << 20).enumerate() {
+        a.write(o.fh, (i << 20) as u64, piece).expect("write");
+    }
+    // Still open, never fsynced: its first chunks reach the server anyway, and no version
+    // is made.
+    let mut ids = Vec::new();
+    shelf::chunker::chunk_stream(&data[..8 << 20], |r, _| {
+        ids.push(r.id);
+        Ok(())
+    })
+    .expect("chunk");
+    ids.truncate(ids.len() - 1);
+    let (probe, _) = server.connect("alice", "pw", "probe");
+    let node = stat.ino;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let missing = probe
+            .submit_have_chunks(node, ids.clone())
+            .wait()
+            .expect("have-chunks");
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} of {} chunks of the open file still not on the server",
+            missing.len(),
+            ids.len()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let attr = probe
+        .ask_attr("getattr", shelf_protocol::Request::GetAttr { node })
+        .expect("getattr");
+    assert_eq!(attr.version, 0, "write-behind committed a version");
+    // Rewritten below what was sent, and grown: what is committed is what was written last.
+    let head = pseudo_random(1 << 20, 12);
+    data[..head.len()].copy_from_slice(&head);
+    a.write(o.fh, 0, &head).expect("rewrite");
+    let tail = pseudo_random(3 << 20, 13);
+    a.write(o.fh, data.len() as u64, &tail).expect("append");
+    data.extend_from_slice(&tail);
+    a.fsync(o.fh).expect("fsync");
+    a.release(o.fh).expect("release");
+    a.stop_background();
+    for t in threads {
+        t.join().expect("thread");
+    }
+
+    let b = core_for(&server, &dir.path().join("b"), "b");
+    let o = b
+        .open(lookup_path(&b, "files/big"), libc::O_RDONLY)
+        .expect("open");
+    let mut got = Vec::new();
+    loop {
+        let part = b.read(o.fh, got.len() as u64, 1 << 20).expect("read");
+        if part.is_empty() {
+            break;
+        }
+        got.extend_from_slice(&part);
+    }
+    b.release(o.fh).expect("release");
+    assert_eq!(got.len(), data.len());
+    assert!(got == data, "the committed content is not the last written");
+}

@@ -401,6 +401,7 @@ impl FsCore {
         inner.open_handles += 1;
         if writable {
             inner.open_writers += 1;
+            self.write_behind.watch(node);
         }
         let mut keep_cache = false;
         if local.is_none() {

@@ -22,6 +22,7 @@ pub mod prefetch;
 pub mod refused;
 pub mod upload;
 pub mod versions;
+pub mod write_behind;
 
 pub use error::FsError;
 
@@ -153,6 +154,8 @@ pub struct FsCore {
     pub(crate) epoch: AtomicU64,
     /// Read-ahead under way.
     pub(crate) prefetch: prefetch::Prefetch,
+    /// Large files being written, whose chunks go out before they are closed.
+    pub(crate) write_behind: write_behind::WriteBehind,
     /// Names seen per directory, for offline lookups and listings.
     pub(crate) seen_names: Mutex<offline::SeenNames>,
     /// Background uploads that failed: (times in a row, last error, since when).
@@ -224,6 +227,7 @@ impl FsCore {
             failures: Mutex::new(std::collections::BTreeMap::new()),
             seen_names: Mutex::new(offline::SeenNames::default()),
             prefetch: prefetch::Prefetch::default(),
+            write_behind: Default::default(),
             remote,
             root: root.node,
             opts,

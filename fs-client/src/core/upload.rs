@@ -106,10 +106,21 @@ impl Queue {
 }
 
 /// Reads a staging file from a snapshot, up to its size, with positional reads.
-struct SnapshotReader {
+pub(crate) struct SnapshotReader {
     file: Arc<std::fs::File>,
     pos: u64,
     end: u64,
+}
+
+impl SnapshotReader {
+    /// Reads `[from, to)` of `file`.
+    pub(crate) fn new(file: Arc<std::fs::File>, from: u64, to: u64) -> SnapshotReader {
+        SnapshotReader {
+            file,
+            pos: from,
+            end: to,
+        }
+    }
 }
 
 impl std::io::Read for SnapshotReader {
@@ -472,6 +483,13 @@ impl FsCore {
         let core = self.clone();
         threads.push(
             std::thread::Builder::new()
+                .name("shelf-write-behind".into())
+                .spawn(move || core.write_behind_loop())
+                .expect("spawning the write-behind thread"),
+        );
+        let core = self.clone();
+        threads.push(
+            std::thread::Builder::new()
                 .name("shelf-prefetch".into())
                 .spawn(move || core.prefetch_loop())
                 .expect("spawning the prefetch thread"),
@@ -647,6 +665,7 @@ impl FsCore {
         self.queue.stop();
         self.pending.stop();
         self.stop_prefetch();
+        self.write_behind.stop();
     }
 
     /// Sends every queued change and upload, waiting up to `timeout`. Returns how many
