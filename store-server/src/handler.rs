@@ -187,9 +187,11 @@ pub fn handle(store: &Store, session: &Session, req: Request) -> Result<Response
     result.map_err(|e| e.to_wire())
 }
 
-/// Applies a batch's changes in order, each authorised as its own request, all in one
-/// transaction, stopping at the first refused (the changes before it are committed);
-/// [`handle`] then flushes once for all.
+/// Applies a batch's changes in order, each authorised as its own request, stopping at the
+/// first refused (the changes before it are committed); [`handle`] then flushes once for all.
+/// The changes go in one transaction, or in a few: a commit of a file made earlier in the
+/// batch (a small file's content riding with its create) starts the next one, since a
+/// commit's chunks are stored and checked against its file before its transaction.
 fn batch(
     store: &Store,
     session: &Session,
@@ -205,6 +207,54 @@ fn batch(
         true => Some(store.chunks_in_use()?),
         false => None,
     };
+    let mut results: Vec<Result<Response, WireError>> = Vec::with_capacity(reqs.len());
+    let mut start = 0;
+    while start < reqs.len() {
+        let part = &reqs[start..segment_end(&reqs, start)];
+        let (applied, failure) = batch_segment(store, session, &ctx, part);
+        results.extend(applied.into_iter().map(Ok));
+        if let Some(e) = failure {
+            let what = reqs
+                .get(results.len())
+                .map(|s| describe(&s.req))
+                .unwrap_or("batch");
+            match &e {
+                StoreError::Refused(code) => {
+                    tracing::debug!(request = what, ?code, "refused in a batch")
+                }
+                other => tracing::warn!(request = what, error = %other, "batched request failed"),
+            }
+            results.push(Err(e.to_wire()));
+            break;
+        }
+        start += part.len();
+    }
+    Ok(Response::Batch(results))
+}
+
+/// Where the transaction that starts at `start` ends: before the first commit of a file
+/// made within it.
+fn segment_end(reqs: &[shelf_protocol::Stamped], start: usize) -> usize {
+    let mut made = std::collections::HashSet::new();
+    for (i, s) in reqs.iter().enumerate().skip(start) {
+        match &s.req {
+            Request::Create { id: Some(id), .. } => {
+                made.insert(*id);
+            }
+            Request::Commit { node, .. } if made.contains(node) => return i,
+            _ => {}
+        }
+    }
+    reqs.len()
+}
+
+/// Applies `reqs` in one transaction (commits prepared first), up to the first refused.
+fn batch_segment(
+    store: &Store,
+    session: &Session,
+    ctx: &Ctx,
+    reqs: &[shelf_protocol::Stamped],
+) -> (Vec<Response>, Option<StoreError>) {
     let mut cut = None;
     for (i, s) in reqs.iter().enumerate() {
         if let Request::Commit {
@@ -214,7 +264,7 @@ fn batch(
             ..
         } = &s.req
         {
-            if let Err(e) = prepare_commit(store, session, &ctx, *node, chunks, inline) {
+            if let Err(e) = prepare_commit(store, session, ctx, *node, chunks, inline) {
                 cut = Some((i, e));
                 break;
             }
@@ -222,7 +272,7 @@ fn batch(
     }
     let n = cut.as_ref().map_or(reqs.len(), |(i, _)| *i);
     // Nodes the store numbers itself (the client numbers those it makes).
-    let new_nodes = reqs
+    let new_nodes = reqs[..n]
         .iter()
         .filter(|s| {
             matches!(
@@ -234,7 +284,7 @@ fn batch(
             )
         })
         .count();
-    let (applied, mut failure) = store.in_one_transaction(n, new_nodes, |i| {
+    let (applied, failure) = store.in_one_transaction(n, new_nodes, |i| {
         let shelf_protocol::Stamped { at, req } = &reqs[i];
         tracing::trace!(request = describe(req), "in a batch");
         store.at_time(*at, || match req {
@@ -247,29 +297,12 @@ fn batch(
                 mtime,
                 ..
             } => store
-                .commit_checked(&ctx, *node, *base_version, chunks.clone(), *mtime)
+                .commit_checked(ctx, *node, *base_version, chunks.clone(), *mtime)
                 .map(Response::Attr),
-            req => apply(store, session, &ctx, req.clone()),
+            req => apply(store, session, ctx, req.clone()),
         })
     });
-    if failure.is_none() {
-        failure = cut.map(|(_, e)| e);
-    }
-    let mut results: Vec<Result<Response, WireError>> = applied.into_iter().map(Ok).collect();
-    if let Some(e) = failure {
-        let what = reqs
-            .get(results.len())
-            .map(|s| describe(&s.req))
-            .unwrap_or("batch");
-        match &e {
-            StoreError::Refused(code) => {
-                tracing::debug!(request = what, ?code, "refused in a batch")
-            }
-            other => tracing::warn!(request = what, error = %other, "batched request failed"),
-        }
-        results.push(Err(e.to_wire()));
-    }
-    Ok(Response::Batch(results))
+    (applied, failure.or(cut.map(|(_, e)| e)))
 }
 
 /// A batched commit's part outside the batch's transaction: its inline chunks stored, and

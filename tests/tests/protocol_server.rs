@@ -651,29 +651,53 @@ fn commits_ride_in_a_batch_up_to_the_first_refused() {
     );
     assert_eq!(content_id(&y, b).0, 0);
     assert_eq!(content_id(&y, c).0, 0);
-    // A commit is checked before the batch's transaction: a file the batch itself makes is
-    // not there yet (the client commits after its creates were sent); a body that does not
-    // match its id is refused. The changes before either are made.
+    // A small file's content rides with its create: the batch makes the file, sets its
+    // mode and commits its content (a second transaction, since a commit is checked against
+    // its file before its transaction); a file made after the commit is another's.
     let made_here = CLIENT_NODE_IDS.start + 5;
+    let create = |name: &str, id: NodeId| Request::Create {
+        parent: files,
+        name: name.into(),
+        mode: 0o644,
+        exclusive: true,
+        id: Some(id),
+    };
     let results = batch(vec![
         commit_of(c, 0, b"third"),
-        Request::Create {
-            parent: files,
-            name: "d".into(),
-            mode: 0o644,
-            exclusive: true,
-            id: Some(made_here),
+        create("d", made_here),
+        Request::SetAttr {
+            node: made_here,
+            mode: Some(0o600),
+            uid: None,
+            gid: None,
+            atime: None,
+            mtime: None,
         },
         commit_of(made_here, 0, b"fourth"),
+        commit_of(made_here + 1, 0, b"fifth"),
+        create("e", made_here + 1),
     ]);
-    assert_eq!(results.len(), 3, "{results:?}");
-    assert!(results[..2].iter().all(|r| r.is_ok()), "{results:?}");
+    assert_eq!(results.len(), 5, "{results:?}");
+    assert!(results[..4].iter().all(|r| r.is_ok()), "{results:?}");
     assert_eq!(
-        results[2].as_ref().map_err(|e| e.code),
+        results[4].as_ref().map_err(|e| e.code),
         Err(ErrorCode::NotFound)
     );
     assert_eq!(content_id(&y, c).0, 1);
-    assert_eq!(lookup_attr(&y, files, "d").version, 0);
+    let d = lookup_attr(&y, files, "d");
+    assert_eq!((d.version, d.size, d.mode & 0o777), (1, 6, 0o600));
+    assert_eq!(
+        content_id(&y, made_here),
+        (1, vec![shelf::chunker::chunk_id(b"fourth")])
+    );
+    assert!(
+        y.call(Request::Lookup {
+            parent: files,
+            name: "e".into()
+        })
+        .is_err(),
+        "the batch went on after a refused commit"
+    );
     let Request::Commit {
         node,
         base_version,
@@ -687,7 +711,7 @@ fn commits_ride_in_a_batch_up_to_the_first_refused() {
     };
     inline[0].data = b"not that".to_vec();
     let results = batch(vec![
-        commit_of(made_here, 0, b"fourth"),
+        commit_of(made_here, 1, b"fourth, again"),
         Request::Commit {
             node,
             base_version,
