@@ -768,3 +768,78 @@ fn a_large_file_is_sent_while_written_and_committed_as_last_written() {
     assert_eq!(got.len(), data.len());
     assert!(got == data, "the committed content is not the last written");
 }
+
+#[test]
+fn small_files_ride_with_their_creates_and_big_ones_wait_for_an_uploader() {
+    let server = Server::start(&[("alice", "pw", "user")]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    // No uploader runs: only the namespace sender.
+    let a = core_alone(&server, &dir.path().join("a"), "a", false);
+    let files = lookup_path(&a, "files");
+    let t = |secs: i64| shelf_protocol::Timestamp { secs, nanos: 0 };
+    let n = 60u32;
+    // As `tar x` makes each file: create, write, close, chown, chmod, utimens.
+    for i in 0..n {
+        let (st, o) = a
+            .create(files, OsStr::new(&format!("f{i}")), 0o600, libc::O_WRONLY)
+            .expect("create");
+        a.write(
+            o.fh,
+            0,
+            &pseudo_random(1000 + 50 * i as usize, u64::from(i)),
+        )
+        .expect("write");
+        a.release(o.fh).expect("release");
+        for s in [
+            SetAttr {
+                uid: Some(1000 + i),
+                gid: Some(1000),
+                ..SetAttr::default()
+            },
+            SetAttr {
+                mode: Some(0o644),
+                ..SetAttr::default()
+            },
+            SetAttr {
+                atime: Some(t(1_000_000)),
+                mtime: Some(t(2_000_000 + i64::from(i))),
+                ..SetAttr::default()
+            },
+        ] {
+            a.setattr(st.ino, s).expect("setattr");
+        }
+    }
+    let big = pseudo_random(1 << 20, 99);
+    let (_, o) = a
+        .create(files, OsStr::new("big"), 0o644, libc::O_WRONLY)
+        .expect("create big");
+    a.write(o.fh, 0, &big).expect("write big");
+    a.release(o.fh).expect("release big");
+    assert!(a.start_sender().is_some(), "the sender starts");
+    a.fsyncdir().expect("fsyncdir");
+    // Every small file's content went with the namespace changes; the big one waits.
+    assert_eq!(a.drain(Duration::from_secs(2)), 1, "files left to upload");
+
+    let b = core_for(&server, &dir.path().join("b"), "b");
+    for i in 0..n {
+        let node = lookup_path(&b, &format!("files/f{i}"));
+        let st = b.getattr(node).expect("getattr");
+        let at = |secs: u32| std::time::UNIX_EPOCH + Duration::from_secs(u64::from(secs));
+        assert_eq!(
+            (st.uid, u32::from(st.perm), st.mtime, st.size),
+            (1000 + i, 0o644, at(2_000_000 + i), 1000 + 50 * u64::from(i)),
+            "f{i}"
+        );
+        let o = b.open(node, libc::O_RDONLY).expect("open");
+        let got = b.read(o.fh, 0, 1 << 20).expect("read");
+        assert!(
+            got[..] == pseudo_random(1000 + 50 * i as usize, u64::from(i))[..],
+            "f{i}: content differs"
+        );
+        b.release(o.fh).expect("release");
+    }
+    let st = b
+        .getattr(lookup_path(&b, "files/big"))
+        .expect("getattr big");
+    assert_eq!(st.size, 0, "the big file was committed without an uploader");
+}

@@ -88,7 +88,7 @@ fn shelf_events_prints_every_devices_changes() {
     a.login(&server, "eve", "pw", "laptop");
     b.login(&server, "eve", "pw", "phone");
     let ma = a.mount();
-    ma.sh("printf one > files/work/a.txt && sync files/work/a.txt && mv files/work/a.txt files/work/b.txt && rm files/work/b.txt");
+    ma.sh("printf one > files/work/a.txt && sync files/work/a.txt && mv files/work/a.txt files/work/b.txt && rm files/work/b.txt && sync files/work");
     let past = b.run(&["events", "--last", "4"]);
     let lines: Vec<&str> = past.lines().collect();
     assert_eq!(lines.len(), 4, "{past}");

@@ -361,7 +361,7 @@ impl FsCore {
         files.entry(node).or_default().clone()
     }
 
-    fn existing_file_state(&self, node: NodeId) -> Option<Arc<FileState>> {
+    pub(crate) fn existing_file_state(&self, node: NodeId) -> Option<Arc<FileState>> {
         self.files.lock_or_recover().get(&node).cloned()
     }
 

@@ -14,6 +14,7 @@ pub mod aligned;
 pub mod coherence;
 mod error;
 pub mod files;
+mod fold;
 pub mod locks;
 pub mod offline;
 pub mod pending;

@@ -44,6 +44,8 @@ const MAX_NAME_TRIES: u32 = 8;
 const SETTLE: Duration = Duration::from_secs(30);
 /// Changes per batch the sender sends.
 const BATCH: usize = 256;
+/// How long the sender waits for more changes before it sends a batch that is not full.
+const LINGER: Duration = Duration::from_millis(20);
 
 /// What queued changes did, laid over the server's view.
 #[derive(Default)]
@@ -198,6 +200,9 @@ pub struct Pending {
     unreachable: AtomicBool,
     /// Someone waits for the queue (fsync): retry now instead of after the backoff.
     kicked: AtomicBool,
+    /// The sender waits for more changes ([`FsCore::linger`]): a change does not wake it
+    /// unless the batch is full.
+    lingering: AtomicBool,
 }
 
 /// How a namespace change was made.
@@ -433,6 +438,7 @@ impl Pending {
             unreachable: AtomicBool::new(false),
             sender_started: AtomicBool::new(false),
             kicked: AtomicBool::new(false),
+            lingering: AtomicBool::new(false),
         })
     }
 
@@ -838,7 +844,9 @@ impl FsCore {
             NsOp::SetAttr { node, .. } => ov.attrs.get(node).cloned(),
             _ => None,
         };
-        self.pending.work.notify_all();
+        if !self.pending.lingering.load(Ordering::Acquire) || self.pending.log.len() >= BATCH {
+            self.pending.work.notify_all();
+        }
         drop(ov);
         self.needs_sync.store(true, Ordering::Release);
         // The rest of the mount's caches follow the change too.
@@ -939,11 +947,16 @@ impl FsCore {
             if self.pending.stopping.load(Ordering::Acquire) {
                 return;
             }
+            self.linger();
+            // Small files closed meanwhile go with the batch (their creates are in it or
+            // sent): taken before the batch, so that every create before them is in it.
+            let queued = self.queue.peek(super::fold::FOLD_MAX);
             let ops = self.pending.log.front_n(BATCH);
             if ops.is_empty() {
                 continue;
             }
-            let (done, result) = self.send_batch(&ops);
+            let folds = self.fold_uploads(&ops, &queued, ops.len() < BATCH);
+            let (done, result) = self.send_batch(&ops, folds);
             if !done.is_empty() {
                 if let Err(e) = self.pending.log.done_many(&done) {
                     // Done in memory all the same; a restarted client would send them again,
@@ -990,10 +1003,44 @@ impl FsCore {
         }
     }
 
-    /// Sends `ops` (the oldest queued) as one batch. The first the server refuses, and
-    /// everything after it, is left to [`FsCore::replay_one`], which settles conflicts.
-    /// Returns the changes done, and `Err` when the rest should be tried again later.
-    fn send_batch(&self, ops: &[Queued]) -> (Vec<u64>, Result<(), RemoteError>) {
+    /// Waits a moment for more changes before a batch goes (a burst then goes as a few
+    /// large batches, each one server transaction and flush), unless the batch is full or
+    /// someone waits for it (fsync, a change that needs the server's answer).
+    fn linger(&self) {
+        if self.pending.kicked.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        let until = Instant::now() + LINGER;
+        let mut g = self.pending.lock();
+        self.pending.lingering.store(true, Ordering::Release);
+        while self.pending.log.len() < BATCH && !self.pending.stopping.load(Ordering::Acquire) {
+            if self.pending.kicked.swap(false, Ordering::AcqRel) {
+                break;
+            }
+            let now = Instant::now();
+            if now >= until {
+                break;
+            }
+            g = self
+                .pending
+                .work
+                .wait_timeout(g, until - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        self.pending.lingering.store(false, Ordering::Release);
+    }
+
+    /// Sends `ops` (the oldest queued) as one batch, with the commits of `folds` after
+    /// them. The first change the server refuses, and everything after it, is left to
+    /// [`FsCore::replay_one`], which settles conflicts; a fold the batch did not make, to the
+    /// uploaders. Returns the changes done, and `Err` when the rest should be tried again
+    /// later.
+    fn send_batch(
+        &self,
+        ops: &[Queued],
+        folds: Vec<super::fold::Folded>,
+    ) -> (Vec<u64>, Result<(), RemoteError>) {
         let mut done = Vec::new();
         // Attribute changes of one node in a row (tar's chown, chmod and utimens of each
         // file) go as one request; `groups[i]` is how many queued changes request i carries.
@@ -1014,8 +1061,23 @@ impl FsCore {
             reqs.push(Stamped { at: q.at, req });
             groups.push(1);
         }
-        let results = match self.remote.call(Request::Batch(reqs)) {
-            Ok(Response::Batch(r)) if r.len() <= groups.len() => r,
+        let changes = reqs.len();
+        reqs.extend(folds.iter().map(|f| Stamped {
+            at: Timestamp::now(),
+            req: f.request(),
+        }));
+        let total = reqs.len();
+        let answer = self.remote.call(Request::Batch(reqs));
+        let results = match &answer {
+            Ok(Response::Batch(r)) if r.len() <= total => r.as_slice(),
+            _ => &[],
+        };
+        for (i, f) in folds.into_iter().enumerate() {
+            let answer = results.get(changes + i).and_then(|r| r.as_ref().ok());
+            self.fold_done(f, answer);
+        }
+        let results = match answer {
+            Ok(Response::Batch(r)) if r.len() <= total => r,
             Ok(_) => {
                 return (
                     done,
@@ -1039,7 +1101,7 @@ impl FsCore {
         let Some(q) = ops.get(done.len()) else {
             return (done, Ok(()));
         };
-        if results.iter().all(|r| r.is_ok()) {
+        if results.iter().take(changes).all(|r| r.is_ok()) {
             // Not tried (the server stopped early): sent again with the next batch.
             return (done, Ok(()));
         }

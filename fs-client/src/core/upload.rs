@@ -13,13 +13,13 @@
 //! failed upload stays journaled and is retried with backoff. A syncer thread makes the
 //! journal and staging files durable about once a second, in one `syncfs`.
 
-use super::files::Manifest;
+use super::files::{FileState, Manifest};
 use super::{FsCore, FsError};
 use crate::remote::calls::Committed;
 use crate::remote::RemoteError;
 use crate::sync::LockOrRecover;
 use crate::transfer;
-use shelf_protocol::{ErrorCode, NodeId, Request};
+use shelf_protocol::{Attr, ChunkRef, ErrorCode, NodeId, Request, Timestamp};
 use std::collections::{HashSet, VecDeque};
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::Ordering;
@@ -65,6 +65,21 @@ impl Queue {
                 return Some(n);
             }
             q = self.cv.wait(q).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Up to `max` of the files waiting, oldest first (they stay queued).
+    pub fn peek(&self, max: usize) -> Vec<NodeId> {
+        let q = self.inner.lock_or_recover();
+        q.order.iter().take(max).copied().collect()
+    }
+
+    /// Takes `node` off the queue (committed by other means).
+    pub fn forget(&self, node: NodeId) {
+        let mut q = self.inner.lock_or_recover();
+        if q.queued.remove(&node) {
+            q.order.retain(|n| *n != node);
+            self.cv.notify_all();
         }
     }
 
@@ -139,6 +154,15 @@ impl FsCore {
     /// Uploads `node`'s local content if it is dirty. `durable` (fsync) uploads even while
     /// the file is open and waits for the server's flush.
     pub fn upload(&self, node: NodeId, durable: bool) -> Result<(), FsError> {
+        // Committed meanwhile (its content rode with the namespace changes): nothing to wait
+        // for. A file being uploaded is waited for below.
+        let clean = |st: &FileState| {
+            let inner = st.lock();
+            !inner.uploading && !inner.staging.as_ref().is_some_and(|s| s.dirty())
+        };
+        if !durable && self.existing_file_state(node).is_none_or(|st| clean(&st)) {
+            return Ok(());
+        }
         // Namespace changes made before go first (the file's create may be one of them).
         let patience = durable.then_some(Duration::from_secs(1));
         if !self.pending.wait_sent(self.pending.next_seq(), patience) {
@@ -156,6 +180,12 @@ impl FsCore {
             inner.uploading = true;
         }
         let result = self.upload_exclusive(node, durable);
+        self.end_upload(node, &st);
+        result
+    }
+
+    /// Ends an upload of `node` (its file state `st`, marked `uploading` by the caller).
+    pub(super) fn end_upload(&self, node: NodeId, st: &FileState) {
         let gone = {
             let mut inner = st.lock();
             inner.uploading = false;
@@ -172,7 +202,6 @@ impl FsCore {
             // Uploaded under no name after its last close: nothing local is needed now.
             self.drop_local(node);
         }
-        result
     }
 
     fn upload_exclusive(&self, node: NodeId, durable: bool) -> Result<(), FsError> {
@@ -292,71 +321,91 @@ impl FsCore {
                 }
                 Err(e) => return Err(e.into()),
             };
-            // 5. Mark clean (or re-journal on the new base if written meanwhile). The
-            // committed attributes are remembered first: from the moment the file is clean,
-            // its size and mtime come from the attribute cache (`FsCore::stat_of`).
-            self.remember(attr.clone());
-            {
-                let mut r = self.refused.lock_or_recover();
-                r.remove(&node);
-            }
-            {
-                let mut m = self.manifests.lock_or_recover();
-                m.put(node, Arc::new(Manifest::new(node, attr.version, chunks)));
-            }
-            let mut inner = st.lock();
-            // A utimens that raced the upload set the server's mtime before this commit
-            // overwrote it with the snapshot's: send it again.
-            let newer_mtime = inner
-                .staging
-                .as_ref()
-                .map(|s| s.mtime)
-                .filter(|m| *m != mtime);
-            let mut still_dirty = false;
-            if let Some(s) = inner.staging.as_mut() {
-                s.base_version = attr.version;
-                s.committed_gen = gen;
-                still_dirty = s.dirty();
-                if still_dirty && s.journaled_gen == s.gen {
-                    s.journaled_gen = 0; // rewrite with the new base below
-                }
-            }
-            if still_dirty {
-                if inner.open_writers == 0
-                    || inner.staging.as_ref().is_some_and(|s| s.journaled_gen == 0)
-                {
-                    self.journal_locked(node, &mut inner)?;
-                }
-                if durable {
-                    continue;
-                }
-                let reopened = inner.open_writers > 0;
-                drop(inner);
-                if !reopened {
-                    self.queue.push(node);
-                }
-            } else {
-                self.journal.remove(node)?;
-                drop(inner);
-                if let Some(m) = newer_mtime {
-                    let _ = self.remote.call(Request::SetAttr {
-                        node,
-                        mode: None,
-                        uid: None,
-                        gid: None,
-                        atime: None,
-                        mtime: Some(m),
-                    });
-                    self.forget_attr(node);
-                }
-                // The kernel's pages of this file are what we just committed.
-                self.note_committed(node, attr.version, attr.size);
+            // 5. Mark clean (or go round again when fsync finds it written meanwhile).
+            if self.committed(node, &st, gen, mtime, chunks, attr, durable)? {
+                continue;
             }
             return Ok(());
         }
         Err(FsError::Io(std::io::Error::other(
             "the file kept changing while it was uploaded",
         )))
+    }
+
+    /// What a commit of generation `gen` of `node` (made from `chunks`, with `mtime`) that
+    /// the server answered with `attr` leaves to do: the file is clean, or journaled again on
+    /// the new base if written meanwhile. Returns whether a `durable` upload goes round again.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn committed(
+        &self,
+        node: NodeId,
+        st: &FileState,
+        gen: u64,
+        mtime: Timestamp,
+        chunks: Vec<ChunkRef>,
+        attr: Attr,
+        durable: bool,
+    ) -> Result<bool, FsError> {
+        // The committed attributes are remembered first: from the moment the file is clean,
+        // its size and mtime come from the attribute cache (`FsCore::stat_of`).
+        self.remember(attr.clone());
+        {
+            let mut r = self.refused.lock_or_recover();
+            r.remove(&node);
+        }
+        {
+            let mut m = self.manifests.lock_or_recover();
+            m.put(node, Arc::new(Manifest::new(node, attr.version, chunks)));
+        }
+        let mut inner = st.lock();
+        // A utimens that raced the upload set the server's mtime before this commit
+        // overwrote it with the snapshot's: send it again.
+        let newer_mtime = inner
+            .staging
+            .as_ref()
+            .map(|s| s.mtime)
+            .filter(|m| *m != mtime);
+        let mut still_dirty = false;
+        if let Some(s) = inner.staging.as_mut() {
+            s.base_version = attr.version;
+            s.committed_gen = gen;
+            still_dirty = s.dirty();
+            if still_dirty && s.journaled_gen == s.gen {
+                s.journaled_gen = 0; // rewrite with the new base below
+            }
+        }
+        if still_dirty {
+            if inner.open_writers == 0
+                || inner.staging.as_ref().is_some_and(|s| s.journaled_gen == 0)
+            {
+                self.journal_locked(node, &mut inner)?;
+            }
+            if durable {
+                return Ok(true);
+            }
+            let reopened = inner.open_writers > 0;
+            drop(inner);
+            if !reopened {
+                self.queue.push(node);
+            }
+        } else {
+            self.journal.remove(node)?;
+            drop(inner);
+            if let Some(m) = newer_mtime {
+                let _ = self.remote.call(Request::SetAttr {
+                    node,
+                    mode: None,
+                    uid: None,
+                    gid: None,
+                    atime: None,
+                    mtime: Some(m),
+                });
+                self.forget_attr(node);
+            }
+            // The kernel's pages of this file are what we just committed.
+            self.note_committed(node, attr.version, attr.size);
+        }
+        Ok(false)
     }
 
     /// This device's content of `node` (generation `gen`) now lives in the server's node
@@ -563,10 +612,8 @@ impl FsCore {
 
     /// Records an upload's outcome; failures are kept (with how often and since when) in
     /// `CACHE/failures`, which `shelf status` turns into an alert.
-    fn note_upload(&self, node: NodeId, error: Option<&FsError>) {
-        let Ok(mut f) = self.failures.lock() else {
-            return;
-        };
+    pub(super) fn note_upload(&self, node: NodeId, error: Option<&FsError>) {
+        let mut f = self.failures.lock_or_recover();
         let changed = match error {
             None => f.remove(&node).is_some(),
             Some(e) => {
