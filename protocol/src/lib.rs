@@ -19,6 +19,7 @@ pub mod error;
 pub mod frame;
 pub mod messages;
 pub mod names;
+pub mod sync;
 
 pub use chunk::ChunkId;
 pub use error::{ErrorCode, WireError};

@@ -15,6 +15,7 @@
 
 use crate::error::{Result, StoreError};
 use serde::{Deserialize, Serialize};
+use shelf_protocol::sync::{LockOrRecover, RwLockOrRecover};
 use shelf_protocol::{ChunkId, ErrorCode};
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -168,14 +169,11 @@ impl PackStore {
     }
 
     fn reader(&self, pack: u32) -> Result<Arc<File>> {
-        if let Some(f) = self.readers.read().map_err(poisoned)?.get(&pack) {
+        if let Some(f) = self.readers.read_or_recover().get(&pack) {
             return Ok(f.clone());
         }
         let f = Arc::new(File::open(pack_path(&self.dir, pack))?);
-        self.readers
-            .write()
-            .map_err(poisoned)?
-            .insert(pack, f.clone());
+        self.readers.write_or_recover().insert(pack, f.clone());
         Ok(f)
     }
 }
@@ -242,7 +240,7 @@ impl PackStore {
         w.pack = next;
         w.len = 0;
         w.started = 0;
-        self.readers.write().map_err(poisoned)?.insert(next, file);
+        self.readers.write_or_recover().insert(next, file);
         Ok(())
     }
 
@@ -265,10 +263,6 @@ impl PackStore {
     }
 }
 
-fn poisoned<T>(_: T) -> StoreError {
-    StoreError::Corrupt("a lock was poisoned by a panic".into())
-}
-
 impl ChunkStore for PackStore {
     fn contains(&self, account: u64, id: &ChunkId) -> Result<bool> {
         Ok(self.index.contains_key(index_key(account, id))?)
@@ -279,7 +273,7 @@ impl ChunkStore for PackStore {
         if self.index.contains_key(key)? {
             return Ok(false);
         }
-        let mut w = self.writer.lock().map_err(poisoned)?;
+        let mut w = self.writer.lock_or_recover();
         // Two uploads of the same chunk may race; the second one sees the first's entry.
         if self.index.contains_key(key)? {
             return Ok(false);
@@ -287,7 +281,7 @@ impl ChunkStore for PackStore {
         let loc = self.append_locked(&mut w, account, id, data)?;
         self.index.insert(key, postcard::to_stdvec(&loc)?)?;
         drop(w);
-        if let Some((bytes, count)) = self.usage.lock().map_err(poisoned)?.get_mut(&account) {
+        if let Some((bytes, count)) = self.usage.lock_or_recover().get_mut(&account) {
             *bytes += data.len() as u64;
             *count += 1;
         }
@@ -323,7 +317,7 @@ impl ChunkStore for PackStore {
 
     fn sync(&self) -> Result<()> {
         let (current, old) = {
-            let mut w = self.writer.lock().map_err(poisoned)?;
+            let mut w = self.writer.lock_or_recover();
             (w.file.clone(), std::mem::take(&mut w.unsynced))
         };
         for f in old {
@@ -334,7 +328,7 @@ impl ChunkStore for PackStore {
     }
 
     fn usage(&self, account: u64) -> Result<(u64, u64)> {
-        let mut usage = self.usage.lock().map_err(poisoned)?;
+        let mut usage = self.usage.lock_or_recover();
         if let Some(n) = usage.get(&account) {
             return Ok(*n);
         }
@@ -366,7 +360,7 @@ impl ChunkStore for PackStore {
             return Ok(None);
         };
         let loc: Location = postcard::from_bytes(&raw)?;
-        if let Some((bytes, count)) = self.usage.lock().map_err(poisoned)?.get_mut(&account) {
+        if let Some((bytes, count)) = self.usage.lock_or_recover().get_mut(&account) {
             *bytes = bytes.saturating_sub(u64::from(loc.len));
             *count = count.saturating_sub(1);
         }
@@ -383,7 +377,7 @@ impl ChunkStore for PackStore {
         }
         // A current pack that is mostly garbage is closed, so it can be compacted too.
         let current = {
-            let mut w = self.writer.lock().map_err(poisoned)?;
+            let mut w = self.writer.lock_or_recover();
             let live_bytes: u64 = live
                 .get(&w.pack)
                 .map(|r| {
@@ -421,7 +415,7 @@ impl ChunkStore for PackStore {
                         .map_err(|_| StoreError::Corrupt("chunk index key".into()))?,
                 );
                 let body = self.get(account, &id)?;
-                let mut w = self.writer.lock().map_err(poisoned)?;
+                let mut w = self.writer.lock_or_recover();
                 let moved = self.append_locked(&mut w, account, &id, &body)?;
                 // Only if nobody removed or moved it meanwhile.
                 let _ = self.index.compare_and_swap(
@@ -441,7 +435,7 @@ impl ChunkStore for PackStore {
         self.sync()?;
         self.index.flush()?;
         for pack in doomed {
-            self.readers.write().map_err(poisoned)?.remove(&pack);
+            self.readers.write_or_recover().remove(&pack);
             std::fs::remove_file(pack_path(&self.dir, pack))?;
         }
         Ok(freed)

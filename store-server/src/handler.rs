@@ -12,6 +12,7 @@ use crate::store::locks::LockSpec;
 use crate::store::namespace::NewNode;
 use crate::store::shares::ChunkScope;
 use crate::store::{Ctx, Store};
+use shelf_protocol::sync::LockOrRecover;
 use shelf_protocol::{
     AdminRequest, AuditLine, ChunkBody, ChunkId, ChunkRef, ErrorCode, NodeId, NodeKind, Request,
     Response, UserInfo, WireError, MAX_BATCH, MAX_CHUNK, MAX_CHUNKS_PER_REQUEST,
@@ -54,13 +55,14 @@ impl Session {
         scope.covers(id)
             || self
                 .uploads
-                .lock()
-                .is_ok_and(|u| u.contains(&(scope.account, *id)))
+                .lock_or_recover()
+                .contains(&(scope.account, *id))
     }
 
     fn uploaded(&self, scope: &ChunkScope, id: ChunkId) {
         if scope.only.is_some() {
-            if let Ok(mut u) = self.uploads.lock() {
+            {
+                let mut u = self.uploads.lock_or_recover();
                 if u.len() >= MAX_FOREIGN_UPLOADS {
                     u.clear();
                 }
@@ -71,14 +73,12 @@ impl Session {
 
     pub fn ctx(&self) -> Option<Ctx> {
         self.state
-            .lock()
-            .ok()
-            .and_then(|s| s.as_ref().map(|(c, _)| c.clone()))
+            .lock_or_recover()
+            .as_ref()
+            .map(|(c, _)| c.clone())
     }
     fn set(&self, value: Option<(Ctx, String)>) {
-        if let Ok(mut s) = self.state.lock() {
-            *s = value;
-        }
+        *self.state.lock_or_recover() = value;
     }
     /// A number standing for this session (its token), for lock leases.
     pub fn key(&self) -> u64 {
@@ -90,9 +90,9 @@ impl Session {
     /// The session's token, when logged in.
     pub fn token(&self) -> Option<String> {
         self.state
-            .lock()
-            .ok()
-            .and_then(|s| s.as_ref().map(|(_, t)| t.clone()))
+            .lock_or_recover()
+            .as_ref()
+            .map(|(_, t)| t.clone())
     }
 }
 
@@ -381,7 +381,7 @@ fn signed_in(store: &Store, session: &Session) -> Result<Ctx, StoreError> {
             return Err(e);
         }
     };
-    if let Some(agent) = session.agent.lock().ok().and_then(|a| a.clone()) {
+    if let Some(agent) = session.agent.lock_or_recover().clone() {
         ctx.device = format!("{} {agent}", ctx.device);
     }
     Ok(ctx)
@@ -422,9 +422,7 @@ fn apply(
             if !shelf_protocol::is_valid_agent(&agent) {
                 return Err(ErrorCode::InvalidArgument.into());
             }
-            if let Ok(mut a) = session.agent.lock() {
-                *a = Some(agent);
-            }
+            *session.agent.lock_or_recover() = Some(agent);
             Response::Ok
         }
         Request::ReportSyncFailure { path, error } => {

@@ -16,7 +16,7 @@ use super::upload::SnapshotReader;
 use super::FsCore;
 use crate::cache::oplog::{NsOp, Queued};
 use crate::transfer;
-use shelf_protocol::{ChunkBody, ChunkRef, NodeId, NodeKind, Request, Response, Timestamp};
+use shelf_protocol::{Attr, ChunkBody, ChunkRef, NodeId, NodeKind, Request, Timestamp};
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -152,7 +152,7 @@ impl FsCore {
     }
 
     /// Ends a fold with the server's answer to its commit (`None`: not reached).
-    pub(crate) fn fold_done(&self, f: Folded, answer: Option<&Response>) {
+    pub(crate) fn fold_done(&self, f: Folded, made: Option<&Attr>) {
         let Folded {
             node,
             st,
@@ -161,8 +161,8 @@ impl FsCore {
             chunks,
             ..
         } = f;
-        match answer {
-            Some(Response::Attr(attr)) => {
+        match made {
+            Some(attr) => {
                 self.queue.forget(node);
                 match self.committed(node, &st, gen, mtime, chunks, attr.clone(), false) {
                     Ok(_) => self.note_upload(node, None),

@@ -344,9 +344,7 @@ impl FsCore {
     }
 
     fn remember_at(&self, attr: Attr, at_time: Option<Instant>) -> Attr {
-        let Ok(mut a) = self.attrs.lock() else {
-            return attr;
-        };
+        let mut a = self.attrs.lock_or_recover();
         match a.get(&attr.node) {
             Some((cached, at)) if newer(cached, *at, &attr) => cached.clone(),
             // A newer version whose answer left the server before a change of owner or mode

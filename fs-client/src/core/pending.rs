@@ -27,7 +27,7 @@ use crate::remote::RemoteError;
 use crate::sync::LockOrRecover;
 use shelf_protocol::names::conflict_name;
 use shelf_protocol::{
-    Attr, ErrorCode, Expect, NodeId, NodeKind, RenameMode, Request, Response, Stamped, Timestamp,
+    Attr, ErrorCode, Expect, NodeId, NodeKind, RenameMode, Request, Stamped, Timestamp,
     CLIENT_NODE_IDS,
 };
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -224,7 +224,16 @@ pub(crate) enum Sent {
 impl Sent {
     /// The answer a change of this kind gets from the server, sent now.
     fn send(remote: &crate::remote::Remote, op: &NsOp) -> Result<Sent, RemoteError> {
-        let req = request(op, false);
+        Sent::send_as(remote, op, false)
+    }
+
+    /// The same, for a change sent again (`replay`: see [`request`]).
+    fn send_as(
+        remote: &crate::remote::Remote,
+        op: &NsOp,
+        replay: bool,
+    ) -> Result<Sent, RemoteError> {
+        let req = request(op, replay);
         match op {
             NsOp::Make { .. } => remote.ask_attr("create", req).map(Sent::Attr),
             NsOp::SetAttr { .. } => remote.ask_attr("setattr", req).map(Sent::Attr),
@@ -1066,31 +1075,25 @@ impl FsCore {
             at: Timestamp::now(),
             req: f.request(),
         }));
-        let total = reqs.len();
-        let answer = self.remote.call(Request::Batch(reqs));
-        let results = match &answer {
-            Ok(Response::Batch(r)) if r.len() <= total => r.as_slice(),
-            _ => &[],
-        };
+        let answers = self.remote.batch(reqs);
         for (i, f) in folds.into_iter().enumerate() {
-            let answer = results.get(changes + i).and_then(|r| r.as_ref().ok());
-            self.fold_done(f, answer);
+            let made = answers.as_ref().ok().and_then(|a| a.attr(changes + i));
+            self.fold_done(f, made);
         }
-        let results = match answer {
-            Ok(Response::Batch(r)) if r.len() <= total => r,
-            Ok(_) => {
-                return (
-                    done,
-                    Err(RemoteError::Protocol("unexpected answer to a batch".into())),
-                )
-            }
+        let answers = match answers {
+            Ok(a) => a,
             Err(e) => return (done, Err(e)),
         };
         let mut at = 0;
-        for (n, result) in groups.iter().zip(&results) {
-            let Ok(answer) = result else { break };
+        for (i, n) in groups.iter().enumerate() {
+            if !answers.made(i) {
+                break;
+            }
             for q in &ops[at..at + n] {
-                self.sent_applied(&q.op, answer);
+                // A rename that replaced a file: its local copy goes.
+                if let (NsOp::Rename { .. }, Some(Some(replaced))) = (&q.op, answers.removed(i)) {
+                    self.drop_local(replaced);
+                }
                 done.push(q.seq);
             }
             at += n;
@@ -1101,7 +1104,7 @@ impl FsCore {
         let Some(q) = ops.get(done.len()) else {
             return (done, Ok(()));
         };
-        if results.iter().take(changes).all(|r| r.is_ok()) {
+        if (0..changes.min(answers.len())).all(|i| answers.made(i)) {
             // Not tried (the server stopped early): sent again with the next batch.
             return (done, Ok(()));
         }
@@ -1139,13 +1142,6 @@ impl FsCore {
             NsOp::SetAttr { node, .. } => *node = a(*node),
         }
         op
-    }
-
-    /// What a change the server applied in a batch leaves to do here.
-    fn sent_applied(&self, op: &NsOp, answer: &Response) {
-        if let (NsOp::Rename { .. }, Response::Removed(Some(replaced))) = (op, answer) {
-            self.drop_local(*replaced);
-        }
     }
 
     /// Once the queue is empty the server's view is the truth again and the overlay goes.
@@ -1224,7 +1220,7 @@ impl FsCore {
                         version: e.version,
                     }),
                 };
-                match self.remote.call(request(&op, true)) {
+                match Sent::send_as(&self.remote, &op, true) {
                     Ok(_) => Ok(()),
                     Err(e) if e.code() == Some(ErrorCode::NotFound) => Ok(()),
                     Err(e) => self.not_applied(e, "delete", name),
@@ -1249,27 +1245,23 @@ impl FsCore {
                         mode: *mode,
                         expect,
                     };
-                    match self.remote.call(request(&op, true)) {
-                        Ok(Response::Removed(replaced)) => {
-                            if let Some(r) = replaced {
-                                self.drop_local(r);
+                    match Sent::send_as(&self.remote, &op, true) {
+                        Ok(sent) => {
+                            if let Sent::Removed(Some(replaced)) = sent {
+                                self.drop_local(replaced);
                             }
                             if attempt > 0 {
                                 self.note_renamed(name, &target);
                             }
                             return Ok(());
                         }
-                        Ok(_) => return Ok(()),
                         Err(e) if e.code() == Some(ErrorCode::Exists) => {
                             target = self.conflicted(new_name, attempt);
                         }
                         Err(e) if e.code() == Some(ErrorCode::NotFound) => {
                             // Applied before, with the answer lost? Then the node is there.
-                            return match self.remote.call(Request::Lookup {
-                                parent: new_parent,
-                                name: target.clone(),
-                            }) {
-                                Ok(Response::Attr(found)) if Some(found.node) == expect => Ok(()),
+                            return match self.remote.lookup(new_parent, &target) {
+                                Ok(found) if Some(found.node) == expect => Ok(()),
                                 Err(t) if t.is_transient() => Err(t),
                                 _ => self.not_applied(e, "rename", name),
                             };
@@ -1299,7 +1291,7 @@ impl FsCore {
                     atime: *atime,
                     mtime: *mtime,
                 };
-                match self.remote.call(request(&op, true)) {
+                match Sent::send_as(&self.remote, &op, true) {
                     Ok(_) => Ok(()),
                     Err(e) if e.code() == Some(ErrorCode::NotFound) => Ok(()),
                     Err(e) => self.not_applied(e, "attribute change", "a file"),
@@ -1332,8 +1324,8 @@ impl FsCore {
                 *p = parent;
                 *n = target.clone();
             }
-            match self.remote.call(request(&attempt_op, true)) {
-                Ok(Response::Attr(a)) if a.node == *id => {
+            match Sent::send_as(&self.remote, &attempt_op, true) {
+                Ok(Sent::Attr(a)) if a.node == *id => {
                     if target != *name {
                         self.note_renamed(name, &target);
                     }
@@ -1341,16 +1333,13 @@ impl FsCore {
                 }
                 Ok(_) => {
                     return Err(RemoteError::Protocol(
-                        "unexpected answer to a create".into(),
+                        "a create answered another node".into(),
                     ))
                 }
                 Err(e) if e.code() == Some(ErrorCode::Exists) => {
                     if *kind == NodeKind::Dir {
-                        match self.remote.call(Request::Lookup {
-                            parent,
-                            name: target.clone(),
-                        }) {
-                            Ok(Response::Attr(found)) if found.kind == NodeKind::Dir => {
+                        match self.remote.lookup(parent, &target) {
+                            Ok(found) if found.kind == NodeKind::Dir => {
                                 tracing::info!(folder = %target, "a folder made offline exists on the server too: merged");
                                 {
                                     let mut al = self.pending.aliases.lock_or_recover();

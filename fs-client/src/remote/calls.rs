@@ -5,7 +5,8 @@
 use super::{Remote, RemoteError, Ticket};
 use shelf_protocol::{
     AdminRequest, Attr, AuditLine, ChunkBody, ChunkId, ChunkRef, DeviceInfo, DirEntry, LockKind,
-    NodeId, Request, Response, Role, ServerStatus, ShareInfo, UserInfo, VersionInfo,
+    NodeId, Request, Response, Role, ServerStatus, ShareInfo, Stamped, UserInfo, VersionInfo,
+    WireError,
 };
 
 /// One page of a directory listing.
@@ -103,6 +104,42 @@ pub enum Committed {
     KeptElsewhere { attr: Attr, name: String },
 }
 
+/// The answers to a `Request::Batch`, in order, up to the first refused request (whose
+/// error is the last answer); each is read as the kind of answer its request gets.
+pub struct BatchAnswers(Vec<Result<Response, WireError>>);
+
+impl BatchAnswers {
+    /// Requests answered (the refused one included).
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether request `i` was made.
+    pub fn made(&self, i: usize) -> bool {
+        self.0.get(i).is_some_and(|r| r.is_ok())
+    }
+
+    /// The attributes request `i` answered (create, setattr, commit), if it was made.
+    pub fn attr(&self, i: usize) -> Option<&Attr> {
+        match self.0.get(i) {
+            Some(Ok(Response::Attr(a))) => Some(a),
+            _ => None,
+        }
+    }
+
+    /// The node that lost its last name by request `i` (remove, rename), if it was made.
+    pub fn removed(&self, i: usize) -> Option<Option<NodeId>> {
+        match self.0.get(i) {
+            Some(Ok(Response::Removed(n))) => Some(*n),
+            _ => None,
+        }
+    }
+}
+
 fn attr(r: Response) -> Option<Attr> {
     match r {
         Response::Attr(a) => Some(a),
@@ -151,6 +188,15 @@ impl Remote {
     ) -> Result<Option<NodeId>, RemoteError> {
         self.ask(what, req, |r| match r {
             Response::Removed(n) => Some(n),
+            _ => None,
+        })
+    }
+
+    /// Sends `reqs` as one `Request::Batch` (applied in order up to the first refused).
+    pub fn batch(&self, reqs: Vec<Stamped>) -> Result<BatchAnswers, RemoteError> {
+        let sent = reqs.len();
+        self.ask("batch", Request::Batch(reqs), |r| match r {
+            Response::Batch(answers) if answers.len() <= sent => Some(BatchAnswers(answers)),
             _ => None,
         })
     }

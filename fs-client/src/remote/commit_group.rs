@@ -9,7 +9,7 @@
 use super::calls::Committed;
 use super::{Remote, RemoteError};
 use crate::sync::LockOrRecover;
-use shelf_protocol::{Request, Response, Stamped, Timestamp, MAX_BATCH};
+use shelf_protocol::{Request, Stamped, Timestamp, MAX_BATCH};
 use std::collections::HashMap;
 use std::sync::{Condvar, Mutex};
 
@@ -87,17 +87,15 @@ impl Remote {
                 req: req.clone(),
             })
             .collect();
-        let mut results = match self.call(Request::Batch(reqs)) {
-            Ok(Response::Batch(results)) => results.into_iter(),
-            // Refused as a whole (an older server) or lost: each goes alone.
-            _ => Vec::new().into_iter(),
-        };
+        // Refused as a whole (an older server) or lost: each goes alone.
+        let answers = self.batch(reqs).ok();
         batch
             .into_iter()
-            .map(|(id, req)| {
-                let outcome = match results.next() {
-                    Some(Ok(Response::Attr(a))) => Outcome::Done(Ok(Committed::Made(a))),
-                    _ => Outcome::Alone(req),
+            .enumerate()
+            .map(|(i, (id, req))| {
+                let outcome = match answers.as_ref().and_then(|a| a.attr(i)) {
+                    Some(a) => Outcome::Done(Ok(Committed::Made(a.clone()))),
+                    None => Outcome::Alone(req),
                 };
                 (id, outcome)
             })

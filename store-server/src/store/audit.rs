@@ -11,6 +11,7 @@
 use super::Store;
 use crate::error::Result;
 use serde::{Deserialize, Serialize};
+use shelf_protocol::sync::LockOrRecover;
 use shelf_protocol::{AlertClass, Change, ChangeKind, Role, Timestamp};
 
 /// What an audit entry records.
@@ -170,11 +171,7 @@ impl Store {
     /// while the server runs (a damaged photo read again and again raises one alert).
     pub fn chunk_failed(&self, account: u64, user: &str, id: &shelf_protocol::ChunkId) {
         tracing::error!(user, chunk = %id, "stored chunk failed verification");
-        let first = self
-            .failed_chunks
-            .lock()
-            .map(|mut s| s.insert((account, id.0)))
-            .unwrap_or(true);
+        let first = self.failed_chunks.lock_or_recover().insert((account, id.0));
         if first {
             self.alert(
                 AlertClass::Integrity,
@@ -193,14 +190,15 @@ impl Store {
     pub fn sync_failure(&self, ctx: &super::Ctx, path: &str, error: &str) {
         let now = self.now().secs;
         let key = (ctx.account, ctx.device.clone());
-        let due = self.sync_alerts.lock().is_ok_and(|mut m| {
+        let due = {
+            let mut m = self.sync_alerts.lock_or_recover();
             let last = m.entry(key).or_insert(i64::MIN);
             let due = now.saturating_sub(*last) >= 60;
             if due {
                 *last = now;
             }
             due
-        });
+        };
         if due {
             let cut = |s: &str| s.chars().take(300).collect::<String>();
             let (path, error) = (cut(path), cut(error));

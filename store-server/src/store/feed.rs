@@ -9,6 +9,7 @@
 
 use super::{Ctx, Store};
 use crate::error::Result;
+use shelf_protocol::sync::LockOrRecover;
 use shelf_protocol::{Change, ChangeKind, NodeId};
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -152,10 +153,8 @@ impl Store {
         if seq.is_multiple_of(1000) {
             self.trim_feed(account)?;
         }
-        if let Ok(subs) = self.subscribers.by_account.lock() {
-            if let Some(tx) = subs.get(&account) {
-                let _ = tx.send(change);
-            }
+        if let Some(tx) = self.subscribers.by_account.lock_or_recover().get(&account) {
+            let _ = tx.send(change);
         }
         Ok(())
     }
@@ -188,11 +187,7 @@ impl Store {
 
     /// Subscribes to an account's live changes.
     pub fn subscribe(&self, account: u64) -> broadcast::Receiver<Change> {
-        let mut subs = self
-            .subscribers
-            .by_account
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut subs = self.subscribers.by_account.lock_or_recover();
         subs.entry(account)
             .or_insert_with(|| broadcast::channel(LIVE_BUFFER).0)
             .subscribe()

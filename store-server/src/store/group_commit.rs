@@ -4,6 +4,7 @@
 //! every caller that arrives waits for the next, and the first of them runs it for all: a
 //! burst of N concurrent changes costs about two flushes instead of N.
 
+use shelf_protocol::sync::LockOrRecover;
 use std::sync::{Condvar, Mutex, MutexGuard};
 
 #[derive(Default)]
@@ -25,7 +26,7 @@ pub struct GroupCommit {
 
 impl GroupCommit {
     fn lock(&self) -> MutexGuard<'_, Rounds> {
-        self.rounds.lock().unwrap_or_else(|p| p.into_inner())
+        self.rounds.lock_or_recover()
     }
 
     /// Returns once a run of `flush` that started after this call began has ended, with

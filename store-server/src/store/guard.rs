@@ -11,6 +11,7 @@ use super::audit::AuditKind;
 use super::{decode, Store, FORMAT};
 use crate::error::Result;
 use serde::{Deserialize, Serialize};
+use shelf_protocol::sync::LockOrRecover;
 use shelf_protocol::{AlertClass, ErrorCode};
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -53,13 +54,11 @@ impl Store {
             let blocked = self
                 .addr_guard
                 .by_addr
-                .lock()
-                .map(|m| {
-                    m.get(&ip).is_some_and(|(start, n, _)| {
-                        now < start + self.lockout_secs && *n >= MAX_ADDR_FAILURES
-                    })
-                })
-                .unwrap_or(false);
+                .lock_or_recover()
+                .get(&ip)
+                .is_some_and(|(start, n, _)| {
+                    now < start + self.lockout_secs && *n >= MAX_ADDR_FAILURES
+                });
             if blocked {
                 return Err(ErrorCode::Locked.into());
             }
@@ -89,17 +88,18 @@ impl Store {
             "wrong password or unknown user",
         );
         if let Some(ip) = addr {
-            let newly_blocked = self.addr_guard.by_addr.lock().ok().and_then(|mut m| {
+            let newly_blocked = {
+                let mut m = self.addr_guard.by_addr.lock_or_recover();
                 let e = m.entry(ip).or_insert((now, 0, false));
                 if now >= e.0 + self.lockout_secs {
                     *e = (now, 0, false);
                 }
                 e.1 += 1;
-                (e.1 >= MAX_ADDR_FAILURES && !e.2).then(|| {
-                    e.2 = true;
-                })
-            });
-            if newly_blocked.is_some() {
+                let newly = e.1 >= MAX_ADDR_FAILURES && !e.2;
+                e.2 |= newly;
+                newly
+            };
+            if newly_blocked {
                 self.alert(
                     AlertClass::Security,
                     0,

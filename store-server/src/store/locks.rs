@@ -8,6 +8,7 @@
 
 use super::{Ctx, Store};
 use crate::error::Result;
+use shelf_protocol::sync::LockOrRecover;
 use shelf_protocol::{ErrorCode, LockKind, NodeId};
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -57,7 +58,7 @@ pub struct Locks {
 
 impl Store {
     fn leases(&self) -> std::sync::MutexGuard<'_, HashMap<NodeId, Vec<Lease>>> {
-        self.locks.by_node.lock().unwrap_or_else(|p| p.into_inner())
+        self.locks.by_node.lock_or_recover()
     }
 
     /// Takes or drops a lease on bytes `start..=end` of `node` for `owner` of `session`.

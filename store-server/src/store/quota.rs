@@ -5,6 +5,7 @@
 
 use super::Store;
 use crate::error::Result;
+use shelf_protocol::sync::LockOrRecover;
 use shelf_protocol::{AlertClass, ErrorCode};
 
 fn quota_key(account: u64) -> Vec<u8> {
@@ -27,9 +28,7 @@ impl Store {
             Some(b) => self.prefs.insert(quota_key(account), &b.to_be_bytes())?,
             None => self.prefs.remove(quota_key(account))?,
         };
-        if let Ok(mut a) = self.quota_alerted.lock() {
-            a.remove(&account);
-        }
+        self.quota_alerted.lock_or_recover().remove(&account);
         Ok(())
     }
 
@@ -42,11 +41,7 @@ impl Store {
         if used.saturating_add(extra) <= quota {
             return Ok(());
         }
-        let first = self
-            .quota_alerted
-            .lock()
-            .map(|mut a| a.insert(account))
-            .unwrap_or(true);
+        let first = self.quota_alerted.lock_or_recover().insert(account);
         if first {
             self.alert(
                 AlertClass::Quota,

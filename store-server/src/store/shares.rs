@@ -20,6 +20,7 @@ use super::{decode, node_key, Ctx, NodeRec, Store, FORMAT};
 use crate::authz::{Access, Target};
 use crate::error::{Result, StoreError};
 use serde::{Deserialize, Serialize};
+use shelf_protocol::sync::{LockOrRecover, RwLockOrRecover};
 use shelf_protocol::{
     Attr, ChangeKind, ChunkId, DirEntry, ErrorCode, NodeId, NodeKind, ShareInfo, Timestamp,
     SHARED_OWNER_DIRS,
@@ -117,10 +118,7 @@ impl Store {
         let mut best: Option<Access> = None;
         let (mut cur, mut parent) = (id, rec.parent);
         // The in-memory index: no database read here, as this runs inside transactions.
-        let index = self
-            .share_index
-            .read()
-            .map_err(|_| StoreError::Corrupt("share index".into()))?;
+        let index = self.share_index.read_or_recover();
         if index.is_empty() {
             return Ok(None);
         }
@@ -149,10 +147,7 @@ impl Store {
 
     /// Whether anyone was granted access to `id` itself.
     pub(crate) fn is_shared_node(&self, id: NodeId) -> Result<bool> {
-        let index = self
-            .share_index
-            .read()
-            .map_err(|_| StoreError::Corrupt("share index".into()))?;
+        let index = self.share_index.read_or_recover();
         Ok(index.get(&id).is_some_and(|g| !g.is_empty()))
     }
 
@@ -185,12 +180,7 @@ impl Store {
             });
         }
         let key = (node, rec.version, rec.deleted.is_some());
-        if let Some(set) = self
-            .history_chunks
-            .lock()
-            .ok()
-            .and_then(|c| c.get(&key).cloned())
-        {
+        if let Some(set) = self.history_chunks.lock_or_recover().get(&key).cloned() {
             return Ok(ChunkScope {
                 account: rec.owner,
                 only: Some(set),
@@ -202,7 +192,8 @@ impl Store {
             .flat_map(|s| s.rec.chunks.iter().map(|c| c.id))
             .collect();
         let set = std::sync::Arc::new(set);
-        if let Ok(mut c) = self.history_chunks.lock() {
+        {
+            let mut c = self.history_chunks.lock_or_recover();
             if c.len() >= MAX_CACHED_HISTORIES {
                 c.clear();
             }
@@ -217,10 +208,17 @@ impl Store {
     /// Every share that covers `id` (on it or a folder above), with the node it is on.
     pub(crate) fn covering_shares(&self, id: NodeId) -> Result<Vec<ShareRec>> {
         let mut out = Vec::new();
+        // The in-memory index says which nodes are shared (most stores: none).
+        let index = self.share_index.read_or_recover();
+        if index.is_empty() {
+            return Ok(out);
+        }
         let mut cur = id;
         for _ in 0..MAX_DEPTH {
-            for item in self.shares.scan_prefix(cur.to_be_bytes()) {
-                out.push(decode::<ShareRec>(&item?.1)?);
+            if index.get(&cur).is_some_and(|g| !g.is_empty()) {
+                for item in self.shares.scan_prefix(cur.to_be_bytes()) {
+                    out.push(decode::<ShareRec>(&item?.1)?);
+                }
             }
             let Some(v) = self.nodes.get(node_key(cur))? else {
                 break;
@@ -539,7 +537,7 @@ impl Store {
 
     /// Sets (or with `None` removes) a grant in the in-memory index.
     fn index_share(&self, node: NodeId, recipient: u64, access: Option<Access>) {
-        let mut index = self.share_index.write().unwrap_or_else(|p| p.into_inner());
+        let mut index = self.share_index.write_or_recover();
         let grants = index.entry(node).or_default();
         grants.retain(|(r, _)| *r != recipient);
         if let Some(a) = access {
