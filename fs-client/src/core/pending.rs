@@ -521,6 +521,27 @@ impl Pending {
         }
     }
 
+    /// The sender's pause: up to `length`, or until it stops, someone waits for the queue
+    /// (the kick is taken), or `enough`.
+    fn pause(&self, length: Duration, enough: impl Fn() -> bool) {
+        let until = Instant::now() + length;
+        let mut g = self.lock();
+        while !self.stopping.load(Ordering::Acquire)
+            && !self.kicked.swap(false, Ordering::AcqRel)
+            && !enough()
+        {
+            let now = Instant::now();
+            if now >= until {
+                break;
+            }
+            g = self
+                .work
+                .wait_timeout(g, until - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::Release);
         let _g = self.lock();
@@ -990,22 +1011,7 @@ impl FsCore {
                     }
                     tracing::info!(error = %e, waiting = self.pending.len(), retry_in = ?backoff, "namespace changes wait for the server");
                     // New changes do not cut the wait short; stopping and a waiting fsync do.
-                    let until = Instant::now() + backoff;
-                    let mut g = self.pending.lock();
-                    while !self.pending.stopping.load(Ordering::Acquire)
-                        && !self.pending.kicked.swap(false, Ordering::AcqRel)
-                    {
-                        let now = Instant::now();
-                        if now >= until {
-                            break;
-                        }
-                        g = self
-                            .pending
-                            .work
-                            .wait_timeout(g, until - now)
-                            .unwrap_or_else(|p| p.into_inner())
-                            .0;
-                    }
+                    self.pending.pause(backoff, || false);
                     backoff = (backoff * 2).min(BACKOFF_MAX);
                 }
             }
@@ -1016,27 +1022,9 @@ impl FsCore {
     /// large batches, each one server transaction and flush), unless the batch is full or
     /// someone waits for it (fsync, a change that needs the server's answer).
     fn linger(&self) {
-        if self.pending.kicked.swap(false, Ordering::AcqRel) {
-            return;
-        }
-        let until = Instant::now() + LINGER;
-        let mut g = self.pending.lock();
         self.pending.lingering.store(true, Ordering::Release);
-        while self.pending.log.len() < BATCH && !self.pending.stopping.load(Ordering::Acquire) {
-            if self.pending.kicked.swap(false, Ordering::AcqRel) {
-                break;
-            }
-            let now = Instant::now();
-            if now >= until {
-                break;
-            }
-            g = self
-                .pending
-                .work
-                .wait_timeout(g, until - now)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
+        self.pending
+            .pause(LINGER, || self.pending.log.len() >= BATCH);
         self.pending.lingering.store(false, Ordering::Release);
     }
 
