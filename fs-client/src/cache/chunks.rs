@@ -252,7 +252,7 @@ impl Shared {
     /// Writes a body to its file and accounts for it.
     fn store(&self, id: &ChunkId, body: &[u8]) {
         let tmp = self.dir.join(format!("{}.tmp", id.to_hex()));
-        let ok = write_uncached(&tmp, body).and_then(|_| std::fs::rename(&tmp, self.path(id)));
+        let ok = std::fs::write(&tmp, body).and_then(|_| std::fs::rename(&tmp, self.path(id)));
         if let Err(e) = ok {
             let _ = std::fs::remove_file(&tmp);
             tracing::warn!(error = %e, "could not store a chunk in the cache");
@@ -332,55 +332,9 @@ impl Shared {
     }
 }
 
-/// Alignment of direct I/O buffers, offsets and lengths (a page: enough for any block size).
-const DIRECT_ALIGN: usize = 4096;
-
-/// Writes `body` to a new file at `path` with direct I/O where the filesystem allows it,
-/// else through the page cache. A chunk written here is read again rarely, and on some
-/// machines (virtual ones especially) filling fresh page-cache pages costs more CPU than the
-/// download itself: a cold read of a large file spent a quarter of its time there.
-fn write_uncached(path: &std::path::Path, body: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let direct = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(path);
-    let Ok(mut file) = direct else {
-        return std::fs::write(path, body);
-    };
-    // Whole aligned blocks from an aligned buffer, then the padding cut off.
-    let len = body.len().div_ceil(DIRECT_ALIGN) * DIRECT_ALIGN;
-    let mut buf = vec![0u8; len + DIRECT_ALIGN];
-    let start = buf.as_ptr().align_offset(DIRECT_ALIGN);
-    let block = &mut buf[start..start + len];
-    block[..body.len()].copy_from_slice(body);
-    match file.write_all(block) {
-        Ok(()) => file.set_len(body.len() as u64),
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-            drop(file);
-            std::fs::write(path, body)
-        }
-        Err(e) => Err(e),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn chunks_written_with_direct_io_read_back_whole() {
-        let dir = tempfile::tempdir().unwrap();
-        for len in [0usize, 1, 4095, 4096, 4097, 1 << 20, (1 << 20) + 13] {
-            let body: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
-            let path = dir.path().join(format!("c{len}"));
-            write_uncached(&path, &body).unwrap();
-            assert_eq!(std::fs::read(&path).unwrap(), body, "{len} bytes");
-        }
-    }
 
     #[test]
     fn evicts_least_recently_used_beyond_capacity() {
