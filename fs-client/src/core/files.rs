@@ -414,19 +414,12 @@ impl FsCore {
             inner.mode = IoMode::Local;
             inner.kernel_pages_stale = true;
         }
-        let fh = self.new_fh();
-        {
-            let mut h = self.handles.lock_or_recover();
-            h.insert(
-                fh,
-                Handle {
-                    node,
-                    writable,
-                    last_end: 0,
-                    version: None,
-                },
-            );
-        }
+        let fh = self.handles.open_file(Handle {
+            node,
+            writable,
+            last_end: 0,
+            version: None,
+        });
         Ok(Opened {
             fh,
             keep_cache,
@@ -574,9 +567,7 @@ impl FsCore {
     }
 
     fn handle(&self, fh: u64) -> Result<(NodeId, bool, u64), FsError> {
-        let h = self.handles.lock_or_recover();
-        let h = h.get(&fh).ok_or(FsError::BadHandle)?;
-        Ok((h.node, h.writable, h.last_end))
+        self.handles.file(fh).ok_or(FsError::BadHandle)
     }
 
     /// Makes sure `node` has a staging file, filling it with the current content unless the
@@ -713,14 +704,7 @@ impl FsCore {
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<ReadData, FsError> {
         let (node, _, last_end) = self.handle(fh)?;
         let sequential = offset == last_end;
-        let mut old_version = None;
-        {
-            let mut h = self.handles.lock_or_recover();
-            if let Some(h) = h.get_mut(&fh) {
-                h.last_end = offset + u64::from(size);
-                old_version = h.version;
-            }
-        }
+        let old_version = self.handles.read_to(fh, offset + u64::from(size));
         if let Some(version) = old_version {
             let m = self.version_manifest(node, version)?;
             return self
@@ -947,11 +931,7 @@ impl FsCore {
 
     /// The last reference to an open file went away: queue its upload.
     pub fn release(&self, fh: u64) -> Result<(), FsError> {
-        let handle = self
-            .handles
-            .lock_or_recover()
-            .remove(&fh)
-            .ok_or(FsError::BadHandle)?;
+        let handle = self.handles.close_file(fh).ok_or(FsError::BadHandle)?;
         if handle.version.is_some() {
             return Ok(());
         }
@@ -1011,11 +991,7 @@ impl FsCore {
         let (node, _, _) = self.handle(fh)?;
         // Every namespace change made before it first (the file's create among them).
         self.fsyncdir()?;
-        let old_version = self
-            .handles
-            .lock_or_recover()
-            .get(&fh)
-            .and_then(|h| h.version);
+        let old_version = self.handles.version(fh);
         if old_version.is_some() {
             return Ok(());
         }

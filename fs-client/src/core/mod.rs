@@ -15,6 +15,7 @@ pub mod coherence;
 mod error;
 pub mod files;
 mod fold;
+mod handles;
 pub mod locks;
 pub mod offline;
 pub mod pending;
@@ -82,9 +83,6 @@ pub struct SetAttr {
     pub mtime: Option<Timestamp>,
 }
 
-/// An open directory's listing and the epoch it was read at.
-type OpenDir = (Arc<Vec<DirItem>>, u64);
-
 /// One entry of an open directory.
 #[derive(Clone, Debug)]
 pub struct DirItem {
@@ -130,10 +128,8 @@ pub struct FsCore {
     /// Recently seen server attributes.
     /// (`None`: expired, kept for offline use and ordering only.)
     pub(crate) attrs: Mutex<HashMap<NodeId, (Attr, Option<Instant>)>>,
-    pub(crate) handles: Mutex<HashMap<u64, files::Handle>>,
-    /// Open directory listings, with the epoch they were read at.
-    dirs: Mutex<HashMap<u64, OpenDir>>,
-    next_fh: AtomicU64,
+    /// Open file and directory handles.
+    pub(crate) handles: handles::Handles,
     /// (version, size) of each file when it was last opened, to decide keep_cache.
     opened: Mutex<HashMap<NodeId, (u64, u64)>>,
     pub(crate) manifests: Mutex<lru::LruCache<NodeId, Arc<files::Manifest>>>,
@@ -237,9 +233,7 @@ impl FsCore {
             cache,
             files: Mutex::new(HashMap::new()),
             attrs: Mutex::new(HashMap::new()),
-            handles: Mutex::new(HashMap::new()),
-            dirs: Mutex::new(HashMap::new()),
-            next_fh: AtomicU64::new(1),
+            handles: handles::Handles::default(),
             opened: Mutex::new(HashMap::new()),
             manifests: Mutex::new(lru::LruCache::new(
                 std::num::NonZeroUsize::new(256).expect("nonzero"),
@@ -286,10 +280,6 @@ impl FsCore {
         } else {
             node
         }
-    }
-
-    pub(crate) fn new_fh(&self) -> u64 {
-        self.next_fh.fetch_add(1, Ordering::Relaxed)
     }
 
     fn check_writable(&self) -> Result<(), FsError> {
@@ -897,12 +887,7 @@ impl FsCore {
         if versions::is_virtual(ino) {
             let epoch = self.epoch();
             let items = self.versions_opendir(ino)?;
-            let fh = self.new_fh();
-            {
-                let mut d = self.dirs.lock_or_recover();
-                d.insert(fh, (Arc::new(items), epoch));
-            }
-            return Ok(fh);
+            return Ok(self.handles.open_dir(items, epoch));
         }
         let dir = self.node_of(ino);
         let me = self.server_attr(dir)?;
@@ -1004,12 +989,7 @@ impl FsCore {
             }
         }
         self.merge_overlay(dir, &mut items);
-        let fh = self.new_fh();
-        {
-            let mut d = self.dirs.lock_or_recover();
-            d.insert(fh, (Arc::new(items), epoch));
-        }
-        Ok(fh)
+        Ok(self.handles.open_dir(items, epoch))
     }
 
     /// Lays queued changes of `dir` over a listing (after `.` and `..`).
@@ -1032,19 +1012,14 @@ impl FsCore {
     /// Whether an open listing's attributes may be cached by the kernel: no pushed change
     /// arrived since it was read.
     pub fn listing_fresh(&self, fh: u64) -> bool {
-        let at = self.dirs.lock_or_recover().get(&fh).map(|(_, e)| *e);
+        let at = self.handles.dir(fh).map(|(_, e)| e);
         at == Some(self.epoch())
     }
 
     /// Entries of an open directory from position `offset` on; each entry's position + 1 is
     /// the offset the kernel passes to continue after it.
     pub fn readdir(&self, fh: u64, offset: u64) -> Result<Vec<(u64, DirItem)>, FsError> {
-        let items = self
-            .dirs
-            .lock_or_recover()
-            .get(&fh)
-            .map(|(items, _)| items.clone())
-            .ok_or(FsError::BadHandle)?;
+        let (items, _) = self.handles.dir(fh).ok_or(FsError::BadHandle)?;
         Ok(items
             .iter()
             .enumerate()
@@ -1054,10 +1029,7 @@ impl FsCore {
     }
 
     pub fn releasedir(&self, fh: u64) {
-        {
-            let mut d = self.dirs.lock_or_recover();
-            d.remove(&fh);
-        }
+        self.handles.close_dir(fh);
     }
 
     pub fn statfs(&self) -> Result<FsStats, FsError> {

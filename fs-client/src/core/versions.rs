@@ -231,19 +231,12 @@ impl FsCore {
             Virtual::File(info) => info,
             Virtual::Dir(_) => return Err(FsError::Invalid),
         };
-        let fh = self.new_fh();
-        {
-            let mut h = self.handles.lock_or_recover();
-            h.insert(
-                fh,
-                Handle {
-                    node: info.node,
-                    writable: false,
-                    last_end: 0,
-                    version: Some(info.version),
-                },
-            );
-        }
+        let fh = self.handles.open_file(Handle {
+            node: info.node,
+            writable: false,
+            last_end: 0,
+            version: Some(info.version),
+        });
         Ok(Opened {
             fh,
             keep_cache: true,
