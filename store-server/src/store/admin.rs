@@ -119,6 +119,7 @@ impl Store {
         }
         self.retention.remove(id.to_be_bytes())?;
         self.keys.forget(id)?;
+        self.places.clear();
         self.sync()?;
         self.audit(0, AuditKind::UserDeleted, name, by, "");
         Ok(())

@@ -95,9 +95,9 @@ impl Store {
     pub(crate) fn ns_tx<T>(&self, f: impl Fn(&NsTrees) -> TxResult<T>) -> Result<T, StoreError> {
         let current = BATCH.with(|b| b.borrow().clone());
         let Some(trees) = current else {
-            return self
-                .ns_transaction(|trees| f(trees))
-                .map_err(super::namespace::tx_error);
+            let outcome = self.ns_transaction(|trees| f(trees));
+            self.places.settle();
+            return outcome.map_err(super::namespace::tx_error);
         };
         match f(&trees) {
             Ok(v) => Ok(v),
@@ -181,6 +181,7 @@ impl Store {
             }
             Ok(results)
         });
+        self.places.settle();
         let after = AFTER.with(|a| std::mem::take(&mut *a.borrow_mut()));
         match outcome {
             Ok(results) => {

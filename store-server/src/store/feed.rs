@@ -20,10 +20,18 @@ pub const KEEP: u64 = 10_000;
 /// Live changes buffered per subscriber before it is told to resync.
 const LIVE_BUFFER: usize = 4096;
 
-/// Live subscribers, per account.
+/// How far past [`KEEP`] a feed grows before its oldest changes are dropped, in one go.
+const TRIM_SLACK: u64 = 1_000;
+
+/// Live subscribers, per account, and how many changes each account's feed holds.
 #[derive(Default)]
 pub struct Subscribers {
     by_account: Mutex<HashMap<u64, broadcast::Sender<Change>>>,
+    /// Changes in each account's feed, counted once per server run and then kept up to
+    /// date (a count of the tree on every trim cost a scan of 10,000 records).
+    lengths: Mutex<HashMap<u64, u64>>,
+    /// One trim at a time.
+    trimming: Mutex<()>,
 }
 
 fn feed_key(account: u64, seq: u64) -> [u8; 16] {
@@ -31,6 +39,13 @@ fn feed_key(account: u64, seq: u64) -> [u8; 16] {
     k[..8].copy_from_slice(&account.to_be_bytes());
     k[8..].copy_from_slice(&seq.to_be_bytes());
     k
+}
+
+/// The position a feed key files its change at.
+fn seq_of(key: &[u8]) -> u64 {
+    key.get(8..16)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u64::from_be_bytes)
 }
 
 /// Key of an account's low-water mark: changes at or below it may have been dropped.
@@ -150,7 +165,7 @@ impl Store {
         let key = feed_key(account, seq);
         let sealed = self.seal_rec(account, b"feed", &key, &change)?;
         self.feed.insert(key, sealed)?;
-        if seq.is_multiple_of(1000) {
+        if self.feed_grew(account)? > KEEP + TRIM_SLACK {
             self.trim_feed(account)?;
         }
         if let Some(tx) = self.subscribers.by_account.lock_or_recover().get(&account) {
@@ -159,29 +174,52 @@ impl Store {
         Ok(())
     }
 
-    /// Drops all but the newest [`KEEP`] changes of an account.
-    fn trim_feed(&self, account: u64) -> Result<()> {
-        let prefix = account.to_be_bytes();
-        let count = self.feed.scan_prefix(prefix).count() as u64;
-        if count <= KEEP + 1 {
-            return Ok(());
+    /// Counts one more change in the account's feed; returns how many it holds.
+    fn feed_grew(&self, account: u64) -> Result<u64> {
+        if let Some(n) = self.subscribers.lengths.lock_or_recover().get_mut(&account) {
+            *n += 1;
+            return Ok(*n);
         }
+        // First change this run: count what is there (this one included).
+        let counted = self.account_feed(account).count() as u64;
+        let mut lengths = self.subscribers.lengths.lock_or_recover();
+        Ok(*lengths.entry(account).or_insert(counted))
+    }
+
+    /// The account's changes (not its low-water mark), oldest first.
+    fn account_feed(&self, account: u64) -> sled::Iter {
+        self.feed
+            .range(feed_key(account, 1)..=feed_key(account, u64::MAX))
+    }
+
+    /// Drops all but the newest [`KEEP`] changes of an account, in one write.
+    fn trim_feed(&self, account: u64) -> Result<()> {
+        let _one = self.subscribers.trimming.lock_or_recover();
+        let len = self
+            .subscribers
+            .lengths
+            .lock_or_recover()
+            .get(&account)
+            .copied()
+            .unwrap_or(0);
+        if len <= KEEP + TRIM_SLACK {
+            return Ok(()); // another thread trimmed it meanwhile
+        }
+        let mut batch = sled::Batch::default();
+        let mut mark = None;
         let mut dropped = 0;
-        let mut mark = 0;
-        for item in self.feed.scan_prefix(prefix) {
+        for item in self.account_feed(account).take((len - KEEP) as usize) {
             let (k, _) = item?;
-            let seq = u64::from_be_bytes(k[8..16].try_into().unwrap_or([0; 8]));
-            if seq == 0 {
-                continue;
-            }
-            if dropped + KEEP + 1 >= count {
-                break;
-            }
-            self.feed.remove(&k)?;
-            mark = seq;
+            mark = Some(seq_of(&k));
+            batch.remove(k);
             dropped += 1;
         }
-        self.feed.insert(mark_key(account), &mark.to_be_bytes())?;
+        let Some(mark) = mark else { return Ok(()) };
+        batch.insert(&mark_key(account), &mark.to_be_bytes());
+        self.feed.apply_batch(batch)?;
+        if let Some(n) = self.subscribers.lengths.lock_or_recover().get_mut(&account) {
+            *n = n.saturating_sub(dropped);
+        }
         Ok(())
     }
 
@@ -204,17 +242,17 @@ impl Store {
             Some(v) => u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8])),
             None => 0,
         };
-        let mut head = mark;
+        let head = match self.account_feed(account).next_back() {
+            Some(item) => seq_of(&item?.0).max(mark),
+            None => mark,
+        };
         let mut out = Vec::new();
-        let from = after.unwrap_or(u64::MAX);
-        for item in self
-            .feed
-            .range(feed_key(account, 1)..=feed_key(account, u64::MAX))
-        {
-            let (k, v) = item?;
-            let seq = u64::from_be_bytes(k[8..16].try_into().unwrap_or([0; 8]));
-            head = head.max(seq);
-            if seq > from {
+        if let Some(after) = after {
+            // Only what comes after the device's position is read.
+            for item in self.feed.range(
+                feed_key(account, after.saturating_add(1).max(1))..=feed_key(account, u64::MAX),
+            ) {
+                let (k, v) = item?;
                 out.push(self.open_rec(account, b"feed", &k, &v)?);
             }
         }
@@ -257,5 +295,49 @@ mod tests {
             live.try_recv(),
             Err(broadcast::error::TryRecvError::Lagged(_))
         ));
+    }
+
+    #[test]
+    fn paths_in_the_feed_follow_a_renamed_folder() {
+        use crate::store::namespace::NewNode;
+        use shelf_protocol::{NodeKind, RenameMode};
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let chunks = std::sync::Arc::new(
+            crate::chunkstore::PackStore::open(tmp.path().join("packs"), &db).unwrap(),
+        );
+        let store = Store::with_chunk_store(db, chunks).unwrap();
+        store.add_user("fp", "pw", Role::User).unwrap();
+        let (_, ctx) = store.login("fp", "pw", "d").unwrap();
+        let files = store.lookup(&ctx, ctx.root, "files").unwrap().node;
+        let new = |kind| NewNode {
+            kind,
+            mode: 0o755,
+            target: None,
+            exclusive: false,
+            rdev: 0,
+            id: None,
+        };
+        let (_, _, start) = store.changes_since(ctx.account, None).unwrap();
+        let a = store
+            .create_node(&ctx, files, "a", new(NodeKind::Dir))
+            .unwrap()
+            .node;
+        store
+            .create_node(&ctx, a, "one.txt", new(NodeKind::File))
+            .unwrap();
+        store
+            .rename(&ctx, (files, "a"), (files, "b"), RenameMode::Replace, None)
+            .unwrap();
+        store
+            .create_node(&ctx, a, "two.txt", new(NodeKind::File))
+            .unwrap();
+        let (changes, _, _) = store.changes_since(ctx.account, Some(start)).unwrap();
+        let paths: Vec<&str> = changes.iter().map(|c| c.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["files/a", "files/a/one.txt", "files/b", "files/b/two.txt"],
+            "a folder's new name shows in the paths of what is made in it after the rename"
+        );
     }
 }

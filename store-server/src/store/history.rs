@@ -135,6 +135,7 @@ impl HistoryTx<'_> {
 
     /// Forgets the lineage and name of a node that is removed for good (no history).
     pub fn forget(&self, node: NodeId) -> TxResult<()> {
+        super::places::note_changed(node);
         self.lineage.remove(&node_key(node))?;
         self.names.remove(&node_key(node))?;
         Ok(())
@@ -142,6 +143,7 @@ impl HistoryTx<'_> {
 
     /// Records where a node now lives.
     pub fn set_name(&self, node: NodeId, parent: NodeId, name: &str) -> TxResult<()> {
+        super::places::note_changed(node);
         self.names.insert(
             &node_key(node),
             tx(self.store.name_value(self.owner, node, parent, name))?,

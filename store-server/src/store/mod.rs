@@ -39,6 +39,7 @@ pub mod history;
 pub mod links;
 pub mod locks;
 pub mod namespace;
+pub mod places;
 pub mod quota;
 pub mod retention;
 pub mod scrub;
@@ -216,6 +217,8 @@ pub struct Store {
     /// Chunks already reported as failing verification (one alert each).
     pub failed_chunks: std::sync::Mutex<std::collections::HashSet<(u64, [u8; 32])>>,
     pub subscribers: feed::Subscribers,
+    /// Where nodes are, cached ([`places`]).
+    pub places: places::Places,
     /// Lock leases (in memory).
     pub locks: locks::Locks,
     /// What time it is: commits and deletions are stamped with it, pruning measures ages
@@ -300,6 +303,7 @@ impl Store {
             lockout_secs: guard::LOCKOUT_SECS,
             prefs: db.open_tree("prefs")?,
             subscribers: feed::Subscribers::default(),
+            places: places::Places::default(),
             locks: locks::Locks::default(),
             clock: Arc::new(Timestamp::now),
             gc_lock: std::sync::RwLock::new(()),
@@ -315,10 +319,13 @@ impl Store {
     /// The path of a node below its account's root (`files/work/a.txt`), from the `names`
     /// tree; parts that are not known show as `#NODE`.
     pub fn path_of(&self, owner: u64, node: NodeId) -> String {
-        let mut parts = Vec::new();
+        let mut parts: Vec<Arc<str>> = Vec::new();
         let mut cur = node;
         for _ in 0..256 {
-            match self.place_of(owner, cur) {
+            if self.places.is_root(cur) {
+                break;
+            }
+            match self.place(owner, cur) {
                 Ok(Some((parent, name))) => {
                     parts.push(name);
                     if parent == cur {
@@ -329,9 +336,10 @@ impl Store {
                 // The root (and nodes made before names were recorded).
                 _ => {
                     if self.is_root(cur) {
+                        self.places.root_seen(cur);
                         break;
                     }
-                    parts.push(format!("#{cur}"));
+                    parts.push(format!("#{cur}").into());
                     break;
                 }
             }

@@ -137,6 +137,17 @@ impl Store {
 
     /// Where `node` of account `owner` is (or last was): its parent and name.
     pub(crate) fn place_of(&self, owner: u64, node: NodeId) -> Result<Option<(NodeId, String)>> {
+        Ok(self
+            .place(owner, node)?
+            .map(|(parent, name)| (parent, name.to_string())))
+    }
+
+    /// [`Store::place_of`], from the cache of places when it has it.
+    pub(crate) fn place(&self, owner: u64, node: NodeId) -> Result<Option<(NodeId, Arc<str>)>> {
+        if let Some(place) = self.places.get(node) {
+            return Ok(Some(place));
+        }
+        let generation = self.places.generation();
         let Some(v) = self.names.get(node_key(node))? else {
             return Ok(None);
         };
@@ -144,8 +155,10 @@ impl Store {
         let plain = self
             .key_of(owner)?
             .open(&aad(b"name", owner, &node_key(node)), &v[8..])?;
-        let name =
-            String::from_utf8(plain).map_err(|_| StoreError::Corrupt("names entry".into()))?;
+        let name: Arc<str> = String::from_utf8(plain)
+            .map_err(|_| StoreError::Corrupt("names entry".into()))?
+            .into();
+        self.places.put(generation, node, parent, name.clone());
         Ok(Some((parent, name)))
     }
 }
