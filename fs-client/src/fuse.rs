@@ -234,6 +234,10 @@ impl Filesystem for ShelfFs {
             // The kernel then caches each inode's (absent) ACLs: `ls -l` asks for them on
             // every file, once per inode instead of once per call.
             InitFlags::FUSE_POSIX_ACL,
+            // The mount clears set-user-ID and set-group-ID on chown itself (the core's
+            // setattr), so the kernel does not fetch the attributes first: one round trip
+            // less per chown (tar, cp -a, rsync chown every file).
+            InitFlags::FUSE_HANDLE_KILLPRIV_V2,
         ] {
             if config.add_capabilities(flag).is_err() {
                 tracing::info!(?flag, "the kernel does not offer this FUSE capability");
@@ -308,7 +312,6 @@ impl Filesystem for ShelfFs {
         reply: ReplyAttr,
     ) {
         // Who may chown and chmod is checked by the kernel (default_permissions).
-        let _ = req;
         let change = SetAttr {
             mode,
             uid,
@@ -316,6 +319,7 @@ impl Filesystem for ShelfFs {
             size,
             atime: atime.map(time),
             mtime: mtime.map(time),
+            unprivileged: (req.uid() != 0).then(|| req.gid()),
         };
         match self.core.setattr(ino.0, change) {
             Ok(s) => reply.attr(&self.core.kernel_ttl(), &attr(&s)),
@@ -442,7 +446,12 @@ impl Filesystem for ShelfFs {
         }
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        if req.uid() != 0 && flags.0 & libc::O_ACCMODE != libc::O_RDONLY {
+            if let Err(e) = self.core.drop_set_ids(ino.0, req.gid()) {
+                return reply.error(errno(&e));
+            }
+        }
         let o = match self.core.open(ino.0, flags.0) {
             Ok(o) => o,
             Err(e) => return reply.error(errno(&e)),

@@ -843,3 +843,137 @@ fn small_files_ride_with_their_creates_and_big_ones_wait_for_an_uploader() {
         .expect("getattr big");
     assert_eq!(st.size, 0, "the big file was committed without an uploader");
 }
+
+/// The set-ID rules the kernel leaves to the mount (FUSE_HANDLE_KILLPRIV_V2), as Linux
+/// applies them: a chown clears set-user-ID, and set-group-ID when the group may execute;
+/// a truncation or a write by someone other than root clears them too, root's do not; a
+/// folder keeps its bits.
+#[test]
+fn chown_and_unprivileged_writes_clear_set_id_bits() {
+    let server = Server::start(&[("alice", "pw", "user")]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = core_for(&server, &dir.path().join("a"), "a");
+    let files = lookup_path(&a, "files");
+    let file = |name: &str, mode: u32| {
+        let (st, o) = a
+            .create(files, OsStr::new(name), 0o600, libc::O_WRONLY)
+            .expect("create");
+        a.release(o.fh).expect("release");
+        chmod(&a, st.ino, mode);
+        st.ino
+    };
+    let perm = |ino| u32::from(a.getattr(ino).expect("getattr").perm);
+    let chown = |ino, uid| {
+        a.setattr(
+            ino,
+            SetAttr {
+                uid: Some(uid),
+                ..SetAttr::default()
+            },
+        )
+        .expect("chown");
+    };
+    let truncate = |ino, unprivileged| {
+        a.setattr(
+            ino,
+            SetAttr {
+                size: Some(0),
+                unprivileged,
+                ..SetAttr::default()
+            },
+        )
+        .expect("truncate");
+    };
+
+    let suid = file("suid", 0o6755);
+    chown(suid, 1000);
+    assert_eq!(
+        perm(suid),
+        0o755,
+        "chown clears both when the group may execute"
+    );
+    let sgid = file("sgid", 0o2745);
+    chown(sgid, 1000);
+    assert_eq!(
+        perm(sgid),
+        0o2745,
+        "set-group-ID without group execute stays"
+    );
+    chmod(&a, suid, 0o4755);
+    truncate(suid, None);
+    assert_eq!(perm(suid), 0o4755, "root's truncation keeps them");
+    truncate(suid, Some(0));
+    assert_eq!(perm(suid), 0o755, "another user's truncation clears them");
+    chmod(&a, sgid, 0o2745);
+    a.drop_set_ids(sgid, 0).expect("open for writing");
+    assert_eq!(
+        perm(sgid),
+        0o2745,
+        "a writer in the file's group keeps set-group-ID"
+    );
+    a.drop_set_ids(sgid, 4242).expect("open for writing");
+    assert_eq!(perm(sgid), 0o745, "a writer outside it does not");
+    let folder = a
+        .mkdir(files, OsStr::new("shared-group"), 0o2775)
+        .expect("mkdir")
+        .ino;
+    chown(folder, 1000);
+    assert_eq!(perm(folder), 0o2775, "a folder keeps set-group-ID");
+}
+
+fn chmod(core: &FsCore, ino: u64, mode: u32) {
+    core.setattr(
+        ino,
+        SetAttr {
+            mode: Some(mode),
+            ..SetAttr::default()
+        },
+    )
+    .expect("chmod");
+}
+
+/// A queued unlink shows at once in what the file's other names and open descriptors see:
+/// one link less and a new status-change time (pjdfstest's unlink and link cases), before
+/// the server has the change.
+#[test]
+fn a_queued_unlink_shows_in_the_link_count_of_what_is_left() {
+    let server = Server::start(&[("alice", "pw", "user")]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = core_for(&server, &dir.path().join("a"), "a");
+    let files = lookup_path(&a, "files");
+    let (st, o) = a
+        .create(files, OsStr::new("one"), 0o644, libc::O_WRONLY)
+        .expect("create");
+    a.release(o.fh).expect("release");
+    a.link(st.ino, files, OsStr::new("two")).expect("link");
+    a.fsyncdir().expect("fsyncdir");
+
+    // A device whose changes stay queued (no sender).
+    let b = core_alone(&server, &dir.path().join("b"), "b", false);
+    let one = lookup_path(&b, "files/one");
+    let before = b.getattr(one).expect("getattr");
+    assert_eq!(before.nlink, 2);
+    std::thread::sleep(Duration::from_millis(20));
+    // (The kernel looks a name up before it unlinks it.)
+    assert_eq!(lookup_path(&b, "files/two"), one);
+    b.unlink(lookup_path(&b, "files"), OsStr::new("two"))
+        .expect("unlink");
+    assert_eq!(b.pending_changes(), 1, "the unlink is queued");
+    let after = b.getattr(one).expect("getattr");
+    assert_eq!(after.nlink, 1, "one link less");
+    assert!(after.ctime > before.ctime, "a status change");
+
+    let bfiles = lookup_path(&b, "files");
+    let (open, o) = b
+        .create(bfiles, OsStr::new("open"), 0o644, libc::O_RDWR)
+        .expect("create");
+    b.write(o.fh, 0, b"still here").expect("write");
+    b.unlink(bfiles, OsStr::new("open")).expect("unlink");
+    assert_eq!(
+        b.getattr(open.ino).expect("fstat").nlink,
+        0,
+        "an unlinked open file"
+    );
+    assert_eq!(&*b.read(o.fh, 0, 100).expect("read"), b"still here");
+    b.release(o.fh).expect("release");
+}

@@ -282,3 +282,64 @@ for field in ('st_size', 'st_mtime_ns', 'st_ctime_ns'):
 PY"#);
     m.unmount();
 }
+
+/// The kernel leaves clearing set-ID bits to the mount (FUSE_HANDLE_KILLPRIV_V2, which
+/// spares a round trip per chown): on a real mount, in both file I/O modes, chown, and an
+/// ordinary user's write or truncation, clear them as on a local disk; root's write does not.
+#[test]
+fn set_id_bits_are_cleared_as_on_a_local_disk() {
+    let server = Server::start(&[("sid", "pw", "user")]);
+    let dev = Device::new();
+    dev.login(&server, "sid", "pw", "laptop");
+    for mode_args in [&[][..], &["-o", "nopassthrough"][..]] {
+        let args: Vec<&str> = mode_args
+            .iter()
+            .copied()
+            .chain(["-o", "allow_other"])
+            .collect();
+        let m = dev.mount_full(&args, &[]);
+        let dir = m.path.join("files");
+        let as_nobody = |script: &str| {
+            let out = std::process::Command::new("setpriv")
+                .args([
+                    "--reuid=65534",
+                    "--regid=65534",
+                    "--clear-groups",
+                    "sh",
+                    "-c",
+                    script,
+                ])
+                .current_dir(&dir)
+                .output()
+                .expect("setpriv");
+            assert!(
+                out.status.success(),
+                "{script}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        m.sh("cd files && rm -f f && printf x > f && chmod 6755 f && chown 1234 f");
+        assert_eq!(m.sh("stat -c %a files/f"), "755\n", "chown {mode_args:?}");
+        m.sh("cd files && chmod 6777 f && printf y >> f");
+        assert_eq!(
+            m.sh("stat -c %a files/f"),
+            "6777\n",
+            "root's write {mode_args:?}"
+        );
+        as_nobody("printf z >> f");
+        assert_eq!(
+            m.sh("stat -c %a files/f"),
+            "777\n",
+            "nobody's write {mode_args:?}"
+        );
+        m.sh("chmod 4777 files/f");
+        as_nobody("truncate -s 1 f");
+        assert_eq!(
+            m.sh("stat -c %a files/f"),
+            "777\n",
+            "nobody's truncate {mode_args:?}"
+        );
+        assert_eq!(m.sh("cat files/f"), "x");
+        m.unmount();
+    }
+}

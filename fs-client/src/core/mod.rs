@@ -81,6 +81,9 @@ pub struct SetAttr {
     pub size: Option<u64>,
     pub atime: Option<Timestamp>,
     pub mtime: Option<Timestamp>,
+    /// The caller's group when the caller is not root (`None`: root). An unprivileged
+    /// size change clears set-ID bits, as a write does on Linux.
+    pub unprivileged: Option<u32>,
 }
 
 /// One entry of an open directory.
@@ -660,6 +663,7 @@ impl FsCore {
             size,
             atime,
             mtime,
+            unprivileged,
         } = change;
         self.check_writable()?;
         self.refuse_virtual(&[ino])?;
@@ -668,6 +672,12 @@ impl FsCore {
         if let Some(size) = size {
             self.truncate(node, size)?;
         }
+        let drops_set_ids =
+            uid.is_some() || gid.is_some() || (unprivileged.is_some() && size.is_some());
+        let mode = match mode {
+            None if drops_set_ids => self.mode_without_set_ids(ino, unprivileged)?,
+            mode => mode,
+        };
         if mode.is_some() || uid.is_some() || gid.is_some() || atime.is_some() || mtime.is_some() {
             if let Some(t) = mtime {
                 self.set_local_mtime(node, t)?;
@@ -696,6 +706,45 @@ impl FsCore {
         self.getattr(ino)
     }
 
+    /// The mode a chown, or a write or truncation by someone other than root, leaves a
+    /// file with, when it differs: as on Linux, its set-user-ID bit goes, and its
+    /// set-group-ID bit when the group may execute it or when the caller (not root, in
+    /// group `unprivileged`) is not in the file's group. Supplementary groups are not
+    /// known here: only the caller's own group counts. The kernel leaves this to the
+    /// mount (FUSE_HANDLE_KILLPRIV_V2) and so spares a round trip per chown.
+    fn mode_without_set_ids(
+        &self,
+        ino: u64,
+        unprivileged: Option<u32>,
+    ) -> Result<Option<u32>, FsError> {
+        let s = self.getattr(ino)?;
+        if s.kind == NodeKind::Dir {
+            return Ok(None);
+        }
+        let perm = u32::from(s.perm);
+        let mut kept = perm & !libc::S_ISUID;
+        if perm & libc::S_IXGRP != 0 || unprivileged.is_some_and(|g| g != s.gid) {
+            kept &= !libc::S_ISGID;
+        }
+        Ok((kept != perm).then_some(kept))
+    }
+
+    /// Clears a file's set-ID bits before someone other than root (in group `gid`) writes
+    /// to it: writes through the kernel's passthrough never reach the mount, so this
+    /// happens when the file is opened for writing.
+    pub fn drop_set_ids(&self, ino: u64, gid: u32) -> Result<(), FsError> {
+        if let Some(mode) = self.mode_without_set_ids(ino, Some(gid))? {
+            self.setattr(
+                ino,
+                SetAttr {
+                    mode: Some(mode),
+                    ..SetAttr::default()
+                },
+            )?;
+        }
+        Ok(())
+    }
+
     pub fn mkdir(&self, parent: u64, name: &std::ffi::OsStr, mode: u32) -> Result<Stat, FsError> {
         self.check_writable()?;
         self.refuse_virtual(&[parent])?;
@@ -717,6 +766,8 @@ impl FsCore {
             SetAttr {
                 uid: Some(uid),
                 gid: Some(gid),
+                // Not a chown: the creator's set-ID bits stay.
+                mode: Some(u32::from(stat.perm)),
                 ..SetAttr::default()
             },
         )

@@ -868,6 +868,17 @@ impl FsCore {
         self.pending.log.push(op.clone(), at)?;
         ov.apply(&op, at, base);
         self.touch_folders(&mut ov, &op, at);
+        // A file's other names (or its open descriptors) see one link less, and a status
+        // change, as the server will.
+        let unlinked = gone.and_then(|node| {
+            let mut a = self
+                .view_attr(&ov, node)
+                .filter(|a| a.kind != NodeKind::Dir)?;
+            a.nlink = a.nlink.saturating_sub(1);
+            a.ctime = at;
+            ov.attrs.insert(node, a.clone());
+            Some(a)
+        });
         self.pending.active.store(true, Ordering::Release);
         let attr = match &op {
             NsOp::Make { id, .. } => ov.attrs.get(id).cloned(),
@@ -913,10 +924,16 @@ impl FsCore {
         }
         if let Some(node) = gone {
             // A hard-linked file keeps its content for its other names.
-            if self.stale_attr(node).is_none_or(|a| a.nlink <= 1) {
-                self.drop_local(node);
+            match &unlinked {
+                Some(a) if a.nlink > 0 => {}
+                Some(_) => self.drop_local(node),
+                None => {
+                    if self.stale_attr(node).is_none_or(|a| a.nlink <= 1) {
+                        self.drop_local(node);
+                    }
+                    self.forget_attr(node);
+                }
             }
-            self.forget_attr(node);
         }
         Ok(Some(attr))
     }
