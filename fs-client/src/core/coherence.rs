@@ -122,7 +122,7 @@ impl FsCore {
         if c.kind == ChangeKind::Resync {
             self.note_pushed_anywhere();
             // Expired, not dropped: the old attributes stay for offline use.
-            let known: Vec<NodeId> = self.attrs.lock_or_recover().keys().copied().collect();
+            let known = self.attrs.nodes();
             for n in &known {
                 self.forget_attr(*n);
             }

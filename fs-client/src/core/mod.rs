@@ -11,6 +11,7 @@
 //!   the chunk cache.
 
 pub mod aligned;
+pub mod attr_cache;
 pub mod coherence;
 mod error;
 pub mod files;
@@ -128,9 +129,8 @@ pub struct FsCore {
     pub(crate) journal: Journal,
     /// Local state of files with staging content or open handles, one lock each.
     pub(crate) files: Mutex<HashMap<NodeId, Arc<FileState>>>,
-    /// Recently seen server attributes.
-    /// (`None`: expired, kept for offline use and ordering only.)
-    pub(crate) attrs: Mutex<HashMap<NodeId, (Attr, Option<Instant>)>>,
+    /// Recently seen server attributes ([`attr_cache`]).
+    pub(crate) attrs: attr_cache::AttrCache,
     /// Open file and directory handles.
     pub(crate) handles: handles::Handles,
     /// (version, size) of each file when it was last opened, to decide keep_cache.
@@ -175,18 +175,6 @@ pub struct FsCore {
 pub(crate) struct CleanCopies {
     pub lru: lru::LruCache<NodeId, u64>,
     pub bytes: u64,
-}
-
-/// Whether `cached` (remembered at `at`) is a later state of its node than `answer`: a
-/// higher content version (versions only grow), or, within the cache TTL, the same version
-/// with a later ctime (a chmod's answer against an older getattr's). Past the TTL the
-/// server's word on metadata wins, so a server clock that stepped back cannot pin old
-/// attributes.
-fn newer(cached: &Attr, at: Option<Instant>, answer: &Attr) -> bool {
-    cached.version > answer.version
-        || (cached.version == answer.version
-            && cached.ctime > answer.ctime
-            && at.is_some_and(|at| at.elapsed() < TTL))
 }
 
 fn name_str(name: &std::ffi::OsStr) -> Result<&str, FsError> {
@@ -235,7 +223,7 @@ impl FsCore {
             journal,
             cache,
             files: Mutex::new(HashMap::new()),
-            attrs: Mutex::new(HashMap::new()),
+            attrs: attr_cache::AttrCache::default(),
             handles: handles::Handles::default(),
             opened: Mutex::new(HashMap::new()),
             manifests: Mutex::new(lru::LruCache::new(
@@ -304,15 +292,10 @@ impl FsCore {
         }
     }
 
-    /// Caches a server answer, unless the cache already holds a newer state of the node.
-    ///
-    /// Answers overtake each other: a getattr the server answered just before this device's
-    /// commit (or chmod) can arrive after the commit's own answer. Taken as it came, it
-    /// would make a just-written file look empty once its local copy turned clean. The
-    /// server's content `version` only grows and every change sets `ctime`, so (version,
-    /// ctime) orders a node's states; the newest is kept and returned (see [`newer`]).
+    /// Caches a server answer, unless the cache already holds a newer state of the node
+    /// (answers overtake each other: see [`attr_cache`]); returns what is kept.
     pub(crate) fn remember(&self, attr: Attr) -> Attr {
-        self.remember_at(attr, Some(Instant::now()))
+        self.attrs.put(attr, Some(Instant::now()))
     }
 
     /// Keeps an answer that may predate a pushed change (see [`FsCore::epoch`]) for
@@ -320,7 +303,7 @@ impl FsCore {
     /// keeping it at all lost the attributes of names looked up while changes arrived,
     /// and a device that went offline then could not find them.)
     pub(crate) fn remember_expired(&self, attr: Attr) -> Attr {
-        self.remember_at(attr, None)
+        self.attrs.put(attr, None)
     }
 
     /// Caches the attributes this mount showed for a change the server has now applied as
@@ -329,72 +312,26 @@ impl FsCore {
     /// before a queued `chown` reached the server, carries the old owner); its content is
     /// the newest committed.
     pub(crate) fn remember_sent(&self, attr: Attr) {
-        let attr = self.with_committed_content(attr);
-        {
-            let mut a = self.attrs.lock_or_recover();
-            a.insert(attr.node, (attr, Some(Instant::now())));
-        }
-    }
-
-    fn remember_at(&self, attr: Attr, at_time: Option<Instant>) -> Attr {
-        let mut a = self.attrs.lock_or_recover();
-        match a.get(&attr.node) {
-            Some((cached, at)) if newer(cached, *at, &attr) => cached.clone(),
-            // A newer version whose answer left the server before a change of owner or mode
-            // this client already knows (an upload's commit, answered after the queued
-            // `chown` behind it was applied and cached): its content, the known metadata.
-            Some((cached, at))
-                if at.is_some_and(|at| at.elapsed() < TTL) && cached.ctime > attr.ctime =>
-            {
-                let mut merged = attr.clone();
-                merged.mode = cached.mode;
-                merged.uid = cached.uid;
-                merged.gid = cached.gid;
-                merged.ctime = cached.ctime;
-                a.insert(attr.node, (merged.clone(), at_time));
-                merged
-            }
-            _ => {
-                a.insert(attr.node, (attr.clone(), at_time));
-                attr
-            }
-        }
+        self.attrs.replace(self.with_committed_content(attr));
     }
 
     /// `attr`, or the newer state of its node this client already knows (see
     /// [`FsCore::remember`]); caches nothing.
     pub(crate) fn newest(&self, attr: &Attr) -> Attr {
-        {
-            let a = self.attrs.lock_or_recover();
-            if let Some((cached, at)) = a.get(&attr.node) {
-                if newer(cached, *at, attr) {
-                    return cached.clone();
-                }
-            }
-        }
-        attr.clone()
+        self.attrs.newest(attr)
     }
 
     /// Makes the next getattr of `node` ask the server. The old attributes stay for offline
     /// use (see [`offline`]).
     pub(crate) fn forget_attr(&self, node: NodeId) {
-        {
-            let mut a = self.attrs.lock_or_recover();
-            if let Some((_, at)) = a.get_mut(&node) {
-                *at = None;
-            }
-        }
+        self.attrs.expire(node);
     }
 
     /// The cached attributes of `node` while they may be trusted: for [`TTL`], or while
     /// the change feed is followed (which drops those another device changes) as long as
     /// the kernel keeps them ([`FsCore::kernel_ttl`]).
     pub(crate) fn cached_attr(&self, node: NodeId) -> Option<Attr> {
-        let ttl = self.kernel_ttl();
-        let a = self.attrs.lock_or_recover();
-        let (attr, at) = a.get(&node)?;
-        at.is_some_and(|at| at.elapsed() < ttl)
-            .then(|| attr.clone())
+        self.attrs.fresh(node, self.kernel_ttl())
     }
 
     /// How many pushed changes were applied so far. An answer obtained while this moved may

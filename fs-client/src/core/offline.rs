@@ -196,10 +196,7 @@ impl FsCore {
 
     /// The last attributes received for `node`, however old.
     pub(crate) fn stale_attr(&self, node: NodeId) -> Option<Attr> {
-        self.attrs
-            .lock_or_recover()
-            .get(&node)
-            .map(|(a, _)| a.clone())
+        self.attrs.last(node)
     }
 
     /// The node this mount last saw under `name` in `dir`.
