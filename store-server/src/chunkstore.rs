@@ -207,13 +207,25 @@ impl PackStore {
         w.len += record_len;
         if w.len - w.started >= WRITEBACK_STEP {
             // Start writeback without waiting, so a later fsync finds little dirty data.
-            // SAFETY: plain syscall on a valid fd; a failure only means no early writeback.
+            // SAFETY: plain syscalls on a valid fd; a failure only means no early writeback
+            // or pages kept in the cache.
             unsafe {
                 libc::sync_file_range(
                     w.file.as_raw_fd(),
                     w.started as i64,
                     (w.len - w.started) as i64,
                     libc::SYNC_FILE_RANGE_WRITE,
+                );
+                // What earlier steps wrote back leaves the page cache: packs are written
+                // once and read rarely (devices keep their own copies), and freed pages
+                // are reused for the next ones. Filling fresh pages instead cost this VM
+                // 3 of the server's 6.7 CPU-seconds per GiB uploaded (dirty and
+                // still-in-flight pages are left alone by the kernel).
+                libc::posix_fadvise(
+                    w.file.as_raw_fd(),
+                    0,
+                    w.started as i64,
+                    libc::POSIX_FADV_DONTNEED,
                 );
             }
             w.started = w.len;
