@@ -94,6 +94,23 @@ impl AttrCache {
             .then(|| attr.clone())
     }
 
+    /// Each named node's attributes if all were received less than `ttl` ago (one lock
+    /// for a whole listing).
+    pub fn fresh_all<'a>(
+        &self,
+        named: impl Iterator<Item = (&'a String, NodeId)>,
+        ttl: Duration,
+    ) -> Option<Vec<(String, Attr)>> {
+        let a = self.map.lock_or_recover();
+        named
+            .map(|(name, node)| {
+                let (attr, at) = a.get(&node)?;
+                at.is_some_and(|at| at.elapsed() < ttl)
+                    .then(|| (name.clone(), attr.clone()))
+            })
+            .collect()
+    }
+
     /// The last attributes received for `node`, however old.
     pub fn last(&self, node: NodeId) -> Option<Attr> {
         self.map

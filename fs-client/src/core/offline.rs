@@ -229,22 +229,21 @@ impl FsCore {
     /// trusted (another device's change drops them, and a resync all). Not a shared view:
     /// changes there do not reach this account's feed.
     pub(crate) fn known_listing(&self, dir: NodeId) -> Option<Vec<(String, Attr)>> {
-        if self.kernel_ttl() != super::FOLLOWED_TTL
-            || self.cached_attr(dir).is_none_or(|d| d.read_only)
-        {
+        let ttl = self.kernel_ttl();
+        if ttl != super::FOLLOWED_TTL || self.cached_attr(dir).is_none_or(|d| d.read_only) {
             return None;
         }
-        let names = {
-            let seen = self.seen();
-            if !seen.listed.contains(&dir) {
-                return None;
-            }
-            seen.by_dir.get(&dir).cloned().unwrap_or_default()
-        };
-        names
-            .into_iter()
-            .map(|(name, node)| self.cached_attr(node).map(|a| (name, a)))
-            .collect()
+        // Names, then attributes (the attribute cache's lock is always taken last).
+        let seen = self.seen();
+        if !seen.listed.contains(&dir) {
+            return None;
+        }
+        match seen.by_dir.get(&dir) {
+            None => Some(Vec::new()),
+            Some(names) => self
+                .attrs
+                .fresh_all(names.iter().map(|(name, node)| (name, *node)), ttl),
+        }
     }
 
     pub(crate) fn offline_listing(&self, dir: NodeId) -> Option<Vec<(String, Attr)>> {
