@@ -12,6 +12,7 @@
 
 pub mod aligned;
 pub mod attr_cache;
+mod clean_copies;
 pub mod coherence;
 mod error;
 pub mod files;
@@ -141,7 +142,7 @@ pub struct FsCore {
     pub(crate) queue: upload::Queue,
     /// Clean local copies (staging files already committed), least recently used first,
     /// with their sizes; evicted beyond the cache budget.
-    pub(crate) clean: Mutex<CleanCopies>,
+    pub(crate) clean: clean_copies::CleanCopies,
     /// The virtual `.versions/` folders and their entries.
     pub(crate) virtuals: Mutex<versions::Virtuals>,
     /// Pinned files and folders (kept fully cached).
@@ -171,12 +172,6 @@ pub struct FsCore {
     pub(crate) refused: Mutex<HashMap<NodeId, shelf_protocol::ErrorCode>>,
 }
 
-/// The clean local copies and their total size.
-pub(crate) struct CleanCopies {
-    pub lru: lru::LruCache<NodeId, u64>,
-    pub bytes: u64,
-}
-
 fn name_str(name: &std::ffi::OsStr) -> Result<&str, FsError> {
     name.to_str().ok_or(FsError::Invalid)
 }
@@ -201,6 +196,7 @@ impl FsCore {
         let pending = pending::Pending::open(cache.journal())?;
         let staging_files =
             crate::cache::staging_files::StagingFiles::open(&cache.root.join("spare"))?;
+        let budget = opts.chunk_cache_bytes;
         let core = Arc::new(FsCore {
             staging_files,
             pending,
@@ -231,10 +227,7 @@ impl FsCore {
             )),
             needs_sync: AtomicBool::new(false),
             queue: upload::Queue::default(),
-            clean: Mutex::new(CleanCopies {
-                lru: lru::LruCache::unbounded(),
-                bytes: 0,
-            }),
+            clean: clean_copies::CleanCopies::new(budget),
         });
         core.remember(root);
         core.replay_journal()?;

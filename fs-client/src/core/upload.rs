@@ -445,21 +445,7 @@ impl FsCore {
     /// recently used clean copies beyond the cache budget (the same budget as the chunk
     /// cache). Dirty files are never evicted: they are the only copy of unsent data.
     pub(crate) fn remember_clean_copy(&self, node: NodeId, size: u64) {
-        let mut victims = Vec::new();
-        {
-            let mut clean = self.clean.lock_or_recover();
-            if let Some(old) = clean.lru.put(node, size) {
-                clean.bytes -= old;
-            }
-            clean.bytes += size;
-            while clean.bytes > self.opts.chunk_cache_bytes {
-                let Some((victim, len)) = clean.lru.pop_lru() else {
-                    break;
-                };
-                clean.bytes -= len;
-                victims.push(victim);
-            }
-        }
+        let victims = self.clean.add(node, size);
         for victim in victims {
             let Some(st) = self.files.lock_or_recover().get(&victim).cloned() else {
                 continue;
@@ -482,18 +468,12 @@ impl FsCore {
 
     /// Stops counting a local copy that was dropped.
     pub(crate) fn forget_clean_copy(&self, node: NodeId) {
-        let mut clean = self.clean.lock_or_recover();
-        if let Some(len) = clean.lru.pop(&node) {
-            clean.bytes -= len;
-        }
+        self.clean.forget(node);
     }
 
     /// Marks a clean local copy as recently used.
     pub(crate) fn touch_clean_copy(&self, node: NodeId) {
-        {
-            let mut clean = self.clean.lock_or_recover();
-            clean.lru.get(&node);
-        }
+        self.clean.touch(node);
     }
 
     /// Forgets local content of a node that no longer has a name on the server. While
