@@ -240,3 +240,21 @@ fn seen_files_stay_readable_while_the_server_is_away() {
     assert_eq!(mb.sh("cat files/trip/unread.txt"), "never read\n");
     mb.unmount();
 }
+
+/// `shelf … | head` ends quietly when the reader goes away, as other command-line tools
+/// do, instead of panicking about a broken pipe.
+#[test]
+fn a_closed_pipe_ends_a_command_quietly() {
+    let mut child = std::process::Command::new(shelf_bin())
+        .arg("--help")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("shelf");
+    drop(child.stdout.take()); // the reader is gone before anything is written
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{:?}", out.status);
+}
