@@ -266,8 +266,8 @@ mod tests {
     use super::*;
     use shelf_protocol::Role;
 
-    #[test]
-    fn the_feed_keeps_the_newest_changes_and_says_when_older_ones_are_gone() {
+    /// An in-memory store with one account, signed in.
+    fn store_with_user() -> (Store, crate::store::Ctx, tempfile::TempDir) {
         let db = sled::Config::new().temporary(true).open().unwrap();
         let tmp = tempfile::tempdir().unwrap();
         let chunks = std::sync::Arc::new(
@@ -276,6 +276,12 @@ mod tests {
         let store = Store::with_chunk_store(db, chunks).unwrap();
         store.add_user("fe", "pw", Role::User).unwrap();
         let (_, ctx) = store.login("fe", "pw", "d").unwrap();
+        (store, ctx, tmp)
+    }
+
+    #[test]
+    fn the_feed_keeps_the_newest_changes_and_says_when_older_ones_are_gone() {
+        let (store, ctx, _tmp) = store_with_user();
         let mut live = store.subscribe(ctx.account);
         let (_, _, start) = store.changes_since(ctx.account, None).unwrap();
         for i in 0..(KEEP + 2_100) {
@@ -301,14 +307,7 @@ mod tests {
     fn paths_in_the_feed_follow_a_renamed_folder() {
         use crate::store::namespace::NewNode;
         use shelf_protocol::{NodeKind, RenameMode};
-        let db = sled::Config::new().temporary(true).open().unwrap();
-        let tmp = tempfile::tempdir().unwrap();
-        let chunks = std::sync::Arc::new(
-            crate::chunkstore::PackStore::open(tmp.path().join("packs"), &db).unwrap(),
-        );
-        let store = Store::with_chunk_store(db, chunks).unwrap();
-        store.add_user("fp", "pw", Role::User).unwrap();
-        let (_, ctx) = store.login("fp", "pw", "d").unwrap();
+        let (store, ctx, _tmp) = store_with_user();
         let files = store.lookup(&ctx, ctx.root, "files").unwrap().node;
         let new = |kind| NewNode {
             kind,
