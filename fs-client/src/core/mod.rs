@@ -25,6 +25,7 @@ pub mod pins;
 pub mod prefetch;
 pub mod refused;
 pub mod upload;
+mod upload_failures;
 pub mod versions;
 pub mod write_behind;
 
@@ -159,8 +160,8 @@ pub struct FsCore {
     pub(crate) write_behind: write_behind::WriteBehind,
     /// Names seen per directory, for offline lookups and listings.
     pub(crate) seen_names: Mutex<offline::SeenNames>,
-    /// Background uploads that failed: (times in a row, last error, since when).
-    pub(crate) failures: Mutex<std::collections::BTreeMap<NodeId, (u32, String, SystemTime)>>,
+    /// Background uploads that keep failing ([`upload_failures`]).
+    pub(crate) failures: upload_failures::UploadFailures,
     /// (file, lock owner) pairs that hold a lease on the server.
     pub(crate) held_locks: Mutex<std::collections::HashSet<(NodeId, u64)>>,
     /// Whether opens may be given local I/O (cleared when the kernel refuses it).
@@ -208,7 +209,7 @@ impl FsCore {
             following: AtomicBool::new(false),
             epoch: AtomicU64::new(0),
             held_locks: Mutex::new(std::collections::HashSet::new()),
-            failures: Mutex::new(std::collections::BTreeMap::new()),
+            failures: upload_failures::UploadFailures::default(),
             seen_names: Mutex::new(offline::SeenNames::default()),
             prefetch: prefetch::Prefetch::default(),
             write_behind: Default::default(),

@@ -593,47 +593,28 @@ impl FsCore {
     /// Records an upload's outcome; failures are kept (with how often and since when) in
     /// `CACHE/failures`, which `shelf status` turns into an alert.
     pub(super) fn note_upload(&self, node: NodeId, error: Option<&FsError>) {
-        let mut f = self.failures.lock_or_recover();
         let changed = match error {
-            None => f.remove(&node).is_some(),
+            None => self.failures.succeeded(node),
             Some(e) => {
-                let entry = f
-                    .entry(node)
-                    .or_insert_with(|| (0, String::new(), std::time::SystemTime::now()));
-                entry.0 += 1;
-                entry.1 = e.to_string();
+                let (count, list) = self.failures.failed(node, e.to_string());
                 // One line in `shelf events` per failing file, when the alert starts.
-                if entry.0 == crate::cache::ALERT_AFTER {
+                if count == crate::cache::ALERT_AFTER {
                     self.note_event("failed", node, &format!("upload: {e}; retrying"));
                 }
                 // The server (when it answers) tells the account's devices and the admins;
                 // again every 20 failures, in case it was unreachable the first time.
-                if entry.0 >= crate::cache::ALERT_AFTER
-                    && (entry.0 - crate::cache::ALERT_AFTER).is_multiple_of(20)
+                if count >= crate::cache::ALERT_AFTER
+                    && (count - crate::cache::ALERT_AFTER).is_multiple_of(20)
                 {
                     drop(self.remote.submit(Request::ReportSyncFailure {
                         path: self.known_path(node),
                         error: e.to_string(),
                     }));
                 }
-                true
+                Some(list)
             }
         };
-        if changed {
-            let list: Vec<crate::cache::UploadFailure> = f
-                .iter()
-                .map(
-                    |(node, (count, error, since))| crate::cache::UploadFailure {
-                        node: *node,
-                        count: *count,
-                        since: since
-                            .duration_since(std::time::UNIX_EPOCH)
-                            .map(|d| d.as_secs())
-                            .unwrap_or(0),
-                        error: error.clone(),
-                    },
-                )
-                .collect();
+        if let Some(list) = changed {
             crate::cache::set_upload_failures(&self.cache.root, &list);
         }
     }
