@@ -10,13 +10,45 @@
 use super::{FsCore, FsError};
 use crate::sync::LockOrRecover;
 use shelf_protocol::{Change, ChangeKind, NodeId};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 /// When a change is applied again after it arrived (see `events_loop`).
 const REAPPLY: [std::time::Duration; 2] = [
     std::time::Duration::from_millis(30),
     std::time::Duration::from_millis(250),
 ];
+
+/// What coherence keeps: whether the feed is followed, how many pushed changes were
+/// applied (the epoch), and the kernel's caches once the adapter hands them over.
+#[derive(Default)]
+pub struct Coherence {
+    following: AtomicBool,
+    epoch: AtomicU64,
+    kernel: OnceLock<Box<dyn KernelCache>>,
+}
+
+impl Coherence {
+    /// Pushed changes applied so far.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// A pushed change is being applied: answers obtained before may predate it.
+    pub fn advance(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Whether the feed is followed and the kernel's caches can be told what changed:
+    /// then the kernel may keep what it is given for long.
+    pub fn keeps_kernel_true(&self) -> bool {
+        self.following.load(Ordering::Acquire) && self.kernel.get().is_some()
+    }
+
+    fn kernel(&self) -> Option<&dyn KernelCache> {
+        self.kernel.get().map(|k| &**k)
+    }
+}
 
 /// The kernel's caches, as the core sees them.
 pub trait KernelCache: Send + Sync {
@@ -29,15 +61,14 @@ pub trait KernelCache: Send + Sync {
 impl FsCore {
     /// Lets the core tell the kernel what changed.
     pub fn set_kernel_cache(&self, k: Box<dyn KernelCache>) {
-        let _ = self.kernel.set(k);
+        let _ = self.coherence.kernel.set(k);
     }
 
     /// Subscribes to the account's changes and applies them on a thread of their own.
     /// `device` is this mount's device name: its own changes are not applied again.
     pub fn start_events(self: &Arc<Self>, device: String) -> Result<(), FsError> {
         let rx = self.remote.subscribe()?;
-        self.following
-            .store(true, std::sync::atomic::Ordering::Release);
+        self.coherence.following.store(true, Ordering::Release);
         // A weak reference: the thread must not keep a stopped core (and its cache lock)
         // alive.
         let core = Arc::downgrade(self);
@@ -94,13 +125,13 @@ impl FsCore {
     }
 
     pub(crate) fn kernel_inode(&self, node: NodeId, data: bool) {
-        if let Some(k) = self.kernel.get() {
+        if let Some(k) = self.coherence.kernel() {
             k.inval_inode(self.ino_of(node), data);
         }
     }
 
     pub(crate) fn kernel_entry(&self, parent: NodeId, name: &str) {
-        if let (Some(k), false) = (self.kernel.get(), name.is_empty()) {
+        if let (Some(k), false) = (self.coherence.kernel(), name.is_empty()) {
             k.inval_entry(self.ino_of(parent), name);
         }
     }
@@ -117,7 +148,7 @@ impl FsCore {
         let own = c.device == me && c.kind != ChangeKind::Conflicted;
         if c.kind == ChangeKind::Resync || !own {
             // Before anything is dropped: answers in flight now may predate the change.
-            self.epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+            self.coherence.advance();
         }
         if c.kind == ChangeKind::Resync {
             self.note_pushed_anywhere();
@@ -193,7 +224,7 @@ impl FsCore {
 
     /// Drops what the kernel and this client hold of a node's attributes and content.
     pub(crate) fn invalidate_node(&self, node: NodeId) {
-        self.epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        self.coherence.advance();
         self.forget_attr(node);
         self.kernel_inode(node, true);
     }

@@ -42,7 +42,7 @@ use shelf_protocol::category::CATEGORY_XATTR;
 use shelf_protocol::names::{validate_name, VERSIONS_DIR};
 use shelf_protocol::{Attr, NodeId, NodeKind, RenameMode, Request, Timestamp, XattrMode};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -148,12 +148,8 @@ pub struct FsCore {
     pub(crate) virtuals: Mutex<versions::Virtuals>,
     /// Pinned files and folders (kept fully cached).
     pub(crate) pins: Mutex<pins::Pins>,
-    /// Whether the server's change feed is followed ([`FsCore::start_events`]).
-    pub(crate) following: AtomicBool,
-    /// The kernel's caches, once the adapter has handed them over.
-    pub(crate) kernel: std::sync::OnceLock<Box<dyn coherence::KernelCache>>,
-    /// Pushed changes applied so far (see [`FsCore::epoch`]).
-    pub(crate) epoch: AtomicU64,
+    /// The change feed's state and the kernel's caches ([`coherence`]).
+    pub(crate) coherence: coherence::Coherence,
     /// Read-ahead under way.
     pub(crate) prefetch: prefetch::Prefetch,
     /// Large files being written, whose chunks go out before they are closed.
@@ -205,9 +201,7 @@ impl FsCore {
             passthrough: AtomicBool::new(opts.passthrough),
             virtuals: Mutex::new(versions::Virtuals::default()),
             pins: Mutex::new(pins::Pins::load(&cache.root.join("pins"))),
-            kernel: std::sync::OnceLock::new(),
-            following: AtomicBool::new(false),
-            epoch: AtomicU64::new(0),
+            coherence: coherence::Coherence::default(),
             held_locks: Mutex::new(std::collections::HashSet::new()),
             failures: upload_failures::UploadFailures::default(),
             seen_names: Mutex::new(offline::SeenNames::default()),
@@ -245,7 +239,7 @@ impl FsCore {
     /// they may be kept long, as on a local disk, and a warm `ls -lR` or `rm -r` asks
     /// nothing. Without the feed: [`TTL`].
     pub fn kernel_ttl(&self) -> Duration {
-        match self.following.load(Ordering::Acquire) && self.kernel.get().is_some() {
+        match self.coherence.keeps_kernel_true() {
             true => FOLLOWED_TTL,
             false => TTL,
         }
@@ -332,7 +326,7 @@ impl FsCore {
     /// predate the change: it is used once but not cached (here, or by the kernel: the
     /// adapter then replies with a zero TTL).
     pub fn epoch(&self) -> u64 {
-        self.epoch.load(Ordering::Acquire)
+        self.coherence.epoch()
     }
 
     fn call_attr(&self, what: &'static str, req: Request) -> Result<Attr, FsError> {

@@ -1186,7 +1186,7 @@ impl FsCore {
             "changes made here ended differently on the server, or another device changed \
              things meanwhile: cached names are checked again"
         );
-        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.coherence.advance();
         for (dir, names) in &overlay.names {
             let dir = self.pending.alias(*dir);
             self.forget_attr(dir);
