@@ -7,6 +7,7 @@
 //! passthrough backing file (one registration per inode, shared by all its open handles,
 //! dropped with the last one).
 
+use crate::blocking::Relay;
 use crate::core::{FsCore, FsError, SetAttr, Stat};
 use crate::sync::LockOrRecover;
 use fuser::{
@@ -26,6 +27,8 @@ use std::time::{Duration, SystemTime};
 pub struct ShelfFs {
     core: Arc<FsCore>,
     backings: Mutex<Backings>,
+    /// Keeps one of the session's threads in the kernel's queue ([`crate::blocking`]).
+    relay: Arc<Relay>,
 }
 
 /// Staging files registered with the kernel for passthrough, per inode while it has open
@@ -37,10 +40,12 @@ struct Backings {
 }
 
 impl ShelfFs {
-    pub fn new(core: Arc<FsCore>) -> ShelfFs {
+    /// The adapter for a session of `threads` threads.
+    pub fn new(core: Arc<FsCore>, threads: usize) -> ShelfFs {
         ShelfFs {
             core,
             backings: Mutex::new(Backings::default()),
+            relay: Relay::new(threads),
         }
     }
 
@@ -259,6 +264,7 @@ impl Filesystem for ShelfFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let _serving = self.relay.serve();
         let epoch = self.core.epoch();
         let result = self.core.lookup(parent.0, name);
         // A change pushed meanwhile may make this answer old: the kernel must not keep it.
@@ -280,6 +286,7 @@ impl Filesystem for ShelfFs {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let _serving = self.relay.serve();
         let epoch = self.core.epoch();
         let result = self.core.getattr(ino.0);
         let ttl = if self.core.epoch() == epoch {
@@ -311,6 +318,7 @@ impl Filesystem for ShelfFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        let _serving = self.relay.serve();
         // Who may chown and chmod is checked by the kernel (default_permissions).
         let change = SetAttr {
             mode,
@@ -328,6 +336,7 @@ impl Filesystem for ShelfFs {
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        let _serving = self.relay.serve();
         match self.core.readlink(ino.0) {
             Ok(t) => reply.data(t.as_bytes()),
             Err(e) => reply.error(errno(&e)),
@@ -343,6 +352,7 @@ impl Filesystem for ShelfFs {
         umask: u32,
         reply: ReplyEntry,
     ) {
+        let _serving = self.relay.serve();
         match self
             .core
             .mkdir(parent.0, name, mode & !umask)
@@ -363,6 +373,7 @@ impl Filesystem for ShelfFs {
         rdev: u32,
         reply: ReplyEntry,
     ) {
+        let _serving = self.relay.serve();
         let mode = (mode & libc::S_IFMT) | (mode & 0o7777 & !umask);
         match self
             .core
@@ -375,6 +386,7 @@ impl Filesystem for ShelfFs {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _serving = self.relay.serve();
         match self.core.unlink(parent.0, name) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
@@ -382,6 +394,7 @@ impl Filesystem for ShelfFs {
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _serving = self.relay.serve();
         match self.core.rmdir(parent.0, name) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
@@ -396,6 +409,7 @@ impl Filesystem for ShelfFs {
         target: &Path,
         reply: ReplyEntry,
     ) {
+        let _serving = self.relay.serve();
         match self
             .core
             .symlink(parent.0, link_name, target)
@@ -414,6 +428,7 @@ impl Filesystem for ShelfFs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
+        let _serving = self.relay.serve();
         match self.core.link(ino.0, newparent.0, newname) {
             Ok(s) => reply.entry(&self.core.kernel_ttl(), &attr(&s), GEN),
             Err(e) => reply.error(errno(&e)),
@@ -430,6 +445,7 @@ impl Filesystem for ShelfFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
+        let _serving = self.relay.serve();
         let mode = if flags.contains(RenameFlags::RENAME_EXCHANGE) {
             RenameMode::Exchange
         } else if flags.contains(RenameFlags::RENAME_NOREPLACE) {
@@ -447,6 +463,7 @@ impl Filesystem for ShelfFs {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let _serving = self.relay.serve();
         if req.uid() != 0 && flags.0 & libc::O_ACCMODE != libc::O_RDONLY {
             if let Err(e) = self.core.drop_set_ids(ino.0, req.gid()) {
                 return reply.error(errno(&e));
@@ -474,6 +491,7 @@ impl Filesystem for ShelfFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        let _serving = self.relay.serve();
         match self.core.read(fh.0, offset, size) {
             Ok(data) => reply.data(&data),
             Err(e) => reply.error(errno(&e)),
@@ -492,6 +510,7 @@ impl Filesystem for ShelfFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        let _serving = self.relay.serve();
         match self.core.write(fh.0, offset, data) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(errno(&e)),
@@ -506,6 +525,7 @@ impl Filesystem for ShelfFs {
         lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
+        let _serving = self.relay.serve();
         self.core.release_locks(ino.0, lock_owner.0);
         match self.core.flush(fh.0) {
             Ok(()) => reply.ok(),
@@ -523,6 +543,7 @@ impl Filesystem for ShelfFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        let _serving = self.relay.serve();
         if let Some(owner) = lock_owner {
             self.core.release_locks(ino.0, owner.0);
         }
@@ -544,6 +565,7 @@ impl Filesystem for ShelfFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
+        let _serving = self.relay.serve();
         match self.core.fsync(fh.0) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
@@ -562,6 +584,7 @@ impl Filesystem for ShelfFs {
         pid: u32,
         reply: ReplyLock,
     ) {
+        let _serving = self.relay.serve();
         match self.core.getlk(ino.0, lock_owner.0, typ, start, end) {
             Ok((typ, start, end)) => reply.locked(start, end, typ, pid),
             Err(e) => reply.error(errno(&e)),
@@ -581,6 +604,7 @@ impl Filesystem for ShelfFs {
         sleep: bool,
         reply: ReplyEmpty,
     ) {
+        let _serving = self.relay.serve();
         match self.core.setlk(ino.0, lock_owner.0, typ, start, end, sleep) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
@@ -588,6 +612,7 @@ impl Filesystem for ShelfFs {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let _serving = self.relay.serve();
         match self.core.opendir(ino.0) {
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
             Err(e) => reply.error(errno(&e)),
@@ -602,6 +627,7 @@ impl Filesystem for ShelfFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
+        let _serving = self.relay.serve();
         match self.core.readdir(fh.0, offset) {
             Ok(items) => {
                 for (next, item) in items {
@@ -628,6 +654,7 @@ impl Filesystem for ShelfFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
+        let _serving = self.relay.serve();
         let ttl = if self.core.listing_fresh(fh.0) {
             self.core.kernel_ttl()
         } else {
@@ -655,6 +682,7 @@ impl Filesystem for ShelfFs {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
+        let _serving = self.relay.serve();
         self.core.releasedir(fh.0);
         reply.ok();
     }
@@ -667,6 +695,7 @@ impl Filesystem for ShelfFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
+        let _serving = self.relay.serve();
         match self.core.fsyncdir() {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
@@ -674,6 +703,7 @@ impl Filesystem for ShelfFs {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let _serving = self.relay.serve();
         match self.core.statfs() {
             Ok(s) => reply.statfs(
                 s.blocks,
@@ -699,6 +729,7 @@ impl Filesystem for ShelfFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
+        let _serving = self.relay.serve();
         let mode = if flags & libc::XATTR_CREATE != 0 {
             XattrMode::Create
         } else if flags & libc::XATTR_REPLACE != 0 {
@@ -713,6 +744,7 @@ impl Filesystem for ShelfFs {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let _serving = self.relay.serve();
         match self.core.getxattr(ino.0, name) {
             Ok(v) => reply_xattr(reply, size, &v),
             Err(e) => reply.error(errno(&e)),
@@ -720,6 +752,7 @@ impl Filesystem for ShelfFs {
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let _serving = self.relay.serve();
         match self.core.listxattr(ino.0) {
             Ok(names) => {
                 let mut buf = Vec::new();
@@ -734,6 +767,7 @@ impl Filesystem for ShelfFs {
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _serving = self.relay.serve();
         match self.core.removexattr(ino.0, name) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
@@ -750,6 +784,7 @@ impl Filesystem for ShelfFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
+        let _serving = self.relay.serve();
         let created = self
             .core
             .create(parent.0, name, mode & !umask, flags)

@@ -8,8 +8,10 @@
 //! * [`transfer`] — sending file content: only the chunks the server lacks.
 //! * [`ingest`] — import and scheduled backup of local folders.
 //! * [`fuse`] — the thin fuser adapter.
+//! * [`blocking`] — which FUSE thread waits for the kernel's next request.
 //! * [`sync`] — the one policy for poisoned locks.
 
+pub mod blocking;
 pub mod cache;
 pub mod chunker;
 pub mod config;

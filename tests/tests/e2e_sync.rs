@@ -271,3 +271,63 @@ fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     drop(ma);
     mb.unmount();
 }
+
+/// A process waiting for a lock (`F_SETLKW`) holds up neither the mount's other requests nor
+/// the unlock it waits for, sent through the same mount: only one FUSE thread waits for the
+/// kernel's requests at a time, and a thread about to wait hands that job on.
+#[test]
+fn a_process_waiting_for_a_lock_holds_up_nothing() {
+    let server = Server::start(&[("lw", "pw", "user")]);
+    let d = Device::new();
+    d.login(&server, "lw", "pw", "laptop");
+    let m = d.mount();
+    m.sh("printf x > files/lockfile && printf hello > files/other && sync files/lockfile");
+    let lock = |wait: &str| {
+        format!(
+            "import fcntl, sys\nf = open('files/lockfile', 'r+')\n\
+             fcntl.lockf(f, fcntl.LOCK_EX{wait})\nprint('held', flush=True)\nsys.stdin.read()\n"
+        )
+    };
+    // The holder keeps the lock until its stdin closes.
+    let mut holder = std::process::Command::new("python3")
+        .args(["-c", &lock(" | fcntl.LOCK_NB")])
+        .current_dir(&m.path)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("holder");
+    held(&mut holder);
+    let mut waiters: Vec<_> = (0..3)
+        .map(|_| {
+            std::process::Command::new("python3")
+                .args(["-c", &lock("")])
+                .current_dir(&m.path)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("waiter")
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    for w in waiters.iter_mut() {
+        if let Some(status) = w.try_wait().expect("waiter") {
+            let mut out = String::new();
+            let _ = std::io::Read::read_to_string(&mut w.stdout.take().unwrap(), &mut out);
+            panic!("a waiter ended before the holder let go: {status} {out}");
+        }
+    }
+    // Meanwhile the mount answers everything else at once.
+    let t0 = Instant::now();
+    let out = m.sh("cat files/other; mkdir files/new; echo hi > files/new/f; ls files/new");
+    assert_eq!(out, "hellof\n");
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    // The holder lets go (its unlock goes through the same mount): each waiter gets the lock
+    // in turn and ends, releasing it.
+    drop(holder.stdin.take());
+    assert!(holder.wait().expect("holder ends").success());
+    for mut w in waiters {
+        held(&mut w);
+        assert!(w.wait().expect("waiter ends").success());
+    }
+    m.unmount();
+}

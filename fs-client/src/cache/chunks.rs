@@ -137,6 +137,7 @@ impl ChunkCache {
         let s = &self.shared;
         let mut inner = s.lock();
         while !inner.waiting.is_empty() || inner.writing.is_some() {
+            crate::blocking::about_to_block();
             inner = s.written.wait(inner).unwrap_or_else(|p| p.into_inner());
         }
     }

@@ -136,6 +136,7 @@ impl StagingFiles {
         let (spare, reclaimed) = {
             let mut st = self.shared.lock();
             while st.busy.contains(path) {
+                crate::blocking::about_to_block();
                 st = self.shared.wait(st);
             }
             let reclaimed = st.doomed_paths.remove(path);

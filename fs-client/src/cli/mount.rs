@@ -15,6 +15,9 @@ use shelf::core::{CoreOptions, FsCore};
 /// Uploader threads: small files are one commit each, and concurrent commits share the
 /// server's flushes (group commit), so more of them keep up with a `tar x`.
 const UPLOADERS: usize = 8;
+/// FUSE threads: one waits in the kernel's queue at a time ([`shelf::blocking`]); the others
+/// take over while it waits for the network, so up to this many slow requests run at once.
+const FUSE_THREADS: usize = 8;
 use shelf::fuse::ShelfFs;
 use std::io::{BufRead, Write};
 use std::os::unix::process::CommandExt;
@@ -277,15 +280,16 @@ fn run_foreground(
             bail!("allow_other needs user_allow_other in /etc/fuse.conf");
         }
     }
-    config.n_threads = Some(4);
+    config.n_threads = Some(FUSE_THREADS);
 
-    let mut session = match fuser::Session::new(ShelfFs::new(core.clone()), dir, &config) {
-        Ok(s) => s,
-        Err(e) => match fuse_unavailable(uid) {
-            Some(what_to_do) => bail!("mounting {}: {e}; {what_to_do}", dir.display()),
-            None => return Err(e).with_context(|| format!("mounting {}", dir.display())),
-        },
-    };
+    let mut session =
+        match fuser::Session::new(ShelfFs::new(core.clone(), FUSE_THREADS), dir, &config) {
+            Ok(s) => s,
+            Err(e) => match fuse_unavailable(uid) {
+                Some(what_to_do) => bail!("mounting {}: {e}; {what_to_do}", dir.display()),
+                None => return Err(e).with_context(|| format!("mounting {}", dir.display())),
+            },
+        };
     // Other devices' changes reach this mount as they happen.
     core.set_kernel_cache(Box::new(shelf::fuse::Notifications(session.notifier())));
     if let Err(e) = core.start_events(login.device.clone()) {

@@ -1003,6 +1003,7 @@ impl FsCore {
             match self.upload(node, true) {
                 Err(FsError::Remote(e)) if e.is_transient() && Instant::now() < deadline => {
                     tracing::info!(node, error = %e, "fsync: the server did not answer; retrying");
+                    crate::blocking::about_to_block();
                     std::thread::sleep(backoff);
                     backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
                 }

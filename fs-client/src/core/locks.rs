@@ -46,6 +46,7 @@ impl FsCore {
             match r {
                 Ok(_) => break,
                 Err(e) if wait && e.code() == Some(shelf_protocol::ErrorCode::WouldBlock) => {
+                    crate::blocking::about_to_block();
                     std::thread::sleep(Duration::from_millis(50));
                 }
                 Err(e) => return Err(e.into()),

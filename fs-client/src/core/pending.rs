@@ -513,6 +513,7 @@ impl Pending {
                 }
                 None => Duration::from_secs(1),
             };
+            crate::blocking::about_to_block();
             g = self
                 .progress
                 .wait_timeout(g, wait)

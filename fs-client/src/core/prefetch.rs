@@ -64,6 +64,7 @@ impl FsCore {
             if now >= deadline {
                 return;
             }
+            crate::blocking::about_to_block();
             st = self
                 .prefetch
                 .changed

@@ -111,6 +111,7 @@ impl Queue {
             if left == 0 || now >= deadline || q.stopping {
                 return left;
             }
+            crate::blocking::about_to_block();
             q = self
                 .cv
                 .wait_timeout(q, deadline - now)
@@ -174,6 +175,9 @@ impl FsCore {
         // One upload of a file at a time.
         {
             let mut inner = st.lock();
+            if inner.uploading {
+                crate::blocking::about_to_block();
+            }
             while inner.uploading {
                 inner = st.changed.wait(inner).unwrap_or_else(|p| p.into_inner());
             }
@@ -211,6 +215,9 @@ impl FsCore {
             // 1. Snapshot point.
             let (file, gen, base, mtime, size) = {
                 let mut inner = st.lock();
+                if inner.writing > 0 {
+                    crate::blocking::about_to_block();
+                }
                 while inner.writing > 0 {
                     inner = st.changed.wait(inner).unwrap_or_else(|p| p.into_inner());
                 }

@@ -55,6 +55,7 @@ impl Remote {
                 };
             }
             if st.sending {
+                crate::blocking::about_to_block();
                 st = group.sent.wait(st).unwrap_or_else(|p| p.into_inner());
                 continue;
             }

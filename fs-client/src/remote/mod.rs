@@ -151,6 +151,7 @@ impl Remote {
             }
         }
         *guard = None;
+        crate::blocking::about_to_block();
         let conn = Arc::new(self.rt.block_on(self.open())?);
         // Resume the session on the fresh connection before anyone else may use it (a
         // request racing ahead of the resume would be refused as "not logged in").
@@ -386,6 +387,10 @@ impl Remote {
 impl Ticket {
     /// Blocks until the answer arrives.
     pub fn wait(self) -> Result<Response, RemoteError> {
+        if let Ok(r) = self.0.try_recv() {
+            return r;
+        }
+        crate::blocking::about_to_block();
         match self.0.recv_timeout(REQUEST_TIMEOUT) {
             Ok(r) => r,
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
