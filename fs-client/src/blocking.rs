@@ -56,7 +56,7 @@ impl Relay {
 
     /// Called by a thread that took a request from the queue; the returned guard, dropped
     /// once the request is answered, parks the thread if another one is reading.
-    pub fn serve(self: &Arc<Self>) -> Serving {
+    pub fn serve(self: &Arc<Self>) -> Serving<'_> {
         {
             let mut s = self.st.lock_or_recover();
             s.reading = s.reading.saturating_sub(1);
@@ -68,9 +68,7 @@ impl Relay {
                 _ => *c = Some((self.clone(), false)),
             }
         });
-        Serving {
-            relay: self.clone(),
-        }
+        Serving { relay: self }
     }
 
     /// Sends a parked thread back to the queue when nobody waits there.
@@ -120,11 +118,11 @@ impl Relay {
 }
 
 /// A request being served (see [`Relay::serve`]).
-pub struct Serving {
-    relay: Arc<Relay>,
+pub struct Serving<'a> {
+    relay: &'a Relay,
 }
 
-impl Drop for Serving {
+impl Drop for Serving<'_> {
     fn drop(&mut self) {
         SERVING.with(|c| {
             if let Some((_, released)) = c.borrow_mut().as_mut() {
