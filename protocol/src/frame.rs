@@ -93,11 +93,12 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
 
     /// Queues one frame; call [`FrameWriter::flush`] to send what is queued.
     pub async fn write<T: Serialize>(&mut self, value: &T) -> Result<(), FrameError> {
-        let body = encode(value)?;
-        self.inner
-            .write_all(&(body.len() as u32).to_be_bytes())
-            .await?;
-        self.inner.write_all(&body).await?;
+        // Sized first, so the frame is serialised once into a buffer of its exact size.
+        let len = checked_len(value)?;
+        let mut frame = Vec::with_capacity(4 + len);
+        frame.extend_from_slice(&(len as u32).to_be_bytes());
+        let frame = postcard::to_extend(value, frame)?;
+        self.inner.write_all(&frame).await?;
         Ok(())
     }
 
@@ -118,13 +119,23 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     }
 }
 
-/// Serialises one frame body, refusing one over the cap (so a sender learns it, not the peer).
-pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, FrameError> {
-    let body = postcard::to_stdvec(value)?;
-    if body.len() > MAX_FRAME {
-        return Err(FrameError::TooLarge(body.len()));
+/// The length of one frame's body, refusing one over the cap (so a sender learns it, not the
+/// peer). Counting does not copy the payload.
+pub fn checked_len<T: Serialize>(value: &T) -> Result<usize, FrameError> {
+    let len = postcard::serialize_with_flavor::<T, postcard::ser_flavors::Size, usize>(
+        value,
+        postcard::ser_flavors::Size::default(),
+    )?;
+    if len > MAX_FRAME {
+        return Err(FrameError::TooLarge(len));
     }
-    Ok(body)
+    Ok(len)
+}
+
+/// Serialises one frame body, refusing one over the cap.
+pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, FrameError> {
+    let len = checked_len(value)?;
+    Ok(postcard::to_extend(value, Vec::with_capacity(len))?)
 }
 
 #[cfg(test)]

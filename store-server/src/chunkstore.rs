@@ -33,7 +33,12 @@ pub trait ChunkStore: Send + Sync {
     /// Returns whether it was new.
     fn put(&self, account: u64, id: &ChunkId, data: &[u8]) -> Result<bool>;
     /// The chunk body, or `Refused(NotFound)`.
-    fn get(&self, account: u64, id: &ChunkId) -> Result<Vec<u8>>;
+    fn get(&self, account: u64, id: &ChunkId) -> Result<Vec<u8>> {
+        self.get_split(account, id, &mut [])
+    }
+    /// The chunk body with its first `head.len()` bytes in `head` and the rest returned
+    /// (a sealed body's nonce apart from what it opens in place: no copy to shift it).
+    fn get_split(&self, account: u64, id: &ChunkId, head: &mut [u8]) -> Result<Vec<u8>>;
     /// Makes every body written so far durable.
     fn sync(&self) -> Result<()>;
     /// Bytes of chunk bodies stored for the account, and how many chunks.
@@ -300,31 +305,41 @@ impl ChunkStore for PackStore {
         Ok(true)
     }
 
-    fn get(&self, account: u64, id: &ChunkId) -> Result<Vec<u8>> {
+    fn get_split(&self, account: u64, id: &ChunkId, head: &mut [u8]) -> Result<Vec<u8>> {
         let Some(raw) = self.index.get(index_key(account, id))? else {
             return Err(ErrorCode::NotFound.into());
         };
         let loc: Location = postcard::from_bytes(&raw)?;
+        let Some(rest) = (loc.len as usize).checked_sub(head.len()) else {
+            return Err(StoreError::Corrupt(format!(
+                "pack record for chunk {id:?} is shorter than its seal"
+            )));
+        };
         let file = self.reader(loc.pack)?;
-        let mut buf = vec![0u8; HEADER_LEN + loc.len as usize];
-        file.read_exact_at(&mut buf, loc.offset).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                StoreError::Corrupt(format!("pack {} is shorter than its index says", loc.pack))
-            } else {
-                e.into()
-            }
-        })?;
-        let header_ok = buf[..4] == RECORD_MAGIC
-            && buf[4..12] == account.to_be_bytes()
-            && buf[12..44] == id.0
-            && buf[44..48] == loc.len.to_be_bytes();
+        // The record's header and `head` in one small read, the rest straight into the
+        // buffer that is returned.
+        let mut first = vec![0u8; HEADER_LEN + head.len()];
+        let mut body = vec![0u8; rest];
+        file.read_exact_at(&mut first, loc.offset)
+            .and_then(|()| file.read_exact_at(&mut body, loc.offset + first.len() as u64))
+            .map_err(|e| {
+                if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                    StoreError::Corrupt(format!("pack {} is shorter than its index says", loc.pack))
+                } else {
+                    e.into()
+                }
+            })?;
+        let header_ok = first[..4] == RECORD_MAGIC
+            && first[4..12] == account.to_be_bytes()
+            && first[12..44] == id.0
+            && first[44..48] == loc.len.to_be_bytes();
         if !header_ok {
             return Err(StoreError::Corrupt(format!(
                 "pack record for chunk {id:?} has a wrong header"
             )));
         }
-        buf.drain(..HEADER_LEN);
-        Ok(buf)
+        head.copy_from_slice(&first[HEADER_LEN..]);
+        Ok(body)
     }
 
     fn sync(&self) -> Result<()> {

@@ -25,7 +25,7 @@ use aes_gcm::{Aes256Gcm, KeyInit, Nonce};
 
 /// Bytes a sealed value has beyond its plaintext.
 pub const OVERHEAD: usize = NONCE_LEN + TAG_LEN;
-const NONCE_LEN: usize = 12;
+pub const NONCE_LEN: usize = 12;
 const TAG_LEN: usize = 16;
 const KEY_FORMAT: u8 = 1;
 
@@ -92,19 +92,34 @@ impl Sealer {
             return Err(CryptoError::Tampered);
         }
         let (nonce, rest) = sealed.split_at(NONCE_LEN);
-        let (body, tag) = rest.split_at(rest.len() - TAG_LEN);
         let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| CryptoError::Tampered)?;
-        let tag: [u8; TAG_LEN] = tag.try_into().map_err(|_| CryptoError::Tampered)?;
-        let mut out = body.to_vec();
+        self.open_in_place(aad, &nonce, rest.to_vec())
+    }
+
+    /// Opens a sealed value whose nonce was read apart: `rest` is the ciphertext and its
+    /// tag, decrypted where it lies.
+    fn open_in_place(
+        &self,
+        aad: &[u8],
+        nonce: &[u8; NONCE_LEN],
+        mut rest: Vec<u8>,
+    ) -> Result<Vec<u8>> {
+        let Some(body_len) = rest.len().checked_sub(TAG_LEN) else {
+            return Err(CryptoError::Tampered);
+        };
+        let tag: [u8; TAG_LEN] = rest[body_len..]
+            .try_into()
+            .map_err(|_| CryptoError::Tampered)?;
+        rest.truncate(body_len);
         self.0
             .decrypt_inout_detached(
-                &Nonce::from(nonce),
+                &Nonce::from(*nonce),
                 aad,
-                out.as_mut_slice().into(),
+                rest.as_mut_slice().into(),
                 &tag.into(),
             )
             .map_err(|_| CryptoError::Tampered)?;
-        Ok(out)
+        Ok(rest)
     }
 }
 
@@ -128,6 +143,17 @@ impl DataKey {
 
     pub fn open(&self, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>> {
         self.sealer.open(aad, sealed)
+    }
+
+    /// [`DataKey::open`] of a value whose first [`NONCE_LEN`] bytes were read into `nonce`
+    /// and the rest into `rest`, decrypted in place.
+    pub fn open_split(
+        &self,
+        aad: &[u8],
+        nonce: &[u8; NONCE_LEN],
+        rest: Vec<u8>,
+    ) -> Result<Vec<u8>> {
+        self.sealer.open_in_place(aad, nonce, rest)
     }
 
     /// The token under which a name is filed in a directory (the same name always gives

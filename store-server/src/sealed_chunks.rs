@@ -5,7 +5,7 @@
 //! returned as data.
 
 use crate::chunkstore::ChunkStore;
-use crate::crypto::{aad, CryptoError, Keyring, OVERHEAD};
+use crate::crypto::{aad, CryptoError, Keyring, NONCE_LEN, OVERHEAD};
 use crate::error::{Result, StoreError};
 use shelf_protocol::ChunkId;
 use std::sync::Arc;
@@ -41,11 +41,26 @@ impl ChunkStore for SealedChunks {
         self.inner.put(account, id, &sealed)
     }
 
+    fn get_split(&self, account: u64, id: &ChunkId, head: &mut [u8]) -> Result<Vec<u8>> {
+        let mut body = self.get(account, id)?;
+        if body.len() < head.len() {
+            return Err(StoreError::Corrupt(format!(
+                "chunk {} of account {account} is shorter than asked",
+                hex::encode(&id.0[..8])
+            )));
+        }
+        head.copy_from_slice(&body[..head.len()]);
+        body.drain(..head.len());
+        Ok(body)
+    }
+
     fn get(&self, account: u64, id: &ChunkId) -> Result<Vec<u8>> {
-        let sealed = self.inner.get(account, id)?;
+        // The nonce is read apart, so the body is decrypted where the read put it.
+        let mut nonce = [0u8; NONCE_LEN];
+        let rest = self.inner.get_split(account, id, &mut nonce)?;
         self.keys
             .data_key(account)?
-            .open(&chunk_aad(account, id), &sealed)
+            .open_split(&chunk_aad(account, id), &nonce, rest)
             .map_err(|e| match e {
                 CryptoError::Tampered => StoreError::Corrupt(format!(
                     "chunk {} of account {account} failed authentication",

@@ -345,7 +345,7 @@ impl Remote {
         }
         // Refuse an oversized request here, with a clear error, rather than at the server.
         let frame = ClientFrame::Request { id, body };
-        if let Err(e) = shelf_protocol::frame::encode(&frame) {
+        if let Err(e) = shelf_protocol::frame::checked_len(&frame) {
             if let Some(s) = conn.pending.lock_or_recover().remove(&id) {
                 let _ = s.send(Err(RemoteError::Server(WireError::new(
                     ErrorCode::TooLarge,
