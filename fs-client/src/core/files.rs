@@ -913,8 +913,7 @@ impl FsCore {
                 self.journal.set_path(node, &path)?;
             }
         }
-        self.needs_sync
-            .store(true, std::sync::atomic::Ordering::Release);
+        self.background.note_unsynced();
         Ok(())
     }
 
@@ -1010,7 +1009,7 @@ impl FsCore {
                 // The background uploader may have met a lasting refusal first (and kept the
                 // content elsewhere): fsync still reports it.
                 Ok(()) => {
-                    let refused = self.refused.lock_or_recover().remove(&node);
+                    let refused = self.refused.take(node);
                     return match refused {
                         Some(code) => Err(FsError::Remote(crate::remote::RemoteError::Server(
                             code.into(),

@@ -6,6 +6,8 @@
 use super::{FsCore, FsError};
 use crate::sync::LockOrRecover;
 use shelf_protocol::{LockKind, NodeId, Request};
+use std::collections::HashSet;
+use std::sync::Mutex;
 use std::time::Duration;
 
 /// How often held leases are renewed (the server's lease lasts 30 s by default).
@@ -52,16 +54,11 @@ impl FsCore {
                 Err(e) => return Err(e.into()),
             }
         }
-        {
-            let mut held = self.held_locks.lock_or_recover();
-            if kind == LockKind::Unlock {
-                // Other ranges of the same owner may remain; forget only on a full unlock.
-                if start == 0 && end >= i64::MAX as u64 {
-                    held.remove(&(node, owner));
-                }
-            } else {
-                held.insert((node, owner));
-            }
+        if kind != LockKind::Unlock {
+            self.held_locks.hold(node, owner);
+        } else if start == 0 && end >= i64::MAX as u64 {
+            // Other ranges of the same owner may remain; forget only on a full unlock.
+            self.held_locks.release(node, owner);
         }
         Ok(())
     }
@@ -94,8 +91,7 @@ impl FsCore {
     /// A close by `owner`: its locks on the file go (POSIX on any close, flock on the last).
     pub fn release_locks(&self, ino: u64, owner: u64) {
         let node: NodeId = self.node_of(ino);
-        let held = self.held_locks.lock_or_recover().remove(&(node, owner));
-        if held {
+        if self.held_locks.release(node, owner) {
             let _ = self.remote.call(Request::Lock {
                 node,
                 owner,
@@ -108,11 +104,30 @@ impl FsCore {
 
     /// Keeps held leases alive.
     pub(crate) fn renew_locks(&self) {
-        let any = !self.held_locks.lock_or_recover().is_empty();
-        if any {
+        if self.held_locks.any() {
             if let Err(e) = self.remote.call(Request::RenewLocks) {
                 tracing::warn!(error = %e, "could not renew lock leases");
             }
         }
+    }
+}
+
+/// The (file, lock owner) pairs that hold a lease on the server: released on close, renewed
+/// while held.
+#[derive(Default)]
+pub struct HeldLocks(Mutex<HashSet<(NodeId, u64)>>);
+
+impl HeldLocks {
+    fn hold(&self, node: NodeId, owner: u64) {
+        self.0.lock_or_recover().insert((node, owner));
+    }
+
+    /// Forgets the pair; whether it held a lease.
+    fn release(&self, node: NodeId, owner: u64) -> bool {
+        self.0.lock_or_recover().remove(&(node, owner))
+    }
+
+    fn any(&self) -> bool {
+        !self.0.lock_or_recover().is_empty()
     }
 }

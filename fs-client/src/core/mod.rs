@@ -12,6 +12,7 @@
 
 pub mod aligned;
 pub mod attr_cache;
+pub mod background;
 mod clean_copies;
 pub mod coherence;
 mod error;
@@ -138,8 +139,8 @@ pub struct FsCore {
     /// (version, size) of each file when it was last opened, to decide keep_cache.
     opened: Mutex<HashMap<NodeId, (u64, u64)>>,
     pub(crate) manifests: Mutex<lru::LruCache<NodeId, Arc<files::Manifest>>>,
-    /// Set when a close recorded something the syncer has not yet made durable.
-    pub(crate) needs_sync: AtomicBool,
+    /// What the background threads share ([`background`]).
+    pub(crate) background: background::Background,
     pub(crate) queue: upload::Queue,
     /// Clean local copies (staging files already committed), least recently used first,
     /// with their sizes; evicted beyond the cache budget.
@@ -159,14 +160,14 @@ pub struct FsCore {
     /// Background uploads that keep failing ([`upload_failures`]).
     pub(crate) failures: upload_failures::UploadFailures,
     /// (file, lock owner) pairs that hold a lease on the server.
-    pub(crate) held_locks: Mutex<std::collections::HashSet<(NodeId, u64)>>,
+    pub(crate) held_locks: locks::HeldLocks,
     /// Whether opens may be given local I/O (cleared when the kernel refuses it).
     pub(crate) passthrough: AtomicBool,
     /// Namespace changes waiting for the server, and what they did to the view.
     pub(crate) pending: pending::Pending,
     /// Files whose content the server refused for good and that were kept elsewhere
     /// ([`refused`]), until an fsync reports it.
-    pub(crate) refused: Mutex<HashMap<NodeId, shelf_protocol::ErrorCode>>,
+    pub(crate) refused: refused::Refusals,
 }
 
 fn name_str(name: &std::ffi::OsStr) -> Result<&str, FsError> {
@@ -197,12 +198,12 @@ impl FsCore {
         let core = Arc::new(FsCore {
             staging_files,
             pending,
-            refused: Mutex::new(HashMap::new()),
+            refused: refused::Refusals::default(),
             passthrough: AtomicBool::new(opts.passthrough),
             virtuals: Mutex::new(versions::Virtuals::default()),
             pins: Mutex::new(pins::Pins::load(&cache.root.join("pins"))),
             coherence: coherence::Coherence::default(),
-            held_locks: Mutex::new(std::collections::HashSet::new()),
+            held_locks: locks::HeldLocks::default(),
             failures: upload_failures::UploadFailures::default(),
             seen_names: Mutex::new(offline::SeenNames::default()),
             prefetch: prefetch::Prefetch::default(),
@@ -220,7 +221,7 @@ impl FsCore {
             manifests: Mutex::new(lru::LruCache::new(
                 std::num::NonZeroUsize::new(256).expect("nonzero"),
             )),
-            needs_sync: AtomicBool::new(false),
+            background: background::Background::default(),
             queue: upload::Queue::default(),
             clean: clean_copies::CleanCopies::new(budget),
         });

@@ -890,7 +890,7 @@ impl FsCore {
             self.pending.work.notify_all();
         }
         drop(ov);
-        self.needs_sync.store(true, Ordering::Release);
+        self.background.note_unsynced();
         // The rest of the mount's caches follow the change too.
         match &op {
             NsOp::Make {
@@ -1011,7 +1011,7 @@ impl FsCore {
                     // which is harmless (replays are idempotent).
                     tracing::warn!(error = %e, "cannot record sent changes in the journal");
                 }
-                self.needs_sync.store(true, Ordering::Release);
+                self.background.note_unsynced();
                 self.finish_if_drained();
                 {
                     let _g = self.pending.lock();

@@ -19,7 +19,8 @@ use crate::cache::journal::Record;
 use crate::remote::RemoteError;
 use crate::sync::LockOrRecover;
 use shelf_protocol::{ErrorCode, NodeId, NodeKind};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 /// The folder of a cache that holds refused content kept on this device.
 pub const KEPT_DIR: &str = "kept";
@@ -61,10 +62,7 @@ impl FsCore {
             return; // removed here meanwhile: nothing left to keep
         };
         drop(inner);
-        {
-            let mut r = self.refused.lock_or_recover();
-            r.insert(node, code);
-        }
+        self.refused.note(node, code);
         let path = self.known_path(node);
         let original = path.rsplit('/').next().unwrap_or("file").to_string();
         let name = shelf_protocol::names::refused_name(
@@ -179,5 +177,21 @@ mod tests {
             ))),
             None
         );
+    }
+}
+
+/// Files whose content the server refused for good (kept elsewhere), until an fsync of
+/// the file reports it or a later version of it is committed.
+#[derive(Default)]
+pub struct Refusals(Mutex<HashMap<NodeId, ErrorCode>>);
+
+impl Refusals {
+    fn note(&self, node: NodeId, code: ErrorCode) {
+        self.0.lock_or_recover().insert(node, code);
+    }
+
+    /// The refusal of `node` not reported yet, now reported.
+    pub(crate) fn take(&self, node: NodeId) -> Option<ErrorCode> {
+        self.0.lock_or_recover().remove(&node)
     }
 }

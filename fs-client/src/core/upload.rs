@@ -9,9 +9,8 @@
 //!    transaction; a `durable` commit (fsync) is flushed to disk before the answer.
 //! 5. If nothing changed meanwhile, drop the journal record: the file is clean.
 //!
-//! Background threads take files from a [`Queue`] after their last writer closed them; a
-//! failed upload stays journaled and is retried with backoff. A syncer thread makes the
-//! journal and staging files durable about once a second, in one `syncfs`.
+//! Uploader threads ([`super::background`]) take files from a [`Queue`] after their last
+//! writer closed them; a failed upload stays journaled and is retried with backoff.
 
 use super::files::{FileState, Manifest};
 use super::{FsCore, FsError};
@@ -22,12 +21,8 @@ use crate::transfer;
 use shelf_protocol::{Attr, ChunkRef, ErrorCode, NodeId, Request, Timestamp};
 use std::collections::{HashSet, VecDeque};
 use std::os::unix::fs::FileExt;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
-
-/// How often pinned files are checked for new versions and new files in pinned folders.
-const PIN_REFRESH: Duration = Duration::from_secs(300);
 
 /// Files waiting for upload, each at most once.
 #[derive(Default)]
@@ -53,7 +48,7 @@ impl Queue {
         self.cv.notify_all();
     }
 
-    fn pop(&self) -> Option<NodeId> {
+    pub(super) fn pop(&self) -> Option<NodeId> {
         let mut q = self.inner.lock_or_recover();
         loop {
             if q.stopping {
@@ -83,7 +78,7 @@ impl Queue {
         }
     }
 
-    fn done(&self) {
+    pub(super) fn done(&self) {
         let mut q = self.inner.lock_or_recover();
         q.busy -= 1;
         self.cv.notify_all();
@@ -356,10 +351,7 @@ impl FsCore {
         // The committed attributes are remembered first: from the moment the file is clean,
         // its size and mtime come from the attribute cache (`FsCore::stat_of`).
         self.remember(attr.clone());
-        {
-            let mut r = self.refused.lock_or_recover();
-            r.remove(&node);
-        }
+        self.refused.take(node);
         {
             let mut m = self.manifests.lock_or_recover();
             m.put(node, Arc::new(Manifest::new(node, attr.version, chunks)));
@@ -504,196 +496,6 @@ impl FsCore {
         }
     }
 
-    /// Starts `n` uploader threads and the syncer. They stop when [`Queue::stop`] is called.
-    pub fn start_background(self: &Arc<Self>, n: usize) -> Vec<std::thread::JoinHandle<()>> {
-        let mut threads = Vec::new();
-        for i in 0..n {
-            let core = self.clone();
-            threads.push(
-                std::thread::Builder::new()
-                    .name(format!("shelf-upload-{i}"))
-                    .spawn(move || core.upload_loop())
-                    .expect("spawning an uploader thread"),
-            );
-        }
-        let core = self.clone();
-        threads.push(
-            std::thread::Builder::new()
-                .name("shelf-write-behind".into())
-                .spawn(move || core.write_behind_loop())
-                .expect("spawning the write-behind thread"),
-        );
-        let core = self.clone();
-        threads.push(
-            std::thread::Builder::new()
-                .name("shelf-prefetch".into())
-                .spawn(move || core.prefetch_loop())
-                .expect("spawning the prefetch thread"),
-        );
-        let core = self.clone();
-        // Detached: it sleeps for minutes and holds nothing that needs a clean stop.
-        let _ = std::thread::Builder::new()
-            .name("shelf-pins".into())
-            .spawn(move || core.pins_loop());
-        threads.extend(self.start_sender());
-        let core = self.clone();
-        threads.push(
-            std::thread::Builder::new()
-                .name("shelf-sync".into())
-                .spawn(move || core.sync_loop())
-                .expect("spawning the syncer thread"),
-        );
-        threads
-    }
-
-    /// Starts the thread that sends namespace changes to the server (once; `None` when it
-    /// runs already). It stops with [`FsCore::stop_background`].
-    pub fn start_sender(self: &Arc<Self>) -> Option<std::thread::JoinHandle<()>> {
-        if self.pending.sender_started.swap(true, Ordering::AcqRel) {
-            return None;
-        }
-        let core = self.clone();
-        Some(
-            std::thread::Builder::new()
-                .name("shelf-sender".into())
-                .spawn(move || core.replay_loop())
-                .expect("spawning the sender thread"),
-        )
-    }
-
-    fn upload_loop(&self) {
-        crate::cache::staging_files::yield_to_foreground();
-        // Fault injection for tests: hold background uploads back so a test can kill the
-        // client between close and upload. fsync still uploads.
-        while std::env::var_os("SHELF_TEST_HOLD_UPLOADS").is_some() && !self.queue.is_stopping() {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let mut backoff = Duration::from_millis(200);
-        while let Some(node) = self.queue.pop() {
-            match self.upload(node, false) {
-                Ok(()) => {
-                    backoff = Duration::from_millis(200);
-                    self.note_upload(node, None);
-                }
-                Err(e) if super::refused::permanent_refusal(&e).is_some() => {
-                    // Retrying cannot help: the content is kept elsewhere, the queue moves on.
-                    if let Some(code) = super::refused::permanent_refusal(&e) {
-                        self.keep_refused(node, code);
-                    }
-                    self.note_upload(node, None);
-                }
-                Err(e) => {
-                    self.note_upload(node, Some(&e));
-                    // Any other failure leaves the file journaled to be tried again (it may
-                    // be temporary, like a full server or a session being resumed);
-                    // `shelf status` raises an alert if it keeps failing.
-                    tracing::warn!(node, error = %e, retry_in = ?backoff, "upload failed; it stays journaled");
-                    self.queue.pause(backoff);
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
-                    self.queue.push(node);
-                }
-            }
-            self.queue.done();
-        }
-    }
-
-    /// Records an upload's outcome; failures are kept (with how often and since when) in
-    /// `CACHE/failures`, which `shelf status` turns into an alert.
-    pub(super) fn note_upload(&self, node: NodeId, error: Option<&FsError>) {
-        let changed = match error {
-            None => self.failures.succeeded(node),
-            Some(e) => {
-                let (count, list) = self.failures.failed(node, e.to_string());
-                // One line in `shelf events` per failing file, when the alert starts.
-                if count == crate::cache::ALERT_AFTER {
-                    self.note_event("failed", node, &format!("upload: {e}; retrying"));
-                }
-                // The server (when it answers) tells the account's devices and the admins;
-                // again every 20 failures, in case it was unreachable the first time.
-                if count >= crate::cache::ALERT_AFTER
-                    && (count - crate::cache::ALERT_AFTER).is_multiple_of(20)
-                {
-                    drop(self.remote.submit(Request::ReportSyncFailure {
-                        path: self.known_path(node),
-                        error: e.to_string(),
-                    }));
-                }
-                Some(list)
-            }
-        };
-        if let Some(list) = changed {
-            crate::cache::set_upload_failures(&self.cache.root, &list);
-        }
-    }
-
-    /// Keeps pinned files complete (at start, then every few minutes) and held lock
-    /// leases alive.
-    fn pins_loop(&self) {
-        let mut renewed = std::time::Instant::now();
-        loop {
-            let pinned = {
-                let p = self.pins.lock_or_recover();
-                !p.files.is_empty() || !p.folders.is_empty()
-            };
-            if pinned {
-                if let Err(e) = self.refresh_pins() {
-                    tracing::warn!(error = %e, "refreshing pinned files failed; retrying later");
-                }
-            }
-            for _ in 0..(PIN_REFRESH.as_millis() / 500) {
-                if self.queue.is_stopping() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(500));
-                if renewed.elapsed() >= super::locks::RENEW_EVERY {
-                    self.renew_locks();
-                    renewed = std::time::Instant::now();
-                }
-            }
-        }
-    }
-
-    fn sync_loop(&self) {
-        let mut reported = (u64::MAX, u64::MAX);
-        loop {
-            std::thread::sleep(Duration::from_millis(500));
-            let traffic = self.remote.traffic.totals();
-            if traffic != reported {
-                crate::cache::set_traffic(&self.cache.root, traffic);
-                reported = traffic;
-            }
-            if self.needs_sync.swap(false, Ordering::AcqRel) {
-                if let Err(e) = self.cache.syncfs() {
-                    tracing::error!(error = %e, "syncing the cache folder failed");
-                    self.needs_sync.store(true, Ordering::Release);
-                }
-            }
-            if self.queue.is_stopping() {
-                let _ = self.cache.syncfs();
-                return;
-            }
-        }
-    }
-
-    /// Stops the uploader, replayer and syncer threads (after a final sync).
-    pub fn stop_background(&self) {
-        self.queue.stop();
-        self.pending.stop();
-        self.stop_prefetch();
-        self.write_behind.stop();
-    }
-
-    /// Sends every queued change and upload, waiting up to `timeout`. Returns how many
-    /// changes and files are left.
-    pub fn drain(&self, timeout: Duration) -> usize {
-        let deadline = std::time::Instant::now() + timeout;
-        if !self.wait_changes_sent(Some(timeout)) {
-            return self.pending.len() + self.queue.pending();
-        }
-        self.queue
-            .wait_idle(deadline.saturating_duration_since(std::time::Instant::now()))
-    }
-
     /// Namespace changes made offline that the server does not have yet.
     pub fn pending_changes(&self) -> usize {
         self.pending.len()
@@ -702,7 +504,7 @@ impl FsCore {
 
 impl Queue {
     /// Sleeps for `d`, or until the queue is stopped.
-    fn pause(&self, d: Duration) {
+    pub(super) fn pause(&self, d: Duration) {
         let until = std::time::Instant::now() + d;
         let mut q = self.inner.lock_or_recover();
         while !q.stopping {
