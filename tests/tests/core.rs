@@ -738,10 +738,12 @@ fn a_large_file_is_sent_while_written_and_committed_as_last_written() {
         .ask_attr("getattr", shelf_protocol::Request::GetAttr { node })
         .expect("getattr");
     assert_eq!(attr.version, 0, "write-behind committed a version");
-    // Rewritten below what was sent, and grown: what is committed is what was written last.
-    let head = pseudo_random(1 << 20, 12);
-    data[..head.len()].copy_from_slice(&head);
-    a.write(o.fh, 0, &head).expect("rewrite");
+    // Rewritten below what was sent (in the middle of it: the upload keeps the chunks sent
+    // before the change and chunks from there), and grown: what is committed is what was
+    // written last.
+    let middle = pseudo_random(1 << 20, 12);
+    data[4 << 20..5 << 20].copy_from_slice(&middle);
+    a.write(o.fh, 4 << 20, &middle).expect("rewrite");
     let tail = pseudo_random(3 << 20, 13);
     a.write(o.fh, data.len() as u64, &tail).expect("append");
     data.extend_from_slice(&tail);

@@ -230,14 +230,25 @@ impl FsCore {
             };
             // 2. Chunk and send what the server lacks. A small file's chunks ride along with
             // the commit instead (one round trip; the server deduplicates).
-            let reader = SnapshotReader {
-                file,
-                pos: 0,
-                end: size,
-            };
             let (chunks, inline) = if size <= transfer::INLINE_MAX {
-                transfer::inline_chunks(reader)?
+                transfer::inline_chunks(SnapshotReader::new(file, 0, size))?
             } else {
+                // What write-behind sent and the file still holds (not after a MissingChunk
+                // answer: then every chunk is chunked and asked about again).
+                let sent = match retry_all {
+                    false => self.write_behind.sent_chunks(node),
+                    true => Vec::new(),
+                };
+                let (mut chunks, from) = still_there(&file, &sent, size)?;
+                if !sent.is_empty() {
+                    tracing::debug!(
+                        node,
+                        sent = sent.len(),
+                        kept = chunks.len(),
+                        from,
+                        "chunks sent while written"
+                    );
+                }
                 // The base version's chunks, if its manifest is at hand (not after a
                 // MissingChunk answer: then the server is asked about every chunk).
                 let known: HashSet<_> = match retry_all {
@@ -250,10 +261,9 @@ impl FsCore {
                         .unwrap_or_default(),
                     true => HashSet::new(),
                 };
-                (
-                    transfer::send_chunks(&self.remote, node, reader, &known)?,
-                    Vec::new(),
-                )
+                let rest = SnapshotReader::new(file, from, size);
+                chunks.extend(transfer::send_chunks(&self.remote, node, rest, &known)?);
+                (chunks, Vec::new())
             };
             // 3. Changed while we read it? Then take a new snapshot.
             {
@@ -525,7 +535,86 @@ impl Queue {
     }
 }
 
+/// The leading chunks of `sent` that `file` still holds (each read again and hashed), and
+/// where they end: a cut point of the whole file, from which chunking goes on.
+fn still_there(
+    file: &std::fs::File,
+    sent: &[ChunkRef],
+    size: u64,
+) -> Result<(Vec<ChunkRef>, u64), FsError> {
+    let mut kept = Vec::with_capacity(sent.len());
+    let mut at = 0u64;
+    let mut buf = Vec::new();
+    for c in sent {
+        let end = at + u64::from(c.len);
+        if end > size {
+            break;
+        }
+        buf.resize(c.len as usize, 0);
+        file.read_exact_at(&mut buf, at)?;
+        if crate::chunker::chunk_id(&buf) != c.id {
+            break;
+        }
+        kept.push(*c);
+        at = end;
+    }
+    Ok((kept, at))
+}
+
 #[allow(dead_code)]
 fn is_transient(e: &RemoteError) -> bool {
     e.is_transient()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refs_of(data: &[u8]) -> Vec<ChunkRef> {
+        let mut refs = Vec::new();
+        crate::chunker::chunk_stream(data, |r, _| {
+            refs.push(r);
+            Ok(())
+        })
+        .expect("chunk");
+        refs
+    }
+
+    #[test]
+    fn chunks_sent_ahead_are_kept_up_to_the_first_changed_one() {
+        let mut x = 7u64;
+        let mut data: Vec<u8> = (0..(4 << 20))
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let sent = refs_of(&data);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("f");
+        std::fs::write(&path, &data).expect("write");
+        let file = std::fs::File::open(&path).expect("open");
+        let size = data.len() as u64;
+        // Unchanged: every chunk is kept, up to the end.
+        assert_eq!(
+            still_there(&file, &sent, size).expect("read"),
+            (sent.clone(), size)
+        );
+        // A byte changed in the middle: the chunks before it are kept, and chunking from
+        // where they end gives what chunking the whole file gives.
+        data[(2 << 20) + 5] ^= 1;
+        std::fs::write(&path, &data).expect("write");
+        let file = std::fs::File::open(&path).expect("open");
+        let (kept, from) = still_there(&file, &sent, size).expect("read");
+        assert!(!kept.is_empty() && kept.len() < sent.len());
+        assert!(from <= (2 << 20) + 5 && from > 1 << 20, "kept up to {from}");
+        let mut whole = kept.clone();
+        whole.extend(refs_of(&data[from as usize..]));
+        assert_eq!(whole, refs_of(&data));
+        // Shorter than what was sent: nothing past the end is kept.
+        let (kept, from) = still_there(&file, &sent, 1 << 20).expect("read");
+        assert!(from <= 1 << 20 && kept.len() < sent.len());
+    }
 }

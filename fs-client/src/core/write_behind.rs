@@ -7,16 +7,18 @@
 //! file finds the whole file's next cuts; each pass keeps all but its last chunk (cut by
 //! the stretch's end, not by the content).
 //!
-//! Nothing here is trusted for a commit: the upload at close or `fsync` still chunks the
-//! whole file and asks the server what it lacks, which after write-behind is only the
-//! tail. A 1 GiB `dd conv=fsync` then waits for hashing and the tail, not for sending the
-//! whole file. The kernel may rewrite the local copy anywhere at any time (it writes it
-//! directly): a rewritten stretch costs chunks sent for nothing, which the server's
-//! garbage collection drops like any chunk no version names.
+//! Nothing here is trusted for a commit without a check: the kernel may rewrite the local
+//! copy anywhere at any time (it writes it directly). The upload at close or `fsync` takes
+//! the chunks sent ([`WriteBehind::sent_chunks`]) and reads them again, keeping each whose
+//! bytes still hash to its id (no cut points to search, no question to the server), and
+//! chunks the file from the first that does not. A 1 GiB `dd conv=fsync` then waits for
+//! hashing and the tail, not for chunking and sending the whole file. A rewritten stretch
+//! costs chunks sent for nothing, which the server's garbage collection drops like any
+//! chunk no version names.
 
 use super::FsCore;
 use crate::sync::LockOrRecover;
-use shelf_protocol::NodeId;
+use shelf_protocol::{ChunkRef, NodeId};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
@@ -30,7 +32,7 @@ const PASS: u64 = 32 << 20;
 /// How often watched files are looked at.
 const TICK: Duration = Duration::from_millis(200);
 
-/// The files being watched, each with the cut point up to which its chunks were sent.
+/// The files being watched, each with the chunks sent so far.
 #[derive(Default)]
 pub struct WriteBehind {
     state: Mutex<State>,
@@ -39,18 +41,21 @@ pub struct WriteBehind {
 
 #[derive(Default)]
 struct State {
-    sent_to: HashMap<NodeId, u64>,
+    sent: HashMap<NodeId, Sent>,
     stopping: bool,
+}
+
+/// The chunks of a file sent from its start, in order, up to the cut point `to`.
+#[derive(Default)]
+struct Sent {
+    to: u64,
+    chunks: Vec<ChunkRef>,
 }
 
 impl WriteBehind {
     /// Watches `node`, just opened for writing.
     pub fn watch(&self, node: NodeId) {
-        self.state
-            .lock_or_recover()
-            .sent_to
-            .entry(node)
-            .or_insert(0);
+        self.state.lock_or_recover().sent.entry(node).or_default();
     }
 
     pub fn stop(&self) {
@@ -70,7 +75,7 @@ impl WriteBehind {
         }
         match st.stopping {
             true => None,
-            false => Some(st.sent_to.iter().map(|(n, s)| (*n, *s)).collect()),
+            false => Some(st.sent.iter().map(|(n, s)| (*n, s.to)).collect()),
         }
     }
 
@@ -82,15 +87,33 @@ impl WriteBehind {
         if !nodes.is_empty() {
             self.state
                 .lock_or_recover()
-                .sent_to
+                .sent
                 .retain(|n, _| !nodes.contains(n));
         }
     }
 
-    fn set_sent(&self, node: NodeId, to: u64) {
-        if let Some(s) = self.state.lock_or_recover().sent_to.get_mut(&node) {
-            *s = to;
+    /// Records the chunks a pass from `from` kept (`from` 0 starts the list again).
+    fn set_sent(&self, node: NodeId, from: u64, kept: &[ChunkRef]) {
+        if let Some(s) = self.state.lock_or_recover().sent.get_mut(&node) {
+            if from == 0 || from != s.to {
+                s.chunks.clear();
+                s.to = 0;
+            }
+            if from == s.to {
+                s.chunks.extend_from_slice(kept);
+                s.to += kept.iter().map(|c| u64::from(c.len)).sum::<u64>();
+            }
         }
+    }
+
+    /// The chunks sent of `node` from its start, in order (to be checked against the file).
+    pub fn sent_chunks(&self, node: NodeId) -> Vec<ChunkRef> {
+        self.state
+            .lock_or_recover()
+            .sent
+            .get(&node)
+            .map(|s| s.chunks.clone())
+            .unwrap_or_default()
     }
 }
 
@@ -143,12 +166,9 @@ impl FsCore {
                 match crate::transfer::send_chunks(&self.remote, node, reader, &HashSet::new()) {
                     // All but the last chunk, which the stretch's end cut.
                     Ok(refs) if refs.len() > 1 => {
-                        let kept: u64 = refs[..refs.len() - 1]
-                            .iter()
-                            .map(|c| u64::from(c.len))
-                            .sum();
-                        self.write_behind.set_sent(node, from + kept);
-                        Some(from + kept)
+                        let kept = &refs[..refs.len() - 1];
+                        self.write_behind.set_sent(node, from, kept);
+                        Some(from + kept.iter().map(|c| u64::from(c.len)).sum::<u64>())
                     }
                     Ok(_) => {
                         forget.insert(node);
