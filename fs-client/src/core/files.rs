@@ -24,6 +24,7 @@ use super::{FsCore, FsError, Stat};
 use crate::cache::journal::Record;
 use crate::sync::LockOrRecover;
 use shelf_protocol::{ChunkId, ChunkRef, NodeId, NodeKind, Timestamp};
+use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::PathBuf;
@@ -92,6 +93,50 @@ impl Manifest {
             Ok(i) => i,
             Err(i) => i.saturating_sub(1),
         }
+    }
+}
+
+/// The manifests of recently read or committed versions, a few hundred files at most.
+pub struct Manifests(Mutex<lru::LruCache<NodeId, Arc<Manifest>>>);
+
+impl Default for Manifests {
+    fn default() -> Manifests {
+        Manifests(Mutex::new(lru::LruCache::new(
+            std::num::NonZeroUsize::new(256).expect("nonzero"),
+        )))
+    }
+}
+
+impl Manifests {
+    /// The manifest of `node` at `version`, if it is at hand.
+    pub fn of_version(&self, node: NodeId, version: u64) -> Option<Arc<Manifest>> {
+        self.0
+            .lock_or_recover()
+            .get(&node)
+            .filter(|m| m.version == version)
+            .cloned()
+    }
+
+    pub fn put(&self, m: Arc<Manifest>) {
+        self.0.lock_or_recover().put(m.node, m);
+    }
+}
+
+/// (version, size) of each file when this client last opened it: the kernel keeps its
+/// cached pages of an open only when they are unchanged since.
+#[derive(Default)]
+pub struct LastOpened(Mutex<HashMap<NodeId, (u64, u64)>>);
+
+impl LastOpened {
+    /// Records an open of `node` at (`version`, `size`); whether it is what was last opened.
+    pub fn same_as_last(&self, node: NodeId, version: u64, size: u64) -> bool {
+        let mut o = self.0.lock_or_recover();
+        o.insert(node, (version, size)) == Some((version, size))
+    }
+
+    /// The kernel's pages of `node` cannot be trusted at its next open.
+    pub fn forget(&self, node: NodeId) {
+        self.0.lock_or_recover().remove(&node);
     }
 }
 
@@ -514,10 +559,7 @@ impl FsCore {
         if inner.mode == IoMode::Local && inner.open_handles == 1 {
             inner.mode = IoMode::Relayed;
             inner.kernel_pages_stale = false;
-            {
-                let mut o = self.opened.lock_or_recover();
-                o.remove(&node);
-            }
+            self.opened.forget(node);
         }
     }
 
@@ -762,13 +804,8 @@ impl FsCore {
         bodies: bool,
     ) -> Result<Arc<Manifest>, FsError> {
         let attr = self.server_attr(node)?;
-        {
-            let mut m = self.manifests.lock_or_recover();
-            if let Some(found) = m.get(&node) {
-                if found.version == attr.version {
-                    return Ok(found.clone());
-                }
-            }
+        if let Some(found) = self.manifests.of_version(node, attr.version) {
+            return Ok(found);
         }
         // A small file comes with its bodies (one round trip: a cold `cat` of many small
         // files on a new device waits for one answer per file, not two).
@@ -790,10 +827,7 @@ impl FsCore {
             }
         };
         let m = Arc::new(Manifest::new(node, version, chunks));
-        {
-            let mut cache = self.manifests.lock_or_recover();
-            cache.put(node, m.clone());
-        }
+        self.manifests.put(m.clone());
         Ok(m)
     }
 

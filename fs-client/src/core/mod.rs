@@ -137,8 +137,8 @@ pub struct FsCore {
     /// Open file and directory handles.
     pub(crate) handles: handles::Handles,
     /// (version, size) of each file when it was last opened, to decide keep_cache.
-    opened: Mutex<HashMap<NodeId, (u64, u64)>>,
-    pub(crate) manifests: Mutex<lru::LruCache<NodeId, Arc<files::Manifest>>>,
+    opened: files::LastOpened,
+    pub(crate) manifests: files::Manifests,
     /// What the background threads share ([`background`]).
     pub(crate) background: background::Background,
     pub(crate) queue: upload::Queue,
@@ -217,10 +217,8 @@ impl FsCore {
             files: Mutex::new(HashMap::new()),
             attrs: attr_cache::AttrCache::default(),
             handles: handles::Handles::default(),
-            opened: Mutex::new(HashMap::new()),
-            manifests: Mutex::new(lru::LruCache::new(
-                std::num::NonZeroUsize::new(256).expect("nonzero"),
-            )),
+            opened: files::LastOpened::default(),
+            manifests: files::Manifests::default(),
             background: background::Background::default(),
             queue: upload::Queue::default(),
             clean: clean_copies::CleanCopies::new(budget),
@@ -1128,9 +1126,6 @@ impl FsCore {
     /// Whether the kernel may keep its cached pages of `node` on this open: yes when the file
     /// is unchanged since the last open on this client.
     pub(crate) fn keep_cache(&self, node: NodeId, version: u64, size: u64) -> bool {
-        let mut o = self.opened.lock_or_recover();
-        let keep = o.get(&node) == Some(&(version, size));
-        o.insert(node, (version, size));
-        keep
+        self.opened.same_as_last(node, version, size)
     }
 }

@@ -254,9 +254,7 @@ impl FsCore {
                 let known: HashSet<_> = match retry_all {
                     false => self
                         .manifests
-                        .lock_or_recover()
-                        .get(&node)
-                        .filter(|m| m.version == base)
+                        .of_version(node, base)
                         .map(|m| m.chunks.iter().map(|c| c.id).collect())
                         .unwrap_or_default(),
                     true => HashSet::new(),
@@ -362,10 +360,8 @@ impl FsCore {
         // its size and mtime come from the attribute cache (`FsCore::stat_of`).
         self.remember(attr.clone());
         self.refused.take(node);
-        {
-            let mut m = self.manifests.lock_or_recover();
-            m.put(node, Arc::new(Manifest::new(node, attr.version, chunks)));
-        }
+        self.manifests
+            .put(Arc::new(Manifest::new(node, attr.version, chunks)));
         let mut inner = st.lock();
         // A utimens that raced the upload set the server's mtime before this commit
         // overwrote it with the snapshot's: send it again.
