@@ -245,13 +245,16 @@ fn seen_files_stay_readable_while_the_server_is_away() {
 /// do, instead of panicking about a broken pipe.
 #[test]
 fn a_closed_pipe_ends_a_command_quietly() {
-    let mut child = std::process::Command::new(shelf_bin())
+    // The reader is gone before the command starts (closing it after the spawn raced the
+    // command's write into the pipe's buffer).
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let child = std::process::Command::new(shelf_bin())
         .arg("--help")
-        .stdout(std::process::Stdio::piped())
+        .stdout(writer)
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("shelf");
-    drop(child.stdout.take()); // the reader is gone before anything is written
     let out = child.wait_with_output().expect("wait");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");

@@ -84,7 +84,9 @@ fn git_clone_with_hard_links_inside_the_mount() {
     let out = m.sh("cd files/projects && mkdir src && cd src && git init -q \
          && for i in $(seq 1 50); do echo line $i > f$i.txt; done \
          && git add -A && git -c user.email=t@e -c user.name=t commit -qm one && cd .. \
-         && git clone -q src copy && git -C copy fsck 2>&1 | tail -1; \
+         && git clone -q src copy 2>&1 && git -C copy fsck 2>&1 | tail -1; \
+         for f in $(find src/.git/objects -type f -links 1 | head -3); do \
+           stat -c 'one link: %h %i %n' $f copy/.git/objects/${f#src/.git/objects/} 2>&1; done; \
          find src/.git/objects -type f -links 2 | wc -l; git -C copy ls-files | wc -l");
     let lines: Vec<&str> = out.lines().collect();
     assert!(

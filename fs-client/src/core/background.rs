@@ -43,42 +43,24 @@ impl FsCore {
     pub fn start_background(self: &Arc<Self>, n: usize) -> Vec<std::thread::JoinHandle<()>> {
         let mut threads = Vec::new();
         for i in 0..n {
-            let core = self.clone();
-            threads.push(
-                std::thread::Builder::new()
-                    .name(format!("shelf-upload-{i}"))
-                    .spawn(move || core.upload_loop())
-                    .expect("spawning an uploader thread"),
-            );
+            threads.push(self.spawn(format!("shelf-upload-{i}"), FsCore::upload_loop));
         }
-        let core = self.clone();
-        threads.push(
-            std::thread::Builder::new()
-                .name("shelf-write-behind".into())
-                .spawn(move || core.write_behind_loop())
-                .expect("spawning the write-behind thread"),
-        );
-        let core = self.clone();
-        threads.push(
-            std::thread::Builder::new()
-                .name("shelf-prefetch".into())
-                .spawn(move || core.prefetch_loop())
-                .expect("spawning the prefetch thread"),
-        );
-        let core = self.clone();
-        // Detached: it sleeps for minutes and holds nothing that needs a clean stop.
-        let _ = std::thread::Builder::new()
-            .name("shelf-pins".into())
-            .spawn(move || core.pins_loop());
+        threads.push(self.spawn("shelf-write-behind".into(), FsCore::write_behind_loop));
+        threads.push(self.spawn("shelf-prefetch".into(), FsCore::prefetch_loop));
+        // Not joined: it sleeps for minutes and holds nothing that needs a clean stop.
+        drop(self.spawn("shelf-pins".into(), FsCore::pins_loop));
         threads.extend(self.start_sender());
-        let core = self.clone();
-        threads.push(
-            std::thread::Builder::new()
-                .name("shelf-sync".into())
-                .spawn(move || core.sync_loop())
-                .expect("spawning the syncer thread"),
-        );
+        threads.push(self.spawn("shelf-sync".into(), FsCore::sync_loop));
         threads
+    }
+
+    /// Runs `work` on a thread of its own named `name`.
+    fn spawn(self: &Arc<Self>, name: String, work: fn(&FsCore)) -> std::thread::JoinHandle<()> {
+        let core = self.clone();
+        std::thread::Builder::new()
+            .name(name.clone())
+            .spawn(move || work(&core))
+            .unwrap_or_else(|e| panic!("spawning the {name} thread: {e}"))
     }
 
     /// Starts the thread that sends namespace changes to the server (once; `None` when it
@@ -87,13 +69,7 @@ impl FsCore {
         if self.pending.sender_started.swap(true, Ordering::AcqRel) {
             return None;
         }
-        let core = self.clone();
-        Some(
-            std::thread::Builder::new()
-                .name("shelf-sender".into())
-                .spawn(move || core.replay_loop())
-                .expect("spawning the sender thread"),
-        )
+        Some(self.spawn("shelf-sender".into(), FsCore::replay_loop))
     }
 
     fn upload_loop(&self) {
