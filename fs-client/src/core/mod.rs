@@ -764,17 +764,20 @@ impl FsCore {
         self.check_node_writable(dir)?;
         self.check_node_writable(node)?;
         // The server makes the link: the changes before it (the file's create, say) first.
-        if self.settle().is_err() {
+        if let Err(e) = self.settle() {
+            tracing::warn!(node, error = %e, "link refused: the changes before it are not on the server");
             return Err(FsError::Io(std::io::Error::from_raw_os_error(libc::EIO)));
         }
-        let attr = self.call_attr(
-            "link",
-            Request::Link {
-                node,
-                new_parent: dir,
-                new_name: new_name.to_string(),
-            },
-        )?;
+        let attr = self
+            .call_attr(
+                "link",
+                Request::Link {
+                    node,
+                    new_parent: dir,
+                    new_name: new_name.to_string(),
+                },
+            )
+            .inspect_err(|e| tracing::warn!(node, error = %e, "link failed"))?;
         self.remember_name(dir, new_name, node);
         self.forget_attr(dir);
         Ok(self.stat_of(&attr))
