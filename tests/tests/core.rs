@@ -979,3 +979,37 @@ fn a_queued_unlink_shows_in_the_link_count_of_what_is_left() {
     assert_eq!(&*b.read(o.fh, 0, 100).expect("read"), b"still here");
     b.release(o.fh).expect("release");
 }
+
+/// A call that needs the server to know every change first (a hard link) fails at once
+/// while the server is down, and works as soon as it is back: the sender is told to try
+/// again then, instead of the caller trusting its last failure (git clone links its objects
+/// and copies them all after the first link that fails).
+#[test]
+fn a_link_works_as_soon_as_the_server_is_back() {
+    let mut server = Server::start(&[("alice", "pw", "user")]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = core_for(&server, &dir.path().join("a"), "a");
+    let files = lookup_path(&a, "files");
+    let (st, o) = a
+        .create(files, OsStr::new("one"), 0o644, libc::O_WRONLY)
+        .expect("create");
+    a.release(o.fh).expect("release");
+    a.fsyncdir().expect("fsyncdir");
+
+    server.stop();
+    a.mkdir(files, OsStr::new("made offline"), 0o755)
+        .expect("mkdir is queued");
+    let t = std::time::Instant::now();
+    assert!(a.link(st.ino, files, OsStr::new("two")).is_err());
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "an offline link fails within a connection attempt, took {:?}",
+        t.elapsed()
+    );
+
+    server.start_again();
+    a.link(st.ino, files, OsStr::new("two"))
+        .expect("a link once the server is back");
+    assert_eq!(a.getattr(st.ino).expect("getattr").nlink, 2);
+    assert_eq!(a.pending_changes(), 0, "the mkdir went first");
+}

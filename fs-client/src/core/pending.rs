@@ -31,7 +31,7 @@ use shelf_protocol::{
     CLIENT_NODE_IDS,
 };
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -198,6 +198,9 @@ pub struct Pending {
     pub(crate) sender_started: AtomicBool,
     /// The sender's last try found the server unreachable.
     unreachable: AtomicBool,
+    /// The sender's tries so far (each batch sent or failed), so that a waiter can tell a
+    /// try made after it began from the stale outcome of an earlier one.
+    tries: AtomicU64,
     /// Someone waits for the queue (fsync): retry now instead of after the backoff.
     kicked: AtomicBool,
     /// The sender waits for more changes ([`FsCore::linger`]): a change does not wake it
@@ -445,6 +448,7 @@ impl Pending {
             aliases: Mutex::new(HashMap::new()),
             stopping: AtomicBool::new(false),
             unreachable: AtomicBool::new(false),
+            tries: AtomicU64::new(0),
             sender_started: AtomicBool::new(false),
             kicked: AtomicBool::new(false),
             lingering: AtomicBool::new(false),
@@ -489,8 +493,22 @@ impl Pending {
     /// Waits until every change numbered below `before` is on the server, up to `timeout`
     /// (`None`: until stopped). Returns whether they are.
     pub fn wait_sent(&self, before: u64, timeout: Option<Duration>) -> bool {
+        self.wait_sent_until(before, timeout, false)
+    }
+
+    /// [`Pending::wait_sent`], giving up once a try the sender makes after this call began
+    /// finds the server unreachable (the sender is told to try at once, so an offline
+    /// mount answers within one connection attempt, and a stale failure from before, a
+    /// timeout under load say, does not fail the caller).
+    pub fn wait_sent_reachable(&self, before: u64, timeout: Duration) -> bool {
+        self.wait_sent_until(before, Some(timeout), true)
+    }
+
+    fn wait_sent_until(&self, before: u64, timeout: Option<Duration>, reachable: bool) -> bool {
         let deadline = timeout.map(|t| Instant::now() + t);
         let mut g = self.lock();
+        // Tries that ended before now (read under the lock the sender counts them in).
+        let tried = self.tries.load(Ordering::Acquire);
         if timeout.is_some() && !self.sent(before) {
             // A caller in a hurry (fsync): the sender tries again at once.
             self.kicked.store(true, Ordering::Release);
@@ -501,6 +519,12 @@ impl Pending {
                 return true;
             }
             if self.stopping.load(Ordering::Acquire) {
+                return false;
+            }
+            if reachable
+                && self.unreachable.load(Ordering::Acquire)
+                && self.tries.load(Ordering::Acquire) != tried
+            {
                 return false;
             }
             let wait = match deadline {
@@ -520,6 +544,14 @@ impl Pending {
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
         }
+    }
+
+    /// The sender's try ended: `reached` tells whether the server answered.
+    fn tried(&self, reached: bool) {
+        self.unreachable.store(!reached, Ordering::Release);
+        let _g = self.lock();
+        self.tries.fetch_add(1, Ordering::AcqRel);
+        self.progress.notify_all();
     }
 
     /// The sender's pause: up to `length`, or until it stops, someone waits for the queue
@@ -602,9 +634,7 @@ impl FsCore {
     /// server to know them (a hard link, an extended attribute, a lock). `Err` while it
     /// cannot be reached.
     pub(crate) fn settle(&self) -> Result<(), FsError> {
-        match !self.pending.unreachable.load(Ordering::Acquire)
-            && self.pending.wait_sent(u64::MAX, Some(SETTLE))
-        {
+        match self.pending.wait_sent_reachable(u64::MAX, SETTLE) {
             true => Ok(()),
             false => Err(offline("this")),
         }
@@ -613,10 +643,8 @@ impl FsCore {
     /// Whether every change made so far reaches the server within `timeout`; `false` at
     /// once while the sender finds the server unreachable.
     pub(crate) fn settle_within(&self, timeout: Duration) -> bool {
-        !self.pending.unreachable.load(Ordering::Acquire)
-            && self
-                .pending
-                .wait_sent(self.pending.next_seq(), Some(timeout))
+        self.pending
+            .wait_sent_reachable(self.pending.next_seq(), timeout)
     }
 
     /// [`FsCore::settle`] when `node` was made here and its create may not have reached
@@ -1018,15 +1046,11 @@ impl FsCore {
                     self.pending.progress.notify_all();
                 }
             }
+            self.pending
+                .tried(!matches!(&result, Err(e) if e.is_transient()));
             match result {
-                Ok(()) => {
-                    backoff = BACKOFF_MIN;
-                    self.pending.unreachable.store(false, Ordering::Release);
-                }
+                Ok(()) => backoff = BACKOFF_MIN,
                 Err(e) => {
-                    if e.is_transient() {
-                        self.pending.unreachable.store(true, Ordering::Release);
-                    }
                     tracing::info!(error = %e, waiting = self.pending.len(), retry_in = ?backoff, "namespace changes wait for the server");
                     // New changes do not cut the wait short; stopping and a waiting fsync do.
                     self.pending.pause(backoff, || false);
