@@ -8,13 +8,14 @@
 //! dropped with the last one).
 
 use crate::blocking::Relay;
+use crate::core::permission::{Access, Caller};
 use crate::core::{FsCore, FsError, SetAttr, Stat};
 use crate::sync::LockOrRecover;
 use fuser::{
-    BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
-    InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLock, ReplyOpen, ReplyStatfs,
-    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    AccessFlags, BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
+    Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLock,
+    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use shelf_protocol::{NodeKind, RenameMode, Timestamp, XattrMode};
 use std::collections::HashMap;
@@ -29,6 +30,9 @@ pub struct ShelfFs {
     backings: Mutex<Backings>,
     /// Keeps one of the session's threads in the kernel's queue ([`crate::blocking`]).
     relay: Arc<Relay>,
+    /// The kernel leaves permission checks to the mount (no `default_permissions`; see
+    /// [`crate::core::permission`]).
+    checks: bool,
 }
 
 /// Staging files registered with the kernel for passthrough, per inode while it has open
@@ -40,13 +44,64 @@ struct Backings {
 }
 
 impl ShelfFs {
-    /// The adapter for a session of `threads` threads.
-    pub fn new(core: Arc<FsCore>, threads: usize) -> ShelfFs {
+    /// The adapter for a session of `threads` threads; `checks`: the mount has no
+    /// `default_permissions`, and the adapter checks permissions itself.
+    pub fn new(core: Arc<FsCore>, threads: usize, checks: bool) -> ShelfFs {
         ShelfFs {
             core,
             backings: Mutex::new(Backings::default()),
             relay: Relay::new(threads),
+            checks,
         }
+    }
+
+    /// `Ok` when the kernel checks permissions itself or the caller may `want` on `ino`.
+    fn check(&self, req: &Request, ino: INodeNo, want: Access) -> Result<(), FsError> {
+        match self.checks {
+            true => self.core.permit(&caller(req), ino.0, want),
+            false => Ok(()),
+        }
+    }
+
+    /// [`ShelfFs::check`] for removing (or renaming away) `name` from `dir`.
+    fn check_removal(&self, req: &Request, dir: INodeNo, name: &OsStr) -> Result<(), FsError> {
+        match self.checks {
+            true => self.core.permit_removal(&caller(req), dir.0, name),
+            false => Ok(()),
+        }
+    }
+
+    /// A rename's checks: both entries' folders, the sticky rule for the entry and one it
+    /// replaces, and a folder moved to another parent must be writable itself (its `..`).
+    fn check_rename(
+        &self,
+        req: &Request,
+        (parent, name): (INodeNo, &OsStr),
+        (newparent, newname): (INodeNo, &OsStr),
+    ) -> Result<(), FsError> {
+        if !self.checks || req.uid() == 0 {
+            return Ok(());
+        }
+        self.check_removal(req, parent, name)?;
+        match self.core.lookup(newparent.0, newname) {
+            Ok(_) => self.check_removal(req, newparent, newname)?,
+            Err(_) => self.check(req, newparent, Access::CHANGE_ENTRIES)?,
+        }
+        if parent != newparent {
+            let moved = self.core.lookup(parent.0, name)?;
+            if moved.kind == NodeKind::Dir {
+                self.check(req, INodeNo(moved.ino), Access::WRITE)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether everyone may search folder `dir` (names the kernel keeps in it are then
+    /// nobody's secret).
+    fn searchable(&self, dir: INodeNo) -> bool {
+        self.core
+            .getattr(dir.0)
+            .is_ok_and(|s| s.perm & 0o111 == 0o111)
     }
 
     fn backings(&self) -> std::sync::MutexGuard<'_, Backings> {
@@ -236,9 +291,6 @@ impl Filesystem for ShelfFs {
             InitFlags::FUSE_PARALLEL_DIROPS,
             InitFlags::FUSE_POSIX_LOCKS,
             InitFlags::FUSE_FLOCK_LOCKS,
-            // The kernel then caches each inode's (absent) ACLs: `ls -l` asks for them on
-            // every file, once per inode instead of once per call.
-            InitFlags::FUSE_POSIX_ACL,
             // The mount clears set-user-ID and set-group-ID on chown itself (the core's
             // setattr), so the kernel does not fetch the attributes first: one round trip
             // less per chown (tar, cp -a, rsync chown every file).
@@ -247,6 +299,12 @@ impl Filesystem for ShelfFs {
             if config.add_capabilities(flag).is_err() {
                 tracing::info!(?flag, "the kernel does not offer this FUSE capability");
             }
+        }
+        // With default_permissions only (the kernel turns it on with ACLs): the kernel then
+        // caches each inode's (absent) ACLs, and `ls -l`, which asks for them on every file,
+        // costs one round trip per inode instead of one per call.
+        if !self.checks && config.add_capabilities(InitFlags::FUSE_POSIX_ACL).is_err() {
+            tracing::info!("the kernel does not offer FUSE_POSIX_ACL");
         }
         if self.core.local_io_enabled() {
             // Depth 2: the cache folder may itself be on a stacked filesystem (overlayfs).
@@ -263,12 +321,17 @@ impl Filesystem for ShelfFs {
         Ok(())
     }
 
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let _serving = self.relay.serve();
+        if let Err(e) = self.check(req, parent, Access::EXEC) {
+            return reply.error(errno(&e));
+        }
         let epoch = self.core.epoch();
         let result = self.core.lookup(parent.0, name);
         // A change pushed meanwhile may make this answer old: the kernel must not keep it.
-        let fresh = self.core.epoch() == epoch;
+        // Nor may it keep names in a folder that not everyone may search, when the mount
+        // checks permissions itself: the kernel would give them to the next caller unasked.
+        let fresh = self.core.epoch() == epoch && (!self.checks || self.searchable(parent));
         let ttl = if fresh {
             self.core.kernel_ttl()
         } else {
@@ -281,6 +344,15 @@ impl Filesystem for ShelfFs {
             Err(e) if e.errno() == libc::ENOENT && fresh => {
                 reply.entry(&self.core.kernel_ttl(), &negative_entry(), GEN)
             }
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        let _serving = self.relay.serve();
+        // Only sent without default_permissions (chdir and access(2)).
+        match self.check(req, ino, Access::from_mask(mask.bits())) {
+            Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -311,7 +383,7 @@ impl Filesystem for ShelfFs {
         atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
-        _fh: Option<FileHandle>,
+        fh: Option<FileHandle>,
         _crtime: Option<SystemTime>,
         _chgtime: Option<SystemTime>,
         _bkuptime: Option<SystemTime>,
@@ -319,7 +391,10 @@ impl Filesystem for ShelfFs {
         reply: ReplyAttr,
     ) {
         let _serving = self.relay.serve();
-        // Who may chown and chmod is checked by the kernel (default_permissions).
+        let times_now = matches!(
+            (&atime, &mtime),
+            (Some(TimeOrNow::Now) | None, Some(TimeOrNow::Now) | None)
+        );
         let change = SetAttr {
             mode,
             uid,
@@ -329,8 +404,27 @@ impl Filesystem for ShelfFs {
             mtime: mtime.map(time),
             unprivileged: (req.uid() != 0).then(|| req.gid()),
         };
-        match self.core.setattr(ino.0, change) {
-            Ok(s) => reply.attr(&self.core.kernel_ttl(), &attr(&s)),
+        // Who may chown, chmod, truncate and set times: the kernel's check with
+        // default_permissions, else this one.
+        let change = match self.checks {
+            true => self
+                .core
+                .permit_setattr(&caller(req), ino.0, change, fh.is_some(), times_now),
+            false => Ok(change),
+        };
+        match change.and_then(|c| self.core.setattr(ino.0, c)) {
+            Ok(s) => {
+                reply.attr(&self.core.kernel_ttl(), &attr(&s));
+                // A folder someone may no longer search: the kernel, which checks nothing
+                // here, must not walk through the names it keeps (see `lookup`).
+                if self.checks
+                    && mode.is_some()
+                    && s.kind == NodeKind::Dir
+                    && s.perm & 0o111 != 0o111
+                {
+                    self.core.forget_kernel_entries(ino.0);
+                }
+            }
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -354,8 +448,8 @@ impl Filesystem for ShelfFs {
     ) {
         let _serving = self.relay.serve();
         match self
-            .core
-            .mkdir(parent.0, name, mode & !umask)
+            .check(req, parent, Access::CHANGE_ENTRIES)
+            .and_then(|()| self.core.mkdir(parent.0, name, mode & !umask))
             .and_then(|s| self.core.own_by(s, req.uid(), req.gid()))
         {
             Ok(s) => reply.entry(&self.core.kernel_ttl(), &attr(&s), GEN),
@@ -376,8 +470,8 @@ impl Filesystem for ShelfFs {
         let _serving = self.relay.serve();
         let mode = (mode & libc::S_IFMT) | (mode & 0o7777 & !umask);
         match self
-            .core
-            .mknod(parent.0, name, mode, rdev)
+            .check(req, parent, Access::CHANGE_ENTRIES)
+            .and_then(|()| self.core.mknod(parent.0, name, mode, rdev))
             .and_then(|s| self.core.own_by(s, req.uid(), req.gid()))
         {
             Ok(s) => reply.entry(&self.core.kernel_ttl(), &attr(&s), GEN),
@@ -385,17 +479,23 @@ impl Filesystem for ShelfFs {
         }
     }
 
-    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let _serving = self.relay.serve();
-        match self.core.unlink(parent.0, name) {
+        match self
+            .check_removal(req, parent, name)
+            .and_then(|()| self.core.unlink(parent.0, name))
+        {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
         }
     }
 
-    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let _serving = self.relay.serve();
-        match self.core.rmdir(parent.0, name) {
+        match self
+            .check_removal(req, parent, name)
+            .and_then(|()| self.core.rmdir(parent.0, name))
+        {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
         }
@@ -411,8 +511,8 @@ impl Filesystem for ShelfFs {
     ) {
         let _serving = self.relay.serve();
         match self
-            .core
-            .symlink(parent.0, link_name, target)
+            .check(req, parent, Access::CHANGE_ENTRIES)
+            .and_then(|()| self.core.symlink(parent.0, link_name, target))
             .and_then(|s| self.core.own_by(s, req.uid(), req.gid()))
         {
             Ok(s) => reply.entry(&self.core.kernel_ttl(), &attr(&s), GEN),
@@ -422,14 +522,17 @@ impl Filesystem for ShelfFs {
 
     fn link(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         newparent: INodeNo,
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
         let _serving = self.relay.serve();
-        match self.core.link(ino.0, newparent.0, newname) {
+        match self
+            .check(req, newparent, Access::CHANGE_ENTRIES)
+            .and_then(|()| self.core.link(ino.0, newparent.0, newname))
+        {
             Ok(s) => reply.entry(&self.core.kernel_ttl(), &attr(&s), GEN),
             Err(e) => reply.error(errno(&e)),
         }
@@ -437,7 +540,7 @@ impl Filesystem for ShelfFs {
 
     fn rename(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         newparent: INodeNo,
@@ -456,6 +559,9 @@ impl Filesystem for ShelfFs {
             reply.error(Errno::EINVAL);
             return;
         };
+        if let Err(e) = self.check_rename(req, (parent, name), (newparent, newname)) {
+            return reply.error(errno(&e));
+        }
         match self.core.rename(parent.0, name, newparent.0, newname, mode) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
@@ -464,6 +570,9 @@ impl Filesystem for ShelfFs {
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let _serving = self.relay.serve();
+        if let Err(e) = self.check(req, ino, Access::of_open(flags.0)) {
+            return reply.error(errno(&e));
+        }
         if req.uid() != 0 && flags.0 & libc::O_ACCMODE != libc::O_RDONLY {
             if let Err(e) = self.core.drop_set_ids(ino.0, req.gid()) {
                 return reply.error(errno(&e));
@@ -611,9 +720,12 @@ impl Filesystem for ShelfFs {
         }
     }
 
-    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+    fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         let _serving = self.relay.serve();
-        match self.core.opendir(ino.0) {
+        match self
+            .check(req, ino, Access::READ)
+            .and_then(|()| self.core.opendir(ino.0))
+        {
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
             Err(e) => reply.error(errno(&e)),
         }
@@ -721,7 +833,7 @@ impl Filesystem for ShelfFs {
 
     fn setxattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         name: &OsStr,
         value: &[u8],
@@ -737,15 +849,29 @@ impl Filesystem for ShelfFs {
         } else {
             XattrMode::Set
         };
-        match self.core.setxattr(ino.0, name, value, mode) {
+        match self
+            .check(req, ino, Access::WRITE)
+            .and_then(|()| self.core.setxattr(ino.0, name, value, mode))
+        {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
         }
     }
 
-    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+    fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         let _serving = self.relay.serve();
-        match self.core.getxattr(ino.0, name) {
+        let acl = name.as_encoded_bytes().starts_with(b"system.posix_acl_");
+        if acl && self.checks {
+            // The kernel does no ACLs on this mount (FUSE_POSIX_ACL would turn
+            // default_permissions on): "not supported" lets `ls -l` stop asking after the
+            // first file, where "no such attribute" cost a round trip per file.
+            return reply.error(Errno::EOPNOTSUPP);
+        }
+        let readable = match acl || !name.as_encoded_bytes().starts_with(b"user.") {
+            true => Ok(()),
+            false => self.check(req, ino, Access::READ),
+        };
+        match readable.and_then(|()| self.core.getxattr(ino.0, name)) {
             Ok(v) => reply_xattr(reply, size, &v),
             Err(e) => reply.error(errno(&e)),
         }
@@ -766,9 +892,12 @@ impl Filesystem for ShelfFs {
         }
     }
 
-    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let _serving = self.relay.serve();
-        match self.core.removexattr(ino.0, name) {
+        match self
+            .check(req, ino, Access::WRITE)
+            .and_then(|()| self.core.removexattr(ino.0, name))
+        {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
         }
@@ -786,8 +915,8 @@ impl Filesystem for ShelfFs {
     ) {
         let _serving = self.relay.serve();
         let created = self
-            .core
-            .create(parent.0, name, mode & !umask, flags)
+            .check(req, parent, Access::CHANGE_ENTRIES)
+            .and_then(|()| self.core.create(parent.0, name, mode & !umask, flags))
             .and_then(|(s, o)| match self.core.own_by(s, req.uid(), req.gid()) {
                 Ok(s) => Ok((s, o)),
                 Err(e) => {
@@ -824,5 +953,14 @@ fn reply_xattr(reply: ReplyXattr, size: u32, value: &[u8]) {
         reply.error(Errno::ERANGE);
     } else {
         reply.data(value);
+    }
+}
+
+/// Who sent a request.
+fn caller(req: &Request) -> Caller {
+    Caller {
+        uid: req.uid(),
+        gid: req.gid(),
+        pid: req.pid(),
     }
 }

@@ -256,9 +256,18 @@ fn run_foreground(
     config.mount_options = vec![
         fuser::MountOption::FSName(opts.fsname.clone()),
         fuser::MountOption::Subtype("shelf".into()),
-        fuser::MountOption::DefaultPermissions,
         fuser::MountOption::NoAtime,
     ];
+    // Other users reach the mount only with allow_other: then the kernel checks every
+    // caller's permissions (default_permissions). Otherwise its owner and root are the only
+    // callers, and the mount checks them itself, which spares the kernel's attribute fetch
+    // before every change (see `shelf::core::permission`).
+    let checks = !opts.allow_other;
+    if !checks {
+        config
+            .mount_options
+            .push(fuser::MountOption::DefaultPermissions);
+    }
     if opts.read_only {
         config.mount_options.push(fuser::MountOption::RO);
     }
@@ -282,14 +291,17 @@ fn run_foreground(
     }
     config.n_threads = Some(FUSE_THREADS);
 
-    let mut session =
-        match fuser::Session::new(ShelfFs::new(core.clone(), FUSE_THREADS), dir, &config) {
-            Ok(s) => s,
-            Err(e) => match fuse_unavailable(uid) {
-                Some(what_to_do) => bail!("mounting {}: {e}; {what_to_do}", dir.display()),
-                None => return Err(e).with_context(|| format!("mounting {}", dir.display())),
-            },
-        };
+    let mut session = match fuser::Session::new(
+        ShelfFs::new(core.clone(), FUSE_THREADS, checks),
+        dir,
+        &config,
+    ) {
+        Ok(s) => s,
+        Err(e) => match fuse_unavailable(uid) {
+            Some(what_to_do) => bail!("mounting {}: {e}; {what_to_do}", dir.display()),
+            None => return Err(e).with_context(|| format!("mounting {}", dir.display())),
+        },
+    };
     // Other devices' changes reach this mount as they happen.
     core.set_kernel_cache(Box::new(shelf::fuse::Notifications(session.notifier())));
     if let Err(e) = core.start_events(login.device.clone()) {

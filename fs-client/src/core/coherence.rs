@@ -64,6 +64,19 @@ impl FsCore {
         let _ = self.coherence.kernel.set(k);
     }
 
+    /// Drops the kernel's entries for every name this mount has seen in folder `dir`, so
+    /// that the kernel asks (and the mount checks) again before it walks through them: for
+    /// a folder that some caller may no longer search. Not from a request on `dir` before
+    /// it is answered (the kernel holds the folder's lock meanwhile).
+    pub fn forget_kernel_entries(&self, dir: u64) {
+        let Some(k) = self.coherence.kernel() else {
+            return;
+        };
+        for name in self.seen_names(self.node_of(dir)) {
+            k.inval_entry(dir, &name);
+        }
+    }
+
     /// Subscribes to the account's changes and applies them on a thread of their own.
     /// `device` is this mount's device name: its own changes are not applied again.
     pub fn start_events(self: &Arc<Self>, device: String) -> Result<(), FsError> {

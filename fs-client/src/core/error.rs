@@ -21,6 +21,10 @@ pub enum FsError {
     NoAttribute,
     #[error("unknown file handle")]
     BadHandle,
+    #[error("permission denied")]
+    Denied,
+    #[error("operation not permitted")]
+    NotPermitted,
     #[error("the server answered {0} with an unexpected response")]
     Unexpected(&'static str),
 }
@@ -46,6 +50,8 @@ impl FsError {
             FsError::Unsupported => libc::EOPNOTSUPP,
             FsError::NoAttribute => libc::ENODATA,
             FsError::BadHandle => libc::EBADF,
+            FsError::Denied => libc::EACCES,
+            FsError::NotPermitted => libc::EPERM,
             FsError::Unexpected(_) => libc::EIO,
         }
     }

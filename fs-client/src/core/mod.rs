@@ -22,6 +22,7 @@ mod handles;
 pub mod locks;
 pub mod offline;
 pub mod pending;
+pub mod permission;
 pub mod pins;
 pub mod prefetch;
 pub mod refused;

@@ -204,6 +204,15 @@ impl FsCore {
         self.seen().by_dir.get(&dir)?.get(name).copied()
     }
 
+    /// The names this mount has seen in `dir`.
+    pub(crate) fn seen_names(&self, dir: NodeId) -> Vec<String> {
+        self.seen()
+            .by_dir
+            .get(&dir)
+            .map(|names| names.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// Every (directory, name) this mount has seen.
     pub(crate) fn seen_entries(&self) -> Vec<(NodeId, String)> {
         let seen = self.seen();
