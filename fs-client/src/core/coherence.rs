@@ -250,7 +250,7 @@ impl FsCore {
         if self.stale_attr(node).is_some_and(|a| a.ctime > at) {
             return;
         }
-        let Some(st) = self.files.lock_or_recover().get(&node).cloned() else {
+        let Some(st) = self.files.get(node) else {
             return;
         };
         let mut inner = st.lock();

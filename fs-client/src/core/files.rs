@@ -122,6 +122,23 @@ impl Manifests {
     }
 }
 
+/// The state of every file this mount has worked on (staging, handles, upload claim), one
+/// lock per file: the map's own lock is held only to find or add one.
+#[derive(Default)]
+pub struct FileStates(Mutex<HashMap<NodeId, Arc<FileState>>>);
+
+impl FileStates {
+    /// The state of `node`, if this mount has worked on it.
+    pub fn get(&self, node: NodeId) -> Option<Arc<FileState>> {
+        self.0.lock_or_recover().get(&node).cloned()
+    }
+
+    /// The state of `node`, made empty if there was none.
+    pub fn get_or_add(&self, node: NodeId) -> Arc<FileState> {
+        self.0.lock_or_recover().entry(node).or_default().clone()
+    }
+}
+
 /// (version, size) of each file when this client last opened it: the kernel keeps its
 /// cached pages of an open only when they are unchanged since.
 #[derive(Default)]
@@ -402,12 +419,11 @@ pub struct Opened {
 
 impl FsCore {
     pub(crate) fn file_state(&self, node: NodeId) -> Arc<FileState> {
-        let mut files = self.files.lock_or_recover();
-        files.entry(node).or_default().clone()
+        self.files.get_or_add(node)
     }
 
     pub(crate) fn existing_file_state(&self, node: NodeId) -> Option<Arc<FileState>> {
-        self.files.lock_or_recover().get(&node).cloned()
+        self.files.get(node)
     }
 
     /// Size and mtime of unsent local content, if any.

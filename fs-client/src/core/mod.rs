@@ -132,7 +132,7 @@ pub struct FsCore {
     pub(crate) chunks: ChunkCache,
     pub(crate) journal: Journal,
     /// Local state of files with staging content or open handles, one lock each.
-    pub(crate) files: Mutex<HashMap<NodeId, Arc<FileState>>>,
+    pub(crate) files: files::FileStates,
     /// Recently seen server attributes ([`attr_cache`]).
     pub(crate) attrs: attr_cache::AttrCache,
     /// Open file and directory handles.
@@ -215,7 +215,7 @@ impl FsCore {
             chunks,
             journal,
             cache,
-            files: Mutex::new(HashMap::new()),
+            files: files::FileStates::default(),
             attrs: attr_cache::AttrCache::default(),
             handles: handles::Handles::default(),
             opened: files::LastOpened::default(),
@@ -380,7 +380,7 @@ impl FsCore {
             None => self.seen_entry(parent, name),
         };
         let Some(node) = node else { return Ok(()) };
-        let Some(st) = self.files.lock_or_recover().get(&node).cloned() else {
+        let Some(st) = self.files.get(node) else {
             return Ok(());
         };
         let mut inner = st.lock();
@@ -462,7 +462,7 @@ impl FsCore {
 
     /// The last attributes of an open file that has no name any more (nlink 0).
     fn unlinked_attr(&self, node: NodeId) -> Option<Attr> {
-        let st = self.files.lock_or_recover().get(&node).cloned()?;
+        let st = self.files.get(node)?;
         if !st.is_unlinked() {
             return None;
         }

@@ -452,7 +452,7 @@ impl FsCore {
     pub(crate) fn remember_clean_copy(&self, node: NodeId, size: u64) {
         let victims = self.clean.add(node, size);
         for victim in victims {
-            let Some(st) = self.files.lock_or_recover().get(&victim).cloned() else {
+            let Some(st) = self.files.get(victim) else {
                 continue;
             };
             let mut inner = st.lock();
@@ -485,7 +485,7 @@ impl FsCore {
     /// handles are open it stays (marked unlinked): they keep reading and writing it until
     /// the last close (see `FsCore::release`).
     pub(crate) fn drop_local(&self, node: NodeId) {
-        let Some(st) = self.files.lock_or_recover().get(&node).cloned() else {
+        let Some(st) = self.files.get(node) else {
             return;
         };
         let mut inner = st.lock();

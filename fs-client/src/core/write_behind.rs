@@ -185,7 +185,7 @@ impl FsCore {
     }
 
     fn write_behind_next(&self, node: NodeId, sent_to: u64) -> Next {
-        let Some(st) = self.files.lock_or_recover().get(&node).cloned() else {
+        let Some(st) = self.files.get(node) else {
             return Next::Forget;
         };
         let mut inner = st.lock();
