@@ -8,7 +8,6 @@
 //! drops every cached attribute.
 
 use super::{FsCore, FsError};
-use crate::sync::LockOrRecover;
 use shelf_protocol::{Change, ChangeKind, NodeId};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
