@@ -188,6 +188,20 @@ fn an_ordinary_users_own_mount_keeps_the_rules_of_a_local_disk() {
         "chmod 755 locked && touch locked/new && rm -r locked",
     );
 
+    // Earlier versions stay readable by the file's owner, and read-only.
+    ok(&files, "echo v1 > doc && sleep 0.1 && echo v2 > doc");
+    assert!(
+        wait_until(Duration::from_secs(10), || as_nobody(
+            &files,
+            "grep -qx v1 .versions/doc.v01"
+        )
+        .status
+        .success()),
+        "{}",
+        ok(&files, "ls -la .versions")
+    );
+    refused(&files, "echo x > .versions/doc.v01", "");
+
     // Only root gives a file away; its owner sets its times and mode.
     ok(
         &files,
