@@ -10,7 +10,6 @@
 //! what it committed.
 
 use super::{Store, StoreError};
-use shelf_protocol::ChangeKind;
 use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 use std::cell::{Cell, RefCell};
 
@@ -37,9 +36,6 @@ thread_local! {
     static CONFLICTED: Cell<bool> = const { Cell::new(false) };
     /// What the batch's changes do once committed, in order.
     static AFTER: RefCell<Vec<AfterCommit>> = const { RefCell::new(Vec::new()) };
-    /// Nodes the batch made (announced as made, with whatever else the batch did to them).
-    static MADE: RefCell<std::collections::HashSet<u64>> =
-        RefCell::new(std::collections::HashSet::new());
     /// Node ids drawn for the batch before its transaction (sled cannot draw one inside),
     /// and how many of them the current attempt used.
     static FRESH_IDS: RefCell<(Vec<u64>, usize)> = const { RefCell::new((Vec::new(), 0)) };
@@ -114,24 +110,6 @@ impl Store {
         }
     }
 
-    /// Notes that the batch made the new node `node` (not a new name for an old one).
-    pub(crate) fn note_made_in_batch(&self, node: u64) {
-        if in_batch() {
-            MADE.with(|m| m.borrow_mut().insert(node));
-        }
-    }
-
-    /// Whether a change of `kind` to `node` needs no announcement of its own: a node the
-    /// batch made is announced once, as made, after the commit, and whoever reads it then
-    /// reads its attributes and content as the batch left them. (An untar's create, chown,
-    /// chmod, utimens and small content were several changes in the feed, and recording
-    /// changes was a quarter of the server's work.)
-    pub(crate) fn announced_with_its_making(&self, kind: &ChangeKind, node: u64) -> bool {
-        matches!(kind, ChangeKind::Attr | ChangeKind::Content)
-            && in_batch()
-            && MADE.with(|m| m.borrow().contains(&node))
-    }
-
     /// Runs `f` now, or once the current batch is committed.
     pub(crate) fn after_commit(&self, f: impl FnOnce(&Store) + 'static) {
         if BATCH.with(|b| b.borrow().is_some()) {
@@ -185,7 +163,6 @@ impl Store {
     ) -> Result<Vec<R>, (usize, StoreError)> {
         let outcome = self.ns_transaction(|trees| {
             AFTER.with(|a| a.borrow_mut().clear());
-            MADE.with(|m| m.borrow_mut().clear());
             FRESH_IDS.with(|f| f.borrow_mut().1 = 0);
             CONFLICTED.with(|c| c.set(false));
             BATCH.with(|b| *b.borrow_mut() = Some(trees.clone()));

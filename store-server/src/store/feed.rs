@@ -64,9 +64,6 @@ impl Store {
         parent: NodeId,
         name: &str,
     ) {
-        if self.announced_with_its_making(&kind, node) {
-            return;
-        }
         // Once committed (a batch's changes wait for the batch), stamped as made.
         let (ctx, name, at) = (ctx.clone(), name.to_string(), self.now());
         self.after_commit(move |store| {

@@ -379,7 +379,6 @@ impl Store {
         })
         .map(|(attr, created)| {
             if created {
-                self.note_made_in_batch(attr.node);
                 self.publish(ctx, ChangeKind::Created, attr.node, parent, name);
             }
             attr
