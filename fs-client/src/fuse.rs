@@ -534,7 +534,11 @@ impl Filesystem for ShelfFs {
             .and_then(|()| self.core.link(ino.0, newparent.0, newname))
         {
             Ok(s) => reply.entry(&self.core.kernel_ttl(), &attr(&s), GEN),
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => {
+                // (git clone copies every object after the first link that fails.)
+                tracing::warn!(ino = ino.0, error = %e, "link refused");
+                reply.error(errno(&e))
+            }
         }
     }
 

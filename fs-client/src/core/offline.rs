@@ -204,6 +204,14 @@ impl FsCore {
         self.seen().by_dir.get(&dir)?.get(name).copied()
     }
 
+    /// Whether this mount last saw `node` under a name other than `name` in `dir`.
+    pub(crate) fn named_elsewhere(&self, node: NodeId, dir: NodeId, name: &str) -> bool {
+        self.seen()
+            .up
+            .get(&node)
+            .is_some_and(|(d, n)| !(*d == dir && n == name))
+    }
+
     /// The names this mount has seen in `dir`.
     pub(crate) fn seen_names(&self, dir: NodeId) -> Vec<String> {
         self.seen()

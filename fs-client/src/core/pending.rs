@@ -899,11 +899,27 @@ impl FsCore {
         self.touch_folders(&mut ov, &op, at);
         // A file's other names (or its open descriptors) see one link less, and a status
         // change, as the server will.
+        let removed_at = match &op {
+            NsOp::Remove { parent, name, .. } => Some((*parent, name.as_str())),
+            NsOp::Rename {
+                new_parent,
+                new_name,
+                ..
+            } => Some((*new_parent, new_name.as_str())),
+            _ => None,
+        };
         let unlinked = gone.and_then(|node| {
             let mut a = self
                 .view_attr(&ov, node)
                 .filter(|a| a.kind != NodeKind::Dir)?;
             a.nlink = a.nlink.saturating_sub(1);
+            // A file this mount knows by another name keeps a link, whatever an older count
+            // says (a commit's answer that left the server before a link was made). Told
+            // "no links", the kernel refuses to link the file again (ENOENT, without asking):
+            // git clone then copied every object after the first.
+            if a.nlink == 0 && removed_at.is_some_and(|(d, n)| self.named_elsewhere(node, d, n)) {
+                a.nlink = 1;
+            }
             a.ctime = at;
             ov.attrs.insert(node, a.clone());
             Some(a)
