@@ -302,6 +302,9 @@ fn run_foreground(
             None => return Err(e).with_context(|| format!("mounting {}", dir.display())),
         },
     };
+    if let Err(e) = shelf::fuse::widen_readahead(dir) {
+        tracing::debug!(error = %e, "kernel read-ahead stays at its default");
+    }
     // Other devices' changes reach this mount as they happen.
     core.set_kernel_cache(Box::new(shelf::fuse::Notifications(session.notifier())));
     if let Err(e) = core.start_events(login.device.clone()) {

@@ -41,14 +41,14 @@ fn fsync_patience() -> std::time::Duration {
     std::time::Duration::from_secs(secs)
 }
 /// Chunks fetched ahead of a sequential reader (in the background).
-const READ_AHEAD_CHUNKS: usize = 32;
+const READ_AHEAD_CHUNKS: usize = 64;
 /// Files up to this size come with their content when their chunk list is asked for.
 const SMALL_READ: u64 = 256 << 10;
 /// How stale a closed file's attributes may be when a shared mapping may still write it
 /// (see [`Staging::refresh_for_stat`]).
 const LAZY_REFRESH: Duration = Duration::from_secs(1);
 /// Chunks per download request (several requests run in parallel).
-const READ_BATCH_CHUNKS: usize = 4;
+pub(crate) const READ_BATCH_CHUNKS: usize = 16;
 
 /// An open file.
 pub struct Handle {
@@ -925,20 +925,34 @@ impl FsCore {
             })
             .collect();
         for (group, t) in tickets {
-            let bodies = t.wait()?;
-            for (&i, body) in group.iter().zip(bodies) {
-                let id: ChunkId = refs[i].id;
-                if body.id != id || crate::chunker::chunk_id(&body.data) != id {
-                    tracing::error!(chunk = %id, "downloaded chunk failed verification");
-                    return Err(FsError::Io(std::io::Error::from_raw_os_error(libc::EIO)));
-                }
-                let body = Arc::new(body.data);
-                self.chunks.put(&id, body.clone());
+            let refs_of: Vec<ChunkRef> = group.iter().map(|&i| refs[i]).collect();
+            for (&i, body) in group.iter().zip(self.file_fetched(&refs_of, t)?) {
                 out[i] = Some(body);
             }
         }
         // Every missing body was asked for, and each answer holds as many as asked.
         Ok(out.into_iter().flatten().collect())
+    }
+
+    /// Waits for the answer to a download of `refs`, checks each body against its id and
+    /// files it in the chunk cache.
+    pub(crate) fn file_fetched(
+        &self,
+        refs: &[ChunkRef],
+        ticket: crate::remote::calls::ChunksTicket,
+    ) -> Result<Vec<Arc<Vec<u8>>>, FsError> {
+        let bodies = ticket.wait()?;
+        let mut out = Vec::with_capacity(refs.len());
+        for (r, body) in refs.iter().zip(bodies) {
+            if body.id != r.id || crate::chunker::chunk_id(&body.data) != r.id {
+                tracing::error!(chunk = %r.id, "downloaded chunk failed verification");
+                return Err(FsError::Io(std::io::Error::from_raw_os_error(libc::EIO)));
+            }
+            let body = Arc::new(body.data);
+            self.chunks.put(&r.id, body.clone());
+            out.push(body);
+        }
+        Ok(out)
     }
 
     /// Records a dirty file in the journal (once per generation).

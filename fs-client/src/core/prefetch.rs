@@ -4,9 +4,10 @@
 //! its way waits for it instead of fetching it twice.
 
 use super::FsCore;
+use crate::remote::calls::ChunksTicket;
 use crate::sync::LockOrRecover;
 use shelf_protocol::{ChunkId, ChunkRef, NodeId};
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
@@ -20,14 +21,16 @@ pub struct Prefetch {
 #[derive(Default)]
 struct State {
     in_flight: HashSet<ChunkId>,
-    /// Batches of one file's chunks each.
-    queue: Vec<(NodeId, Vec<ChunkRef>)>,
+    /// Batches of one file's chunks each, oldest first.
+    queue: VecDeque<(NodeId, Vec<ChunkRef>)>,
     /// A prefetch thread is serving the queue (a core without background threads, as in
     /// unit tests, reads without read-ahead).
     running: bool,
     stopping: bool,
 }
 
+/// Chunks the prefetch thread keeps on their way at once (~4 MiB).
+const IN_FLIGHT_CHUNKS: usize = 64;
 /// A reader never waits longer than this for a chunk being prefetched (then fetches it).
 const WAIT_LIMIT: Duration = Duration::from_secs(30);
 
@@ -51,7 +54,7 @@ impl FsCore {
             return;
         }
         st.in_flight.extend(todo.iter().map(|r| r.id));
-        st.queue.push((node, todo));
+        st.queue.push_back((node, todo));
         self.prefetch.changed.notify_all();
     }
 
@@ -74,11 +77,15 @@ impl FsCore {
         }
     }
 
-    /// The prefetch thread: fetches queued batches into the chunk cache.
+    /// The prefetch thread: keeps up to [`IN_FLIGHT_CHUNKS`] queued chunks on their way at
+    /// once (requests of a few chunks each, sent without waiting for the ones before), and
+    /// files each answer into the chunk cache as it comes, oldest first.
     pub(crate) fn prefetch_loop(&self) {
         self.prefetch_state().running = true;
+        let mut out: VecDeque<(NodeId, Vec<ChunkRef>, ChunksTicket)> = VecDeque::new();
+        let mut out_chunks = 0usize;
         loop {
-            let (node, batch) = {
+            {
                 let mut st = self.prefetch_state();
                 loop {
                     if st.stopping {
@@ -88,8 +95,23 @@ impl FsCore {
                         self.prefetch.changed.notify_all();
                         return;
                     }
-                    if !st.queue.is_empty() {
-                        break st.queue.remove(0);
+                    while out_chunks < IN_FLIGHT_CHUNKS {
+                        let Some((node, mut batch)) = st.queue.pop_front() else {
+                            break;
+                        };
+                        let rest = batch.split_off(batch.len().min(IN_FLIGHT_CHUNKS - out_chunks));
+                        if !rest.is_empty() {
+                            st.queue.push_front((node, rest));
+                        }
+                        for group in batch.chunks(super::files::READ_BATCH_CHUNKS) {
+                            let ids = group.iter().map(|r| r.id).collect();
+                            let ticket = self.remote.submit_get_chunks(node, ids);
+                            out_chunks += group.len();
+                            out.push_back((node, group.to_vec(), ticket));
+                        }
+                    }
+                    if !out.is_empty() {
+                        break;
                     }
                     st = self
                         .prefetch
@@ -97,12 +119,16 @@ impl FsCore {
                         .wait(st)
                         .unwrap_or_else(|p| p.into_inner());
                 }
+            }
+            let Some((_, group, ticket)) = out.pop_front() else {
+                continue;
             };
-            if let Err(e) = self.fetch_now(node, &batch) {
+            out_chunks -= group.len();
+            if let Err(e) = self.file_fetched(&group, ticket) {
                 tracing::debug!(error = %e, "read-ahead failed; readers fetch on their own");
             }
             let mut st = self.prefetch_state();
-            for r in &batch {
+            for r in &group {
                 st.in_flight.remove(&r.id);
             }
             self.prefetch.changed.notify_all();
