@@ -301,13 +301,13 @@ pub fn widen_readahead(dir: &Path) -> std::io::Result<()> {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")?;
     let device = mountinfo
         .lines()
-        .filter_map(|line| {
+        .rev()
+        .find_map(|line| {
             let mut fields = line.split(' ');
             let device = fields.nth(2)?;
             let point = fields.nth(1)?;
             (Path::new(&unescape_mountinfo(point)) == dir).then(|| device.to_string())
         })
-        .last()
         .ok_or_else(|| std::io::Error::other("mount not found in /proc/self/mountinfo"))?;
     std::fs::write(
         format!("/sys/class/bdi/{device}/read_ahead_kb"),
