@@ -246,17 +246,17 @@ trait LocalReply {
     fn relayed(self);
 }
 
-struct OpenReply(ReplyOpen, FileHandle);
+struct OpenReply(ReplyOpen, FileHandle, FopenFlags);
 
 impl LocalReply for OpenReply {
     fn register(&self, file: &File) -> std::io::Result<BackingId> {
         self.0.open_backing(file)
     }
     fn passthrough(self, id: &BackingId) {
-        self.0.opened_passthrough(self.1, FopenFlags::empty(), id);
+        self.0.opened_passthrough(self.1, self.2, id);
     }
     fn relayed(self) {
-        self.0.opened(self.1, FopenFlags::empty());
+        self.0.opened(self.1, self.2);
     }
 }
 
@@ -647,9 +647,13 @@ impl Filesystem for ShelfFs {
             Err(e) => return reply.error(errno(&e)),
         };
         let fh = FileHandle(o.fh);
+        let mut flags = open_flags(o.keep_cache);
+        if o.no_flush {
+            flags |= FopenFlags::FOPEN_NOFLUSH;
+        }
         match &o.local {
-            None => reply.opened(fh, open_flags(o.keep_cache)),
-            Some(file) => self.reply_local(ino.0, o.fh, file, OpenReply(reply, fh)),
+            None => reply.opened(fh, flags),
+            Some(file) => self.reply_local(ino.0, o.fh, file, OpenReply(reply, fh, flags)),
         }
     }
 
@@ -768,7 +772,7 @@ impl Filesystem for ShelfFs {
         &self,
         _req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         lock_owner: LockOwner,
         start: u64,
         end: u64,
@@ -778,7 +782,10 @@ impl Filesystem for ShelfFs {
         reply: ReplyEmpty,
     ) {
         let _serving = self.relay.serve();
-        match self.core.setlk(ino.0, lock_owner.0, typ, start, end, sleep) {
+        match self
+            .core
+            .setlk(ino.0, fh.0, lock_owner.0, typ, start, end, sleep)
+        {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
         }

@@ -58,6 +58,9 @@ pub struct Handle {
     pub last_end: u64,
     /// An old version (a file in `.versions/`) instead of the current content.
     pub version: Option<u64>,
+    /// Owners of POSIX locks taken through this read-only handle: the kernel does not tell
+    /// the core when it is closed ([`Opened::no_flush`]), so they go when it is released.
+    pub lock_owners: Vec<u64>,
 }
 
 /// A version's chunk list with the offset where each chunk starts.
@@ -415,6 +418,10 @@ pub struct Opened {
     pub keep_cache: bool,
     /// In local mode: the staging file, for the kernel to read and write directly.
     pub local: Option<Arc<File>>,
+    /// A close of this handle has nothing for the core to do (it cannot write, so there is
+    /// nothing to journal): the kernel may skip the FLUSH round trip that every close(2)
+    /// otherwise waits for. POSIX locks taken through it go at release instead.
+    pub no_flush: bool,
 }
 
 impl FsCore {
@@ -480,11 +487,13 @@ impl FsCore {
             writable,
             last_end: 0,
             version: None,
+            lock_owners: Vec::new(),
         });
         Ok(Opened {
             fh,
             keep_cache,
             local,
+            no_flush: !writable,
         })
     }
 
@@ -995,6 +1004,9 @@ impl FsCore {
     /// The last reference to an open file went away: queue its upload.
     pub fn release(&self, fh: u64) -> Result<(), FsError> {
         let handle = self.handles.close_file(fh).ok_or(FsError::BadHandle)?;
+        for &owner in &handle.lock_owners {
+            self.release_node_locks(handle.node, owner);
+        }
         if handle.version.is_some() {
             return Ok(());
         }

@@ -62,6 +62,17 @@ impl Handles {
         h.version
     }
 
+    /// Notes that `owner` took a POSIX lock through `fh`, if `fh` is read-only (its close
+    /// is not reported; the lock goes when it is released).
+    pub fn note_lock_owner(&self, fh: u64, owner: u64) {
+        let mut files = self.files.lock_or_recover();
+        if let Some(h) = files.get_mut(&fh).filter(|h| !h.writable) {
+            if !h.lock_owners.contains(&owner) {
+                h.lock_owners.push(owner);
+            }
+        }
+    }
+
     /// Closes `fh`: what it stood for.
     pub fn close_file(&self, fh: u64) -> Option<Handle> {
         self.files.lock_or_recover().remove(&fh)

@@ -23,10 +23,13 @@ fn kind_of(typ: i32) -> Result<LockKind, FsError> {
 }
 
 impl FsCore {
-    /// setlk: takes or drops a lock; with `wait`, retries until the other holder lets go.
+    /// setlk: takes or drops a lock through handle `fh`; with `wait`, retries until the
+    /// other holder lets go.
+    #[allow(clippy::too_many_arguments)]
     pub fn setlk(
         &self,
         ino: u64,
+        fh: u64,
         owner: u64,
         typ: i32,
         start: u64,
@@ -56,6 +59,7 @@ impl FsCore {
         }
         if kind != LockKind::Unlock {
             self.held_locks.hold(node, owner);
+            self.handles.note_lock_owner(fh, owner);
         } else if start == 0 && end >= i64::MAX as u64 {
             // Other ranges of the same owner may remain; forget only on a full unlock.
             self.held_locks.release(node, owner);
@@ -90,7 +94,10 @@ impl FsCore {
 
     /// A close by `owner`: its locks on the file go (POSIX on any close, flock on the last).
     pub fn release_locks(&self, ino: u64, owner: u64) {
-        let node: NodeId = self.node_of(ino);
+        self.release_node_locks(self.node_of(ino), owner);
+    }
+
+    pub(crate) fn release_node_locks(&self, node: NodeId, owner: u64) {
         if self.held_locks.release(node, owner) {
             let _ = self.remote.call(Request::Lock {
                 node,

@@ -236,11 +236,13 @@ impl FsCore {
             writable: false,
             last_end: 0,
             version: Some(info.version),
+            lock_owners: Vec::new(),
         });
         Ok(Opened {
             fh,
             keep_cache: true,
             local: None,
+            no_flush: true,
         })
     }
 
