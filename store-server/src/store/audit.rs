@@ -144,15 +144,8 @@ impl Store {
             Err(e) => tracing::error!(error = %e, "cannot list admins for an alert"),
         }
         for a in to.into_iter().filter(|a| *a != 0) {
-            let seq = match self.db.generate_id() {
-                Ok(s) => s + 1,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot record an alert");
-                    return;
-                }
-            };
             let change = Change {
-                seq,
+                seq: 0, // drawn when recorded
                 kind: ChangeKind::Alert(class),
                 node: 0,
                 parent: 0,

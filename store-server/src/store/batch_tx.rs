@@ -185,9 +185,12 @@ impl Store {
         let after = AFTER.with(|a| std::mem::take(&mut *a.borrow_mut()));
         match outcome {
             Ok(results) => {
-                for f in after {
-                    f(self);
-                }
+                // The feed gets one entry for the batch's changes, not one per change.
+                self.bundling_feed(|| {
+                    for f in after {
+                        f(self);
+                    }
+                });
                 Ok(results)
             }
             Err(sled::transaction::TransactionError::Abort(failed)) => Err(failed),

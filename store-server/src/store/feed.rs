@@ -1,16 +1,23 @@
 //! The change feed: an ordered, per-account record of namespace and content changes, kept in
-//! the `feed` tree (account ‖ seq → sealed [`Change`]) and pushed live to every subscribed
-//! connection of the account.
+//! the `feed` tree and pushed live to every subscribed connection of the account.
 //!
-//! Positions (`seq`) come from sled's id generator: increasing across the server, so each
-//! account's feed is ordered. The feed keeps the newest [`KEEP`] changes per account; a
-//! device asking for changes after a dropped position is told to revalidate (`trimmed`).
-//! A change is recorded right after the transaction that made it.
+//! An entry holds the changes one transaction made for one account (a device's batch of
+//! hundreds of creates is one entry, one sled insert, not hundreds): key account ‖ seq of
+//! its last change ‖ how many it holds (4 bytes), value the sealed [`FeedEntry`]. Entries
+//! of one change written before bundling have a 16-byte key and a sealed [`Change`].
+//!
+//! Positions (`seq`) come from sled's id generator and are drawn when an entry is written,
+//! under one lock with the write, so an account's feed is in position order as readers see
+//! it (a reader never sees a position before an earlier one is written). The feed keeps the
+//! newest [`KEEP`] changes per account (give or take an entry); a device asking for
+//! changes after a dropped position is told to revalidate (`trimmed`). Changes are recorded
+//! right after the transaction that made them.
 
 use super::{Ctx, Store};
 use crate::error::Result;
 use shelf_protocol::sync::LockOrRecover;
 use shelf_protocol::{Change, ChangeKind, NodeId};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use tokio::sync::broadcast;
@@ -23,6 +30,19 @@ const LIVE_BUFFER: usize = 4096;
 /// How far past [`KEEP`] a feed grows before its oldest changes are dropped, in one go.
 const TRIM_SLACK: u64 = 1_000;
 
+thread_local! {
+    /// Changes recorded while this thread runs a transaction's committed work
+    /// ([`Store::bundling_feed`]), with their accounts, in order.
+    static BUNDLE: RefCell<Option<Vec<(u64, Change)>>> = const { RefCell::new(None) };
+}
+
+/// What a feed entry holds: one transaction's changes for one account, oldest first.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct FeedEntry {
+    format: u8,
+    changes: Vec<Change>,
+}
+
 /// Live subscribers, per account, and how many changes each account's feed holds.
 #[derive(Default)]
 pub struct Subscribers {
@@ -32,6 +52,8 @@ pub struct Subscribers {
     lengths: Mutex<HashMap<u64, u64>>,
     /// One trim at a time.
     trimming: Mutex<()>,
+    /// Held while positions are drawn and their entry written and announced.
+    writing: Mutex<()>,
 }
 
 fn feed_key(account: u64, seq: u64) -> [u8; 16] {
@@ -41,11 +63,26 @@ fn feed_key(account: u64, seq: u64) -> [u8; 16] {
     k
 }
 
-/// The position a feed key files its change at.
+/// The key of an entry of `count` changes, the last at `last`.
+fn entry_key(account: u64, last: u64, count: u32) -> [u8; 20] {
+    let mut k = [0u8; 20];
+    k[..16].copy_from_slice(&feed_key(account, last));
+    k[16..].copy_from_slice(&count.to_be_bytes());
+    k
+}
+
+/// The position of the last change a feed key files.
 fn seq_of(key: &[u8]) -> u64 {
     key.get(8..16)
         .and_then(|b| b.try_into().ok())
         .map_or(0, u64::from_be_bytes)
+}
+
+/// How many changes the entry under `key` holds (an entry from before bundling: one).
+fn count_of(key: &[u8]) -> u64 {
+    key.get(16..20)
+        .and_then(|b| b.try_into().ok())
+        .map_or(1, |b| u64::from(u32::from_be_bytes(b)))
 }
 
 /// Key of an account's low-water mark: changes at or below it may have been dropped.
@@ -115,7 +152,7 @@ impl Store {
             }
         };
         let change = Change {
-            seq: self.db.generate_id()? + 1,
+            seq: 0,
             kind,
             node,
             parent,
@@ -149,7 +186,6 @@ impl Store {
                 .find(|a| a.id == owner)
                 .map_or_else(String::new, |a| a.name);
             let shared = Change {
-                seq: self.db.generate_id()? + 1,
                 device: device_for(s.recipient),
                 path: format!("shared/{owner_name}/{rel}"),
                 ..change.clone()
@@ -159,40 +195,124 @@ impl Store {
         Ok(())
     }
 
-    /// Appends a change to an account's feed and pushes it to its live subscribers.
-    pub(crate) fn record_change(&self, account: u64, change: Change) -> Result<()> {
-        let seq = change.seq;
-        let key = feed_key(account, seq);
-        let sealed = self.seal_rec(account, b"feed", &key, &change)?;
-        self.feed.insert(key, sealed)?;
-        if self.feed_grew(account)? > KEEP + TRIM_SLACK {
-            self.trim_feed(account)?;
+    /// Runs `f` — the work a transaction does once committed — recording the changes it
+    /// makes as one feed entry per account when it ends (one sled insert for a whole batch).
+    pub(crate) fn bundling_feed(&self, f: impl FnOnce()) {
+        if BUNDLE.with(|b| b.borrow().is_some()) {
+            return f(); // the outer call writes them
         }
-        if let Some(tx) = self.subscribers.by_account.lock_or_recover().get(&account) {
-            let _ = tx.send(change);
+        BUNDLE.with(|b| *b.borrow_mut() = Some(Vec::new()));
+        /// Stops collecting however `f` ends.
+        struct Collecting;
+        impl Drop for Collecting {
+            fn drop(&mut self) {
+                BUNDLE.with(|b| b.borrow_mut().take());
+            }
+        }
+        let collecting = Collecting;
+        f();
+        let changes = BUNDLE.with(|b| b.borrow_mut().take()).unwrap_or_default();
+        drop(collecting);
+        let mut accounts: Vec<(u64, Vec<Change>)> = Vec::new();
+        for (account, change) in changes {
+            match accounts.iter_mut().find(|(a, _)| *a == account) {
+                Some((_, list)) => list.push(change),
+                None => accounts.push((account, vec![change])),
+            }
+        }
+        for (account, list) in accounts {
+            if let Err(e) = self.write_feed_entry(account, list) {
+                tracing::warn!(error = %e, "could not record changes in the feed");
+            }
+        }
+    }
+
+    /// Appends a change to an account's feed and pushes it to its live subscribers (its
+    /// position is drawn then; the `seq` given is ignored). Inside [`Store::bundling_feed`]
+    /// it joins that call's entry.
+    pub(crate) fn record_change(&self, account: u64, change: Change) -> Result<()> {
+        let bundled = BUNDLE.with(|b| match b.borrow_mut().as_mut() {
+            Some(list) => {
+                list.push((account, change.clone()));
+                true
+            }
+            None => false,
+        });
+        if bundled {
+            return Ok(());
+        }
+        self.write_feed_entry(account, vec![change])
+    }
+
+    /// Writes `changes` as one entry of the account's feed, with fresh positions, and
+    /// announces them.
+    fn write_feed_entry(&self, account: u64, mut changes: Vec<Change>) -> Result<()> {
+        let Ok(count) = u32::try_from(changes.len()) else {
+            return Err(crate::store::StoreError::Corrupt(
+                "feed entry too large".into(),
+            ));
+        };
+        if count == 0 {
+            return Ok(());
+        }
+        {
+            let _order = self.subscribers.writing.lock_or_recover();
+            for c in &mut changes {
+                c.seq = self.db.generate_id()? + 1;
+            }
+            let last = changes.last().map_or(0, |c| c.seq);
+            let key = entry_key(account, last, count);
+            let entry = FeedEntry {
+                format: super::FORMAT,
+                changes,
+            };
+            let sealed = self.seal_rec(account, b"feed", &key, &entry)?;
+            self.feed.insert(key, sealed)?;
+            if let Some(tx) = self.subscribers.by_account.lock_or_recover().get(&account) {
+                for c in entry.changes {
+                    let _ = tx.send(c);
+                }
+            }
+        }
+        if self.feed_grew(account, u64::from(count))? > KEEP + TRIM_SLACK {
+            self.trim_feed(account)?;
         }
         Ok(())
     }
 
-    /// Counts one more change in the account's feed; returns how many it holds.
-    fn feed_grew(&self, account: u64) -> Result<u64> {
+    /// The changes of the entry filed under `key`, oldest first.
+    fn open_entry(&self, account: u64, key: &[u8], value: &[u8]) -> Result<Vec<Change>> {
+        if key.len() == 16 {
+            return Ok(vec![self.open_rec(account, b"feed", key, value)?]);
+        }
+        let entry: FeedEntry = self.open_rec(account, b"feed", key, value)?;
+        super::check_format(entry.format, "feed")?;
+        Ok(entry.changes)
+    }
+
+    /// Counts `more` changes in the account's feed; returns how many it holds.
+    fn feed_grew(&self, account: u64, more: u64) -> Result<u64> {
         if let Some(n) = self.subscribers.lengths.lock_or_recover().get_mut(&account) {
-            *n += 1;
+            *n += more;
             return Ok(*n);
         }
-        // First change this run: count what is there (this one included).
-        let counted = self.account_feed(account).count() as u64;
+        // First change this run: count what is there (these included), from the keys.
+        let mut counted = 0;
+        for item in self.account_feed(account) {
+            counted += count_of(&item?.0);
+        }
         let mut lengths = self.subscribers.lengths.lock_or_recover();
         Ok(*lengths.entry(account).or_insert(counted))
     }
 
-    /// The account's changes (not its low-water mark), oldest first.
+    /// The account's feed entries (not its low-water mark), oldest first.
     fn account_feed(&self, account: u64) -> sled::Iter {
         self.feed
             .range(feed_key(account, 1)..=feed_key(account, u64::MAX))
     }
 
-    /// Drops all but the newest [`KEEP`] changes of an account, in one write.
+    /// Drops the oldest entries of an account while more than [`KEEP`] changes remain, in
+    /// one write.
     fn trim_feed(&self, account: u64) -> Result<()> {
         let _one = self.subscribers.trimming.lock_or_recover();
         let len = self
@@ -208,11 +328,15 @@ impl Store {
         let mut batch = sled::Batch::default();
         let mut mark = None;
         let mut dropped = 0;
-        for item in self.account_feed(account).take((len - KEEP) as usize) {
+        for item in self.account_feed(account) {
             let (k, _) = item?;
+            let n = count_of(&k);
+            if len.saturating_sub(dropped + n) < KEEP {
+                break;
+            }
             mark = Some(seq_of(&k));
             batch.remove(k);
-            dropped += 1;
+            dropped += n;
         }
         let Some(mark) = mark else { return Ok(()) };
         batch.insert(&mark_key(account), &mark.to_be_bytes());
@@ -248,12 +372,13 @@ impl Store {
         };
         let mut out = Vec::new();
         if let Some(after) = after {
-            // Only what comes after the device's position is read.
+            // Only entries ending after the device's position are read.
             for item in self.feed.range(
                 feed_key(account, after.saturating_add(1).max(1))..=feed_key(account, u64::MAX),
             ) {
                 let (k, v) = item?;
-                out.push(self.open_rec(account, b"feed", &k, &v)?);
+                let changes = self.open_entry(account, &k, &v)?;
+                out.extend(changes.into_iter().filter(|c| c.seq > after));
             }
         }
         let trimmed = after.is_some_and(|a| a < mark);
@@ -301,6 +426,69 @@ mod tests {
             live.try_recv(),
             Err(broadcast::error::TryRecvError::Lagged(_))
         ));
+    }
+
+    #[test]
+    fn a_transactions_changes_are_one_entry_read_from_any_position_in_it() {
+        let (store, ctx, _tmp) = store_with_user();
+        let mut live = store.subscribe(ctx.account);
+        let (_, _, start) = store.changes_since(ctx.account, None).unwrap();
+        let entries = |store: &Store| store.account_feed(ctx.account).count();
+        let before = entries(&store);
+        // An entry written before bundling (one change under a 16-byte key) stays readable.
+        let old_seq = store.db.generate_id().unwrap() + 1;
+        let old = Change {
+            seq: old_seq,
+            kind: ChangeKind::Attr,
+            node: 7,
+            parent: 0,
+            name: String::new(),
+            device: "d".into(),
+            path: "old".into(),
+            at: store.now(),
+        };
+        let key = feed_key(ctx.account, old_seq);
+        let sealed = store.seal_rec(ctx.account, b"feed", &key, &old).unwrap();
+        store.feed.insert(key, sealed).unwrap();
+        store.bundling_feed(|| {
+            for node in 100..110 {
+                store.publish(&ctx, ChangeKind::Attr, node, 0, "");
+            }
+        });
+        assert_eq!(entries(&store), before + 2, "ten changes, one entry");
+        let (all, trimmed, head) = store.changes_since(ctx.account, Some(start)).unwrap();
+        assert!(!trimmed);
+        let nodes: Vec<u64> = all.iter().map(|c| c.node).collect();
+        assert_eq!(nodes, [7, 100, 101, 102, 103, 104, 105, 106, 107, 108, 109]);
+        assert!(all.windows(2).all(|w| w[0].seq < w[1].seq), "in order");
+        assert_eq!(all.last().unwrap().seq, head);
+        // From the middle of the entry: only what comes after.
+        let (rest, _, _) = store.changes_since(ctx.account, Some(all[4].seq)).unwrap();
+        assert_eq!(rest, all[5..].to_vec());
+        // Live subscribers get each change, with its position.
+        let pushed: Vec<u64> = (0..10).map(|_| live.try_recv().unwrap().seq).collect();
+        assert_eq!(pushed, all[1..].iter().map(|c| c.seq).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn trimming_counts_changes_not_entries() {
+        let (store, ctx, _tmp) = store_with_user();
+        let (_, _, start) = store.changes_since(ctx.account, None).unwrap();
+        for round in 0..120u64 {
+            store.bundling_feed(|| {
+                for i in 0..100 {
+                    store.publish(&ctx, ChangeKind::Attr, round * 100 + i, 0, "");
+                }
+            });
+        }
+        let (all, trimmed, _) = store.changes_since(ctx.account, Some(start)).unwrap();
+        assert!(trimmed, "the oldest entries were dropped");
+        assert!(
+            all.len() as u64 >= KEEP && all.len() as u64 <= KEEP + TRIM_SLACK + 100,
+            "{} changes kept",
+            all.len()
+        );
+        assert_eq!(all.last().unwrap().node, 11_999);
     }
 
     #[test]

@@ -364,11 +364,8 @@ impl Store {
             (owner_dir(ctx.account), shared_dir, owner_name.clone()),
             (node, owner_dir(ctx.account), String::new()),
         ] {
-            let Ok(seq) = self.db.generate_id() else {
-                return;
-            };
             let change = shelf_protocol::Change {
-                seq: seq + 1,
+                seq: 0, // drawn when recorded
                 kind: kind.clone(),
                 node,
                 parent,
