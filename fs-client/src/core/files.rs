@@ -125,38 +125,79 @@ impl Manifests {
     }
 }
 
-/// The state of every file this mount has worked on (staging, handles, upload claim), one
-/// lock per file: the map's own lock is held only to find or add one.
+/// The state of every file this mount is working on (staging, handles, upload claim), one
+/// lock per file: the map's own lock is held only to find, add or sweep.
+///
+/// States with nothing in them are swept out as the map grows (a mount that has touched
+/// millions of files does not keep a state for each): a state goes only when no one else
+/// holds it — checked under the map's lock, so no one can take it meanwhile — and it holds
+/// nothing (no local copy, handle, write, upload or pending kernel-cache drop).
 #[derive(Default)]
-pub struct FileStates(Mutex<HashMap<NodeId, Arc<FileState>>>);
+pub struct FileStates(Mutex<StatesMap>);
+
+#[derive(Default)]
+struct StatesMap {
+    states: HashMap<NodeId, Arc<FileState>>,
+    /// How many states the last sweep kept.
+    kept: usize,
+}
+
+/// The map is swept when it holds more than this many states, and twice as many as the
+/// last sweep kept.
+const SWEEP_FROM: usize = 4096;
 
 impl FileStates {
-    /// The state of `node`, if this mount has worked on it.
+    /// The state of `node`, if this mount is working on it.
     pub fn get(&self, node: NodeId) -> Option<Arc<FileState>> {
-        self.0.lock_or_recover().get(&node).cloned()
+        self.0.lock_or_recover().states.get(&node).cloned()
     }
 
     /// The state of `node`, made empty if there was none.
     pub fn get_or_add(&self, node: NodeId) -> Arc<FileState> {
-        self.0.lock_or_recover().entry(node).or_default().clone()
+        let mut map = self.0.lock_or_recover();
+        if !map.states.contains_key(&node) && map.states.len() >= SWEEP_FROM.max(2 * map.kept) {
+            map.states
+                .retain(|_, st| Arc::strong_count(st) > 1 || !st.is_idle());
+            map.kept = map.states.len();
+        }
+        map.states.entry(node).or_default().clone()
+    }
+
+    /// How many states are kept (for tests).
+    pub fn len(&self) -> usize {
+        self.0.lock_or_recover().states.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
 /// (version, size) of each file when this client last opened it: the kernel keeps its
-/// cached pages of an open only when they are unchanged since.
-#[derive(Default)]
-pub struct LastOpened(Mutex<HashMap<NodeId, (u64, u64)>>);
+/// cached pages of an open only when they are unchanged since. The most recent
+/// [`LAST_OPENED`] files are remembered (a file forgotten only loses that one keep).
+pub struct LastOpened(Mutex<lru::LruCache<NodeId, (u64, u64)>>);
+
+const LAST_OPENED: usize = 65_536;
+
+impl Default for LastOpened {
+    fn default() -> LastOpened {
+        LastOpened(Mutex::new(lru::LruCache::new(
+            std::num::NonZeroUsize::new(LAST_OPENED).expect("nonzero"),
+        )))
+    }
+}
 
 impl LastOpened {
     /// Records an open of `node` at (`version`, `size`); whether it is what was last opened.
     pub fn same_as_last(&self, node: NodeId, version: u64, size: u64) -> bool {
         let mut o = self.0.lock_or_recover();
-        o.insert(node, (version, size)) == Some((version, size))
+        o.put(node, (version, size)) == Some((version, size))
     }
 
     /// The kernel's pages of `node` cannot be trusted at its next open.
     pub fn forget(&self, node: NodeId) {
-        self.0.lock_or_recover().remove(&node);
+        self.0.lock_or_recover().pop(&node);
     }
 }
 
@@ -385,6 +426,25 @@ pub struct FileState {
 }
 
 impl FileState {
+    /// Holds nothing a fresh state would not: no local copy, handle, write, upload claim,
+    /// name removed under open handles, nor a kernel cache to drop at the next open. (A
+    /// state whose lock is taken is not idle.)
+    fn is_idle(&self) -> bool {
+        if self.is_unlinked() {
+            return false;
+        }
+        let Ok(inner) = self.inner.try_lock() else {
+            return false;
+        };
+        inner.staging.is_none()
+            && inner.open_handles == 0
+            && inner.open_writers == 0
+            && inner.writing == 0
+            && !inner.uploading
+            && !inner.kernel_pages_stale
+            && inner.mode == IoMode::Closed
+    }
+
     pub fn is_unlinked(&self) -> bool {
         self.unlinked.load(std::sync::atomic::Ordering::Acquire)
     }
@@ -1151,5 +1211,40 @@ impl FsCore {
             tracing::info!(files = records.len(), "replaying uploads from the journal");
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_file_states_are_swept_and_busy_or_held_ones_kept() {
+        let states = FileStates::default();
+        let held = states.get_or_add(1);
+        states.get_or_add(2).lock().open_handles = 1;
+        states.get_or_add(3).lock().kernel_pages_stale = true;
+        states.get_or_add(4).set_unlinked(true);
+        for node in 10..(10 + SWEEP_FROM as u64) {
+            states.get_or_add(node);
+        }
+        assert!(states.len() < 10, "{} states kept", states.len());
+        // The state someone holds is still the map's: a change made through it is seen.
+        held.lock().open_writers = 1;
+        assert_eq!(states.get(1).map(|s| s.lock().open_writers), Some(1));
+        assert_eq!(states.get(2).map(|s| s.lock().open_handles), Some(1));
+        assert!(states.get(3).is_some_and(|s| s.lock().kernel_pages_stale));
+        assert!(states.get(4).is_some_and(|s| s.is_unlinked()));
+    }
+
+    #[test]
+    fn last_opened_remembers_the_latest_files() {
+        let opened = LastOpened::default();
+        assert!(!opened.same_as_last(1, 3, 10));
+        assert!(opened.same_as_last(1, 3, 10));
+        for node in 2..(2 + LAST_OPENED as u64) {
+            opened.same_as_last(node, 1, 1);
+        }
+        assert!(!opened.same_as_last(1, 3, 10), "the oldest was forgotten");
     }
 }
