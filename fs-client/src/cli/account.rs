@@ -253,11 +253,11 @@ pub fn status() -> anyhow::Result<()> {
         }
     }
     let pins = shelf::core::pins::Pins::load(&cache.join("pins"));
-    if !pins.files.is_empty() || !pins.folders.is_empty() {
+    if pins.any() {
         println!(
             "pinned:   {} file(s), {} folder(s) kept fully cached",
-            pins.files.len(),
-            pins.folders.len()
+            pins.files().len(),
+            pins.folders().len()
         );
     }
     let failing: Vec<_> = shelf::cache::upload_failures(&cache)

@@ -9,7 +9,6 @@
 //! durable yet.
 
 use super::{FsCore, FsError};
-use crate::sync::LockOrRecover;
 use shelf_protocol::{NodeId, Request};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -142,11 +141,7 @@ impl FsCore {
     fn pins_loop(&self) {
         let mut renewed = std::time::Instant::now();
         loop {
-            let pinned = {
-                let p = self.pins.lock_or_recover();
-                !p.files.is_empty() || !p.folders.is_empty()
-            };
-            if pinned {
+            if self.pins.any() {
                 if let Err(e) = self.refresh_pins() {
                     tracing::warn!(error = %e, "refreshing pinned files failed; retrying later");
                 }

@@ -71,7 +71,7 @@ impl FsCore {
         let Some(k) = self.coherence.kernel() else {
             return;
         };
-        for name in self.seen_names(self.node_of(dir)) {
+        for name in self.seen.names(self.node_of(dir)) {
             k.inval_entry(dir, &name);
         }
     }
@@ -169,13 +169,13 @@ impl FsCore {
             for n in &known {
                 self.forget_attr(*n);
             }
-            self.forget_listings();
-            self.unlist_all();
+            self.virtuals.forget_listings();
+            self.seen.unlist_all();
             for n in known {
                 self.kernel_inode(n, false);
             }
             // The kernel keeps names for the long TTL (see `FsCore::kernel_ttl`).
-            for (dir, name) in self.seen_entries() {
+            for (dir, name) in self.seen.entries() {
                 self.kernel_entry(dir, &name);
             }
             return;
@@ -193,7 +193,7 @@ impl FsCore {
         self.forget_attr(c.node);
         if c.parent != 0 {
             self.forget_attr(c.parent);
-            self.forget_listing(c.parent);
+            self.virtuals.forget_listing(c.parent);
             self.kernel_inode(c.parent, false);
         }
         match &c.kind {
@@ -204,13 +204,13 @@ impl FsCore {
             ChangeKind::Attr => self.kernel_inode(c.node, false),
             ChangeKind::Created | ChangeKind::Conflicted => {
                 if first {
-                    self.remember_name(c.parent, &c.name, c.node);
+                    self.seen.remember(c.parent, &c.name, c.node);
                 }
                 self.kernel_entry(c.parent, &c.name)
             }
             ChangeKind::Removed => {
                 if first {
-                    self.forget_name(c.parent, &c.name);
+                    self.seen.forget(c.parent, &c.name);
                 }
                 self.kernel_entry(c.parent, &c.name);
                 self.kernel_inode(c.node, true);
@@ -221,10 +221,10 @@ impl FsCore {
             } => {
                 self.forget_attr(*from_parent);
                 if first {
-                    self.forget_name(*from_parent, from_name);
-                    self.remember_name(c.parent, &c.name, c.node);
+                    self.seen.forget(*from_parent, from_name);
+                    self.seen.remember(c.parent, &c.name, c.node);
                 }
-                self.forget_listing(*from_parent);
+                self.virtuals.forget_listing(*from_parent);
                 self.kernel_inode(*from_parent, false);
                 self.kernel_entry(*from_parent, from_name);
                 self.kernel_entry(c.parent, &c.name);

@@ -42,7 +42,7 @@ use shelf_protocol::category::CATEGORY_XATTR;
 use shelf_protocol::names::{validate_name, VERSIONS_DIR};
 use shelf_protocol::{Attr, NodeId, NodeKind, RenameMode, Request, Timestamp, XattrMode};
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 /// The inode number the kernel uses for the root.
@@ -144,9 +144,9 @@ pub struct FsCore {
     /// with their sizes; evicted beyond the cache budget.
     pub(crate) clean: clean_copies::CleanCopies,
     /// The virtual `.versions/` folders and their entries.
-    pub(crate) virtuals: Mutex<versions::Virtuals>,
+    pub(crate) virtuals: versions::Virtuals,
     /// Pinned files and folders (kept fully cached).
-    pub(crate) pins: Mutex<pins::Pins>,
+    pub(crate) pins: pins::Pins,
     /// The change feed's state and the kernel's caches ([`coherence`]).
     pub(crate) coherence: coherence::Coherence,
     /// Read-ahead under way.
@@ -154,7 +154,7 @@ pub struct FsCore {
     /// Large files being written, whose chunks go out before they are closed.
     pub(crate) write_behind: write_behind::WriteBehind,
     /// Names seen per directory, for offline lookups and listings.
-    pub(crate) seen_names: Mutex<offline::SeenNames>,
+    pub(crate) seen: offline::SeenNames,
     /// Background uploads that keep failing ([`upload_failures`]).
     pub(crate) failures: upload_failures::UploadFailures,
     /// (file, lock owner) pairs that hold a lease on the server.
@@ -198,12 +198,12 @@ impl FsCore {
             pending,
             refused: refused::Refusals::default(),
             passthrough: AtomicBool::new(opts.passthrough),
-            virtuals: Mutex::new(versions::Virtuals::default()),
-            pins: Mutex::new(pins::Pins::load(&cache.root.join("pins"))),
+            virtuals: versions::Virtuals::default(),
+            pins: pins::Pins::load(&cache.root.join("pins")),
             coherence: coherence::Coherence::default(),
             held_locks: locks::HeldLocks::default(),
             failures: upload_failures::UploadFailures::default(),
-            seen_names: Mutex::new(offline::SeenNames::default()),
+            seen: offline::SeenNames::default(),
             prefetch: prefetch::Prefetch::default(),
             write_behind: Default::default(),
             remote,
@@ -351,7 +351,7 @@ impl FsCore {
             self.keep_open_content(parent, name)?;
         }
         // A hard-linked file keeps its other names, with one link less.
-        let named = self.seen_entry(parent, name);
+        let named = self.seen.entry(parent, name);
         let op = NsOp::Remove {
             parent,
             name: name.to_string(),
@@ -362,7 +362,7 @@ impl FsCore {
             self.removed(r);
             self.forget_attr(parent);
         }
-        self.forget_name(parent, name);
+        self.seen.forget(parent, name);
         if let Some(node) = named {
             self.forget_attr(node);
         }
@@ -374,7 +374,7 @@ impl FsCore {
     fn keep_open_content(&self, parent: NodeId, name: &str) -> Result<(), FsError> {
         let node = match self.overlay_entry(parent, name) {
             Some(queued) => queued,
-            None => self.seen_entry(parent, name),
+            None => self.seen.entry(parent, name),
         };
         let Some(node) = node else { return Ok(()) };
         let Some(st) = self.files.get(node) else {
@@ -418,7 +418,7 @@ impl FsCore {
             pending::Applied::Queued(Some(a)) => a,
             _ => return Err(FsError::Unexpected("create")),
         };
-        self.remember_name(parent, name, attr.node);
+        self.seen.remember(parent, name, attr.node);
         Ok(attr)
     }
 
@@ -525,14 +525,14 @@ impl FsCore {
         // feed is followed, another device's change drops them): no round trip. Likewise a
         // name absent from a folder whose every name is known here (not a shared view,
         // which changes without telling this account's feed).
-        match self.seen_entry(dir, name) {
+        match self.seen.entry(dir, name) {
             Some(node) => {
                 if let Some(attr) = self.cached_attr(node) {
                     return Ok(self.stat_of(&attr));
                 }
             }
             None if self.kernel_ttl() == FOLLOWED_TTL
-                && self.listing_known(dir)
+                && self.seen.listing_known(dir)
                 && self.cached_attr(dir).is_some_and(|d| !d.read_only) =>
             {
                 return Err(FsError::NotFound);
@@ -548,10 +548,10 @@ impl FsCore {
         );
         let attr = match found {
             Ok(a) => {
-                self.remember_name(dir, name, a.node);
+                self.seen.remember(dir, name, a.node);
                 a
             }
-            Err(e) if offline::is_offline(&e) => match self.seen_entry(dir, name) {
+            Err(e) if offline::is_offline(&e) => match self.seen.entry(dir, name) {
                 // Offline, a name this mount never saw is absent as far as it can tell (so
                 // it can be created; a clash at replay becomes a conflicted copy).
                 None => return Err(FsError::NotFound),
@@ -559,7 +559,7 @@ impl FsCore {
             },
             Err(e) => {
                 if e.errno() == libc::ENOENT {
-                    self.forget_name(dir, name);
+                    self.seen.forget(dir, name);
                 }
                 return Err(e);
             }
@@ -776,7 +776,7 @@ impl FsCore {
                 },
             )
             .inspect_err(|e| tracing::warn!(node, error = %e, "link failed"))?;
-        self.remember_name(dir, new_name, node);
+        self.seen.remember(dir, new_name, node);
         self.forget_attr(dir);
         Ok(self.stat_of(&attr))
     }
@@ -829,8 +829,8 @@ impl FsCore {
         }
         // The nodes whose ctime the rename changes (both, for an exchange).
         let moved = [
-            self.seen_entry(parent, name),
-            self.seen_entry(new_parent, new_name),
+            self.seen.entry(parent, name),
+            self.seen.entry(new_parent, new_name),
         ];
         let op = NsOp::Rename {
             parent,
@@ -843,7 +843,7 @@ impl FsCore {
         // (Queued, the change already updated the names this mount knows.)
         if let pending::Applied::Sent(r) = self.ns_change(op)? {
             self.removed(r);
-            self.rename_seen(
+            self.seen.rename(
                 (parent, name),
                 (new_parent, new_name),
                 None,
@@ -895,7 +895,7 @@ impl FsCore {
         };
         // What the server's listing cannot show yet, and whether anything changed the names
         // known here while it was read (see below).
-        let names_before = self.names_changed(dir);
+        let names_before = self.seen.changes(dir);
         let queued = self.overlay_listing(dir);
         if let Some(known) = &known {
             for (name, attr) in known {
@@ -957,9 +957,9 @@ impl FsCore {
                         None => names.remove(name),
                     };
                 }
-                match self.epoch() == epoch && self.names_changed(dir) == names_before {
-                    true => self.remember_listing(dir, names),
-                    false => self.unlist(dir),
+                match self.epoch() == epoch && self.seen.changes(dir) == names_before {
+                    true => self.seen.remember_listing(dir, names),
+                    false => self.seen.unlist(dir),
                 }
                 break;
             }

@@ -8,10 +8,16 @@ use super::{FsCore, FsError};
 use crate::sync::LockOrRecover;
 use shelf_protocol::{Attr, NodeId};
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Mutex, MutexGuard};
 
-/// The names this mount has seen, per directory.
+/// The names this mount has seen, per directory: owns its lock.
 #[derive(Default)]
 pub struct SeenNames {
+    inner: Mutex<Names>,
+}
+
+#[derive(Default)]
+struct Names {
     by_dir: HashMap<NodeId, BTreeMap<String, NodeId>>,
     /// Where each node was last seen: its folder and name there (for paths).
     up: HashMap<NodeId, (NodeId, String)>,
@@ -22,7 +28,7 @@ pub struct SeenNames {
     changes: HashMap<NodeId, u64>,
 }
 
-impl SeenNames {
+impl Names {
     fn changed(&mut self, dir: NodeId) {
         *self.changes.entry(dir).or_default() += 1;
     }
@@ -33,13 +39,13 @@ pub fn is_offline(e: &FsError) -> bool {
     matches!(e, FsError::Remote(r) if r.is_transient())
 }
 
-impl FsCore {
-    fn seen(&self) -> std::sync::MutexGuard<'_, SeenNames> {
-        self.seen_names.lock_or_recover()
+impl SeenNames {
+    fn lock(&self) -> MutexGuard<'_, Names> {
+        self.inner.lock_or_recover()
     }
 
-    pub(crate) fn remember_name(&self, dir: NodeId, name: &str, node: NodeId) {
-        let mut seen = self.seen();
+    pub(crate) fn remember(&self, dir: NodeId, name: &str, node: NodeId) {
+        let mut seen = self.lock();
         let before = seen
             .by_dir
             .entry(dir)
@@ -51,8 +57,8 @@ impl FsCore {
         seen.up.insert(node, (dir, name.to_string()));
     }
 
-    pub(crate) fn forget_name(&self, dir: NodeId, name: &str) {
-        let mut seen = self.seen();
+    pub(crate) fn forget(&self, dir: NodeId, name: &str) {
+        let mut seen = self.lock();
         if let Some(node) = seen.by_dir.get_mut(&dir).and_then(|d| d.remove(name)) {
             seen.changed(dir);
             if seen
@@ -68,14 +74,14 @@ impl FsCore {
     /// A rename made here, in the names this mount knows: the node under `name` (or `node`,
     /// if given) now has `new_name`, and for an exchange the other way round too. A name
     /// whose node is not known here leaves its new folder not completely known.
-    pub(crate) fn rename_seen(
+    pub(crate) fn rename(
         &self,
         (parent, name): (NodeId, &str),
         (new_parent, new_name): (NodeId, &str),
         node: Option<NodeId>,
         exchange: bool,
     ) {
-        let mut seen = self.seen();
+        let mut seen = self.lock();
         let seen = &mut *seen;
         seen.changed(parent);
         seen.changed(new_parent);
@@ -119,7 +125,7 @@ impl FsCore {
 
     /// A full listing just read from the server replaces what was known of the directory.
     pub(crate) fn remember_listing(&self, dir: NodeId, entries: BTreeMap<String, NodeId>) {
-        let mut seen = self.seen();
+        let mut seen = self.lock();
         for (name, node) in &entries {
             seen.up.insert(*node, (dir, name.clone()));
         }
@@ -129,33 +135,33 @@ impl FsCore {
 
     /// Forgets which folders are completely known (after a resync: changes were missed).
     pub(crate) fn unlist_all(&self) {
-        self.seen().listed.clear();
+        self.lock().listed.clear();
     }
 
     /// How many times the names known in `dir` changed other than by a listing (see
-    /// [`FsCore::remember_listing`]).
-    pub(crate) fn names_changed(&self, dir: NodeId) -> u64 {
-        self.seen().changes.get(&dir).copied().unwrap_or(0)
+    /// [`SeenNames::remember_listing`]).
+    pub(crate) fn changes(&self, dir: NodeId) -> u64 {
+        self.lock().changes.get(&dir).copied().unwrap_or(0)
     }
 
     /// Names of `dir` were forgotten while it may hold them: it is listed again when needed.
     pub(crate) fn unlist(&self, dir: NodeId) {
-        self.seen().listed.remove(&dir);
+        self.lock().listed.remove(&dir);
     }
 
     /// Whether every name in `dir` is known here (so emptiness can be judged locally).
     pub(crate) fn listing_known(&self, dir: NodeId) -> bool {
-        self.seen().listed.contains(&dir)
+        self.lock().listed.contains(&dir)
     }
 
     /// A path for messages: the names this mount has seen, from the top of the store down to
     /// `node` (`#NODE` where a name is not known here).
-    pub(crate) fn seen_path(&self, node: NodeId) -> String {
-        let seen = self.seen();
+    pub(crate) fn path(&self, root: NodeId, node: NodeId) -> String {
+        let seen = self.lock();
         let mut parts = Vec::new();
         let mut cur = node;
         for _ in 0..64 {
-            if cur == self.root {
+            if cur == root {
                 break;
             }
             // Where the node was last seen, if that name still names it.
@@ -176,6 +182,64 @@ impl FsCore {
         }
         parts.reverse();
         parts.join("/")
+    }
+
+    /// The node this mount last saw under `name` in `dir`.
+    pub(crate) fn entry(&self, dir: NodeId, name: &str) -> Option<NodeId> {
+        self.lock().by_dir.get(&dir)?.get(name).copied()
+    }
+
+    /// Whether this mount last saw `node` under a name other than `name` in `dir`.
+    pub(crate) fn named_elsewhere(&self, node: NodeId, dir: NodeId, name: &str) -> bool {
+        self.lock()
+            .up
+            .get(&node)
+            .is_some_and(|(d, n)| !(*d == dir && n == name))
+    }
+
+    /// The names this mount has seen in `dir`.
+    pub(crate) fn names(&self, dir: NodeId) -> Vec<String> {
+        self.lock()
+            .by_dir
+            .get(&dir)
+            .map(|names| names.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Every (directory, name) this mount has seen.
+    pub(crate) fn entries(&self) -> Vec<(NodeId, String)> {
+        let seen = self.lock();
+        seen.by_dir
+            .iter()
+            .flat_map(|(dir, names)| names.keys().map(|n| (*dir, n.clone())))
+            .collect()
+    }
+
+    /// The names this mount has seen in `dir`.
+    pub(crate) fn dir(&self, dir: NodeId) -> Option<BTreeMap<String, NodeId>> {
+        self.lock().by_dir.get(&dir).cloned()
+    }
+
+    /// `f` of the names of a folder whose every name is known here (None if not), under
+    /// this map's lock (callers take the attribute cache's lock inside: always last).
+    pub(crate) fn with_listed<R>(
+        &self,
+        dir: NodeId,
+        f: impl FnOnce(Option<&BTreeMap<String, NodeId>>) -> R,
+    ) -> Option<R> {
+        let seen = self.lock();
+        if !seen.listed.contains(&dir) {
+            return None;
+        }
+        Some(f(seen.by_dir.get(&dir)))
+    }
+}
+
+impl FsCore {
+    /// A path for messages: the names this mount has seen, from the top of the store down to
+    /// `node` (`#NODE` where a name is not known here).
+    pub(crate) fn seen_path(&self, node: NodeId) -> String {
+        self.seen.path(self.root, node)
     }
 
     /// Records one of this device's own events for `shelf events`.
@@ -199,44 +263,8 @@ impl FsCore {
         self.attrs.last(node)
     }
 
-    /// The node this mount last saw under `name` in `dir`.
-    pub(crate) fn seen_entry(&self, dir: NodeId, name: &str) -> Option<NodeId> {
-        self.seen().by_dir.get(&dir)?.get(name).copied()
-    }
-
-    /// Whether this mount last saw `node` under a name other than `name` in `dir`.
-    pub(crate) fn named_elsewhere(&self, node: NodeId, dir: NodeId, name: &str) -> bool {
-        self.seen()
-            .up
-            .get(&node)
-            .is_some_and(|(d, n)| !(*d == dir && n == name))
-    }
-
-    /// The names this mount has seen in `dir`.
-    pub(crate) fn seen_names(&self, dir: NodeId) -> Vec<String> {
-        self.seen()
-            .by_dir
-            .get(&dir)
-            .map(|names| names.keys().cloned().collect())
-            .unwrap_or_default()
-    }
-
-    /// Every (directory, name) this mount has seen.
-    pub(crate) fn seen_entries(&self) -> Vec<(NodeId, String)> {
-        let seen = self.seen();
-        seen.by_dir
-            .iter()
-            .flat_map(|(dir, names)| names.keys().map(|n| (*dir, n.clone())))
-            .collect()
-    }
-
-    /// The names this mount has seen in `dir`.
-    pub(crate) fn seen_dir(&self, dir: NodeId) -> Option<BTreeMap<String, NodeId>> {
-        self.seen().by_dir.get(&dir).cloned()
-    }
-
     pub(crate) fn offline_lookup(&self, dir: NodeId, name: &str) -> Option<Attr> {
-        let node = *self.seen().by_dir.get(&dir)?.get(name)?;
+        let node = self.seen.entry(dir, name)?;
         self.stale_attr(node)
     }
 
@@ -251,20 +279,18 @@ impl FsCore {
             return None;
         }
         // Names, then attributes (the attribute cache's lock is always taken last).
-        let seen = self.seen();
-        if !seen.listed.contains(&dir) {
-            return None;
-        }
-        match seen.by_dir.get(&dir) {
-            None => Some(Vec::new()),
-            Some(names) => self
-                .attrs
-                .fresh_all(names.iter().map(|(name, node)| (name, *node)), ttl),
-        }
+        self.seen
+            .with_listed(dir, |names| match names {
+                None => Some(Vec::new()),
+                Some(names) => self
+                    .attrs
+                    .fresh_all(names.iter().map(|(name, node)| (name, *node)), ttl),
+            })
+            .flatten()
     }
 
     pub(crate) fn offline_listing(&self, dir: NodeId) -> Option<Vec<(String, Attr)>> {
-        let names = self.seen().by_dir.get(&dir)?.clone();
+        let names = self.seen.dir(dir)?;
         Some(
             names
                 .into_iter()

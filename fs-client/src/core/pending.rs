@@ -687,7 +687,7 @@ impl FsCore {
     fn judged_here(&self, ov: &Overlay, op: &NsOp) -> bool {
         let emptiness_known = |dir: NodeId| {
             ov.created.contains(&dir)
-                || self.listing_known(dir)
+                || self.seen.listing_known(dir)
                 || self
                     .view_attr(ov, dir)
                     .is_some_and(|a| a.kind != NodeKind::Dir)
@@ -723,7 +723,7 @@ impl FsCore {
     fn view_entry(&self, ov: &Overlay, dir: NodeId, name: &str) -> Option<NodeId> {
         match ov.entry(dir, name) {
             Some(e) => e,
-            None => self.seen_entry(dir, name),
+            None => self.seen.entry(dir, name),
         }
     }
 
@@ -740,7 +740,7 @@ impl FsCore {
         if added.is_some_and(|d| d.values().any(Option::is_some)) {
             return true;
         }
-        self.seen_dir(dir).is_some_and(|names| {
+        self.seen.dir(dir).is_some_and(|names| {
             names
                 .keys()
                 .any(|n| added.is_none_or(|d| d.get(n) != Some(&None)))
@@ -917,7 +917,9 @@ impl FsCore {
             // says (a commit's answer that left the server before a link was made). Told
             // "no links", the kernel refuses to link the file again (ENOENT, without asking):
             // git clone then copied every object after the first.
-            if a.nlink == 0 && removed_at.is_some_and(|(d, n)| self.named_elsewhere(node, d, n)) {
+            if a.nlink == 0
+                && removed_at.is_some_and(|(d, n)| self.seen.named_elsewhere(node, d, n))
+            {
                 a.nlink = 1;
             }
             a.ctime = at;
@@ -944,13 +946,13 @@ impl FsCore {
                 kind,
                 ..
             } => {
-                self.remember_name(*parent, name, *id);
+                self.seen.remember(*parent, name, *id);
                 if *kind == NodeKind::Dir {
-                    self.remember_listing(*id, BTreeMap::new());
+                    self.seen.remember_listing(*id, BTreeMap::new());
                 }
             }
             NsOp::Remove { parent, name, .. } => {
-                self.forget_name(*parent, name);
+                self.seen.forget(*parent, name);
             }
             NsOp::Rename {
                 parent,
@@ -959,7 +961,7 @@ impl FsCore {
                 new_name,
                 expect,
                 mode,
-            } => self.rename_seen(
+            } => self.seen.rename(
                 (*parent, name),
                 (*new_parent, new_name),
                 *expect,
@@ -1231,12 +1233,12 @@ impl FsCore {
         for (dir, names) in &overlay.names {
             let dir = self.pending.alias(*dir);
             self.forget_attr(dir);
-            self.forget_listing(dir);
+            self.virtuals.forget_listing(dir);
             self.kernel_inode(dir, false);
             // Its names are not all known any more.
-            self.unlist(dir);
+            self.seen.unlist(dir);
             for name in names.keys() {
-                self.forget_name(dir, name);
+                self.seen.forget(dir, name);
                 self.kernel_entry(dir, name);
             }
         }

@@ -11,6 +11,8 @@ use super::{FsCore, FsError};
 use crate::sync::LockOrRecover;
 use shelf_protocol::{NodeId, NodeKind};
 use std::collections::{BTreeSet, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
 
 /// The reserved extended attribute that pins.
 pub const PIN_XATTR: &str = "user.shelf.pin";
@@ -21,15 +23,21 @@ pub const RESERVED_XATTR_PREFIX: &str = "user.shelf.";
 /// reached, EAGAIN after 10 s otherwise. How `shelf` commands see the mount's changes.
 pub const SYNC_XATTR: &str = "user.shelf.sync";
 
-#[derive(Default)]
+/// The pinned files and folders, saved in `CACHE/pins` at every change: owns its lock.
 pub struct Pins {
-    pub files: BTreeSet<NodeId>,
-    pub folders: BTreeSet<NodeId>,
+    path: PathBuf,
+    set: Mutex<PinSet>,
 }
 
-impl Pins {
-    pub fn load(path: &std::path::Path) -> Pins {
-        let mut pins = Pins::default();
+#[derive(Default)]
+struct PinSet {
+    files: BTreeSet<NodeId>,
+    folders: BTreeSet<NodeId>,
+}
+
+impl PinSet {
+    fn load(path: &Path) -> PinSet {
+        let mut pins = PinSet::default();
         let Ok(text) = std::fs::read_to_string(path) else {
             return pins;
         };
@@ -48,7 +56,7 @@ impl Pins {
         pins
     }
 
-    fn save(&self, path: &std::path::Path) -> std::io::Result<()> {
+    fn save(&self, path: &Path) -> std::io::Result<()> {
         let mut text = String::new();
         for n in &self.files {
             text.push_str(&format!("file {n}\n"));
@@ -62,28 +70,80 @@ impl Pins {
     }
 }
 
-impl FsCore {
-    fn pins_path(&self) -> std::path::PathBuf {
-        self.cache.root.join("pins")
+impl Pins {
+    /// The pins saved at `path` (none if it is missing).
+    pub fn load(path: &Path) -> Pins {
+        Pins {
+            path: path.to_path_buf(),
+            set: Mutex::new(PinSet::load(path)),
+        }
     }
 
-    pub(crate) fn is_pinned(&self, node: NodeId) -> bool {
-        let p = self.pins.lock_or_recover();
+    fn lock(&self) -> MutexGuard<'_, PinSet> {
+        self.set.lock_or_recover()
+    }
+
+    pub fn contains(&self, node: NodeId) -> bool {
+        let p = self.lock();
         p.files.contains(&node) || p.folders.contains(&node)
+    }
+
+    /// Whether anything is pinned.
+    pub fn any(&self) -> bool {
+        let p = self.lock();
+        !p.files.is_empty() || !p.folders.is_empty()
+    }
+
+    pub fn files(&self) -> Vec<NodeId> {
+        self.lock().files.iter().copied().collect()
+    }
+
+    pub fn folders(&self) -> Vec<NodeId> {
+        self.lock().folders.iter().copied().collect()
+    }
+
+    /// Pins a file or a folder and saves.
+    fn add(&self, node: NodeId, kind: NodeKind) -> Result<(), FsError> {
+        let mut pins = self.lock();
+        match kind {
+            NodeKind::File => pins.files.insert(node),
+            NodeKind::Dir => pins.folders.insert(node),
+            _ => return Err(FsError::Invalid),
+        };
+        Ok(pins.save(&self.path)?)
+    }
+
+    /// Unpins and saves; false if it was not pinned.
+    fn remove(&self, node: NodeId) -> Result<bool, FsError> {
+        let mut pins = self.lock();
+        let was = pins.files.remove(&node) | pins.folders.remove(&node);
+        if was {
+            pins.save(&self.path)?;
+        }
+        Ok(was)
+    }
+
+    /// Pins these files too (found in pinned folders) and saves if that changed anything.
+    fn add_files(&self, found: Vec<NodeId>) -> Result<(), FsError> {
+        let mut pins = self.lock();
+        let before = pins.files.len();
+        pins.files.extend(found);
+        if pins.files.len() != before {
+            pins.save(&self.path)?;
+        }
+        Ok(())
+    }
+}
+
+impl FsCore {
+    pub(crate) fn is_pinned(&self, node: NodeId) -> bool {
+        self.pins.contains(node)
     }
 
     /// Pins a file (downloading what is missing) or a folder.
     pub(crate) fn pin(&self, node: NodeId) -> Result<(), FsError> {
         let attr = self.server_attr(node)?;
-        {
-            let mut pins = self.pins.lock_or_recover();
-            match attr.kind {
-                NodeKind::File => pins.files.insert(node),
-                NodeKind::Dir => pins.folders.insert(node),
-                _ => return Err(FsError::Invalid),
-            };
-            pins.save(&self.pins_path())?;
-        }
+        self.pins.add(node, attr.kind)?;
         if attr.kind == NodeKind::File {
             self.fetch_pinned()?;
         }
@@ -91,13 +151,8 @@ impl FsCore {
     }
 
     pub(crate) fn unpin(&self, node: NodeId) -> Result<(), FsError> {
-        {
-            let mut pins = self.pins.lock_or_recover();
-            let was = pins.files.remove(&node) | pins.folders.remove(&node);
-            if !was {
-                return Err(FsError::NoAttribute);
-            }
-            pins.save(&self.pins_path())?;
+        if !self.pins.remove(node)? {
+            return Err(FsError::NoAttribute);
         }
         self.fetch_pinned()
     }
@@ -105,24 +160,13 @@ impl FsCore {
     /// Pins every file below the pinned folders, then makes the chunk cache hold every chunk
     /// of every pinned file's current version, downloading what is missing.
     pub fn refresh_pins(&self) -> Result<(), FsError> {
-        let folders: Vec<NodeId> = self
-            .pins
-            .lock_or_recover()
-            .folders
-            .iter()
-            .copied()
-            .collect();
+        let folders = self.pins.folders();
         let mut found = Vec::new();
         for f in folders {
             self.files_below(f, &mut found)?;
         }
         if !found.is_empty() {
-            let mut pins = self.pins.lock_or_recover();
-            let before = pins.files.len();
-            pins.files.extend(found);
-            if pins.files.len() != before {
-                pins.save(&self.pins_path())?;
-            }
+            self.pins.add_files(found)?;
         }
         self.fetch_pinned()
     }
@@ -134,7 +178,7 @@ impl FsCore {
                 self.remote.read_dir(dir, after.clone(), 1024)?;
             after = entries.last().map(|e| e.name.clone());
             for e in entries {
-                self.remember_name(dir, &e.name, e.attr.node);
+                self.seen.remember(dir, &e.name, e.attr.node);
                 match e.attr.kind {
                     NodeKind::File => out.push(e.attr.node),
                     NodeKind::Dir => self.files_below(e.attr.node, out)?,
@@ -149,7 +193,7 @@ impl FsCore {
 
     /// Recomputes the pinned chunk set and downloads what is missing.
     fn fetch_pinned(&self) -> Result<(), FsError> {
-        let files: Vec<NodeId> = self.pins.lock_or_recover().files.iter().copied().collect();
+        let files = self.pins.files();
         let mut want = HashSet::new();
         let mut per_file = Vec::new();
         for node in files {

@@ -15,7 +15,7 @@ use crate::sync::LockOrRecover;
 use shelf_protocol::names::VERSIONS_DIR;
 use shelf_protocol::{NodeId, NodeKind, VersionInfo};
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// Inode numbers at and above this are virtual entries.
@@ -31,9 +31,14 @@ enum Virtual {
     File(VersionInfo),
 }
 
-/// Virtual inodes and recent listings.
+/// Virtual inodes, recent listings and version manifests: owns its lock.
 #[derive(Default)]
 pub struct Virtuals {
+    inner: Mutex<Table>,
+}
+
+#[derive(Default)]
+struct Table {
     by_ino: HashMap<u64, Virtual>,
     dir_ino: HashMap<NodeId, u64>,
     file_ino: HashMap<(NodeId, u64), u64>,
@@ -42,7 +47,7 @@ pub struct Virtuals {
     manifests: HashMap<(NodeId, u64), Arc<Manifest>>,
 }
 
-impl Virtuals {
+impl Table {
     fn alloc(&mut self, v: Virtual) -> u64 {
         let ino = VIRTUAL_BASE + self.next;
         self.next += 1;
@@ -72,6 +77,60 @@ impl Virtuals {
     }
 }
 
+impl Virtuals {
+    fn lock(&self) -> MutexGuard<'_, Table> {
+        self.inner.lock_or_recover()
+    }
+
+    fn get(&self, ino: u64) -> Option<Virtual> {
+        self.lock().by_ino.get(&ino).cloned()
+    }
+
+    /// The inode of `dir`'s `.versions` folder.
+    fn dir_ino(&self, dir: NodeId) -> u64 {
+        self.lock().dir(dir)
+    }
+
+    /// The inodes of these versions, in order.
+    fn file_inos<'a>(&self, infos: impl IntoIterator<Item = &'a VersionInfo>) -> Vec<u64> {
+        let mut t = self.lock();
+        infos.into_iter().map(|i| t.file(i)).collect()
+    }
+
+    /// `dir`'s history listing if read less than [`LISTING_TTL`] ago.
+    fn fresh_listing(&self, dir: NodeId) -> Option<Arc<Vec<VersionInfo>>> {
+        let t = self.lock();
+        let (at, l) = t.listings.get(&dir)?;
+        (at.elapsed() < LISTING_TTL).then(|| l.clone())
+    }
+
+    fn put_listing(&self, dir: NodeId, list: Arc<Vec<VersionInfo>>) {
+        self.lock().listings.insert(dir, (Instant::now(), list));
+    }
+
+    /// Drops a directory's cached history listing.
+    pub(crate) fn forget_listing(&self, dir: NodeId) {
+        self.lock().listings.remove(&dir);
+    }
+
+    /// Drops every cached history listing.
+    pub(crate) fn forget_listings(&self) {
+        self.lock().listings.clear();
+    }
+
+    fn manifest(&self, node: NodeId, version: u64) -> Option<Arc<Manifest>> {
+        self.lock().manifests.get(&(node, version)).cloned()
+    }
+
+    fn put_manifest(&self, m: Arc<Manifest>, node: NodeId, version: u64) {
+        let mut t = self.lock();
+        if t.manifests.len() > 256 {
+            t.manifests.clear();
+        }
+        t.manifests.insert((node, version), m);
+    }
+}
+
 /// `NAME.vNN`: two digits, more once past 99.
 pub fn version_name(info: &VersionInfo) -> String {
     format!("{}.v{:02}", info.name, info.number)
@@ -82,16 +141,8 @@ pub fn is_virtual(ino: u64) -> bool {
 }
 
 impl FsCore {
-    fn virtuals(&self) -> std::sync::MutexGuard<'_, Virtuals> {
-        self.virtuals.lock_or_recover()
-    }
-
     fn virtual_of(&self, ino: u64) -> Result<Virtual, FsError> {
-        self.virtuals()
-            .by_ino
-            .get(&ino)
-            .cloned()
-            .ok_or(FsError::NotFound)
+        self.virtuals.get(ino).ok_or(FsError::NotFound)
     }
 
     /// Fails with EROFS if any of these inodes is a virtual entry.
@@ -104,27 +155,13 @@ impl FsCore {
 
     /// The history of a directory's files, from the server or a listing under a second old.
     fn listing(&self, dir: NodeId) -> Result<Arc<Vec<VersionInfo>>, FsError> {
-        if let Some((at, l)) = self.virtuals().listings.get(&dir) {
-            if at.elapsed() < LISTING_TTL {
-                return Ok(l.clone());
-            }
+        if let Some(l) = self.virtuals.fresh_listing(dir) {
+            return Ok(l);
         }
         self.settle_node(dir)?;
         let list = Arc::new(self.remote.list_versions(dir)?);
-        self.virtuals()
-            .listings
-            .insert(dir, (Instant::now(), list.clone()));
+        self.virtuals.put_listing(dir, list.clone());
         Ok(list)
-    }
-
-    /// Drops a directory's cached history listing.
-    pub(crate) fn forget_listing(&self, dir: NodeId) {
-        self.virtuals().listings.remove(&dir);
-    }
-
-    /// Drops every cached history listing.
-    pub(crate) fn forget_listings(&self) {
-        self.virtuals().listings.clear();
     }
 
     /// `lookup(DIR, ".versions")`.
@@ -134,7 +171,7 @@ impl FsCore {
         if attr.kind != NodeKind::Dir {
             return Err(FsError::NotFound);
         }
-        let ino = self.virtuals().dir(dir);
+        let ino = self.virtuals.dir_ino(dir);
         let mut stat = self.stat_of(&attr);
         stat.ino = ino;
         stat.perm = 0o555;
@@ -171,7 +208,7 @@ impl FsCore {
             .iter()
             .find(|i| version_name(i) == name)
             .ok_or(FsError::NotFound)?;
-        let ino = self.virtuals().file(info);
+        let ino = self.virtuals.file_inos([info])[0];
         Ok(self.version_stat(ino, info))
     }
 
@@ -211,9 +248,8 @@ impl FsCore {
             },
         ];
         let list = self.listing(dir)?;
-        let mut v = self.virtuals();
-        for info in list.iter() {
-            let ino = v.file(info);
+        let inos = self.virtuals.file_inos(list.iter());
+        for (info, ino) in list.iter().zip(inos) {
             items.push(DirItem {
                 name: version_name(info),
                 stat: self.version_stat(ino, info),
@@ -252,16 +288,12 @@ impl FsCore {
         node: NodeId,
         version: u64,
     ) -> Result<Arc<Manifest>, FsError> {
-        if let Some(m) = self.virtuals().manifests.get(&(node, version)) {
-            return Ok(m.clone());
+        if let Some(m) = self.virtuals.manifest(node, version) {
+            return Ok(m);
         }
         let chunks = self.remote.get_version(node, version)?.chunks;
         let m = Arc::new(Manifest::new(node, version, chunks));
-        let mut v = self.virtuals();
-        if v.manifests.len() > 256 {
-            v.manifests.clear();
-        }
-        v.manifests.insert((node, version), m.clone());
+        self.virtuals.put_manifest(m.clone(), node, version);
         Ok(m)
     }
 
