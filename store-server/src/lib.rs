@@ -15,6 +15,7 @@
 //! * [`authz`] — the one authorisation function every request passes.
 //! * [`handler`] — request → store call → response.
 //! * [`server`] — listener, per-connection task, limits, timeouts, graceful shutdown.
+//! * [`web`] — the web app (`--web ADDR`): another door onto the same handler.
 
 pub mod authz;
 pub mod chunkstore;
@@ -27,5 +28,6 @@ pub mod sealed_chunks;
 pub mod server;
 pub mod store;
 pub mod tls;
+pub mod web;
 
 pub use error::StoreError;

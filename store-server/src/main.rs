@@ -50,6 +50,10 @@ enum Command {
         /// chosen address is printed).
         #[arg(long, default_value = "127.0.0.1:7443")]
         listen: String,
+        /// Also serve the web app (HTTPS, same certificate and accounts) on this address,
+        /// e.g. 127.0.0.1:8443 (port 0 picks a free port; the URL is printed).
+        #[arg(long)]
+        web: Option<String>,
     },
     /// Re-wrap every account's data key under a new master key and replace the key file
     /// (the stored data is not rewritten; a running server does it and keeps serving).
@@ -364,7 +368,7 @@ fn run() -> anyhow::Result<()> {
                 AdminCommand::Conflicts { name, set },
             )?;
         }
-        Command::Run { data, listen } => {
+        Command::Run { data, listen, web } => {
             let (dir, mut store) = open_initialised(&data, &cli.master_key)?;
             if let Some(secs) = std::env::var("SHELF_LOCKOUT_SECS")
                 .ok()
@@ -388,7 +392,18 @@ fn run() -> anyhow::Result<()> {
                         data.join(control::SOCKET).display()
                     )
                 })?;
+                let web_listener = match &web {
+                    Some(w) => Some(
+                        tokio::net::TcpListener::bind(w)
+                            .await
+                            .with_context(|| format!("cannot listen on {w} for the web app"))?,
+                    ),
+                    None => None,
+                };
                 println!("shelf-server listening on {addr}");
+                if let Some(l) = &web_listener {
+                    println!("web app on https://{}/", l.local_addr()?);
+                }
                 println!(
                     "fingerprint {}",
                     shelf_server::tls::fingerprint_of_file(&dir.cert())?
@@ -408,8 +423,21 @@ fn run() -> anyhow::Result<()> {
                 });
                 let store = Arc::new(store);
                 let control = tokio::spawn(control::serve(control, store.clone(), rx.clone()));
+                let web = web_listener.map(|l| {
+                    tokio::spawn(shelf_server::web::serve(
+                        l,
+                        tls.clone(),
+                        store.clone(),
+                        rx.clone(),
+                    ))
+                });
                 shelf_server::server::serve(listener, tls, store, rx).await?;
                 let _ = control.await;
+                if let Some(w) = web {
+                    if let Ok(Err(e)) = w.await {
+                        tracing::warn!(error = %e, "the web app stopped with an error");
+                    }
+                }
                 anyhow::Ok(())
             })?;
         }

@@ -50,6 +50,8 @@ pub struct Server {
     pub addr: String,
     pub fingerprint: String,
     pub data: PathBuf,
+    /// The web app's URL (`https://127.0.0.1:PORT/`) when started with [`Server::start_web`].
+    pub web: Option<String>,
     env: Vec<(String, String)>,
     _dir: tempfile::TempDir,
 }
@@ -63,6 +65,15 @@ impl Server {
     /// [`Server::start`] with extra environment for the server process (e.g. a short
     /// `SHELF_LEASE_SECS`).
     pub fn start_with_env(users: &[(&str, &str, &str)], env: &[(&str, &str)]) -> Server {
+        Server::start_full(users, env, false)
+    }
+
+    /// [`Server::start`] with the web app on a free loopback port too (`--web`).
+    pub fn start_web(users: &[(&str, &str, &str)]) -> Server {
+        Server::start_full(users, &[], true)
+    }
+
+    fn start_full(users: &[(&str, &str, &str)], env: &[(&str, &str)], web: bool) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
         let data = dir.path().join("data");
         let out = Command::new(server_bin())
@@ -97,6 +108,7 @@ impl Server {
             addr: "127.0.0.1:0".into(),
             fingerprint,
             data,
+            web: web.then(String::new),
             env: env
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -112,6 +124,10 @@ impl Server {
         cmd.args(["run", "--data"])
             .arg(&self.data)
             .args(["--listen", &self.addr])
+            .args(match self.web {
+                Some(_) => &["--web", "127.0.0.1:0"][..],
+                None => &[],
+            })
             .env("SHELF_LOG", "warn")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::piped())
@@ -135,6 +151,13 @@ impl Server {
                     .map(str::to_string)
             })
             .expect("the server prints its address");
+        if self.web.is_some() {
+            self.web = lines
+                .next()
+                .and_then(Result::ok)
+                .and_then(|l| l.strip_prefix("web app on ").map(str::to_string));
+            assert!(self.web.is_some(), "the server prints the web app's URL");
+        }
         // Keep draining stdout so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         self.addr = addr;

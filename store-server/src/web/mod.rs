@@ -1,0 +1,209 @@
+//! The web door: an HTTPS server (`shelf-server run --web ADDR`) with pages for signing in,
+//! browsing and downloading. It is another door onto the store: every page turns into
+//! protocol [`Request`](shelf_protocol::Request)s run by [`crate::handler::handle`] for the
+//! browser's session, so the one authorisation function and the store's own checks decide
+//! what a browser may see and do; nothing here decides it.
+//!
+//! * [`sessions`] — sign-in (a device login), cookies, CSRF tokens.
+//! * [`pages`] — the HTML pages (askama templates under `store-server/templates/`).
+//! * [`download`] — file downloads with HTTP ranges.
+//!
+//! Connections: TLS 1.3 only (the server's certificate), HTTP/1.1 by hyper, a handshake
+//! timeout and a connection limit like the protocol listener's. Every answer carries
+//! security headers (a strict Content-Security-Policy, no framing, no sniffing).
+
+pub mod download;
+pub mod pages;
+pub mod sessions;
+
+use crate::store::Store;
+use axum::http::{header, HeaderMap, HeaderValue, Request, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use shelf_protocol::{ErrorCode, WireError};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio_rustls::TlsAcceptor;
+
+/// Most simultaneous browser connections.
+pub const MAX_CONNECTIONS: usize = 1024;
+/// Time a browser has to finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What every page handler shares.
+pub struct Web {
+    pub store: Arc<Store>,
+    pub sessions: sessions::WebSessions,
+}
+
+/// The address of the browser a request came from.
+#[derive(Clone, Copy)]
+pub struct Peer(pub IpAddr);
+
+/// The router: every route of the web app.
+pub fn router(web: Arc<Web>) -> axum::Router {
+    use axum::routing::{get, post};
+    axum::Router::new()
+        .route("/", get(pages::home))
+        .route("/login", get(pages::login_page).post(pages::login))
+        .route("/logout", post(pages::logout))
+        .route("/files", get(pages::home))
+        .route("/files/", get(pages::browse_root))
+        .route("/files/{*path}", get(pages::browse))
+        .route("/dl/{*path}", get(download::download))
+        .route("/static/app.css", get(pages::stylesheet))
+        .layer(axum::middleware::from_fn(security_headers))
+        .with_state(web)
+}
+
+/// Serves the web app on `listener` until `shutdown` turns true.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    store: Arc<Store>,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    // The protocol listener's config, plus ALPN so browsers know to speak HTTP/1.1.
+    let mut config = (*tls).clone();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let acceptor = TlsAcceptor::from(Arc::new(config));
+    let web = Arc::new(Web {
+        store,
+        sessions: sessions::WebSessions::new()?,
+    });
+    let app = router(web);
+    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let permit = tokio::select! {
+            p = limit.clone().acquire_owned() => p.map_err(std::io::Error::other)?,
+            _ = shutdown.changed() => break,
+        };
+        let (tcp, peer) = tokio::select! {
+            a = listener.accept() => match a {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "web: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let app = app.clone().layer(axum::Extension(Peer(peer.ip())));
+        let mut stop = shutdown.clone();
+        tokio::spawn(async move {
+            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "web: TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let service = hyper_util::service::TowerToHyperService::new(app);
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(30))
+                .serve_connection(hyper_util::rt::TokioIo::new(tls), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!(%peer, error = %e, "web: connection ended");
+                    }
+                }
+                _ = stop.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
+                }
+            }
+            drop(permit);
+        });
+    }
+    Ok(())
+}
+
+/// Adds the headers every answer carries.
+async fn security_headers(req: Request<axum::body::Body>, next: Next) -> Response {
+    let mut resp = next.run(req).await;
+    let h = resp.headers_mut();
+    let set = |h: &mut HeaderMap, name: header::HeaderName, value: &'static str| {
+        h.entry(name).or_insert(HeaderValue::from_static(value));
+    };
+    set(
+        h,
+        header::CONTENT_SECURITY_POLICY,
+        "default-src 'none'; style-src 'self'; img-src 'self'; media-src 'self'; \
+         script-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; \
+         base-uri 'none'",
+    );
+    set(h, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
+    set(h, header::X_FRAME_OPTIONS, "DENY");
+    set(h, header::REFERRER_POLICY, "no-referrer");
+    set(
+        h,
+        header::STRICT_TRANSPORT_SECURITY,
+        "max-age=31536000; includeSubDomains",
+    );
+    set(h, header::CACHE_CONTROL, "no-store");
+    resp
+}
+
+/// A store error as a page: status by kind, the store's message as plain text.
+pub struct WebError(pub WireError);
+
+impl From<WireError> for WebError {
+    fn from(e: WireError) -> WebError {
+        WebError(e)
+    }
+}
+
+impl From<ErrorCode> for WebError {
+    fn from(code: ErrorCode) -> WebError {
+        WebError(WireError::from(code))
+    }
+}
+
+impl IntoResponse for WebError {
+    fn into_response(self) -> Response {
+        let status = match self.0.code {
+            ErrorCode::NotFound => StatusCode::NOT_FOUND,
+            ErrorCode::PermissionDenied | ErrorCode::ReadOnly => StatusCode::FORBIDDEN,
+            ErrorCode::AuthRequired | ErrorCode::AuthFailed | ErrorCode::SessionExpired => {
+                StatusCode::UNAUTHORIZED
+            }
+            ErrorCode::Locked => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::InvalidArgument | ErrorCode::InvalidName => StatusCode::BAD_REQUEST,
+            ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        (status, self.0.message).into_response()
+    }
+}
+
+/// Runs blocking store work off the async threads.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, WireError> + Send + 'static,
+) -> Result<T, WebError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(WebError),
+        Err(_) => Err(WebError::from(ErrorCode::Internal)),
+    }
+}
+
+/// A cookie's value from the request headers.
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}

@@ -1,0 +1,143 @@
+//! Browser sessions: a login from the web is a device login like a mount's (same password
+//! check, lockout and alerts in the store), named `web-XXXXXXXX` (random), so it is listed
+//! and revoked with the account's devices. The cookie holds the session's token; the server
+//! keeps one [`Session`] per token (resumed after a restart, dropped when the store no
+//! longer knows the token). Every change a page makes carries a CSRF token derived from the
+//! session token with a key drawn at start, compared in constant time.
+
+use crate::handler::{handle, Session};
+use crate::store::Store;
+use shelf_protocol::sync::LockOrRecover;
+use shelf_protocol::{ErrorCode, NodeId, Request, Response, Role, WireError};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+/// Name of the session cookie.
+pub const COOKIE: &str = "shelf_session";
+/// Sessions kept in memory at most (the oldest go first; they resume from their token).
+const MAX_SESSIONS: usize = 4096;
+
+/// One signed-in browser.
+pub struct WebSession {
+    pub session: Session,
+    pub token: String,
+    pub user: String,
+    pub role: Role,
+    pub root: NodeId,
+}
+
+impl WebSession {
+    /// Runs one store request through the protocol handler (and so the one authorisation
+    /// function) as this session.
+    pub fn call(&self, store: &Store, req: Request) -> Result<Response, WireError> {
+        handle(store, &self.session, req)
+    }
+}
+
+/// The sessions of every browser signed in to this server.
+pub struct WebSessions {
+    by_token: Mutex<HashMap<String, Arc<WebSession>>>,
+    csrf_key: [u8; 32],
+}
+
+impl WebSessions {
+    pub fn new() -> std::io::Result<WebSessions> {
+        let mut csrf_key = [0u8; 32];
+        getrandom::getrandom(&mut csrf_key).map_err(|e| std::io::Error::other(e.to_string()))?;
+        Ok(WebSessions {
+            by_token: Mutex::new(HashMap::new()),
+            csrf_key,
+        })
+    }
+
+    /// Signs in; the error is the store's (wrong password, locked account, throttled).
+    pub fn login(
+        &self,
+        store: &Store,
+        peer: IpAddr,
+        user: &str,
+        password: &str,
+    ) -> Result<Arc<WebSession>, WireError> {
+        let session = Session::for_peer(peer);
+        let mut tag = [0u8; 4];
+        getrandom::getrandom(&mut tag).map_err(|_| WireError::from(ErrorCode::Internal))?;
+        let answer = handle(
+            store,
+            &session,
+            Request::Login {
+                user: user.to_string(),
+                password: password.to_string(),
+                device: format!("web-{}", hex::encode(tag)),
+            },
+        )?;
+        self.keep(session, answer)
+    }
+
+    /// The session a cookie names: kept here, or resumed from the store (after a restart).
+    /// None when the token is unknown or revoked.
+    pub fn get(&self, store: &Store, peer: IpAddr, token: &str) -> Option<Arc<WebSession>> {
+        if let Some(s) = self.by_token.lock_or_recover().get(token) {
+            if s.session.ctx().is_some() {
+                return Some(s.clone());
+            }
+        }
+        let session = Session::for_peer(peer);
+        let answer = handle(
+            store,
+            &session,
+            Request::Resume {
+                token: token.to_string(),
+            },
+        )
+        .ok()?;
+        self.keep(session, answer).ok()
+    }
+
+    fn keep(&self, session: Session, answer: Response) -> Result<Arc<WebSession>, WireError> {
+        let Response::Session {
+            token,
+            user,
+            role,
+            root,
+        } = answer
+        else {
+            return Err(WireError::from(ErrorCode::Internal));
+        };
+        let web = Arc::new(WebSession {
+            session,
+            token: token.clone(),
+            user,
+            role,
+            root: root.node,
+        });
+        let mut map = self.by_token.lock_or_recover();
+        if map.len() >= MAX_SESSIONS {
+            map.clear();
+        }
+        map.insert(token, web.clone());
+        Ok(web)
+    }
+
+    /// Signs out: the token is revoked in the store and forgotten here.
+    pub fn logout(&self, store: &Store, web: &WebSession) {
+        let _ = web.call(store, Request::Logout);
+        self.by_token.lock_or_recover().remove(&web.token);
+    }
+
+    /// The CSRF token of a session.
+    pub fn csrf(&self, web: &WebSession) -> String {
+        blake3::keyed_hash(&self.csrf_key, web.token.as_bytes()).to_hex()[..32].to_string()
+    }
+
+    /// Whether `given` is the session's CSRF token (constant time).
+    pub fn csrf_ok(&self, web: &WebSession, given: &str) -> bool {
+        let want = self.csrf(web);
+        want.len() == given.len()
+            && want
+                .bytes()
+                .zip(given.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    }
+}

@@ -1,0 +1,324 @@
+//! End-to-end: the web app of a real `shelf-server --web`, driven with curl (a real HTTP
+//! client; the browser tests come with the pages that need JavaScript). Files are put in
+//! through a real mount of the same account, so what the browser sees is what devices see.
+
+use shelf_tests::*;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// One browser: a cookie jar and the server's web URL.
+struct Browser {
+    base: String,
+    jar: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+/// An answer: status, headers (lower-cased names), body.
+struct Answer {
+    status: u16,
+    headers: String,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    fn header(&self, name: &str) -> Option<String> {
+        self.headers.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            (k.trim().eq_ignore_ascii_case(name)).then(|| v.trim().to_string())
+        })
+    }
+}
+
+impl Browser {
+    fn new(server: &Server) -> Browser {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Browser {
+            base: server
+                .web
+                .clone()
+                .expect("web app")
+                .trim_end_matches('/')
+                .to_string(),
+            jar: dir.path().join("cookies"),
+            dir,
+        }
+    }
+
+    fn curl(&self, path: &str, args: &[&str]) -> Answer {
+        let headers = self.dir.path().join("headers");
+        let body = self.dir.path().join("body");
+        let out = Command::new("curl")
+            .args(["-sk", "--path-as-is", "-c"])
+            .arg(&self.jar)
+            .arg("-b")
+            .arg(&self.jar)
+            .arg("-D")
+            .arg(&headers)
+            .arg("-o")
+            .arg(&body)
+            .args(["-w", "%{http_code}"])
+            .args(args)
+            .arg(format!("{}{path}", self.base))
+            .output()
+            .expect("curl");
+        Answer {
+            status: String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .parse()
+                .unwrap_or(0),
+            headers: std::fs::read_to_string(&headers).unwrap_or_default(),
+            body: std::fs::read(&body).unwrap_or_default(),
+        }
+    }
+
+    fn get(&self, path: &str) -> Answer {
+        self.curl(path, &[])
+    }
+
+    fn post(&self, path: &str, form: &[(&str, &str)]) -> Answer {
+        let mut args = Vec::new();
+        for (k, v) in form {
+            args.push("--data-urlencode".to_string());
+            args.push(format!("{k}={v}"));
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.curl(path, &args)
+    }
+
+    fn cookie(&self, name: &str) -> Option<String> {
+        std::fs::read_to_string(&self.jar)
+            .ok()?
+            .lines()
+            .find_map(|l| {
+                let f: Vec<&str> = l.split('\t').collect();
+                (f.len() == 7 && f[5] == name).then(|| f[6].to_string())
+            })
+    }
+
+    /// Signs in through the form, as a browser does (the form's cookie goes along).
+    fn sign_in(&self, user: &str, password: &str) -> Answer {
+        let page = self.get("/login");
+        assert_eq!(page.status, 200);
+        let csrf = self
+            .cookie("shelf_login")
+            .expect("the form sets its cookie");
+        assert!(page.text().contains(&csrf), "the form carries the token");
+        self.post(
+            "/login",
+            &[("user", user), ("password", password), ("csrf", &csrf)],
+        )
+    }
+
+    /// The CSRF token a signed-in page carries.
+    fn csrf(&self) -> String {
+        let page = self.get("/files/").text();
+        let at = page
+            .find("name=\"csrf\" value=\"")
+            .expect("a form with a token")
+            + 19;
+        page[at..at + 32].to_string()
+    }
+}
+
+fn sha(path: &Path) -> Vec<u8> {
+    std::fs::read(path).expect("read")
+}
+
+#[test]
+fn sign_in_browse_and_download_with_ranges() {
+    let server = Server::start_web(&[("alice", "pw", "user")]);
+    let dev = Device::new();
+    dev.login(&server, "alice", "pw", "laptop");
+    let m = dev.mount();
+    m.sh("head -c 3000000 /dev/urandom > photos/personal/big.jpg \
+          && echo hi > 'photos/personal/<img src=x onerror=alert(1)>.jpg' \
+          && echo page > photos/personal/page.html \
+          && mkdir photos/personal/Trip && echo ü > 'photos/personal/Trip/résumé.txt' && sync");
+    // (`sync` returns once every change is committed on the server: SEMANTICS.md.)
+
+    let b = Browser::new(&server);
+    // Not signed in: every page sends to the sign-in form.
+    let a = b.get("/files/photos/");
+    assert_eq!(a.status, 303);
+    assert_eq!(a.header("location").as_deref(), Some("/login"));
+
+    // A wrong password is refused with a plain message, and no session cookie is set.
+    let a = b.sign_in("alice", "nope");
+    assert_eq!(a.status, 401);
+    assert!(
+        a.text().contains("Wrong user name or password"),
+        "{}",
+        a.text()
+    );
+    assert!(b.cookie("shelf_session").is_none());
+
+    // Signing in sets a Secure, HttpOnly, SameSite=Strict cookie.
+    let a = b.sign_in("alice", "pw");
+    assert_eq!(a.status, 303, "{}", a.text());
+    let set = a.header("set-cookie").expect("a session cookie");
+    for flag in ["shelf_session=", "Secure", "HttpOnly", "SameSite=Strict"] {
+        assert!(set.contains(flag), "{set}");
+    }
+    // Every page carries the security headers.
+    let page = b.get("/files/photos/personal/");
+    assert_eq!(page.status, 200);
+    let csp = page.header("content-security-policy").unwrap_or_default();
+    assert!(csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"));
+    assert_eq!(
+        page.header("x-content-type-options").as_deref(),
+        Some("nosniff")
+    );
+
+    // The listing: folders first, breadcrumbs, names escaped (the file name is text).
+    let html = page.text();
+    assert!(html.contains(">Trip/</a>"), "{html}");
+    assert!(
+        html.contains("&#60;img src=x onerror=alert(1)&#62;.jpg")
+            || html.contains("&lt;img src=x onerror=alert(1)&gt;.jpg"),
+        "{html}"
+    );
+    assert!(!html.contains("<img src=x"), "a file name became markup");
+    assert!(html.contains("href=\"/files/photos/\""), "breadcrumbs");
+    assert!(html.find("Trip/").unwrap() < html.find("big.jpg").unwrap());
+    let sub = b.get("/files/photos/personal/Trip/").text();
+    assert!(sub.contains("r%C3%A9sum%C3%A9.txt"), "{sub}");
+
+    // A whole download is byte-identical, shown inline for a picture.
+    let a = b.get("/dl/photos/personal/big.jpg");
+    assert_eq!(a.status, 200);
+    assert_eq!(a.body, sha(&m.path.join("photos/personal/big.jpg")));
+    assert_eq!(a.header("content-type").as_deref(), Some("image/jpeg"));
+    assert_eq!(a.header("accept-ranges").as_deref(), Some("bytes"));
+    // A range: only those bytes, 206 with Content-Range (a resumed download, a video seek).
+    let whole = a.body;
+    let a = b.curl(
+        "/dl/photos/personal/big.jpg",
+        &["-H", "Range: bytes=1000000-1999999"],
+    );
+    assert_eq!(a.status, 206);
+    assert_eq!(
+        a.header("content-range").as_deref(),
+        Some("bytes 1000000-1999999/3000000")
+    );
+    assert_eq!(a.body, whole[1_000_000..2_000_000]);
+    let a = b.curl("/dl/photos/personal/big.jpg", &["-H", "Range: bytes=-100"]);
+    assert_eq!(a.body, whole[whole.len() - 100..]);
+    let a = b.curl(
+        "/dl/photos/personal/big.jpg",
+        &["-H", "Range: bytes=3000000-"],
+    );
+    assert_eq!(a.status, 416);
+    assert_eq!(
+        a.header("content-range").as_deref(),
+        Some("bytes */3000000")
+    );
+    // curl's own resume: the rest of a half-written file.
+    let part = b.dir.path().join("part");
+    std::fs::write(&part, &whole[..1_234_567]).expect("write");
+    let out = Command::new("curl")
+        .args(["-sk", "-b"])
+        .arg(&b.jar)
+        .args(["-C", "-", "-o"])
+        .arg(&part)
+        .arg(format!("{}/dl/photos/personal/big.jpg", b.base))
+        .output()
+        .expect("curl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read(&part).expect("read"), whole);
+
+    // HTML from the store is never shown as a page of this site.
+    let a = b.get("/dl/photos/personal/page.html");
+    assert_eq!(a.status, 200);
+    assert!(a
+        .header("content-disposition")
+        .unwrap_or_default()
+        .starts_with("attachment"));
+    assert_eq!(
+        a.header("content-type").as_deref(),
+        Some("application/octet-stream")
+    );
+    assert!(a
+        .header("content-security-policy")
+        .unwrap_or_default()
+        .contains("sandbox"));
+    // UTF-8 names survive (RFC 6266 filename*).
+    let a = b.get("/dl/photos/personal/Trip/r%C3%A9sum%C3%A9.txt");
+    assert_eq!(a.text(), "ü\n");
+    assert!(a
+        .header("content-disposition")
+        .unwrap_or_default()
+        .contains("filename*=UTF-8''r%C3%A9sum%C3%A9.txt"));
+
+    // Names that climb are refused, not resolved; missing files are 404.
+    assert_eq!(b.get("/files/photos/../../etc/").status, 400);
+    assert_eq!(b.get("/dl/photos/%2e%2e/x").status, 400);
+    assert_eq!(b.get("/dl/photos/personal/missing.jpg").status, 404);
+
+    // Signing out needs the page's CSRF token; after it the cookie is worthless.
+    let token = b.cookie("shelf_session").expect("signed in");
+    let a = b.post("/logout", &[("csrf", "0123456789abcdef0123456789abcdef")]);
+    assert_eq!(a.status, 403);
+    let csrf = b.csrf();
+    let a = b.post("/logout", &[("csrf", &csrf)]);
+    assert_eq!(a.status, 303);
+    let stale = Browser::new(&server);
+    std::fs::write(
+        &stale.jar,
+        format!("127.0.0.1\tFALSE\t/\tTRUE\t0\tshelf_session\t{token}\n"),
+    )
+    .expect("jar");
+    assert_eq!(
+        stale.get("/files/").status,
+        303,
+        "a revoked session still works"
+    );
+    m.unmount();
+}
+
+#[test]
+fn a_sign_in_without_its_form_and_tls_below_1_3_are_refused() {
+    let server = Server::start_web(&[("alice", "pw", "user")]);
+    let b = Browser::new(&server);
+    // A form posted from elsewhere (no form cookie): refused, no session.
+    let a = b.post(
+        "/login",
+        &[("user", "alice"), ("password", "pw"), ("csrf", "x")],
+    );
+    assert_eq!(a.status, 403);
+    assert!(b.cookie("shelf_session").is_none());
+    // TLS 1.2 at most: the handshake fails.
+    let out = Command::new("curl")
+        .args(["-sk", "--tls-max", "1.2", "-o", "/dev/null"])
+        .arg(format!("{}/login", b.base))
+        .output()
+        .expect("curl");
+    assert!(!out.status.success(), "a TLS 1.2 handshake succeeded");
+    // Another account's session sees only its own store.
+    let dev = Device::new();
+    dev.login(&server, "alice", "pw", "laptop");
+    let m = dev.mount();
+    m.sh("echo secret > files/personal/s.txt && sync");
+    drop(m);
+    let out = Command::new(server_bin())
+        .args(["user", "add", "bob", "--data"])
+        .arg(&server.data)
+        .env("SHELF_PASSWORD", "pw2")
+        .output()
+        .expect("user add");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bob = Browser::new(&server);
+    assert_eq!(bob.sign_in("bob", "pw2").status, 303);
+    assert_eq!(bob.get("/dl/files/personal/s.txt").status, 404);
+    assert!(!bob.get("/files/files/personal/").text().contains("s.txt"));
+}
