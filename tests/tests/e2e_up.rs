@@ -51,6 +51,18 @@ fn shelf_up_sets_everything_up_and_down_stops_it() {
         assert!(mnt.join(cat).is_dir(), "{cat}");
     }
     sh_in(&mnt, "printf 'kept\\n' > files/personal/note.txt");
+    // The local server serves the web app too, and `shelf up` says where.
+    let url = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("- in a browser: "))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no web address in {text}"));
+    let page = Command::new("curl")
+        .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}"])
+        .arg(format!("{url}login"))
+        .output()
+        .expect("curl");
+    assert_eq!(String::from_utf8_lossy(&page.stdout), "200", "{url}");
 
     let again = shelf(home.path()).arg("up").output().expect("shelf up");
     assert!(again.status.success());

@@ -93,8 +93,30 @@ fn server_pid(data: &Path) -> Option<i32> {
         .then_some(pid)
 }
 
-/// Starts the local server in the background; returns the address it listens on.
+/// Where the local server's web app should listen (`SHELF_WEB`, else 127.0.0.1:8443).
+fn preferred_web() -> String {
+    std::env::var("SHELF_WEB").unwrap_or_else(|_| "127.0.0.1:8443".into())
+}
+
+/// Starts the local server in the background with its web app (on the preferred address,
+/// else on a free port); returns the address it listens on. The web app's URL is kept in
+/// `DATA/server.web`.
 fn start_server(bin: &Path, data: &Path, listen: &str) -> anyhow::Result<String> {
+    match start_server_with(bin, data, listen, &preferred_web()) {
+        Ok(a) => Ok(a),
+        Err(_) => start_server_with(bin, data, listen, "127.0.0.1:0"),
+    }
+}
+
+/// The local server's web app URL, when it runs.
+fn web_url(data: &Path) -> Option<String> {
+    server_pid(data)?;
+    std::fs::read_to_string(data.join("server.web"))
+        .ok()
+        .map(|u| u.trim().to_string())
+}
+
+fn start_server_with(bin: &Path, data: &Path, listen: &str, web: &str) -> anyhow::Result<String> {
     let out_path = data.join("server.out");
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -104,7 +126,7 @@ fn start_server(bin: &Path, data: &Path, listen: &str) -> anyhow::Result<String>
     let mut cmd = Command::new(bin);
     cmd.args(["run", "--data"])
         .arg(data)
-        .args(["--listen", listen])
+        .args(["--listen", listen, "--web", web])
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(log);
@@ -119,12 +141,14 @@ fn start_server(bin: &Path, data: &Path, listen: &str) -> anyhow::Result<String>
     let start = Instant::now();
     loop {
         let text = std::fs::read_to_string(&out_path).unwrap_or_default();
-        if let Some(addr) = text
+        let addr = text
             .lines()
-            .find_map(|l| l.strip_prefix("shelf-server listening on "))
-        {
+            .find_map(|l| l.strip_prefix("shelf-server listening on "));
+        let url = text.lines().find_map(|l| l.strip_prefix("web app on "));
+        if let (Some(addr), Some(url)) = (addr, url) {
             std::fs::write(data.join("server.pid"), child.id().to_string())?;
             std::fs::write(data.join("server.addr"), addr)?;
+            std::fs::write(data.join("server.web"), url)?;
             return Ok(addr.to_string());
         }
         if let Some(status) = child.try_wait()? {
@@ -298,6 +322,12 @@ pub fn up(dir: Option<PathBuf>) -> anyhow::Result<()> {
         "  - server {} as {}; `shelf status` shows more",
         login.server, login.user
     );
+    if let Some(url) = web_url(&data) {
+        println!(
+            "  - in a browser: {url} (sign in as {}; the browser will ask you to accept the server's own certificate)",
+            login.user
+        );
+    }
     println!("To stop: `shelf down` (unmounts after uploading, and stops the local server).");
     Ok(())
 }
