@@ -13,7 +13,7 @@
 
 pub mod blocking;
 pub mod cache;
-pub mod chunker;
+pub use shelf_protocol::chunker;
 pub mod config;
 pub mod core;
 pub mod fuse;

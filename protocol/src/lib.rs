@@ -15,6 +15,7 @@
 
 pub mod category;
 pub mod chunk;
+pub mod chunker;
 pub mod error;
 pub mod frame;
 pub mod messages;

@@ -3,7 +3,7 @@
 //! Average 64 KiB, min 16 KiB, max 256 KiB: a small edit in a large file re-sends about one
 //! chunk.
 
-use shelf_protocol::{ChunkId, ChunkRef};
+use crate::{ChunkId, ChunkRef};
 use std::io::Read;
 
 pub const MIN_CHUNK: u32 = 16 << 10;
@@ -25,40 +25,91 @@ pub fn chunk_stream<R: Read>(
     chunk_stream_buffered(reader, READ_BUF, each)
 }
 
-/// [`chunk_stream`] with a given buffer size (at least [`MAX_CHUNK`]). The cut points are
-/// those of chunking the whole stream at once: a chunk that ends at the buffer's end may
-/// have been cut short, so it is chunked again with more data behind it.
+/// [`chunk_stream`] with a given buffer size (at least [`MAX_CHUNK`]).
 fn chunk_stream_buffered<R: Read>(
     mut reader: R,
     buf_len: usize,
     mut each: impl FnMut(ChunkRef, Vec<u8>) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
-    // Grown as data comes (never zero-filled up front): a small file costs a small buffer.
-    let cap = buf_len.max(MAX_CHUNK as usize);
-    let mut buf: Vec<u8> = Vec::new();
-    let mut eof = false;
+    let mut chunker = Chunker::with_buffer(buf_len);
+    let mut piece = vec![0u8; buf_len.clamp(64 << 10, 1 << 20)];
     loop {
-        if !eof && buf.len() < cap {
-            let want = (cap - buf.len()) as u64;
-            let n = loop {
-                match (&mut reader).take(want).read_to_end(&mut buf) {
-                    Ok(n) => break n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
-                }
-            };
-            eof = (n as u64) < want;
+        let n = match reader.read(&mut piece) {
+            Ok(0) => return chunker.finish(&mut each),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        chunker.push(&piece[..n], &mut each)?;
+    }
+}
+
+/// Chunking of a stream that arrives in pieces (a web upload's requests): the cut points
+/// are those of chunking the whole stream at once. Bytes wait in a buffer until it holds
+/// `cap` of them; a chunk that ends at the buffer's end may have been cut short, so it
+/// waits for more data behind it (or for [`Chunker::finish`]).
+pub struct Chunker {
+    buf: Vec<u8>,
+    cap: usize,
+}
+
+impl Default for Chunker {
+    fn default() -> Chunker {
+        Chunker::with_buffer(READ_BUF)
+    }
+}
+
+impl Chunker {
+    /// A chunker that works once `cap` bytes (at least [`MAX_CHUNK`]) are waiting.
+    pub fn with_buffer(cap: usize) -> Chunker {
+        Chunker {
+            buf: Vec::new(),
+            cap: cap.max(MAX_CHUNK as usize),
         }
-        if buf.is_empty() {
-            return Ok(());
+    }
+
+    /// Bytes received but not yet in a chunk.
+    pub fn pending(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Adds bytes; calls `each` for every chunk they complete, in order.
+    pub fn push<E>(
+        &mut self,
+        mut data: &[u8],
+        each: &mut impl FnMut(ChunkRef, Vec<u8>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        while !data.is_empty() {
+            let take = (self.cap - self.buf.len()).min(data.len());
+            self.buf.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.buf.len() >= self.cap {
+                self.cut(false, each)?;
+            }
         }
-        let end = buf.len();
+        Ok(())
+    }
+
+    /// The end of the stream: every byte left goes out in chunks.
+    pub fn finish<E>(
+        mut self,
+        each: &mut impl FnMut(ChunkRef, Vec<u8>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        self.cut(true, each)
+    }
+
+    fn cut<E>(
+        &mut self,
+        eof: bool,
+        each: &mut impl FnMut(ChunkRef, Vec<u8>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let end = self.buf.len();
         let mut done = 0;
-        for c in fastcdc::v2020::FastCDC::new(&buf, MIN_CHUNK, AVG_CHUNK, MAX_CHUNK) {
+        for c in fastcdc::v2020::FastCDC::new(&self.buf, MIN_CHUNK, AVG_CHUNK, MAX_CHUNK) {
             if !eof && c.offset + c.length == end {
                 break;
             }
-            let body = buf[c.offset..c.offset + c.length].to_vec();
+            let body = self.buf[c.offset..c.offset + c.length].to_vec();
             let r = ChunkRef {
                 id: chunk_id(&body),
                 len: c.length as u32,
@@ -66,10 +117,8 @@ fn chunk_stream_buffered<R: Read>(
             each(r, body)?;
             done = c.offset + c.length;
         }
-        if eof && done == end {
-            return Ok(());
-        }
-        buf.drain(..done);
+        self.buf.drain(..done);
+        Ok(())
     }
 }
 
@@ -85,6 +134,35 @@ mod tests {
         })
         .unwrap();
         out
+    }
+
+    /// Pieces of any size pushed into a [`Chunker`] give whole-stream chunking's cuts.
+    #[test]
+    fn pushed_pieces_chunk_as_the_whole_stream() {
+        let mut x: u64 = 7;
+        let data: Vec<u8> = (0..5_000_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let whole = refs(&data);
+        for piece in [1000usize, 65_536, 3 << 20, 8 << 20] {
+            let mut chunker = Chunker::with_buffer(1 << 20);
+            let mut got = Vec::new();
+            let mut each = |r: ChunkRef, body: Vec<u8>| {
+                assert_eq!(chunk_id(&body), r.id);
+                got.push(r);
+                Ok::<(), ()>(())
+            };
+            for p in data.chunks(piece) {
+                chunker.push(p, &mut each).unwrap();
+            }
+            chunker.finish(&mut each).unwrap();
+            assert_eq!(got, whole, "pieces of {piece}");
+        }
     }
 
     #[test]
