@@ -322,3 +322,183 @@ fn a_sign_in_without_its_form_and_tls_below_1_3_are_refused() {
     assert_eq!(bob.get("/dl/files/personal/s.txt").status, 404);
     assert!(!bob.get("/files/files/personal/").text().contains("s.txt"));
 }
+
+impl Browser {
+    /// A JSON call with the page's CSRF token.
+    fn api(&self, method: &str, path: &str, csrf: &str, json: Option<&str>) -> Answer {
+        let header = format!("X-CSRF-Token: {csrf}");
+        let mut args = vec!["-X", method, "-H", &header];
+        if let Some(j) = json {
+            args.extend(["-H", "Content-Type: application/json", "--data", j]);
+        }
+        self.curl(path, &args)
+    }
+
+    /// `PUT`s the bytes of `file` at `offset` of upload `id`.
+    fn put_piece(&self, id: &str, offset: u64, csrf: &str, file: &Path) -> Answer {
+        let header = format!("X-CSRF-Token: {csrf}");
+        let data = format!("@{}", file.display());
+        self.curl(
+            &format!("/api/upload/{id}?offset={offset}"),
+            &["-X", "PUT", "-H", &header, "--data-binary", &data],
+        )
+    }
+}
+
+fn json_field(text: &str, field: &str) -> String {
+    let at = text
+        .find(&format!("\"{field}\":"))
+        .unwrap_or_else(|| panic!("{field} in {text}"))
+        + field.len()
+        + 3;
+    text[at..]
+        .trim_start_matches('"')
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric())
+        .collect()
+}
+
+#[test]
+fn uploads_resume_and_commit_through_the_chunk_path_and_edits_reach_the_mount() {
+    let server = Server::start_web(&[("alice", "pw", "user"), ("vic", "pw", "viewer")]);
+    let dev = Device::new();
+    dev.login(&server, "alice", "pw", "laptop");
+    let m = dev.mount();
+    let b = Browser::new(&server);
+    assert_eq!(b.sign_in("alice", "pw").status, 303);
+    let csrf = b.csrf();
+
+    // 20 MiB in two pieces, with a "dropped connection" between them.
+    let data: Vec<u8> = (0..20u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let first = b.dir.path().join("first");
+    let rest = b.dir.path().join("rest");
+    std::fs::write(&first, &data[..9 << 20]).expect("write");
+    std::fs::write(&rest, &data[9 << 20..]).expect("write");
+    let size = data.len();
+    let start = format!(r#"{{"dir":"files/work","path":"Docs/report.bin","size":{size}}}"#);
+    // No CSRF header: refused.
+    assert_eq!(b.api("POST", "/api/upload", "", Some(&start)).status, 403);
+    let a = b.api("POST", "/api/upload", &csrf, Some(&start));
+    assert_eq!(a.status, 200, "{}", a.text());
+    let id = json_field(&a.text(), "id");
+    assert_eq!(b.put_piece(&id, 0, &csrf, &first).status, 200);
+    // The browser lost the answer and sends the first piece again: told where to go on.
+    let a = b.put_piece(&id, 0, &csrf, &first);
+    assert_eq!(a.status, 409);
+    assert_eq!(json_field(&a.text(), "offset"), (9u64 << 20).to_string());
+    let a = b.api("GET", &format!("/api/upload/{id}"), &csrf, None);
+    assert_eq!(json_field(&a.text(), "offset"), (9u64 << 20).to_string());
+    assert_eq!(b.put_piece(&id, 9 << 20, &csrf, &rest).status, 200);
+    let a = b.api("POST", &format!("/api/upload/{id}/finish"), &csrf, None);
+    assert_eq!(a.status, 200, "{}", a.text());
+    // The mount sees it (the change feed), byte for byte; the folder was made.
+    let path = m.path.join("files/work/Docs/report.bin");
+    assert!(
+        wait_until(std::time::Duration::from_secs(5), || std::fs::read(&path)
+            .ok()
+            .as_deref()
+            == Some(&data[..])),
+        "the upload did not reach the mount"
+    );
+    // Uploading it again changed makes a version, as a mount's save does.
+    let mut changed = data.clone();
+    changed[5_000_000] ^= 0xff;
+    let whole = b.dir.path().join("whole");
+    std::fs::write(&whole, &changed).expect("write");
+    let a = b.api("POST", "/api/upload", &csrf, Some(&start));
+    let id = json_field(&a.text(), "id");
+    // More than a request may carry: refused, nothing taken.
+    assert_eq!(b.put_piece(&id, 0, &csrf, &whole).status, 413);
+    std::fs::write(&first, &changed[..9 << 20]).expect("write");
+    std::fs::write(&rest, &changed[9 << 20..]).expect("write");
+    assert_eq!(b.put_piece(&id, 0, &csrf, &first).status, 200);
+    assert_eq!(b.put_piece(&id, 9 << 20, &csrf, &rest).status, 200);
+    assert_eq!(
+        b.api("POST", &format!("/api/upload/{id}/finish"), &csrf, None)
+            .status,
+        200
+    );
+    assert!(wait_until(
+        std::time::Duration::from_secs(5),
+        || std::fs::read(&path).ok().as_deref() == Some(&changed[..])
+    ));
+    assert_eq!(
+        m.sh("ls files/work/Docs/.versions"),
+        "report.bin.v01\nreport.bin.v02\n"
+    );
+    assert_eq!(
+        std::fs::read(m.path.join("files/work/Docs/.versions/report.bin.v01")).expect("v01"),
+        data
+    );
+
+    // New folder, rename, move, delete (a folder with its content).
+    let ok = |a: Answer| assert_eq!(a.status, 200, "{}", a.text());
+    ok(b.api(
+        "POST",
+        "/api/mkdir",
+        &csrf,
+        Some(r#"{"dir":"files/work","name":"Old"}"#),
+    ));
+    ok(b.api(
+        "POST",
+        "/api/rename",
+        &csrf,
+        Some(r#"{"dir":"files/work","name":"Old","new_name":"Archive"}"#),
+    ));
+    ok(b.api(
+        "POST",
+        "/api/move",
+        &csrf,
+        Some(r#"{"dir":"files/work","names":["Docs"],"to":"files/work/Archive"}"#),
+    ));
+    assert!(wait_until(std::time::Duration::from_secs(5), || m
+        .sh("ls files/work/Archive 2>/dev/null")
+        == "Docs\n"));
+    assert_eq!(
+        std::fs::read(m.path.join("files/work/Archive/Docs/report.bin")).expect("moved"),
+        changed
+    );
+    // Names that are not one plain name are refused.
+    let a = b.api(
+        "POST",
+        "/api/mkdir",
+        &csrf,
+        Some(r#"{"dir":"files/work","name":"../x"}"#),
+    );
+    assert_eq!(a.status, 400);
+    ok(b.api(
+        "POST",
+        "/api/delete",
+        &csrf,
+        Some(r#"{"dir":"files/work","names":["Archive"]}"#),
+    ));
+    assert!(wait_until(std::time::Duration::from_secs(5), || m
+        .sh("ls files/work")
+        .is_empty()));
+
+    // A viewer may look but not change anything.
+    let v = Browser::new(&server);
+    assert_eq!(v.sign_in("vic", "pw").status, 303);
+    let vcsrf = v.csrf();
+    let a = v.api(
+        "POST",
+        "/api/upload",
+        &vcsrf,
+        Some(r#"{"dir":"files/work","path":"x","size":1}"#),
+    );
+    assert_eq!(a.status, 403, "{}", a.text());
+    let a = v.api(
+        "POST",
+        "/api/mkdir",
+        &vcsrf,
+        Some(r#"{"dir":"files/work","name":"x"}"#),
+    );
+    assert_eq!(a.status, 403, "{}", a.text());
+    // Another session cannot go on with alice's upload.
+    let a = b.api("POST", "/api/upload", &csrf, Some(&start));
+    let id = json_field(&a.text(), "id");
+    assert_eq!(v.put_piece(&id, 0, &vcsrf, &first).status, 404);
+    m.unmount();
+}

@@ -7,14 +7,18 @@
 //! * [`sessions`] — sign-in (a device login), cookies, CSRF tokens.
 //! * [`pages`] — the HTML pages (askama templates under `store-server/templates/`).
 //! * [`download`] — file downloads with HTTP ranges.
+//! * [`upload`] — resumable uploads through the chunk and commit path.
+//! * [`edit`] — new folder, rename, move, delete.
 //!
 //! Connections: TLS 1.3 only (the server's certificate), HTTP/1.1 by hyper, a handshake
 //! timeout and a connection limit like the protocol listener's. Every answer carries
 //! security headers (a strict Content-Security-Policy, no framing, no sniffing).
 
 pub mod download;
+pub mod edit;
 pub mod pages;
 pub mod sessions;
+pub mod upload;
 
 use crate::store::Store;
 use axum::http::{header, HeaderMap, HeaderValue, Request, StatusCode};
@@ -37,6 +41,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Web {
     pub store: Arc<Store>,
     pub sessions: sessions::WebSessions,
+    pub uploads: upload::Uploads,
 }
 
 /// The address of the browser a request came from.
@@ -55,6 +60,19 @@ pub fn router(web: Arc<Web>) -> axum::Router {
         .route("/files/{*path}", get(pages::browse))
         .route("/dl/{*path}", get(download::download))
         .route("/static/app.css", get(pages::stylesheet))
+        .route("/static/app.js", get(pages::script))
+        .route("/api/upload", post(upload::start))
+        .route(
+            "/api/upload/{id}",
+            get(upload::status)
+                .put(upload::put)
+                .layer(axum::extract::DefaultBodyLimit::max(upload::MAX_PIECE)),
+        )
+        .route("/api/upload/{id}/finish", post(upload::finish))
+        .route("/api/mkdir", post(edit::mkdir))
+        .route("/api/rename", post(edit::rename))
+        .route("/api/move", post(edit::move_to))
+        .route("/api/delete", post(edit::delete))
         .layer(axum::middleware::from_fn(security_headers))
         .with_state(web)
 }
@@ -73,6 +91,7 @@ pub async fn serve(
     let web = Arc::new(Web {
         store,
         sessions: sessions::WebSessions::new()?,
+        uploads: upload::Uploads::default(),
     });
     let app = router(web);
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));

@@ -57,6 +57,16 @@ pub async fn stylesheet() -> impl IntoResponse {
     )
 }
 
+pub async fn script() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "max-age=3600"),
+        ],
+        include_str!("../../static/app.js"),
+    )
+}
+
 fn render(t: &impl Template) -> Response {
     match t.render() {
         Ok(html) => Html(html).into_response(),
@@ -263,6 +273,8 @@ struct Row {
 #[template(path = "browse.html")]
 struct BrowsePage {
     title: String,
+    /// The folder, from the top of the store (for the page's script).
+    dir: String,
     user: String,
     csrf: String,
     crumbs: Vec<Crumb>,
@@ -377,6 +389,7 @@ pub async fn browse(
         .collect();
     render(&BrowsePage {
         title: parts.last().cloned().unwrap_or_else(|| "Home".into()),
+        dir: parts.join("/"),
         user: session.user.clone(),
         csrf: web.sessions.csrf(&session),
         crumbs,

@@ -1,0 +1,194 @@
+// Shelf's folder page: uploads (picker, folder picker, drag and drop; resumable), new
+// folder, rename, move, delete. Plain JavaScript, no build step.
+(function () {
+  'use strict';
+  const here = document.getElementById('folder');
+  if (!here) return;
+  const dir = here.dataset.dir;
+  const csrf = here.dataset.csrf;
+  const PIECE = 8 << 20;
+  const status = document.getElementById('status');
+
+  function say(message) {
+    status.textContent = message;
+    status.hidden = !message;
+  }
+
+  const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+  // A JSON call with the CSRF header; the server's message on failure.
+  async function call(method, url, body) {
+    const init = { method, headers: { 'X-CSRF-Token': csrf }, credentials: 'same-origin' };
+    if (body !== undefined) {
+      init.headers['Content-Type'] = 'application/json';
+      init.body = JSON.stringify(body);
+    }
+    const res = await fetch(url, init);
+    if (!res.ok) throw new Error((await res.text()) || res.statusText);
+    return res.json();
+  }
+
+  // Sends one file, going on from where the server is after a dropped connection.
+  async function send(file, path, bar) {
+    const { id } = await call('POST', '/api/upload', { dir, path, size: file.size });
+    let offset = 0;
+    let tries = 0;
+    while (offset < file.size) {
+      let res;
+      try {
+        res = await fetch(`/api/upload/${id}?offset=${offset}`, {
+          method: 'PUT',
+          headers: { 'X-CSRF-Token': csrf },
+          credentials: 'same-origin',
+          body: file.slice(offset, offset + PIECE),
+        });
+      } catch (e) {
+        // The network went away: wait, ask where the server is, go on.
+        if (++tries > 10) throw e;
+        await sleep(Math.min(30000, 250 * 2 ** tries));
+        try {
+          offset = (await call('GET', `/api/upload/${id}`)).offset;
+        } catch (_) { /* still away: the next try asks again */ }
+        continue;
+      }
+      if (res.ok || res.status === 409) {
+        offset = (await res.json()).offset;
+        tries = 0;
+        bar.value = offset;
+        continue;
+      }
+      throw new Error((await res.text()) || res.statusText);
+    }
+    await call('POST', `/api/upload/${id}/finish`);
+    bar.value = file.size;
+  }
+
+  // Uploads [file, path below this folder] pairs, two at a time, then shows the folder.
+  async function upload(items) {
+    if (!items.length) return;
+    say('');
+    const list = document.getElementById('uploads');
+    const jobs = items.map(([file, path]) => {
+      const li = document.createElement('li');
+      const bar = document.createElement('progress');
+      bar.max = file.size || 1;
+      bar.value = 0;
+      const name = document.createElement('span');
+      name.textContent = path;
+      li.append(bar, name);
+      list.append(li);
+      return { file, path, bar, li };
+    });
+    let failed = 0;
+    const next = async () => {
+      for (let job = jobs.shift(); job; job = jobs.shift()) {
+        try {
+          await send(job.file, job.path, job.bar);
+          job.li.classList.add('done');
+        } catch (e) {
+          failed++;
+          job.li.classList.add('failed');
+          say(`${job.path}: ${e.message}`);
+        }
+      }
+    };
+    await Promise.all([next(), next()]);
+    if (!failed) location.reload();
+  }
+
+  document.getElementById('pick-files').addEventListener('change', (e) => {
+    upload([...e.target.files].map((f) => [f, f.name]));
+  });
+  document.getElementById('pick-folder').addEventListener('change', (e) => {
+    upload([...e.target.files].map((f) => [f, f.webkitRelativePath || f.name]));
+  });
+
+  // Drag and drop, folders included (walked through the entries API).
+  function walk(entry, prefix, out) {
+    return new Promise((resolve) => {
+      if (entry.isFile) {
+        entry.file((f) => { out.push([f, prefix + f.name]); resolve(); }, () => resolve());
+      } else if (entry.isDirectory) {
+        const reader = entry.createReader();
+        const batch = () => reader.readEntries(async (entries) => {
+          if (!entries.length) return resolve();
+          for (const e of entries) await walk(e, prefix + entry.name + '/', out);
+          batch();
+        }, () => resolve());
+        batch();
+      } else {
+        resolve();
+      }
+    });
+  }
+  document.addEventListener('dragover', (e) => {
+    e.preventDefault();
+    document.body.classList.add('dragging');
+  });
+  document.addEventListener('dragleave', (e) => {
+    if (e.target === document.documentElement || e.relatedTarget === null) {
+      document.body.classList.remove('dragging');
+    }
+  });
+  document.addEventListener('drop', async (e) => {
+    e.preventDefault();
+    document.body.classList.remove('dragging');
+    const out = [];
+    const entries = [...e.dataTransfer.items]
+      .map((i) => i.webkitGetAsEntry && i.webkitGetAsEntry())
+      .filter(Boolean);
+    if (entries.length) {
+      for (const entry of entries) await walk(entry, '', out);
+    } else {
+      for (const f of e.dataTransfer.files) out.push([f, f.name]);
+    }
+    upload(out);
+  });
+
+  // Selection and the changes that act on it.
+  const picks = () => [...document.querySelectorAll('input.pick:checked')].map((c) => c.value);
+  const buttons = {
+    rename: document.getElementById('rename'),
+    move: document.getElementById('move'),
+    delete: document.getElementById('delete'),
+  };
+  function selectionChanged() {
+    const n = picks().length;
+    buttons.rename.disabled = n !== 1;
+    buttons.move.disabled = n === 0;
+    buttons.delete.disabled = n === 0;
+  }
+  document.querySelectorAll('input.pick').forEach((c) => c.addEventListener('change', selectionChanged));
+  document.getElementById('select-all').addEventListener('change', (e) => {
+    document.querySelectorAll('input.pick').forEach((c) => { c.checked = e.target.checked; });
+    selectionChanged();
+  });
+
+  async function change(url, body) {
+    try {
+      await call('POST', url, body);
+      location.reload();
+    } catch (e) {
+      say(e.message);
+    }
+  }
+  document.getElementById('new-folder').addEventListener('click', () => {
+    const name = prompt('Name of the new folder');
+    if (name) change('/api/mkdir', { dir, name });
+  });
+  buttons.rename.addEventListener('click', () => {
+    const [name] = picks();
+    const newName = prompt('New name', name);
+    if (newName && newName !== name) change('/api/rename', { dir, name, new_name: newName });
+  });
+  buttons.move.addEventListener('click', () => {
+    const to = prompt('Move to which folder? (for example photos/work)', dir);
+    if (to !== null && to !== dir) change('/api/move', { dir, names: picks(), to });
+  });
+  buttons.delete.addEventListener('click', () => {
+    const names = picks();
+    if (confirm(`Delete ${names.length} item(s)? Deleted files keep their history.`)) {
+      change('/api/delete', { dir, names });
+    }
+  });
+})();
