@@ -123,6 +123,13 @@ impl Browser {
     }
 }
 
+/// Waits until every change made in the mount is on the server (as `shelf` commands do:
+/// `sync(1)` does not reach a FUSE filesystem, SEMANTICS.md), and its content too.
+fn settle(m: &Mount) {
+    m.sh("python3 -c \"import os; os.setxattr('.', 'user.shelf.sync', b'1')\"");
+    m.sh("python3 -c \"import os; [os.fsync(os.open(os.path.join(d, f), os.O_RDONLY)) for d, _, fs in os.walk('.') if '.versions' not in d for f in fs]\"");
+}
+
 fn sha(path: &Path) -> Vec<u8> {
     std::fs::read(path).expect("read")
 }
@@ -136,8 +143,8 @@ fn sign_in_browse_and_download_with_ranges() {
     m.sh("head -c 3000000 /dev/urandom > photos/personal/big.jpg \
           && echo hi > 'photos/personal/<img src=x onerror=alert(1)>.jpg' \
           && echo page > photos/personal/page.html \
-          && mkdir photos/personal/Trip && echo ü > 'photos/personal/Trip/résumé.txt' && sync");
-    // (`sync` returns once every change is committed on the server: SEMANTICS.md.)
+          && mkdir photos/personal/Trip && echo ü > 'photos/personal/Trip/résumé.txt'");
+    settle(&m);
 
     let b = Browser::new(&server);
     // Not signed in: every page sends to the sign-in form.
@@ -304,7 +311,8 @@ fn a_sign_in_without_its_form_and_tls_below_1_3_are_refused() {
     let dev = Device::new();
     dev.login(&server, "alice", "pw", "laptop");
     let m = dev.mount();
-    m.sh("echo secret > files/personal/s.txt && sync");
+    m.sh("echo secret > files/personal/s.txt");
+    settle(&m);
     drop(m);
     let out = Command::new(server_bin())
         .args(["user", "add", "bob", "--data"])
@@ -340,7 +348,17 @@ impl Browser {
         let data = format!("@{}", file.display());
         self.curl(
             &format!("/api/upload/{id}?offset={offset}"),
-            &["-X", "PUT", "-H", &header, "--data-binary", &data],
+            // No `Expect: 100-continue`: the answer is the request's own status.
+            &[
+                "-X",
+                "PUT",
+                "-H",
+                &header,
+                "-H",
+                "Expect:",
+                "--data-binary",
+                &data,
+            ],
         )
     }
 }
@@ -500,5 +518,85 @@ fn uploads_resume_and_commit_through_the_chunk_path_and_edits_reach_the_mount() 
     let a = b.api("POST", "/api/upload", &csrf, Some(&start));
     let id = json_field(&a.text(), "id");
     assert_eq!(v.put_piece(&id, 0, &vcsrf, &first).status, 404);
+    m.unmount();
+}
+
+#[test]
+fn versions_and_deleted_files_are_listed_downloaded_and_restored() {
+    let server = Server::start_web(&[("alice", "pw", "user")]);
+    let dev = Device::new();
+    dev.login(&server, "alice", "pw", "laptop");
+    let m = dev.mount();
+    m.sh("echo one > files/work/doc.txt");
+    settle(&m);
+    m.sh("echo two > files/work/doc.txt && echo a > files/work/gone-a.txt && echo b > files/work/gone-b.txt");
+    settle(&m);
+    m.sh("rm files/work/gone-a.txt files/work/gone-b.txt");
+    settle(&m);
+    eprintln!("VERSIONS AFTER RM: {:?}", m.sh("ls files/work/.versions"));
+    let b = Browser::new(&server);
+    assert_eq!(b.sign_in("alice", "pw").status, 303);
+    let csrf = b.csrf();
+
+    // The folder page links each file's versions and the folder's deleted files.
+    let page = b.get("/files/files/work/").text();
+    assert!(
+        page.contains("href=\"/history/files/work/doc.txt\""),
+        "{page}"
+    );
+    assert!(page.contains("href=\"/deleted/files/work/\""), "{page}");
+    let h = b.get("/history/files/work/doc.txt");
+    assert_eq!(h.status, 200);
+    let html = h.text();
+    let (v2, v1) = (
+        html.find(">v2<").expect("v2"),
+        html.find(">v1<").expect("v1"),
+    );
+    assert!(v2 < v1, "newest first");
+    let a = b.get("/version/1/files/work/doc.txt");
+    assert_eq!(a.text(), "one\n");
+    assert!(a
+        .header("content-disposition")
+        .unwrap_or_default()
+        .contains("doc.v01.txt"));
+
+    // Restoring v1 makes it the newest version; its history stays.
+    let a = b.api(
+        "POST",
+        "/api/restore",
+        &csrf,
+        Some(r#"{"dir":"files/work","items":[{"name":"doc.txt","number":1}]}"#),
+    );
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert!(wait_until(std::time::Duration::from_secs(5), || m
+        .sh("cat files/work/doc.txt")
+        == "one\n"));
+    assert_eq!(
+        m.sh("ls files/work/.versions | grep doc"),
+        "doc.txt.v01\ndoc.txt.v02\ndoc.txt.v03\n"
+    );
+
+    // Deleted files: listed, restored several at once.
+    let d = b.get("/deleted/files/work/").text();
+    assert!(d.contains("gone-a.txt") && d.contains("gone-b.txt"), "{d}");
+    assert!(
+        !d.contains(">doc.txt"),
+        "a file that exists is not deleted: {d}"
+    );
+    let a = b.api("POST", "/api/restore", &csrf, Some(r#"{"dir":"files/work","items":[{"name":"gone-a.txt","number":1},{"name":"gone-b.txt","number":1}]}"#));
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert!(wait_until(std::time::Duration::from_secs(5), || m.sh(
+        "cat files/work/gone-a.txt files/work/gone-b.txt 2>/dev/null"
+    )
+        == "a\nb\n"));
+    assert!(!b.get("/deleted/files/work/").text().contains("gone-a.txt"));
+    // Without the page's token nothing is restored.
+    let a = b.api(
+        "POST",
+        "/api/restore",
+        "nope",
+        Some(r#"{"dir":"files/work","items":[{"name":"doc.txt","number":2}]}"#),
+    );
+    assert_eq!(a.status, 403);
     m.unmount();
 }

@@ -130,6 +130,21 @@ pub async fn download(
         Ok(m) => m,
         Err(e) => return e.into_response(),
     };
+    let name = parts.last().cloned().unwrap_or_default();
+    respond(web, session, &headers, node, &name, size, chunks)
+}
+
+/// The answer to a download of `name` (`size` bytes in `chunks` of `node`): the whole file
+/// or the one range asked for, streamed.
+pub fn respond(
+    web: Arc<Web>,
+    session: Arc<WebSession>,
+    headers: &HeaderMap,
+    node: NodeId,
+    name: &str,
+    size: u64,
+    chunks: Vec<ChunkRef>,
+) -> Response {
     let range = headers
         .get(header::RANGE)
         .and_then(|v| v.to_str().ok())
@@ -145,14 +160,13 @@ pub async fn download(
                 .into_response()
         }
     };
-    let name = parts.last().cloned().unwrap_or_default();
-    let (mime, inline) = content_type(&name);
+    let (mime, inline) = content_type(name);
     let mut resp = Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, mime)
         .header(header::CONTENT_LENGTH, end - start)
         .header(header::ACCEPT_RANGES, "bytes")
-        .header(header::CONTENT_DISPOSITION, disposition(&name, inline))
+        .header(header::CONTENT_DISPOSITION, disposition(name, inline))
         .header(header::CONTENT_SECURITY_POLICY, "sandbox; default-src 'none'; media-src 'self'; img-src 'self'; style-src 'unsafe-inline'");
     if status == StatusCode::PARTIAL_CONTENT {
         resp = resp.header(

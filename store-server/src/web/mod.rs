@@ -9,6 +9,7 @@
 //! * [`download`] — file downloads with HTTP ranges.
 //! * [`upload`] — resumable uploads through the chunk and commit path.
 //! * [`edit`] — new folder, rename, move, delete.
+//! * [`history`] — versions, deleted files, restores.
 //!
 //! Connections: TLS 1.3 only (the server's certificate), HTTP/1.1 by hyper, a handshake
 //! timeout and a connection limit like the protocol listener's. Every answer carries
@@ -16,6 +17,7 @@
 
 pub mod download;
 pub mod edit;
+pub mod history;
 pub mod pages;
 pub mod sessions;
 pub mod upload;
@@ -69,6 +71,12 @@ pub fn router(web: Arc<Web>) -> axum::Router {
                 .layer(axum::extract::DefaultBodyLimit::max(upload::MAX_PIECE)),
         )
         .route("/api/upload/{id}/finish", post(upload::finish))
+        .route("/history/{*path}", get(history::versions))
+        .route("/deleted/", get(history::deleted_root))
+        .route("/deleted/{*path}", get(history::deleted))
+        .route("/version/{number}/{*path}", get(history::download_version))
+        .route("/api/restore", post(history::restore))
+        .route("/static/history.js", get(pages::history_script))
         .route("/api/mkdir", post(edit::mkdir))
         .route("/api/rename", post(edit::rename))
         .route("/api/move", post(edit::move_to))

@@ -67,7 +67,17 @@ pub async fn script() -> impl IntoResponse {
     )
 }
 
-fn render(t: &impl Template) -> Response {
+pub async fn history_script() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "max-age=3600"),
+        ],
+        include_str!("../../static/history.js"),
+    )
+}
+
+pub fn render(t: &impl Template) -> Response {
     match t.render() {
         Ok(html) => Html(html).into_response(),
         Err(e) => {
@@ -246,7 +256,7 @@ pub fn encode(part: &str) -> String {
     s
 }
 
-fn encode_path(parts: &[String]) -> String {
+pub fn encode_path(parts: &[String]) -> String {
     parts
         .iter()
         .map(|p| encode(p))
@@ -254,14 +264,26 @@ fn encode_path(parts: &[String]) -> String {
         .join("/")
 }
 
-struct Crumb {
-    name: String,
-    href: String,
+pub struct Crumb {
+    pub name: String,
+    pub href: String,
+}
+
+/// Breadcrumbs down to the folder at `parts`.
+pub fn crumbs(parts: &[String]) -> Vec<Crumb> {
+    (0..parts.len())
+        .map(|i| Crumb {
+            name: parts[i].clone(),
+            href: format!("/files/{}/", encode_path(&parts[..=i])),
+        })
+        .collect()
 }
 
 struct Row {
     name: String,
     href: String,
+    /// The file's versions page (files only).
+    history: String,
     is_dir: bool,
     class: &'static str,
     size: String,
@@ -273,6 +295,8 @@ struct Row {
 #[template(path = "browse.html")]
 struct BrowsePage {
     title: String,
+    /// This folder's deleted files.
+    deleted: String,
     /// The folder, from the top of the store (for the page's script).
     dir: String,
     user: String,
@@ -303,7 +327,7 @@ pub fn human_size(n: u64) -> String {
     format!("{v:.1} {}", UNITS[unit])
 }
 
-fn dates(secs: i64) -> (String, String) {
+pub fn dates(secs: i64) -> (String, String) {
     match jiff::Timestamp::from_second(secs) {
         Ok(t) => (
             t.strftime("%Y-%m-%d %H:%M UTC").to_string(),
@@ -354,13 +378,7 @@ pub async fn browse(
     } else {
         format!("{base}/")
     };
-    let mut crumbs = Vec::new();
-    for i in 0..parts.len() {
-        crumbs.push(Crumb {
-            name: parts[i].clone(),
-            href: format!("/files/{}/", encode_path(&parts[..=i])),
-        });
-    }
+    let crumbs = crumbs(&parts);
     let rows = entries
         .into_iter()
         .map(|e| {
@@ -373,6 +391,10 @@ pub async fn browse(
                         "/dl/{}",
                         encode_path(&[parts.clone(), vec![e.name.clone()]].concat())
                     ),
+                },
+                history: match is_dir {
+                    true => String::new(),
+                    false => super::history::history_href(&parts, &e.name),
                 },
                 class: if is_dir { "dir" } else { "file" },
                 size: if is_dir {
@@ -390,6 +412,7 @@ pub async fn browse(
     render(&BrowsePage {
         title: parts.last().cloned().unwrap_or_else(|| "Home".into()),
         dir: parts.join("/"),
+        deleted: super::history::deleted_href(&parts),
         user: session.user.clone(),
         csrf: web.sessions.csrf(&session),
         crumbs,
