@@ -169,6 +169,8 @@ fn sign_in_browse_and_download_with_ranges() {
     for flag in ["shelf_session=", "Secure", "HttpOnly", "SameSite=Strict"] {
         assert!(set.contains(flag), "{set}");
     }
+    // The browser is one of the account's devices (listed, revocable).
+    assert!(dev.run(&["devices"]).contains("web-"), "{}", dev.run(&["devices"]));
     // Every page carries the security headers.
     let page = b.get("/files/photos/personal/");
     assert_eq!(page.status, 200);
