@@ -170,7 +170,11 @@ fn sign_in_browse_and_download_with_ranges() {
         assert!(set.contains(flag), "{set}");
     }
     // The browser is one of the account's devices (listed, revocable).
-    assert!(dev.run(&["devices"]).contains("web-"), "{}", dev.run(&["devices"]));
+    assert!(
+        dev.run(&["devices"]).contains("web-"),
+        "{}",
+        dev.run(&["devices"])
+    );
     // Every page carries the security headers.
     let page = b.get("/files/photos/personal/");
     assert_eq!(page.status, 200);
@@ -600,5 +604,158 @@ fn versions_and_deleted_files_are_listed_downloaded_and_restored() {
         Some(r#"{"dir":"files/work","items":[{"name":"doc.txt","number":2}]}"#),
     );
     assert_eq!(a.status, 403);
+    m.unmount();
+}
+
+/// Every route of the web app for each kind of caller: no session, a forged session
+/// cookie, another user, a viewer, and the owner; changes without the CSRF token.
+#[test]
+fn every_route_answers_each_kind_of_caller_as_it_should() {
+    let server = Server::start_web(&[
+        ("alice", "pw", "user"),
+        ("bob", "pw", "user"),
+        ("vic", "pw", "viewer"),
+    ]);
+    let dev = Device::new();
+    dev.login(&server, "alice", "pw", "laptop");
+    let m = dev.mount();
+    m.sh("echo one > files/work/a.txt");
+    settle(&m);
+    m.sh("echo two > files/work/a.txt && echo x > files/work/b.txt");
+    settle(&m);
+    m.sh("rm files/work/b.txt");
+    settle(&m);
+    let reads = [
+        "/files/files/work/",
+        "/dl/files/work/a.txt",
+        "/history/files/work/a.txt",
+        "/deleted/files/work/",
+        "/version/1/files/work/a.txt",
+    ];
+    let changes: [(&str, &str); 6] = [
+        ("/api/mkdir", r#"{"dir":"files/work","name":"n"}"#),
+        (
+            "/api/rename",
+            r#"{"dir":"files/work","name":"a.txt","new_name":"c.txt"}"#,
+        ),
+        (
+            "/api/move",
+            r#"{"dir":"files/work","names":["a.txt"],"to":"files"}"#,
+        ),
+        ("/api/delete", r#"{"dir":"files/work","names":["a.txt"]}"#),
+        (
+            "/api/restore",
+            r#"{"dir":"files/work","items":[{"name":"b.txt","number":1}]}"#,
+        ),
+        (
+            "/api/upload",
+            r#"{"dir":"files/work","path":"u.txt","size":1}"#,
+        ),
+    ];
+
+    // No session, or a forged one: pages send to the sign-in form, the API answers 401.
+    let anon = Browser::new(&server);
+    let forged = Browser::new(&server);
+    std::fs::write(
+        &forged.jar,
+        "127.0.0.1\tFALSE\t/\tTRUE\t0\tshelf_session\tforged-token\n",
+    )
+    .expect("jar");
+    for b in [&anon, &forged] {
+        for r in reads {
+            let a = b.get(r);
+            assert_eq!(
+                (r, a.status, a.header("location")),
+                (r, 303, Some("/login".into()))
+            );
+        }
+        for (r, body) in changes {
+            assert_eq!((r, b.api("POST", r, "x", Some(body)).status), (r, 401));
+        }
+    }
+
+    // Session fixation: a cookie set before signing in is never the one after.
+    let fixed = Browser::new(&server);
+    std::fs::write(
+        &fixed.jar,
+        "127.0.0.1\tFALSE\t/\tTRUE\t0\tshelf_session\tchosen-by-attacker\n",
+    )
+    .expect("jar");
+    assert_eq!(fixed.sign_in("alice", "pw").status, 303);
+    let token = fixed.cookie("shelf_session").expect("a session");
+    assert_ne!(token, "chosen-by-attacker");
+    assert!(token.len() >= 32, "a long random token");
+
+    // Another user: paths name things in his own store, where none of alice's files are.
+    let bob = Browser::new(&server);
+    assert_eq!(bob.sign_in("bob", "pw").status, 303);
+    let bcsrf = bob.csrf();
+    for r in reads {
+        let a = bob.get(r);
+        match r.ends_with('/') {
+            true => assert!(a.status == 200 && !a.text().contains("a.txt"), "{r}"),
+            false => assert_eq!((r, a.status), (r, 404)),
+        }
+    }
+    for (r, body) in &changes[1..5] {
+        assert_eq!(
+            (*r, bob.api("POST", r, &bcsrf, Some(body)).status),
+            (*r, 404)
+        );
+    }
+    // His new folder is his own.
+    assert_eq!(
+        bob.api("POST", "/api/mkdir", &bcsrf, Some(changes[0].1))
+            .status,
+        200
+    );
+    settle(&m);
+    assert!(!m.path.join("files/work/n").exists());
+
+    // A viewer reads its own store but changes nothing.
+    let vic = Browser::new(&server);
+    assert_eq!(vic.sign_in("vic", "pw").status, 303);
+    let vcsrf = vic.csrf();
+    assert_eq!(vic.get("/files/files/work/").status, 200);
+    for (r, body) in changes {
+        let a = vic.api("POST", r, &vcsrf, Some(body));
+        assert!(
+            matches!(a.status, 403 | 404),
+            "{r}: {} {}",
+            a.status,
+            a.text()
+        );
+        assert_ne!(a.status, 200, "{r}");
+    }
+
+    // The owner: every read works; a change without the token is refused and changes
+    // nothing; with it, it works.
+    let alice = Browser::new(&server);
+    assert_eq!(alice.sign_in("alice", "pw").status, 303);
+    for r in reads {
+        assert_eq!((r, alice.get(r).status), (r, 200));
+    }
+    for (r, body) in changes {
+        assert_eq!((r, alice.api("POST", r, "", Some(body)).status), (r, 403));
+        assert_eq!(
+            (
+                r,
+                alice
+                    .api("POST", r, "0123456789abcdef0123456789abcdef", Some(body))
+                    .status
+            ),
+            (r, 403)
+        );
+    }
+    assert_eq!(
+        m.sh("cat files/work/a.txt"),
+        "two\n",
+        "a refused change changed something"
+    );
+    let csrf = alice.csrf();
+    let a = alice.api("POST", "/api/restore", &csrf, Some(changes[4].1));
+    assert_eq!(a.status, 200, "{}", a.text());
+    let a = alice.api("POST", "/api/mkdir", &csrf, Some(changes[0].1));
+    assert_eq!(a.status, 200, "{}", a.text());
     m.unmount();
 }

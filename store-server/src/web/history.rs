@@ -130,6 +130,10 @@ async fn page(
                 .collect()
         }
     };
+    if name.is_some() && rows.is_empty() {
+        // No file of that name ever lived here.
+        return WebError::from(ErrorCode::NotFound).into_response();
+    }
     let crumbs = super::pages::crumbs(&parts);
     let title = match &name {
         Some(n) => format!("Versions of {n}"),
