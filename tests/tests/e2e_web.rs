@@ -759,3 +759,57 @@ fn every_route_answers_each_kind_of_caller_as_it_should() {
     assert_eq!(a.status, 200, "{}", a.text());
     m.unmount();
 }
+
+#[test]
+fn a_folder_downloads_as_one_zip_with_its_tree() {
+    let server = Server::start_web(&[("alice", "pw", "user")]);
+    let dev = Device::new();
+    dev.login(&server, "alice", "pw", "laptop");
+    let m = dev.mount();
+    m.sh("mkdir -p photos/work/Trip/Day1 && head -c 3000000 /dev/urandom > photos/work/Trip/Day1/a.jpg \
+          && echo hello > 'photos/work/Trip/Grüße.txt' && mkdir photos/work/Trip/Empty");
+    settle(&m);
+    let b = Browser::new(&server);
+    assert_eq!(b.sign_in("alice", "pw").status, 303);
+    assert!(b
+        .get("/files/photos/work/Trip/")
+        .text()
+        .contains("href=\"/zip/photos/work/Trip/\""));
+    let a = b.get("/zip/photos/work/Trip/");
+    assert_eq!(a.status, 200);
+    assert_eq!(a.header("content-type").as_deref(), Some("application/zip"));
+    assert!(a
+        .header("content-disposition")
+        .unwrap_or_default()
+        .contains("Trip.zip"));
+    let zip = b.dir.path().join("trip.zip");
+    std::fs::write(&zip, &a.body).expect("write");
+    let out = b.dir.path().join("out");
+    let py = format!(
+        "import zipfile; z = zipfile.ZipFile('{}'); assert z.testzip() is None; z.extractall('{}'); print('\\n'.join(sorted(z.namelist())))",
+        zip.display(),
+        out.display()
+    );
+    let listed = Command::new("python3")
+        .args(["-c", &py])
+        .output()
+        .expect("python3");
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&listed.stdout),
+        "Day1/\nDay1/a.jpg\nEmpty/\nGrüße.txt\n"
+    );
+    assert_eq!(
+        std::fs::read(out.join("Day1/a.jpg")).expect("a.jpg"),
+        std::fs::read(m.path.join("photos/work/Trip/Day1/a.jpg")).expect("original")
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("Grüße.txt")).expect("txt"),
+        "hello\n"
+    );
+    m.unmount();
+}

@@ -10,6 +10,7 @@
 //! * [`upload`] — resumable uploads through the chunk and commit path.
 //! * [`edit`] — new folder, rename, move, delete.
 //! * [`history`] — versions, deleted files, restores.
+//! * [`folder_zip`] — a folder as one streamed zip.
 //!
 //! Connections: TLS 1.3 only (the server's certificate), HTTP/1.1 by hyper, a handshake
 //! timeout and a connection limit like the protocol listener's. Every answer carries
@@ -17,6 +18,7 @@
 
 pub mod download;
 pub mod edit;
+pub mod folder_zip;
 pub mod history;
 pub mod pages;
 pub mod sessions;
@@ -61,6 +63,7 @@ pub fn router(web: Arc<Web>) -> axum::Router {
         .route("/files/", get(pages::browse_root))
         .route("/files/{*path}", get(pages::browse))
         .route("/dl/{*path}", get(download::download))
+        .route("/zip/{*path}", get(folder_zip::download_folder))
         .route("/static/app.css", get(pages::stylesheet))
         .route("/static/app.js", get(pages::script))
         .route("/api/upload", post(upload::start))

@@ -295,6 +295,8 @@ struct Row {
 #[template(path = "browse.html")]
 struct BrowsePage {
     title: String,
+    /// This folder as a zip (not for the top of the store).
+    zip: Option<String>,
     /// This folder's deleted files.
     deleted: String,
     /// The folder, from the top of the store (for the page's script).
@@ -413,6 +415,7 @@ pub async fn browse(
         title: parts.last().cloned().unwrap_or_else(|| "Home".into()),
         dir: parts.join("/"),
         deleted: super::history::deleted_href(&parts),
+        zip: (!parts.is_empty()).then(|| format!("/zip/{}/", encode_path(&parts))),
         user: session.user.clone(),
         csrf: web.sessions.csrf(&session),
         crumbs,
