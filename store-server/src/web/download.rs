@@ -6,7 +6,7 @@
 //! plain text) are shown inline; everything else, HTML and SVG included, is an attachment,
 //! and every download is sandboxed by its Content-Security-Policy.
 
-use super::pages::{components, resolve, signed_in};
+use super::pages::{resolve, session_and_path};
 use super::sessions::WebSession;
 use super::{Peer, Web, WebError};
 use axum::body::{Body, Bytes};
@@ -113,15 +113,13 @@ pub async fn download(
     headers: HeaderMap,
     Path(path): Path<String>,
 ) -> Response {
-    let session = match signed_in(&web, peer, &headers).await {
-        Ok(s) => s,
+    let (session, parts) = match session_and_path(&web, peer, &headers, &path).await {
+        Ok(x) => x,
         Err(r) => return r,
     };
-    let parts = match components(&path) {
-        Ok(p) if !p.is_empty() => p,
-        Ok(_) => return WebError::from(ErrorCode::IsDir).into_response(),
-        Err(e) => return e.into_response(),
-    };
+    if parts.is_empty() {
+        return WebError::from(ErrorCode::IsDir).into_response();
+    }
     let w = web.clone();
     let s = session.clone();
     let p = parts.clone();

@@ -4,7 +4,7 @@
 //! a page at a time and each file a chunk batch at a time through the handler. Names are
 //! UTF-8; files over 4 GiB get zip64 records.
 
-use super::pages::{components, resolve, signed_in};
+use super::pages::{resolve, session_and_path};
 use super::sessions::WebSession;
 use super::{Peer, Web, WebError};
 use axum::body::{Body, Bytes};
@@ -61,15 +61,13 @@ pub async fn download_folder(
     headers: HeaderMap,
     Path(path): Path<String>,
 ) -> Response {
-    let session = match signed_in(&web, peer, &headers).await {
-        Ok(s) => s,
+    let (session, parts) = match session_and_path(&web, peer, &headers, &path).await {
+        Ok(x) => x,
         Err(r) => return r,
     };
-    let parts = match components(&path) {
-        Ok(p) if !p.is_empty() => p,
-        Ok(_) => return WebError::from(ErrorCode::InvalidArgument).into_response(),
-        Err(e) => return e.into_response(),
-    };
+    if parts.is_empty() {
+        return WebError::from(ErrorCode::InvalidArgument).into_response();
+    }
     let w = web.clone();
     let s = session.clone();
     let p = parts.clone();

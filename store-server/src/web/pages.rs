@@ -43,6 +43,19 @@ pub async fn signed_in(
     }
 }
 
+/// The signed-in session and the path components of a request (a page to answer with
+/// when either is missing or wrong).
+pub async fn session_and_path(
+    web: &Arc<Web>,
+    peer: Peer,
+    headers: &HeaderMap,
+    path: &str,
+) -> Result<(Arc<WebSession>, Vec<String>), Response> {
+    let session = signed_in(web, peer, headers).await?;
+    let parts = components(path).map_err(IntoResponse::into_response)?;
+    Ok((session, parts))
+}
+
 pub async fn home() -> Redirect {
     Redirect::to("/files/")
 }

@@ -342,6 +342,28 @@ fn attr_of(answer: Answer) -> Result<shelf_protocol::Attr, WebError> {
     }
 }
 
+/// What `name` in `parent` is, made by `make` if nothing is.
+fn lookup_or_make(
+    web: &Web,
+    session: &WebSession,
+    parent: NodeId,
+    name: &str,
+    make: Request,
+) -> Result<shelf_protocol::Attr, WebError> {
+    let found = session.call(
+        &web.store,
+        Request::Lookup {
+            parent,
+            name: name.to_string(),
+        },
+    );
+    match found {
+        Ok(a) => attr_of(a),
+        Err(e) if e.code == ErrorCode::NotFound => attr_of(session.call(&web.store, make)?),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Makes missing folders, the file if it is new, and commits the chunk list.
 fn commit(web: &Web, session: &WebSession, u: &mut Upload) -> Result<Finished, WebError> {
     if let Some(chunker) = u.chunker.take() {
@@ -359,52 +381,26 @@ fn commit(web: &Web, session: &WebSession, u: &mut Upload) -> Result<Finished, W
         .ok_or(WebError::from(ErrorCode::InvalidName))?;
     let mut parent = resolve(web, session, &u.dir)?.node;
     for folder in folders {
-        let found = session.call(
-            &web.store,
-            Request::Lookup {
-                parent,
-                name: folder.clone(),
-            },
-        );
-        let attr = match found {
-            Ok(a) => attr_of(a)?,
-            Err(e) if e.code == ErrorCode::NotFound => attr_of(session.call(
-                &web.store,
-                Request::Mkdir {
-                    parent,
-                    name: folder.clone(),
-                    mode: 0o755,
-                    id: None,
-                },
-            )?)?,
-            Err(e) => return Err(e.into()),
+        let make = Request::Mkdir {
+            parent,
+            name: folder.clone(),
+            mode: 0o755,
+            id: None,
         };
+        let attr = lookup_or_make(web, session, parent, folder, make)?;
         if attr.kind != NodeKind::Dir {
             return Err(WebError::from(ErrorCode::NotDir));
         }
         parent = attr.node;
     }
-    let existing = session.call(
-        &web.store,
-        Request::Lookup {
-            parent,
-            name: name.clone(),
-        },
-    );
-    let file = match existing {
-        Ok(a) => attr_of(a)?,
-        Err(e) if e.code == ErrorCode::NotFound => attr_of(session.call(
-            &web.store,
-            Request::Create {
-                parent,
-                name: name.clone(),
-                mode: 0o644,
-                exclusive: false,
-                id: None,
-            },
-        )?)?,
-        Err(e) => return Err(e.into()),
+    let make = Request::Create {
+        parent,
+        name: name.clone(),
+        mode: 0o644,
+        exclusive: false,
+        id: None,
     };
+    let file = lookup_or_make(web, session, parent, name, make)?;
     if file.kind != NodeKind::File {
         return Err(WebError::from(ErrorCode::IsDir));
     }
