@@ -21,6 +21,18 @@
       status.hidden = false;
     }
   }
+  // Signing a device or browser out (the account page).
+  document.querySelectorAll('button.revoke').forEach((b) => b.addEventListener('click', async () => {
+    const res = await fetch('/api/revoke', {
+      method: 'POST',
+      credentials: 'same-origin',
+      headers: { 'X-CSRF-Token': csrf, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ device: b.dataset.device }),
+    });
+    if (res.ok) location.reload();
+    else { status.textContent = (await res.text()) || res.statusText; status.hidden = false; }
+  }));
+
   const item = (el) => ({ name: el.dataset.name, number: Number(el.dataset.number) });
   document.querySelectorAll('button.restore').forEach((b) => b.addEventListener('click', () => restore([item(b)])));
 

@@ -813,3 +813,76 @@ fn a_folder_downloads_as_one_zip_with_its_tree() {
     );
     m.unmount();
 }
+
+#[test]
+fn search_by_name_and_the_account_page_signs_other_browsers_out() {
+    let server = Server::start_web(&[("alice", "pw", "user")]);
+    let dev = Device::new();
+    dev.login(&server, "alice", "pw", "laptop");
+    let m = dev.mount();
+    m.sh("mkdir -p files/projects/Site/assets && echo x > files/projects/Site/assets/Logo-Final.PNG \
+          && echo y > photos/personal/holiday-logo.jpg && echo z > files/work/other.txt");
+    settle(&m);
+    let b = Browser::new(&server);
+    assert_eq!(b.sign_in("alice", "pw").status, 303);
+    let page = b.get("/search?q=logo");
+    assert_eq!(page.status, 200);
+    let html = page.text();
+    assert!(
+        html.contains("href=\"/dl/files/projects/Site/assets/Logo-Final.PNG\""),
+        "{html}"
+    );
+    assert!(
+        html.contains("href=\"/dl/photos/personal/holiday-logo.jpg\""),
+        "{html}"
+    );
+    assert!(!html.contains("other.txt"), "{html}");
+    assert!(
+        b.get("/search?q=%3Cscript%3E")
+            .text()
+            .contains("&#60;script&#62;")
+            || b.get("/search?q=%3Cscript%3E")
+                .text()
+                .contains("&lt;script&gt;")
+    );
+
+    // A second browser signs in; the first one sees it on the account page and signs it out.
+    let other = Browser::new(&server);
+    assert_eq!(other.sign_in("alice", "pw").status, 303);
+    assert_eq!(other.get("/files/").status, 200);
+    let account = b.get("/account").text();
+    assert!(
+        account.contains("laptop") && account.contains("(this browser)"),
+        "{account}"
+    );
+    let webs: Vec<&str> = account
+        .split("data-device=\"")
+        .skip(1)
+        .filter_map(|s| s.split('"').next())
+        .filter(|d| d.starts_with("web-"))
+        .collect();
+    assert_eq!(
+        webs.len(),
+        1,
+        "only the other browser has a sign-out button: {account}"
+    );
+    let csrf = b.csrf();
+    let a = b.api(
+        "POST",
+        "/api/revoke",
+        &csrf,
+        Some(&format!(r#"{{"device":"{}"}}"#, webs[0])),
+    );
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(
+        other.get("/files/").status,
+        303,
+        "the revoked browser still gets pages"
+    );
+    assert_eq!(
+        b.get("/files/").status,
+        200,
+        "the first browser was signed out too"
+    );
+    m.unmount();
+}

@@ -6,6 +6,7 @@
 //!
 //! * [`sessions`] — sign-in (a device login), cookies, CSRF tokens.
 //! * [`pages`] — the HTML pages (askama templates under `store-server/templates/`).
+//! * [`account`] — the account page (storage, devices) and search by name.
 //! * [`download`] — file downloads with HTTP ranges.
 //! * [`upload`] — resumable uploads through the chunk and commit path.
 //! * [`edit`] — new folder, rename, move, delete.
@@ -16,6 +17,7 @@
 //! timeout and a connection limit like the protocol listener's. Every answer carries
 //! security headers (a strict Content-Security-Policy, no framing, no sniffing).
 
+pub mod account;
 pub mod download;
 pub mod edit;
 pub mod folder_zip;
@@ -80,6 +82,9 @@ pub fn router(web: Arc<Web>) -> axum::Router {
         .route("/version/{number}/{*path}", get(history::download_version))
         .route("/api/restore", post(history::restore))
         .route("/static/history.js", get(pages::history_script))
+        .route("/account", get(account::account))
+        .route("/api/revoke", post(account::revoke))
+        .route("/search", get(account::search))
         .route("/api/mkdir", post(edit::mkdir))
         .route("/api/rename", post(edit::rename))
         .route("/api/move", post(edit::move_to))
