@@ -24,6 +24,10 @@
       init.body = JSON.stringify(body);
     }
     const res = await fetch(url, init);
+    if (res.redirected && new URL(res.url).pathname === '/login') {
+      location.href = '/login';  // signed out meanwhile
+      throw new Error('signed out');
+    }
     if (!res.ok) throw new Error((await res.text()) || res.statusText);
     return res.json();
   }
@@ -151,10 +155,12 @@
     rename: document.getElementById('rename'),
     move: document.getElementById('move'),
     delete: document.getElementById('delete'),
+    share: document.getElementById('share'),
   };
   function selectionChanged() {
     const n = picks().length;
     buttons.rename.disabled = n !== 1;
+    buttons.share.disabled = n !== 1;
     buttons.move.disabled = n === 0;
     buttons.delete.disabled = n === 0;
   }
@@ -180,6 +186,13 @@
     const [name] = picks();
     const newName = prompt('New name', name);
     if (newName && newName !== name) change('/api/rename', { dir, name, new_name: newName });
+  });
+  buttons.share.addEventListener('click', () => {
+    const [name] = picks();
+    const user = prompt(`Share ${name} with which user?`);
+    if (!user) return;
+    const write = confirm(`May ${user} change it too? (Cancel: read only)`);
+    change('/api/share', { dir, name, with: user, write });
   });
   buttons.move.addEventListener('click', () => {
     const to = prompt('Move to which folder? (for example photos/work)', dir);

@@ -33,6 +33,18 @@
     else { status.textContent = (await res.text()) || res.statusText; status.hidden = false; }
   }));
 
+  // Ending a share (the shares page).
+  document.querySelectorAll('button.unshare').forEach((b) => b.addEventListener('click', async () => {
+    const res = await fetch('/api/unshare', {
+      method: 'POST',
+      credentials: 'same-origin',
+      headers: { 'X-CSRF-Token': csrf, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ node: Number(b.dataset.node), with: b.dataset.with }),
+    });
+    if (res.ok) location.reload();
+    else { status.textContent = (await res.text()) || res.statusText; status.hidden = false; }
+  }));
+
   const item = (el) => ({ name: el.dataset.name, number: Number(el.dataset.number) });
   document.querySelectorAll('button.restore').forEach((b) => b.addEventListener('click', () => restore([item(b)])));
 

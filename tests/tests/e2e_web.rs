@@ -886,3 +886,83 @@ fn search_by_name_and_the_account_page_signs_other_browsers_out() {
     );
     m.unmount();
 }
+
+#[test]
+fn sharing_with_another_user_from_the_browser() {
+    let server = Server::start_web(&[("alice", "pw", "user"), ("bob", "pw", "user")]);
+    let dev = Device::new();
+    dev.login(&server, "alice", "pw", "laptop");
+    let m = dev.mount();
+    m.sh("mkdir files/work/Proj && echo plan > files/work/Proj/plan.txt");
+    settle(&m);
+    let a = Browser::new(&server);
+    assert_eq!(a.sign_in("alice", "pw").status, 303);
+    let acsrf = a.csrf();
+    let r = a.api(
+        "POST",
+        "/api/share",
+        &acsrf,
+        Some(r#"{"dir":"files/work","name":"Proj","with":"bob","write":false}"#),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    // Sharing with someone who does not exist says so.
+    let r = a.api(
+        "POST",
+        "/api/share",
+        &acsrf,
+        Some(r#"{"dir":"files/work","name":"Proj","with":"nobody-here"}"#),
+    );
+    assert!(
+        matches!(r.status, 400 | 404) && !r.text().is_empty(),
+        "{} {}",
+        r.status,
+        r.text()
+    );
+    let shares = a.get("/shares").text();
+    assert!(
+        shares.contains("files/work/Proj")
+            && shares.contains("bob")
+            && shares.contains("read only"),
+        "{shares}"
+    );
+
+    // Bob finds it under shared/alice/, reads it, cannot change it.
+    let b = Browser::new(&server);
+    assert_eq!(b.sign_in("bob", "pw").status, 303);
+    assert!(b.get("/shares").text().contains("shared/alice/Proj"));
+    assert!(b.get("/files/shared/alice/").text().contains("Proj/"));
+    assert_eq!(b.get("/dl/shared/alice/Proj/plan.txt").text(), "plan\n");
+    let bcsrf = b.csrf();
+    let r = b.api(
+        "POST",
+        "/api/mkdir",
+        &bcsrf,
+        Some(r#"{"dir":"shared/alice/Proj","name":"x"}"#),
+    );
+    assert_eq!(r.status, 403, "{}", r.text());
+    let r = b.api(
+        "POST",
+        "/api/upload",
+        &bcsrf,
+        Some(r#"{"dir":"shared/alice/Proj","path":"x","size":1}"#),
+    );
+    assert_eq!(r.status, 403, "{}", r.text());
+
+    // Alice ends it; bob sees nothing of it any more.
+    let node = shares
+        .split("data-node=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .expect("the share's node")
+        .to_string();
+    let r = a.api(
+        "POST",
+        "/api/unshare",
+        &acsrf,
+        Some(&format!(r#"{{"node":{node},"with":"bob"}}"#)),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(!b.get("/files/shared/").text().contains("alice/"));
+    assert_eq!(b.get("/dl/shared/alice/Proj/plan.txt").status, 404);
+    m.unmount();
+}

@@ -12,6 +12,7 @@
 //! * [`edit`] — new folder, rename, move, delete.
 //! * [`history`] — versions, deleted files, restores.
 //! * [`folder_zip`] — a folder as one streamed zip.
+//! * [`shares`] — sharing with other users.
 //!
 //! Connections: TLS 1.3 only (the server's certificate), HTTP/1.1 by hyper, a handshake
 //! timeout and a connection limit like the protocol listener's. Every answer carries
@@ -24,6 +25,7 @@ pub mod folder_zip;
 pub mod history;
 pub mod pages;
 pub mod sessions;
+pub mod shares;
 pub mod upload;
 
 use crate::store::Store;
@@ -82,6 +84,9 @@ pub fn router(web: Arc<Web>) -> axum::Router {
         .route("/version/{number}/{*path}", get(history::download_version))
         .route("/api/restore", post(history::restore))
         .route("/static/history.js", get(pages::history_script))
+        .route("/shares", get(shares::list))
+        .route("/api/share", post(shares::share))
+        .route("/api/unshare", post(shares::unshare))
         .route("/account", get(account::account))
         .route("/api/revoke", post(account::revoke))
         .route("/search", get(account::search))
@@ -206,6 +211,23 @@ impl From<ErrorCode> for WebError {
 
 impl IntoResponse for WebError {
     fn into_response(self) -> Response {
+        if matches!(
+            self.0.code,
+            ErrorCode::AuthRequired | ErrorCode::SessionExpired
+        ) {
+            // Signed out meanwhile (revoked, expired): to the sign-in form.
+            return (
+                [(
+                    header::SET_COOKIE,
+                    format!(
+                        "{}=; Path=/; Max-Age=0; Secure; HttpOnly; SameSite=Strict",
+                        sessions::COOKIE
+                    ),
+                )],
+                axum::response::Redirect::to("/login"),
+            )
+                .into_response();
+        }
         let status = match self.0.code {
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::PermissionDenied | ErrorCode::ReadOnly => StatusCode::FORBIDDEN,

@@ -21,6 +21,8 @@ const MAX_SESSIONS: usize = 4096;
 /// One signed-in browser.
 pub struct WebSession {
     pub session: Session,
+    /// The store refused the token (revoked, expired): signed out at the next request.
+    dead: std::sync::atomic::AtomicBool,
     pub token: String,
     pub user: String,
     pub role: Role,
@@ -31,7 +33,13 @@ impl WebSession {
     /// Runs one store request through the protocol handler (and so the one authorisation
     /// function) as this session.
     pub fn call(&self, store: &Store, req: Request) -> Result<Response, WireError> {
-        handle(store, &self.session, req)
+        let answer = handle(store, &self.session, req);
+        if let Err(e) = &answer {
+            if matches!(e.code, ErrorCode::SessionExpired | ErrorCode::AuthRequired) {
+                self.dead.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        answer
     }
 }
 
@@ -78,7 +86,7 @@ impl WebSessions {
     /// None when the token is unknown or revoked.
     pub fn get(&self, store: &Store, peer: IpAddr, token: &str) -> Option<Arc<WebSession>> {
         if let Some(s) = self.by_token.lock_or_recover().get(token) {
-            if s.session.ctx().is_some() {
+            if s.session.ctx().is_some() && !s.dead.load(std::sync::atomic::Ordering::Relaxed) {
                 return Some(s.clone());
             }
         }
@@ -106,6 +114,7 @@ impl WebSessions {
         };
         let web = Arc::new(WebSession {
             session,
+            dead: Default::default(),
             token: token.clone(),
             user,
             role,
