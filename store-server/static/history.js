@@ -45,6 +45,38 @@
     else { status.textContent = (await res.text()) || res.statusText; status.hidden = false; }
   }));
 
+  // The admin page: every change is one call to /api/admin.
+  async function admin(body) {
+    const res = await fetch('/api/admin', {
+      method: 'POST',
+      credentials: 'same-origin',
+      headers: { 'X-CSRF-Token': csrf, 'Content-Type': 'application/json' },
+      body: JSON.stringify(body),
+    });
+    if (res.ok) location.reload();
+    else { status.textContent = (await res.text()) || res.statusText; status.hidden = false; }
+  }
+  document.querySelectorAll('select.admin-role').forEach((s) => s.addEventListener('change', () => admin({ op: 'role', name: s.dataset.name, role: s.value })));
+  document.querySelectorAll('button.admin-quota').forEach((b) => b.addEventListener('click', () => {
+    const gib = prompt(`Quota for ${b.dataset.name} in GiB (empty: none)`);
+    if (gib !== null) admin({ op: 'quota', name: b.dataset.name, gib: gib.trim() === '' ? null : Number(gib) });
+  }));
+  document.querySelectorAll('button.admin-password').forEach((b) => b.addEventListener('click', () => {
+    const password = prompt(`New password for ${b.dataset.name} (every device signs in again)`);
+    if (password) admin({ op: 'password', name: b.dataset.name, password });
+  }));
+  document.querySelectorAll('button.admin-delete').forEach((b) => b.addEventListener('click', () => {
+    if (prompt(`Type ${b.dataset.name} to delete the account and all its files`) === b.dataset.name) {
+      admin({ op: 'delete', name: b.dataset.name });
+    }
+  }));
+  const add = document.getElementById('admin-add');
+  if (add) add.addEventListener('submit', (e) => {
+    e.preventDefault();
+    const f = new FormData(add);
+    admin({ op: 'add', name: f.get('name'), password: f.get('password'), role: f.get('role') });
+  });
+
   const item = (el) => ({ name: el.dataset.name, number: Number(el.dataset.number) });
   document.querySelectorAll('button.restore').forEach((b) => b.addEventListener('click', () => restore([item(b)])));
 

@@ -966,3 +966,73 @@ fn sharing_with_another_user_from_the_browser() {
     assert_eq!(b.get("/dl/shared/alice/Proj/plan.txt").status, 404);
     m.unmount();
 }
+
+#[test]
+fn an_admin_manages_accounts_from_the_console_and_others_may_not() {
+    let server = Server::start_web(&[("root", "pw", "admin"), ("alice", "pw", "user")]);
+    let admin = Browser::new(&server);
+    assert_eq!(admin.sign_in("root", "pw").status, 303);
+    let csrf = admin.csrf();
+    let page = admin.get("/admin");
+    assert_eq!(page.status, 200);
+    assert!(page.text().contains("alice") && page.text().contains("Audit log"));
+    assert!(admin.get("/account").text().contains("href=\"/admin\""));
+
+    // Add an account; it signs in at once.
+    let r = admin.api(
+        "POST",
+        "/api/admin",
+        &csrf,
+        Some(r#"{"op":"add","name":"carol","password":"s3cret","role":"viewer"}"#),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let carol = Browser::new(&server);
+    assert_eq!(carol.sign_in("carol", "s3cret").status, 303);
+    assert!(admin.get("/admin").text().contains("carol"));
+    // Role, quota, password: the new password is the one that works.
+    for body in [
+        r#"{"op":"role","name":"carol","role":"user"}"#,
+        r#"{"op":"quota","name":"carol","gib":0.5}"#,
+        r#"{"op":"password","name":"carol","password":"n3w"}"#,
+    ] {
+        let r = admin.api("POST", "/api/admin", &csrf, Some(body));
+        assert_eq!(r.status, 200, "{body}: {}", r.text());
+    }
+    assert!(admin.get("/admin").text().contains("512.0 MiB"));
+    assert_eq!(Browser::new(&server).sign_in("carol", "s3cret").status, 401);
+    assert_eq!(Browser::new(&server).sign_in("carol", "n3w").status, 303);
+    // A bad role or quota is refused.
+    let r = admin.api(
+        "POST",
+        "/api/admin",
+        &csrf,
+        Some(r#"{"op":"role","name":"carol","role":"god"}"#),
+    );
+    assert_eq!(r.status, 400);
+    // The audit log on the page shows what happened.
+    assert!(admin.get("/admin").text().contains("carol"));
+
+    // Not an admin: the console and its changes are refused.
+    let alice = Browser::new(&server);
+    assert_eq!(alice.sign_in("alice", "pw").status, 303);
+    let acsrf = alice.csrf();
+    assert_eq!(alice.get("/admin").status, 403);
+    let r = alice.api(
+        "POST",
+        "/api/admin",
+        &acsrf,
+        Some(r#"{"op":"delete","name":"carol"}"#),
+    );
+    assert_eq!(r.status, 403);
+    assert!(!alice.get("/account").text().contains("href=\"/admin\""));
+
+    // Deleting the account ends it.
+    let r = admin.api(
+        "POST",
+        "/api/admin",
+        &csrf,
+        Some(r#"{"op":"delete","name":"carol"}"#),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(Browser::new(&server).sign_in("carol", "n3w").status, 401);
+}

@@ -7,6 +7,7 @@
 //! * [`sessions`] — sign-in (a device login), cookies, CSRF tokens.
 //! * [`pages`] — the HTML pages (askama templates under `store-server/templates/`).
 //! * [`account`] — the account page (storage, devices) and search by name.
+//! * [`admin`] — the admin console (accounts, audit log).
 //! * [`download`] — file downloads with HTTP ranges.
 //! * [`upload`] — resumable uploads through the chunk and commit path.
 //! * [`edit`] — new folder, rename, move, delete.
@@ -19,6 +20,7 @@
 //! security headers (a strict Content-Security-Policy, no framing, no sniffing).
 
 pub mod account;
+pub mod admin;
 pub mod download;
 pub mod edit;
 pub mod folder_zip;
@@ -87,6 +89,8 @@ pub fn router(web: Arc<Web>) -> axum::Router {
         .route("/shares", get(shares::list))
         .route("/api/share", post(shares::share))
         .route("/api/unshare", post(shares::unshare))
+        .route("/admin", get(admin::page))
+        .route("/api/admin", post(admin::change))
         .route("/account", get(account::account))
         .route("/api/revoke", post(account::revoke))
         .route("/search", get(account::search))
