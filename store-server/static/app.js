@@ -10,6 +10,7 @@
   const status = document.getElementById('status');
 
   function say(message) {
+    status.classList.add('error');
     status.textContent = message;
     status.hidden = !message;
   }
@@ -148,6 +149,29 @@
     }
     upload(out);
   });
+
+  // Changes made elsewhere (another device, another tab) in this folder: offer a refresh.
+  if (window.EventSource) {
+    const events = new EventSource('/api/events');
+    let seen = 0;
+    events.onmessage = (e) => {
+      let change;
+      try { change = JSON.parse(e.data); } catch (_) { return; }
+      const path = change.path || '';
+      const folder = path.includes('/') ? path.slice(0, path.lastIndexOf('/')) : '';
+      if (change.lagged || folder === dir) {
+        seen++;
+        say('');
+        status.classList.remove('error');
+        status.textContent = `${seen} change(s) here since this page was shown. `;
+        const link = document.createElement('a');
+        link.href = location.pathname + location.search;
+        link.textContent = 'Refresh';
+        status.append(link);
+        status.hidden = false;
+      }
+    };
+  }
 
   // Selection and the changes that act on it.
   const picks = () => [...document.querySelectorAll('input.pick:checked')].map((c) => c.value);

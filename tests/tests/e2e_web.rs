@@ -1036,3 +1036,40 @@ fn an_admin_manages_accounts_from_the_console_and_others_may_not() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(Browser::new(&server).sign_in("carol", "n3w").status, 401);
 }
+
+#[test]
+fn pages_get_the_change_feed_as_server_sent_events() {
+    let server = Server::start_web(&[("alice", "pw", "user")]);
+    let dev = Device::new();
+    dev.login(&server, "alice", "pw", "laptop");
+    let m = dev.mount();
+    let b = Browser::new(&server);
+    assert_eq!(b.sign_in("alice", "pw").status, 303);
+    let out = b.dir.path().join("events");
+    let mut curl = Command::new("curl")
+        .args(["-skN", "--max-time", "20", "-b"])
+        .arg(&b.jar)
+        .arg("-o")
+        .arg(&out)
+        .arg(format!("{}/api/events", b.base))
+        .spawn()
+        .expect("curl");
+    // The stream is open before the change is made.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    m.sh("echo hi > files/work/live.txt");
+    settle(&m);
+    let arrived = wait_until(std::time::Duration::from_secs(5), || {
+        std::fs::read_to_string(&out)
+            .is_ok_and(|t| t.contains("data: {") && t.contains("files/work/live.txt"))
+    });
+    let _ = curl.kill();
+    let _ = curl.wait();
+    assert!(
+        arrived,
+        "{}",
+        std::fs::read_to_string(&out).unwrap_or_default()
+    );
+    // Without a session there is no stream.
+    assert_eq!(Browser::new(&server).get("/api/events").status, 303);
+    m.unmount();
+}

@@ -12,6 +12,7 @@
 //! * [`upload`] — resumable uploads through the chunk and commit path.
 //! * [`edit`] — new folder, rename, move, delete.
 //! * [`history`] — versions, deleted files, restores.
+//! * [`events`] — the change feed pushed to pages (Server-Sent Events).
 //! * [`folder_zip`] — a folder as one streamed zip.
 //! * [`shares`] — sharing with other users.
 //!
@@ -23,6 +24,7 @@ pub mod account;
 pub mod admin;
 pub mod download;
 pub mod edit;
+pub mod events;
 pub mod folder_zip;
 pub mod history;
 pub mod pages;
@@ -89,6 +91,7 @@ pub fn router(web: Arc<Web>) -> axum::Router {
         .route("/shares", get(shares::list))
         .route("/api/share", post(shares::share))
         .route("/api/unshare", post(shares::unshare))
+        .route("/api/events", get(events::events))
         .route("/admin", get(admin::page))
         .route("/api/admin", post(admin::change))
         .route("/account", get(account::account))
