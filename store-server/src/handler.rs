@@ -165,6 +165,7 @@ fn changes_store(req: &Request) -> bool {
 /// Handles one request for the connection whose session is `session`.
 pub fn handle(store: &Store, session: &Session, req: Request) -> Result<Response, WireError> {
     let what = describe(&req);
+    let started = std::time::Instant::now();
     tracing::trace!(request = what, "request");
     let changes_store = changes_store(&req);
     let mut result = match req {
@@ -184,6 +185,12 @@ pub fn handle(store: &Store, session: &Session, req: Request) -> Result<Response
             other => tracing::warn!(request = what, error = %other, "request failed"),
         }
     }
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(StoreError::Refused(_)) => "refused",
+        Err(_) => "failed",
+    };
+    crate::metrics::global().request(what, outcome, started.elapsed());
     result.map_err(|e| e.to_wire())
 }
 
@@ -331,14 +338,26 @@ fn dispatch(store: &Store, session: &Session, req: Request) -> Result<Response, 
             password,
             device,
         } => {
+            let logins = &crate::metrics::global().logins;
             let (token, ctx) = store
                 .login_from(&user, &password, &device, session.peer)
                 .inspect_err(|e| {
+                    let outcome = match e.code() {
+                        ErrorCode::AuthFailed => "failed",
+                        ErrorCode::Locked => "locked",
+                        _ => "refused",
+                    };
+                    logins
+                        .get_or_create(&crate::metrics::OutcomeLabel { outcome })
+                        .inc();
                     if matches!(e.code(), ErrorCode::AuthFailed | ErrorCode::Locked) {
                         tracing::info!(user = %user, device = %device, peer = ?session.peer, code = ?e.code(), "failed login");
                     }
                 })?;
             tracing::info!(user = %ctx.user, device = %ctx.device, "login");
+            logins
+                .get_or_create(&crate::metrics::OutcomeLabel { outcome: "ok" })
+                .inc();
             let root = store.getattr(&ctx, ctx.root)?;
             let resp = Response::Session {
                 token: token.clone(),
@@ -606,6 +625,8 @@ fn apply(
         }
         Request::PutChunks { node, chunks } => {
             let scope = store.chunk_scope(ctx, node, Action::Write)?;
+            let bytes: usize = chunks.iter().map(|c| c.data.len()).sum();
+            crate::metrics::global().chunk_bytes_in.inc_by(bytes as u64);
             put_chunks(store, ctx, session, &scope, &chunks)?;
             Response::Ok
         }
@@ -614,7 +635,12 @@ fn apply(
                 return Err(ErrorCode::TooLarge.into());
             }
             let scope = store.chunk_scope(ctx, node, Action::Read)?;
-            Response::Chunks(read_chunks(store, ctx, &scope, ids)?)
+            let bodies = read_chunks(store, ctx, &scope, ids)?;
+            let bytes: usize = bodies.iter().map(|c| c.data.len()).sum();
+            crate::metrics::global()
+                .chunk_bytes_out
+                .inc_by(bytes as u64);
+            Response::Chunks(bodies)
         }
         Request::GetManifest { node } => {
             let (version, size, chunks) = store.manifest(ctx, node)?;

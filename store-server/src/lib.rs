@@ -15,6 +15,7 @@
 //! * [`authz`] — the one authorisation function every request passes.
 //! * [`handler`] — request → store call → response.
 //! * [`server`] — listener, per-connection task, limits, timeouts, graceful shutdown.
+//! * [`metrics`] — Prometheus metrics (`--metrics ADDR`).
 //! * [`web`] — the web app (`--web ADDR`): another door onto the same handler.
 
 pub mod authz;
@@ -24,6 +25,7 @@ pub mod crypto;
 pub mod datadir;
 pub mod error;
 pub mod handler;
+pub mod metrics;
 pub mod sealed_chunks;
 pub mod server;
 pub mod store;

@@ -54,6 +54,10 @@ enum Command {
         /// e.g. 127.0.0.1:8443 (port 0 picks a free port; the URL is printed).
         #[arg(long)]
         web: Option<String>,
+        /// Serve Prometheus metrics (plain HTTP, GET /metrics) on this address; it is an
+        /// admin address: bind it to loopback or a network only admins reach.
+        #[arg(long)]
+        metrics: Option<String>,
     },
     /// Re-wrap every account's data key under a new master key and replace the key file
     /// (the stored data is not rewritten; a running server does it and keeps serving).
@@ -368,7 +372,12 @@ fn run() -> anyhow::Result<()> {
                 AdminCommand::Conflicts { name, set },
             )?;
         }
-        Command::Run { data, listen, web } => {
+        Command::Run {
+            data,
+            listen,
+            web,
+            metrics,
+        } => {
             let (dir, mut store) = open_initialised(&data, &cli.master_key)?;
             if let Some(secs) = std::env::var("SHELF_LOCKOUT_SECS")
                 .ok()
@@ -400,9 +409,20 @@ fn run() -> anyhow::Result<()> {
                     ),
                     None => None,
                 };
+                let metrics_listener = match &metrics {
+                    Some(m) => Some(
+                        tokio::net::TcpListener::bind(m)
+                            .await
+                            .with_context(|| format!("cannot listen on {m} for metrics"))?,
+                    ),
+                    None => None,
+                };
                 println!("shelf-server listening on {addr}");
                 if let Some(l) = &web_listener {
                     println!("web app on https://{}/", l.local_addr()?);
+                }
+                if let Some(l) = &metrics_listener {
+                    println!("metrics on http://{}/metrics", l.local_addr()?);
                 }
                 println!(
                     "fingerprint {}",
@@ -431,7 +451,13 @@ fn run() -> anyhow::Result<()> {
                         rx.clone(),
                     ))
                 });
+                let metrics = metrics_listener.map(|l| {
+                    tokio::spawn(shelf_server::metrics::serve(l, store.clone(), rx.clone()))
+                });
                 shelf_server::server::serve(listener, tls, store, rx).await?;
+                if let Some(m) = metrics {
+                    let _ = m.await;
+                }
                 let _ = control.await;
                 if let Some(w) = web {
                     if let Ok(Err(e)) = w.await {

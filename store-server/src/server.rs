@@ -151,6 +151,7 @@ async fn connection(
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await??;
+    let _counted = crate::metrics::Connected::new("protocol");
     let (r, w) = tokio::io::split(stream);
     let mut reader = FrameReader::new(r);
     let mut writer = FrameWriter::new(w);

@@ -1073,3 +1073,119 @@ fn pages_get_the_change_feed_as_server_sent_events() {
     assert_eq!(Browser::new(&server).get("/api/events").status, 303);
     m.unmount();
 }
+
+/// `shelf-server run --metrics ADDR`: Prometheus text with requests by kind and result,
+/// their latency, sign-ins by outcome, connections, chunk bytes and sizes.
+#[test]
+fn metrics_count_requests_logins_and_bytes() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let init = Command::new(server_bin())
+        .args(["init", "--data"])
+        .arg(&data)
+        .output()
+        .expect("init");
+    assert!(init.status.success());
+    let fp = String::from_utf8_lossy(&init.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("fingerprint ").map(str::to_string))
+        .expect("fingerprint");
+    let add = Command::new(server_bin())
+        .args(["user", "add", "alice", "--data"])
+        .arg(&data)
+        .env("SHELF_PASSWORD", "pw")
+        .output()
+        .expect("user add");
+    assert!(add.status.success());
+    let mut child = Command::new(server_bin())
+        .args([
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics",
+            "127.0.0.1:0",
+            "--data",
+        ])
+        .arg(&data)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run");
+    let mut lines = std::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut addr = String::new();
+    let mut metrics = String::new();
+    for l in lines.by_ref().take(3).map_while(Result::ok) {
+        if let Some(a) = l.strip_prefix("shelf-server listening on ") {
+            addr = a.to_string();
+        }
+        if let Some(m) = l.strip_prefix("metrics on ") {
+            metrics = m.to_string();
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    assert!(!addr.is_empty() && !metrics.is_empty(), "{addr} {metrics}");
+    let dev = Device::new();
+    let bad = dev
+        .shelf()
+        .args([
+            "login",
+            &addr,
+            "--user",
+            "alice",
+            "--device",
+            "d",
+            "--fingerprint",
+            &fp,
+        ])
+        .env("SHELF_PASSWORD", "wrong")
+        .output()
+        .expect("login");
+    assert!(!bad.status.success());
+    let good = dev
+        .shelf()
+        .args([
+            "login",
+            &addr,
+            "--user",
+            "alice",
+            "--device",
+            "d",
+            "--fingerprint",
+            &fp,
+        ])
+        .env("SHELF_PASSWORD", "pw")
+        .output()
+        .expect("login");
+    assert!(
+        good.status.success(),
+        "{}",
+        String::from_utf8_lossy(&good.stderr)
+    );
+    let m = dev.mount();
+    m.sh("head -c 2000000 /dev/urandom > files/work/x.bin");
+    m.sh("python3 -c \"import os; fd = os.open('files/work/x.bin', os.O_RDONLY); os.fsync(fd)\"");
+    let scrape = Command::new("curl")
+        .args(["-s", &metrics])
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&scrape.stdout);
+    m.unmount();
+    let _ = child.kill();
+    let _ = child.wait();
+    let value = |prefix: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {prefix} in\n{text}"))
+    };
+    assert_eq!(value("shelf_logins_total{outcome=\"failed\"}"), 1.0);
+    assert_eq!(value("shelf_logins_total{outcome=\"ok\"}"), 1.0);
+    assert!(value("shelf_requests_total{kind=\"commit\",result=\"ok\"}") >= 1.0);
+    assert!(value("shelf_request_seconds_count{kind=\"commit\"}") >= 1.0);
+    assert!(value("shelf_chunk_bytes_received_total") >= 2_000_000.0);
+    assert!(value("shelf_connections{door=\"protocol\"}") >= 1.0);
+    assert!(value("shelf_database_bytes") > 0.0);
+    assert!(value("shelf_stored_bytes") >= 2_000_000.0);
+}

@@ -263,6 +263,22 @@ impl Store {
     }
 
     /// A store over `db` and a chunk store, with a fresh random master key (tests).
+    /// The database's size on disk and the chunk bytes stored for all accounts (for the
+    /// metrics; 0 for what cannot be read).
+    pub fn sizes(&self) -> (u64, u64) {
+        let db = self.db.size_on_disk().unwrap_or(0);
+        let stored = self
+            .list_users()
+            .map(|users| {
+                users
+                    .iter()
+                    .map(|a| self.chunks.stored_bytes(a.id).unwrap_or(0))
+                    .sum()
+            })
+            .unwrap_or(0);
+        (db, stored)
+    }
+
     pub fn with_chunk_store(db: sled::Db, chunks: Arc<dyn ChunkStore>) -> Result<Store> {
         Store::with_parts(db, chunks, vec![MasterKey::generate()?.0])
     }

@@ -152,6 +152,7 @@ pub async fn serve(
                 }
                 Err(_) => return,
             };
+            let _counted = crate::metrics::Connected::new("web");
             let service = hyper_util::service::TowerToHyperService::new(app);
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
