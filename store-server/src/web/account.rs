@@ -4,7 +4,6 @@
 
 use super::pages::{dates, encode_path, human_size, render, signed_in};
 use super::sessions::WebSession;
-use super::upload::api_session;
 use super::{Peer, Web, WebError};
 use askama::Template;
 use axum::extract::{Query, State};
@@ -106,20 +105,11 @@ pub async fn revoke(
     headers: HeaderMap,
     Json(req): Json<Revoke>,
 ) -> Response {
-    let session = match api_session(&web, peer, &headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    let w = web.clone();
-    let done = super::blocking(move || {
-        session.call(&w.store, Request::RevokeDevice { device: req.device })?;
+    super::api_change(web, peer, headers, move |web, session| {
+        session.call(&web.store, Request::RevokeDevice { device: req.device })?;
         Ok(())
     })
-    .await;
-    match done {
-        Ok(()) => Json(serde_json::json!({ "ok": true })).into_response(),
-        Err(e) => e.into_response(),
-    }
+    .await
 }
 
 struct Found {

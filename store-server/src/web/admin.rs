@@ -4,7 +4,6 @@
 //! translates.
 
 use super::pages::{dates, human_size, render, signed_in};
-use super::upload::api_session;
 use super::{Peer, Web};
 use askama::Template;
 use axum::extract::State;
@@ -178,18 +177,9 @@ pub async fn change(
     headers: HeaderMap,
     Json(op): Json<Op>,
 ) -> Response {
-    let session = match api_session(&web, peer, &headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    let w = web.clone();
-    let done = super::blocking(move || {
-        session.call(&w.store, Request::Admin(request(op)?))?;
+    super::api_change(web, peer, headers, move |web, session| {
+        session.call(&web.store, Request::Admin(request(op)?))?;
         Ok(())
     })
-    .await;
-    match done {
-        Ok(()) => Json(serde_json::json!({ "ok": true })).into_response(),
-        Err(e) => e.into_response(),
-    }
+    .await
 }

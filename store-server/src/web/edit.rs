@@ -5,11 +5,10 @@
 
 use super::pages::{components, resolve};
 use super::sessions::WebSession;
-use super::upload::api_session;
 use super::{Peer, Web, WebError};
 use axum::extract::State;
 use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::{Extension, Json};
 use serde::Deserialize;
 use shelf_protocol::{
@@ -44,24 +43,6 @@ pub struct Move {
     to: String,
 }
 
-/// Runs `f` for a signed-in API call with its CSRF header, on the blocking pool.
-async fn run(
-    web: Arc<Web>,
-    peer: Peer,
-    headers: HeaderMap,
-    f: impl FnOnce(&Web, &WebSession) -> Result<(), WebError> + Send + 'static,
-) -> Response {
-    let session = match api_session(&web, peer, &headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    let w = web.clone();
-    match super::blocking(move || f(&w, &session).map_err(|e| e.0)).await {
-        Ok(()) => Json(serde_json::json!({ "ok": true })).into_response(),
-        Err(e) => e.into_response(),
-    }
-}
-
 fn folder(web: &Web, session: &WebSession, path: &str) -> Result<NodeId, WebError> {
     let attr = resolve(web, session, &components(path)?)?;
     match attr.kind {
@@ -84,7 +65,7 @@ pub async fn mkdir(
     headers: HeaderMap,
     Json(req): Json<Mkdir>,
 ) -> Response {
-    run(web, peer, headers, move |web, session| {
+    super::api_change(web, peer, headers, move |web, session| {
         let parent = folder(web, session, &req.dir)?;
         session.call(
             &web.store,
@@ -106,7 +87,7 @@ pub async fn rename(
     headers: HeaderMap,
     Json(req): Json<Rename>,
 ) -> Response {
-    run(web, peer, headers, move |web, session| {
+    super::api_change(web, peer, headers, move |web, session| {
         let parent = folder(web, session, &req.dir)?;
         session.call(
             &web.store,
@@ -130,7 +111,7 @@ pub async fn move_to(
     headers: HeaderMap,
     Json(req): Json<Move>,
 ) -> Response {
-    run(web, peer, headers, move |web, session| {
+    super::api_change(web, peer, headers, move |web, session| {
         let parent = folder(web, session, &req.dir)?;
         let target = folder(web, session, &req.to)?;
         for name in &req.names {
@@ -158,7 +139,7 @@ pub async fn delete(
     headers: HeaderMap,
     Json(req): Json<Names>,
 ) -> Response {
-    run(web, peer, headers, move |web, session| {
+    super::api_change(web, peer, headers, move |web, session| {
         let parent = folder(web, session, &req.dir)?;
         for name in &req.names {
             remove(web, session, parent, &one_name(name)?)?;

@@ -7,7 +7,6 @@
 use super::download::respond;
 use super::pages::{components, encode_path, human_size, resolve, signed_in, Crumb};
 use super::sessions::WebSession;
-use super::upload::api_session;
 use super::{Peer, Web, WebError};
 use askama::Template;
 use axum::extract::{Path, State};
@@ -252,17 +251,11 @@ pub async fn restore(
     headers: HeaderMap,
     Json(req): Json<Restore>,
 ) -> Response {
-    let session = match api_session(&web, peer, &headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    let w = web.clone();
-    let done = super::blocking(move || {
-        let dir =
-            resolve(&w, &session, &components(&req.dir).map_err(|e| e.0)?).map_err(|e| e.0)?;
+    super::api_change(web, peer, headers, move |web, session| {
+        let dir = resolve(web, session, &components(&req.dir)?)?;
         for item in req.items {
             session.call(
-                &w.store,
+                &web.store,
                 Request::Restore {
                     dir: dir.node,
                     name: item.name,
@@ -272,11 +265,7 @@ pub async fn restore(
         }
         Ok(())
     })
-    .await;
-    match done {
-        Ok(()) => Json(serde_json::json!({ "ok": true })).into_response(),
-        Err(e) => e.into_response(),
-    }
+    .await
 }
 
 /// Links from a folder page: a file's history, the folder's deleted files.

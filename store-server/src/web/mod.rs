@@ -261,6 +261,25 @@ pub async fn blocking<T: Send + 'static>(
     }
 }
 
+/// A change through the API: the signed-in session with its CSRF header, `f` on the
+/// blocking pool, `{"ok":true}` or the error.
+pub async fn api_change(
+    web: Arc<Web>,
+    peer: Peer,
+    headers: HeaderMap,
+    f: impl FnOnce(&Web, &sessions::WebSession) -> Result<(), WebError> + Send + 'static,
+) -> Response {
+    let session = match upload::api_session(&web, peer, &headers).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let w = web.clone();
+    match blocking(move || f(&w, &session).map_err(|e| e.0)).await {
+        Ok(()) => axum::Json(serde_json::json!({ "ok": true })).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
 /// A cookie's value from the request headers.
 pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers

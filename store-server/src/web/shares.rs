@@ -4,8 +4,7 @@
 //! `Unshare` decide who may do what (an owner shares, a recipient may only leave).
 
 use super::pages::{components, render, resolve, signed_in};
-use super::upload::api_session;
-use super::{Peer, Web, WebError};
+use super::{Peer, Web};
 use askama::Template;
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -92,17 +91,12 @@ pub async fn share(
     headers: HeaderMap,
     Json(req): Json<Share>,
 ) -> Response {
-    let session = match api_session(&web, peer, &headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    let w = web.clone();
-    let done = super::blocking(move || {
-        let mut parts = components(&req.dir).map_err(|e| e.0)?;
-        parts.extend(components(&req.name).map_err(|e| e.0)?);
-        let target = resolve(&w, &session, &parts).map_err(|e| e.0)?;
+    super::api_change(web, peer, headers, move |web, session| {
+        let mut parts = components(&req.dir)?;
+        parts.extend(components(&req.name)?);
+        let target = resolve(web, session, &parts)?;
         session.call(
-            &w.store,
+            &web.store,
             Request::Share {
                 node: target.node,
                 with: req.with,
@@ -111,8 +105,7 @@ pub async fn share(
         )?;
         Ok(())
     })
-    .await;
-    ok_or(done)
+    .await
 }
 
 #[derive(Deserialize)]
@@ -127,14 +120,9 @@ pub async fn unshare(
     headers: HeaderMap,
     Json(req): Json<Unshare>,
 ) -> Response {
-    let session = match api_session(&web, peer, &headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    let w = web.clone();
-    let done = super::blocking(move || {
+    super::api_change(web, peer, headers, move |web, session| {
         session.call(
-            &w.store,
+            &web.store,
             Request::Unshare {
                 node: req.node,
                 with: req.with,
@@ -142,13 +130,5 @@ pub async fn unshare(
         )?;
         Ok(())
     })
-    .await;
-    ok_or(done)
-}
-
-fn ok_or(done: Result<(), WebError>) -> Response {
-    match done {
-        Ok(()) => Json(serde_json::json!({ "ok": true })).into_response(),
-        Err(e) => e.into_response(),
-    }
+    .await
 }
