@@ -49,13 +49,7 @@ pub async fn account(
     Extension(peer): Extension<Peer>,
     headers: HeaderMap,
 ) -> Response {
-    let session = match signed_in(&web, peer, &headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    let w = web.clone();
-    let s = session.clone();
-    let got = super::blocking(move || {
+    let got = super::page_data(&web, peer, &headers, move |w, s| {
         let status = match s.call(&w.store, Request::Status)? {
             Answer::Status(st) => st,
             _ => return Err(ErrorCode::Internal.into()),
@@ -67,9 +61,9 @@ pub async fn account(
         Ok((status, devices))
     })
     .await;
-    let (st, devices) = match got {
+    let (session, (st, devices)) = match got {
         Ok(x) => x,
-        Err(e) => return e.into_response(),
+        Err(r) => return r,
     };
     render(&AccountPage {
         user: st.user,

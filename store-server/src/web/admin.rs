@@ -3,12 +3,12 @@
 //! one authorisation function refuses to anyone but an admin; this module only
 //! translates.
 
-use super::pages::{dates, human_size, render, signed_in};
+use super::pages::{dates, human_size, render};
 use super::{Peer, Web};
 use askama::Template;
 use axum::extract::State;
 use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::{Extension, Json};
 use serde::Deserialize;
 use shelf_protocol::{AdminRequest, ErrorCode, Request, Response as Answer, Role, WireError};
@@ -64,13 +64,7 @@ pub async fn page(
     Extension(peer): Extension<Peer>,
     headers: HeaderMap,
 ) -> Response {
-    let session = match signed_in(&web, peer, &headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    let w = web.clone();
-    let s = session.clone();
-    let got = super::blocking(move || {
+    let got = super::page_data(&web, peer, &headers, move |w, s| {
         let users = match s.call(&w.store, Request::Admin(AdminRequest::ListUsers))? {
             Answer::Users(u) => u,
             _ => return Err(ErrorCode::Internal.into()),
@@ -85,9 +79,9 @@ pub async fn page(
         Ok((users, audit))
     })
     .await;
-    let (users, audit) = match got {
+    let (session, (users, audit)) = match got {
         Ok(x) => x,
-        Err(e) => return e.into_response(),
+        Err(r) => return r,
     };
     render(&AdminPage {
         user: session.user.clone(),

@@ -261,6 +261,23 @@ pub async fn blocking<T: Send + 'static>(
     }
 }
 
+/// A page's store work: the signed-in session (else the answer that sends to the
+/// sign-in form), then `f` on the blocking pool.
+pub async fn page_data<T: Send + 'static>(
+    web: &Arc<Web>,
+    peer: Peer,
+    headers: &HeaderMap,
+    f: impl FnOnce(&Web, &sessions::WebSession) -> Result<T, WireError> + Send + 'static,
+) -> Result<(Arc<sessions::WebSession>, T), Response> {
+    let session = pages::signed_in(web, peer, headers).await?;
+    let w = web.clone();
+    let s = session.clone();
+    let got = blocking(move || f(&w, &s))
+        .await
+        .map_err(IntoResponse::into_response)?;
+    Ok((session, got))
+}
+
 /// A change through the API: the signed-in session with its CSRF header, `f` on the
 /// blocking pool, `{"ok":true}` or the error.
 pub async fn api_change(

@@ -3,12 +3,12 @@
 //! (`/shares`), end a share (`POST /api/unshare`). The store's `Share`, `ListShares` and
 //! `Unshare` decide who may do what (an owner shares, a recipient may only leave).
 
-use super::pages::{components, render, resolve, signed_in};
+use super::pages::{components, render, resolve};
 use super::{Peer, Web};
 use askama::Template;
 use axum::extract::State;
 use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::{Extension, Json};
 use serde::Deserialize;
 use shelf_protocol::{ErrorCode, NodeId, Request, Response as Answer};
@@ -36,20 +36,16 @@ pub async fn list(
     Extension(peer): Extension<Peer>,
     headers: HeaderMap,
 ) -> Response {
-    let session = match signed_in(&web, peer, &headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    let w = web.clone();
-    let s = session.clone();
-    let got = super::blocking(move || match s.call(&w.store, Request::ListShares)? {
-        Answer::Shares(list) => Ok(list),
-        _ => Err(ErrorCode::Internal.into()),
+    let got = super::page_data(&web, peer, &headers, move |w, s| {
+        match s.call(&w.store, Request::ListShares)? {
+            Answer::Shares(list) => Ok(list),
+            _ => Err(ErrorCode::Internal.into()),
+        }
     })
     .await;
-    let shares = match got {
-        Ok(l) => l,
-        Err(e) => return e.into_response(),
+    let (session, shares) = match got {
+        Ok(x) => x,
+        Err(r) => return r,
     };
     render(&SharesPage {
         user: session.user.clone(),
