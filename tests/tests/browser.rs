@@ -234,6 +234,17 @@ async fn sign_in_upload_download_restore_and_sign_out_in_chromium() {
             .await
             .expect("choose");
         wait_for_text(&c, "note.txt</a>").await;
+        // The page already lists the note after the first round: wait for this upload
+        // to be finished on the server, seen through the mount.
+        assert!(
+            wait_until(Duration::from_secs(10), || std::fs::read_to_string(
+                m.path.join("videos/personal/note.txt")
+            )
+            .ok()
+            .as_deref()
+                == Some(text)),
+            "the upload of {text:?} never reached the mount"
+        );
     }
     c.goto(&format!("{base}/history/videos/personal/note.txt"))
         .await
