@@ -435,6 +435,46 @@ pub enum Request {
     /// bytes (and [`MAX_SMALL_FILE`]): a small file read on a device that never had it costs
     /// one round trip, not two. Answers [`Response::SmallFile`].
     GetSmallFile { node: NodeId, max: u32 },
+    /// Makes a public link to a file or folder of one's own: anyone holding it may download
+    /// (or, for `Upload` on a folder, only add files), without an account, until it expires
+    /// or is revoked; with a password, only after giving it. Answers [`Response::Links`] with
+    /// the new link (its token is the secret part of the URL).
+    CreateLink {
+        node: NodeId,
+        access: LinkAccess,
+        password: Option<String>,
+        expires: Option<Timestamp>,
+    },
+    /// The account's public links ([`Response::Links`]).
+    ListLinks,
+    /// Ends one of the account's public links: its URL opens nothing from the next request.
+    RevokeLink { id: u64 },
+}
+
+/// What a public link lets its holder do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LinkAccess {
+    /// See and download the file, or the folder and everything below it.
+    Download,
+    /// Add files to the folder ("file request"): nothing in it can be seen or replaced.
+    Upload,
+}
+
+/// One public link, as its owner sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkInfo {
+    pub id: u64,
+    /// The secret part of the link's URL (`/s/TOKEN`).
+    pub token: String,
+    pub node: NodeId,
+    pub kind: NodeKind,
+    /// Where it points, below the owner's root.
+    pub path: String,
+    pub access: LinkAccess,
+    /// Whether opening it needs a password.
+    pub password: bool,
+    pub expires: Option<Timestamp>,
+    pub created: Timestamp,
 }
 
 /// A change in a [`Request::Batch`] with the time the device made it: the server stamps
@@ -639,6 +679,8 @@ pub enum Response {
         chunks: Vec<ChunkRef>,
         bodies: Vec<ChunkBody>,
     },
+    /// Public links of the account ([`Request::ListLinks`]), or the one just made.
+    Links(Vec<LinkInfo>),
 }
 
 /// One change in an account's feed.

@@ -8,9 +8,15 @@
 //! reported as *not found*, so an error never reveals that someone else's file exists.
 //! Viewers may read but every write is refused as read-only; so is a write in a read-only
 //! share. Account management is for admins.
+//!
+//! A public link's visitor is a session of the link's own principal ([`Ctx::link`]),
+//! granted its node like a share recipient (read for a download link, read-write for an
+//! upload link). [`authorize_request`] first limits it to the requests its kind of link
+//! needs ([`link_may`]): reading for a download link; for an upload link making folders and
+//! files and storing their content, never removing, renaming or reading anything back.
 
 use crate::store::Ctx;
-use shelf_protocol::{ErrorCode, Request, Role};
+use shelf_protocol::{ErrorCode, LinkAccess, Request, Role};
 
 /// What a request or store step wants to do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,9 +59,12 @@ impl Action {
             // Anyone may drop a share of its own (the store checks whose it is).
             | Request::Unshare { .. }
             | Request::ListShares
+            // Only the owner's own links (the store checks whose they are).
+            | Request::ListLinks
+            | Request::RevokeLink { .. }
             | Request::ReportSyncFailure { .. }
             | Request::SetAgent { .. } => Action::Read,
-            Request::Share { .. } => Action::Write,
+            Request::Share { .. } | Request::CreateLink { .. } => Action::Write,
             Request::SetAttr { .. }
             | Request::Mkdir { .. }
             | Request::Create { .. }
@@ -114,4 +123,47 @@ pub fn authorize(ctx: &Ctx, action: Action, target: Option<Target>) -> Result<()
         (Action::Write, Role::Admin | Role::User) => Ok(()),
         (Action::Write, Role::Viewer) => Err(ErrorCode::ReadOnly),
     }
+}
+
+/// Whether a public link's visitor may send `req` at all (its nodes are checked after).
+pub fn link_may(access: LinkAccess, req: &Request) -> bool {
+    match access {
+        LinkAccess::Download => matches!(
+            req,
+            Request::Lookup { .. }
+                | Request::GetAttr { .. }
+                | Request::ReadDir { .. }
+                | Request::ReadLink { .. }
+                | Request::GetManifest { .. }
+                | Request::GetChunks { .. }
+                | Request::GetSmallFile { .. }
+                | Request::Logout
+        ),
+        // Lookup finds a folder a folder upload made a moment before; commits are
+        // further limited to files the same visit made (the handler checks).
+        LinkAccess::Upload => matches!(
+            req,
+            Request::Lookup { .. }
+                | Request::GetAttr { .. }
+                | Request::Mkdir { .. }
+                | Request::Create {
+                    exclusive: true,
+                    ..
+                }
+                | Request::PutChunks { .. }
+                | Request::HaveChunks { .. }
+                | Request::Commit { .. }
+                | Request::Logout
+        ),
+    }
+}
+
+/// Decides whether the session `ctx` may send `req` (before any node is looked at).
+pub fn authorize_request(ctx: &Ctx, req: &Request) -> Result<(), ErrorCode> {
+    if let Some(access) = ctx.link {
+        if !link_may(access, req) {
+            return Err(ErrorCode::PermissionDenied);
+        }
+    }
+    authorize(ctx, Action::of(req), None)
 }

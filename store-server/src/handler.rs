@@ -4,7 +4,7 @@
 //! Errors are logged once, here, and sent as [`WireError`]s; no secret (password, token) is
 //! ever logged.
 
-use crate::authz::{authorize, Action};
+use crate::authz::{authorize_request, Action};
 use crate::error::StoreError;
 use crate::store::audit::AuditKind;
 use crate::store::conflicts::Committed;
@@ -38,6 +38,11 @@ pub struct Session {
     /// The program behind this connection when it is not the device's mount
     /// ([`Request::SetAgent`]): its changes are published as made by `DEVICE AGENT`.
     agent: Mutex<Option<String>>,
+    /// A visitor of a public link (made only by the web door): its token is a link's,
+    /// opened again by every request.
+    link: bool,
+    /// Files a link's visitor made in this session (the only ones it may commit to).
+    made: Mutex<std::collections::HashSet<NodeId>>,
 }
 
 impl Session {
@@ -47,6 +52,20 @@ impl Session {
             peer: Some(peer),
             uploads: Mutex::default(),
             agent: Mutex::default(),
+            link: false,
+            made: Mutex::default(),
+        }
+    }
+
+    /// The session of a public link's visitor, opened by [`Store::open_link`].
+    pub fn for_link(peer: std::net::IpAddr, ctx: Ctx, token: String) -> Session {
+        Session {
+            state: Mutex::new(Some((ctx, token))),
+            peer: Some(peer),
+            uploads: Mutex::default(),
+            agent: Mutex::default(),
+            link: true,
+            made: Mutex::default(),
         }
     }
 
@@ -132,6 +151,9 @@ fn describe(req: &Request) -> &'static str {
         Request::GetChunks { .. } => "get-chunks",
         Request::GetManifest { .. } => "get-manifest",
         Request::GetSmallFile { .. } => "get-small-file",
+        Request::CreateLink { .. } => "create-link",
+        Request::ListLinks => "list-links",
+        Request::RevokeLink { .. } => "revoke-link",
         Request::Commit { .. } => "commit",
         Request::Status => "status",
         Request::Mknod { .. } => "mknod",
@@ -158,6 +180,8 @@ fn changes_store(req: &Request) -> bool {
                 | Request::Admin(_)
                 | Request::Share { .. }
                 | Request::Unshare { .. }
+                | Request::CreateLink { .. }
+                | Request::RevokeLink { .. }
                 | Request::Batch(_)
         )
 }
@@ -208,6 +232,9 @@ fn batch(
         return Err(ErrorCode::InvalidArgument.into());
     }
     let ctx = signed_in(store, session)?;
+    if ctx.link.is_some() {
+        return Err(ErrorCode::PermissionDenied.into());
+    }
     // Commits need their chunks stored and checked before the transaction (which reads and
     // writes the database only through itself), and none collected until it ends.
     let _chunks_in_use = match reqs.iter().any(|s| matches!(s.req, Request::Commit { .. })) {
@@ -393,7 +420,11 @@ fn signed_in(store: &Store, session: &Session) -> Result<Ctx, StoreError> {
     let Some(token) = session.token() else {
         return Err(ErrorCode::AuthRequired.into());
     };
-    let mut ctx = match store.resume(&token) {
+    let resumed = match session.link {
+        true => store.resume_link(&token),
+        false => store.resume(&token),
+    };
+    let mut ctx = match resumed {
         Ok(ctx) => ctx,
         Err(e) => {
             session.set(None);
@@ -413,7 +444,32 @@ fn apply(
     ctx: &Ctx,
     req: Request,
 ) -> Result<Response, StoreError> {
-    authorize(ctx, Action::of(&req), None)?;
+    authorize_request(ctx, &req)?;
+    if ctx.link == Some(shelf_protocol::LinkAccess::Upload) {
+        if let Request::Commit { node, .. } = &req {
+            // An upload link fills only the files its visit made.
+            if !session.made.lock_or_recover().contains(node) {
+                return Err(ErrorCode::PermissionDenied.into());
+            }
+        }
+    }
+    let made_by_link = ctx.link.is_some() && matches!(req, Request::Create { .. });
+    let answer = apply_authorized(store, session, ctx, req)?;
+    if made_by_link {
+        if let Response::Attr(a) = &answer {
+            session.made.lock_or_recover().insert(a.node);
+        }
+    }
+    Ok(answer)
+}
+
+/// Carries out one request [`apply`] authorised.
+fn apply_authorized(
+    store: &Store,
+    session: &Session,
+    ctx: &Ctx,
+    req: Request,
+) -> Result<Response, StoreError> {
     Ok(match req {
         // Answered before the session check above; batches do not nest.
         Request::Login { .. } | Request::Resume { .. } | Request::Batch(_) => {
@@ -437,6 +493,23 @@ fn apply(
             Response::Ok
         }
         Request::ListShares => Response::Shares(store.list_shares(ctx)?),
+        Request::CreateLink {
+            node,
+            access,
+            password,
+            expires,
+        } => Response::Links(vec![store.create_link(
+            ctx,
+            node,
+            access,
+            password.as_deref(),
+            expires,
+        )?]),
+        Request::ListLinks => Response::Links(store.list_links(ctx)?),
+        Request::RevokeLink { id } => {
+            store.revoke_link(ctx, id)?;
+            Response::Ok
+        }
         Request::SetAgent { agent } => {
             if !shelf_protocol::is_valid_agent(&agent) {
                 return Err(ErrorCode::InvalidArgument.into());
@@ -767,7 +840,7 @@ pub fn subscribe(
     let ctx = session
         .ctx()
         .ok_or_else(|| WireError::from(ErrorCode::AuthRequired))?;
-    authorize(&ctx, Action::of(&Request::Subscribe { after }), None).map_err(WireError::from)?;
+    authorize_request(&ctx, &Request::Subscribe { after }).map_err(WireError::from)?;
     let live = store.subscribe(ctx.account);
     let (backlog, trimmed, head) = store
         .changes_since(ctx.account, after)

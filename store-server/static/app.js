@@ -1,11 +1,14 @@
 // Shelf's folder page: uploads (picker, folder picker, drag and drop; resumable), new
-// folder, rename, move, delete. Plain JavaScript, no build step.
+// folder, rename, move, delete, share, public links. A public upload link's page uses the
+// upload part only (data-drop, its own API base). Plain JavaScript, no build step.
 (function () {
   'use strict';
   const here = document.getElementById('folder');
   if (!here) return;
   const dir = here.dataset.dir;
   const csrf = here.dataset.csrf;
+  const api = here.dataset.api || '/api';
+  const drop = Boolean(here.dataset.drop);
   const PIECE = 8 << 20;
   const status = document.getElementById('status');
 
@@ -35,13 +38,13 @@
 
   // Sends one file, going on from where the server is after a dropped connection.
   async function send(file, path, bar) {
-    const { id } = await call('POST', '/api/upload', { dir, path, size: file.size });
+    const { id } = await call('POST', `${api}/upload`, { dir, path, size: file.size });
     let offset = 0;
     let tries = 0;
     while (offset < file.size) {
       let res;
       try {
-        res = await fetch(`/api/upload/${id}?offset=${offset}`, {
+        res = await fetch(`${api}/upload/${id}?offset=${offset}`, {
           method: 'PUT',
           headers: { 'X-CSRF-Token': csrf },
           credentials: 'same-origin',
@@ -52,7 +55,7 @@
         if (++tries > 10) throw e;
         await sleep(Math.min(30000, 250 * 2 ** tries));
         try {
-          offset = (await call('GET', `/api/upload/${id}`)).offset;
+          offset = (await call('GET', `${api}/upload/${id}`)).offset;
         } catch (_) { /* still away: the next try asks again */ }
         continue;
       }
@@ -64,8 +67,9 @@
       }
       throw new Error((await res.text()) || res.statusText);
     }
-    await call('POST', `/api/upload/${id}/finish`);
+    const done = await call('POST', `${api}/upload/${id}/finish`);
     bar.value = file.size;
+    return done;
   }
 
   // Uploads [file, path below this folder] pairs, two at a time, then shows the folder.
@@ -88,8 +92,9 @@
     const next = async () => {
       for (let job = jobs.shift(); job; job = jobs.shift()) {
         try {
-          await send(job.file, job.path, job.bar);
+          const done = await send(job.file, job.path, job.bar);
           job.li.classList.add('done');
+          if (drop) job.li.querySelector('span').textContent = `${job.path}: sent${done.name !== job.path.split('/').pop() ? ` as ${done.name}` : ''}`;
         } catch (e) {
           failed++;
           job.li.classList.add('failed');
@@ -98,7 +103,14 @@
       }
     };
     await Promise.all([next(), next()]);
-    if (!failed) location.reload();
+    if (failed) return;
+    if (!drop) {
+      location.reload();
+      return;
+    }
+    status.classList.remove('error');
+    status.textContent = `Sent ${items.length} file(s). Thank you.`;
+    status.hidden = false;
   }
 
   document.getElementById('pick-files').addEventListener('change', (e) => {
@@ -151,7 +163,7 @@
   });
 
   // Changes made elsewhere (another device, another tab) in this folder: offer a refresh.
-  if (window.EventSource) {
+  if (window.EventSource && !drop) {
     const events = new EventSource('/api/events');
     let seen = 0;
     events.onmessage = (e) => {
@@ -173,18 +185,21 @@
     };
   }
 
-  // Selection and the changes that act on it.
+  // Selection and the changes that act on it (the signed-in folder page only).
+  if (!document.getElementById('select-all')) return;
   const picks = () => [...document.querySelectorAll('input.pick:checked')].map((c) => c.value);
   const buttons = {
     rename: document.getElementById('rename'),
     move: document.getElementById('move'),
     delete: document.getElementById('delete'),
     share: document.getElementById('share'),
+    link: document.getElementById('link'),
   };
   function selectionChanged() {
     const n = picks().length;
     buttons.rename.disabled = n !== 1;
     buttons.share.disabled = n !== 1;
+    buttons.link.disabled = n !== 1;
     buttons.move.disabled = n === 0;
     buttons.delete.disabled = n === 0;
   }
@@ -217,6 +232,42 @@
     if (!user) return;
     const write = confirm(`May ${user} change it too? (Cancel: read only)`);
     change('/api/share', { dir, name, with: user, write });
+  });
+  // A public link: the dialog asks what it allows, a password and the last day.
+  const dialog = document.getElementById('link-dialog');
+  const form = document.getElementById('link-form');
+  const linkError = document.getElementById('link-error');
+  buttons.link.addEventListener('click', () => {
+    const [name] = picks();
+    document.getElementById('link-name').textContent = name;
+    form.reset();
+    form.querySelector('.link-made').hidden = true;
+    linkError.hidden = true;
+    document.getElementById('link-create').hidden = false;
+    dialog.showModal();
+  });
+  document.getElementById('link-close').addEventListener('click', () => dialog.close());
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const [name] = picks();
+    const data = new FormData(form);
+    try {
+      const made = await call('POST', '/api/link', {
+        dir,
+        name,
+        access: data.get('access'),
+        password: data.get('password') || '',
+        expires: data.get('expires') || '',
+      });
+      const url = document.getElementById('link-url');
+      url.value = made.url;
+      form.querySelector('.link-made').hidden = false;
+      document.getElementById('link-create').hidden = true;
+      url.select();
+    } catch (err) {
+      linkError.textContent = err.message;
+      linkError.hidden = false;
+    }
   });
   buttons.move.addEventListener('click', () => {
     const to = prompt('Move to which folder? (for example photos/work)', dir);

@@ -21,33 +21,9 @@
       status.hidden = false;
     }
   }
-  // Signing a device or browser out (the account page).
-  document.querySelectorAll('button.revoke').forEach((b) => b.addEventListener('click', async () => {
-    const res = await fetch('/api/revoke', {
-      method: 'POST',
-      credentials: 'same-origin',
-      headers: { 'X-CSRF-Token': csrf, 'Content-Type': 'application/json' },
-      body: JSON.stringify({ device: b.dataset.device }),
-    });
-    if (res.ok) location.reload();
-    else { status.textContent = (await res.text()) || res.statusText; status.hidden = false; }
-  }));
-
-  // Ending a share (the shares page).
-  document.querySelectorAll('button.unshare').forEach((b) => b.addEventListener('click', async () => {
-    const res = await fetch('/api/unshare', {
-      method: 'POST',
-      credentials: 'same-origin',
-      headers: { 'X-CSRF-Token': csrf, 'Content-Type': 'application/json' },
-      body: JSON.stringify({ node: Number(b.dataset.node), with: b.dataset.with }),
-    });
-    if (res.ok) location.reload();
-    else { status.textContent = (await res.text()) || res.statusText; status.hidden = false; }
-  }));
-
-  // The admin page: every change is one call to /api/admin.
-  async function admin(body) {
-    const res = await fetch('/api/admin', {
+  // One change through the API, then the page again (or the server's message).
+  async function post(url, body) {
+    const res = await fetch(url, {
       method: 'POST',
       credentials: 'same-origin',
       headers: { 'X-CSRF-Token': csrf, 'Content-Type': 'application/json' },
@@ -56,6 +32,17 @@
     if (res.ok) location.reload();
     else { status.textContent = (await res.text()) || res.statusText; status.hidden = false; }
   }
+  const onClick = (selector, body) => document.querySelectorAll(selector)
+    .forEach((b) => b.addEventListener('click', () => body(b)));
+
+  // Signing a device or browser out (the account page).
+  onClick('button.revoke', (b) => post('/api/revoke', { device: b.dataset.device }));
+  // Ending a share or a public link (the shares page).
+  onClick('button.unshare', (b) => post('/api/unshare', { node: Number(b.dataset.node), with: b.dataset.with }));
+  onClick('button.unlink', (b) => post('/api/unlink', { id: Number(b.dataset.id) }));
+
+  // The admin page: every change is one call to /api/admin.
+  const admin = (body) => post('/api/admin', body);
   document.querySelectorAll('select.admin-role').forEach((s) => s.addEventListener('change', () => admin({ op: 'role', name: s.dataset.name, role: s.value })));
   document.querySelectorAll('button.admin-quota').forEach((b) => b.addEventListener('click', () => {
     const gib = prompt(`Quota for ${b.dataset.name} in GiB (empty: none)`);

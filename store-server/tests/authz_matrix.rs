@@ -13,8 +13,8 @@
 //! unsharing for others) join the matrix with sharing.
 
 use shelf_protocol::{
-    AdminRequest, ChunkBody, ChunkId, ChunkRef, ErrorCode, LockKind, NodeId, NodeKind, RenameMode,
-    Request, Response, Role, Stamped, Timestamp, WireError, XattrMode,
+    AdminRequest, ChunkBody, ChunkId, ChunkRef, ErrorCode, LinkAccess, LockKind, NodeId, NodeKind,
+    RenameMode, Request, Response, Role, Stamped, Timestamp, WireError, XattrMode,
 };
 use shelf_server::chunkstore::PackStore;
 use shelf_server::handler::{handle, subscribe, Session};
@@ -344,6 +344,17 @@ fn requests(t: Tree, tag: &str, body_of: &[u8]) -> Vec<(&'static str, Kind, Requ
                 write: true,
             },
         ),
+        (
+            "create-link",
+            Request::CreateLink {
+                node: t.file,
+                access: LinkAccess::Download,
+                password: None,
+                expires: None,
+            },
+        ),
+        ("list-links", Request::ListLinks),
+        // revoke-link names a link, not a node: its cells are in `public_links_*` below.
         ("logout", Request::Logout),
     ];
     all.into_iter()
@@ -360,7 +371,8 @@ fn requests(t: Tree, tag: &str, body_of: &[u8]) -> Vec<(&'static str, Kind, Requ
                 | Request::Unshare { .. }
                 | Request::ReportSyncFailure { .. }
                 | Request::SetAgent { .. } => Kind::Session,
-                Request::Share { .. } => Kind::Write,
+                Request::Share { .. } | Request::CreateLink { .. } => Kind::Write,
+                Request::ListLinks | Request::RevokeLink { .. } => Kind::Session,
                 Request::PutChunks { .. } | Request::HaveChunks { .. } => Kind::Write,
                 Request::Admin(_) => Kind::Admin,
                 Request::Lookup { .. }
@@ -759,7 +771,7 @@ fn matrix() {
             let got = send(&store, s, req);
             let verdict = match (*r, kind, name) {
                 // Passing a share on is refused, whatever was given.
-                ("rrec" | "wrec", _, "share") => match &got {
+                ("rrec" | "wrec", _, "share" | "create-link") => match &got {
                     Err(e) if e.code == ErrorCode::PermissionDenied => None,
                     other => Some(format!("re-sharing was not refused: {other:?}")),
                 },
@@ -1094,4 +1106,297 @@ fn batched_changes_take_the_devices_time_within_limits() {
             ),
         }
     }
+}
+
+/// A public link's visitor through the handler (as the web door runs it).
+fn visitor(store: &Store, token: &str) -> Session {
+    let opened = store
+        .open_link(
+            token,
+            shelf_server::store::public_links::Key::None,
+            None,
+            false,
+        )
+        .expect("open link");
+    Session::for_link(
+        "127.0.0.1".parse().expect("ip"),
+        opened.ctx,
+        token.to_string(),
+    )
+}
+
+fn make_link(store: &Store, s: &Session, node: NodeId, access: LinkAccess) -> (u64, String) {
+    match handle(
+        store,
+        s,
+        Request::CreateLink {
+            node,
+            access,
+            password: None,
+            expires: None,
+        },
+    ) {
+        Ok(Response::Links(l)) if l.len() == 1 => (l[0].id, l[0].token.clone()),
+        other => panic!("create-link answered {other:?}"),
+    }
+}
+
+fn code(r: Result<Response, WireError>) -> Option<ErrorCode> {
+    r.err().map(|e| e.code)
+}
+
+/// A download link opens its own folder and what is below it, read-only, and nothing else
+/// of its owner's or anyone's; an upload link only adds files; revoking ends both at once;
+/// another account cannot list or end the owner's links.
+#[test]
+fn public_links_reach_only_their_node_and_only_what_they_allow() {
+    let (store, _tmp) = store();
+    store.add_user("owner", "pw", Role::User).expect("add");
+    store.add_user("other", "pw", Role::User).expect("add");
+    let mine = tree(&store, "owner", &[]);
+    let theirs = tree(&store, "other", &[]);
+    let owner = session(&store, "owner", "dev");
+    let other = session(&store, "other", "dev");
+    let root = store.login("owner", "pw", "x").expect("login").1.root;
+    // A link to the folder `files/sub` (so `files/f` is outside it).
+    let sub = match handle(
+        &store,
+        &owner,
+        Request::Mkdir {
+            parent: mine.dir,
+            name: "sub".into(),
+            mode: 0o755,
+            id: None,
+        },
+    ) {
+        Ok(Response::Attr(a)) => a.node,
+        other => panic!("mkdir {other:?}"),
+    };
+    let inside = match handle(
+        &store,
+        &owner,
+        Request::Create {
+            parent: sub,
+            name: "in.txt".into(),
+            mode: 0o644,
+            exclusive: true,
+            id: None,
+        },
+    ) {
+        Ok(Response::Attr(a)) => a.node,
+        other => panic!("create {other:?}"),
+    };
+    let (down_id, down) = make_link(&store, &owner, sub, LinkAccess::Download);
+    let v = visitor(&store, &down);
+    let listed = handle(
+        &store,
+        &v,
+        Request::ReadDir {
+            dir: sub,
+            after: None,
+            limit: 10,
+        },
+    );
+    assert!(listed.is_ok(), "{listed:?}");
+    assert!(handle(&store, &v, Request::GetManifest { node: inside }).is_ok());
+    // Outside the link: the owner's other file, root, and another account's file are
+    // answered exactly as nodes that do not exist.
+    for node in [mine.file, root, theirs.file, NOWHERE] {
+        assert_eq!(
+            code(handle(&store, &v, Request::GetAttr { node })),
+            Some(ErrorCode::NotFound),
+            "node {node} outside the link"
+        );
+    }
+    // Nothing but reading: no writes, no shares, no links, no account requests.
+    for req in [
+        Request::Create {
+            parent: sub,
+            name: "x".into(),
+            mode: 0o644,
+            exclusive: true,
+            id: None,
+        },
+        Request::Unlink {
+            parent: sub,
+            name: "in.txt".into(),
+            expect: None,
+        },
+        Request::Share {
+            node: sub,
+            with: "other".into(),
+            write: false,
+        },
+        Request::CreateLink {
+            node: sub,
+            access: LinkAccess::Download,
+            password: None,
+            expires: None,
+        },
+        Request::ListLinks,
+        Request::ListDevices,
+        Request::Status,
+        Request::ListVersions { dir: sub },
+        Request::Admin(AdminRequest::ListUsers),
+        Request::Batch(vec![]),
+    ] {
+        let what = format!("{req:?}");
+        assert_eq!(
+            code(handle(&store, &v, req)),
+            Some(ErrorCode::PermissionDenied),
+            "a download link's visitor sent {what}"
+        );
+    }
+
+    // An upload link: make a new file and fill it; never read, replace or remove.
+    let (_, up) = make_link(&store, &owner, sub, LinkAccess::Upload);
+    let u = visitor(&store, &up);
+    assert_eq!(
+        code(handle(
+            &store,
+            &u,
+            Request::ReadDir {
+                dir: sub,
+                after: None,
+                limit: 10
+            }
+        )),
+        Some(ErrorCode::PermissionDenied)
+    );
+    assert_eq!(
+        code(handle(&store, &u, Request::GetManifest { node: inside })),
+        Some(ErrorCode::PermissionDenied)
+    );
+    assert_eq!(
+        code(handle(
+            &store,
+            &u,
+            Request::Create {
+                parent: sub,
+                name: "in.txt".into(),
+                mode: 0o644,
+                exclusive: false,
+                id: None
+            },
+        )),
+        Some(ErrorCode::PermissionDenied),
+        "a non-exclusive create could open an existing file"
+    );
+    let body = b"sent through a link".to_vec();
+    let id = chunk_of(&body);
+    let commit = |node| Request::Commit {
+        node,
+        base_version: 0,
+        chunks: vec![ChunkRef {
+            id,
+            len: body.len() as u32,
+        }],
+        inline: vec![ChunkBody {
+            id,
+            data: body.clone(),
+        }],
+        mtime: Timestamp::now(),
+        durable: true,
+    };
+    assert_eq!(
+        code(handle(&store, &u, commit(inside))),
+        Some(ErrorCode::PermissionDenied),
+        "an upload link replaced a file it did not make"
+    );
+    let new = match handle(
+        &store,
+        &u,
+        Request::Create {
+            parent: sub,
+            name: "new.txt".into(),
+            mode: 0o644,
+            exclusive: true,
+            id: None,
+        },
+    ) {
+        Ok(Response::Attr(a)) => a.node,
+        other => panic!("create through the upload link: {other:?}"),
+    };
+    handle(&store, &u, commit(new)).expect("commit of the file it made");
+    for req in [
+        Request::Unlink {
+            parent: sub,
+            name: "in.txt".into(),
+            expect: None,
+        },
+        Request::Rename {
+            parent: sub,
+            name: "in.txt".into(),
+            new_parent: sub,
+            new_name: "moved".into(),
+            mode: RenameMode::Replace,
+            expect: None,
+        },
+        Request::GetChunks {
+            node: new,
+            ids: vec![id],
+        },
+    ] {
+        let what = format!("{req:?}");
+        assert_eq!(
+            code(handle(&store, &u, req)),
+            Some(ErrorCode::PermissionDenied),
+            "an upload link's visitor sent {what}"
+        );
+    }
+    // The owner sees the new file, whole.
+    match handle(
+        &store,
+        &owner,
+        Request::GetSmallFile {
+            node: new,
+            max: 1 << 20,
+        },
+    ) {
+        Ok(Response::SmallFile { bodies, .. }) => assert_eq!(bodies[0].data, body),
+        other => panic!("the owner reads the uploaded file: {other:?}"),
+    }
+
+    // Another account neither sees nor ends the owner's links.
+    match handle(&store, &other, Request::ListLinks) {
+        Ok(Response::Links(l)) => assert!(l.is_empty(), "{l:?}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        code(handle(&store, &other, Request::RevokeLink { id: down_id })),
+        Some(ErrorCode::NotFound)
+    );
+    // A link is not a device token: the protocol's Resume refuses it.
+    assert_eq!(
+        code(handle(
+            &store,
+            &Session::default(),
+            Request::Resume {
+                token: down.clone()
+            }
+        )),
+        Some(ErrorCode::SessionExpired)
+    );
+    // Revoked: the visitor's very next request is refused, and the link opens no more.
+    handle(&store, &owner, Request::RevokeLink { id: down_id }).expect("revoke");
+    assert_eq!(
+        code(handle(
+            &store,
+            &v,
+            Request::ReadDir {
+                dir: sub,
+                after: None,
+                limit: 10
+            }
+        )),
+        Some(ErrorCode::SessionExpired)
+    );
+    assert!(store
+        .open_link(
+            &down,
+            shelf_server::store::public_links::Key::None,
+            None,
+            false
+        )
+        .is_err());
 }

@@ -33,7 +33,7 @@ pub fn hash_password(password: &str) -> Result<String> {
         .to_string())
 }
 
-fn verify_password(password: &str, phc: &str) -> bool {
+pub(crate) fn verify_password(password: &str, phc: &str) -> bool {
     match PasswordHash::new(phc) {
         Ok(hash) => argon2().verify_password(password.as_bytes(), &hash).is_ok(),
         Err(_) => false,
@@ -326,5 +326,6 @@ fn ctx_of(account: &AccountRec, device: &str) -> Ctx {
         role: account.role,
         device: device.to_string(),
         root: account.root,
+        link: None,
     }
 }

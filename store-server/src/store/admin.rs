@@ -118,6 +118,7 @@ impl Store {
             }
         }
         self.retention.remove(id.to_be_bytes())?;
+        self.drop_links_of(id)?;
         self.keys.forget(id)?;
         self.places.clear();
         self.sync()?;

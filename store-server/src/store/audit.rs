@@ -29,6 +29,10 @@ pub enum AuditKind {
     Deleted,
     DeviceRevoked,
     Alert(AlertClass),
+    LinkCreated,
+    LinkRevoked,
+    LinkOpened,
+    LinkRefused,
 }
 
 impl std::fmt::Display for AuditKind {
@@ -46,6 +50,10 @@ impl std::fmt::Display for AuditKind {
             AuditKind::Deleted => f.write_str("deleted"),
             AuditKind::DeviceRevoked => f.write_str("device-revoked"),
             AuditKind::Alert(c) => write!(f, "alert-{c}"),
+            AuditKind::LinkCreated => f.write_str("link-created"),
+            AuditKind::LinkRevoked => f.write_str("link-revoked"),
+            AuditKind::LinkOpened => f.write_str("link-opened"),
+            AuditKind::LinkRefused => f.write_str("link-refused"),
         }
     }
 }

@@ -50,19 +50,7 @@ impl Store {
     /// Refuses a login attempt early: the address or the account is locked.
     pub(crate) fn check_login_allowed(&self, user: &str, addr: Option<IpAddr>) -> Result<()> {
         let now = self.now().secs;
-        if let Some(ip) = addr {
-            let blocked = self
-                .addr_guard
-                .by_addr
-                .lock_or_recover()
-                .get(&ip)
-                .is_some_and(|(start, n, _)| {
-                    now < start + self.lockout_secs && *n >= MAX_ADDR_FAILURES
-                });
-            if blocked {
-                return Err(ErrorCode::Locked.into());
-            }
-        }
+        self.check_address_allowed(addr)?;
         if self.login_state(user)?.locked_until > now {
             self.audit(
                 0,
@@ -76,6 +64,57 @@ impl Store {
         Ok(())
     }
 
+    /// Refuses an address with too many failures (logins, link tokens, link passwords)
+    /// within the lockout time.
+    pub(crate) fn check_address_allowed(&self, addr: Option<IpAddr>) -> Result<()> {
+        let now = self.now().secs;
+        if let Some(ip) = addr {
+            let blocked = self
+                .addr_guard
+                .by_addr
+                .lock_or_recover()
+                .get(&ip)
+                .is_some_and(|(start, n, _)| {
+                    now < start + self.lockout_secs && *n >= MAX_ADDR_FAILURES
+                });
+            if blocked {
+                return Err(ErrorCode::Locked.into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts a failure against `addr` (`what` failed); the failure that blocks it raises
+    /// a security alert for the admins.
+    pub(crate) fn address_failed(&self, addr: Option<IpAddr>, what: &str) {
+        let now = self.now().secs;
+        let Some(ip) = addr else {
+            return;
+        };
+        let newly_blocked = {
+            let mut m = self.addr_guard.by_addr.lock_or_recover();
+            let e = m.entry(ip).or_insert((now, 0, false));
+            if now >= e.0 + self.lockout_secs {
+                *e = (now, 0, false);
+            }
+            e.1 += 1;
+            let newly = e.1 >= MAX_ADDR_FAILURES && !e.2;
+            e.2 |= newly;
+            newly
+        };
+        if newly_blocked {
+            self.alert(
+                AlertClass::Security,
+                0,
+                "",
+                &format!(
+                    "{MAX_ADDR_FAILURES} failures from {ip} (last: {what}): logins and links from there are refused for {} minutes",
+                    self.lockout_secs / 60
+                ),
+            );
+        }
+    }
+
     /// Counts a failed login of `user` (which may not exist) from `addr`.
     pub(crate) fn login_failed(&self, user: &str, account: Option<u64>, addr: Option<IpAddr>) {
         let now = self.now().secs;
@@ -87,30 +126,7 @@ impl Store {
             &from,
             "wrong password or unknown user",
         );
-        if let Some(ip) = addr {
-            let newly_blocked = {
-                let mut m = self.addr_guard.by_addr.lock_or_recover();
-                let e = m.entry(ip).or_insert((now, 0, false));
-                if now >= e.0 + self.lockout_secs {
-                    *e = (now, 0, false);
-                }
-                e.1 += 1;
-                let newly = e.1 >= MAX_ADDR_FAILURES && !e.2;
-                e.2 |= newly;
-                newly
-            };
-            if newly_blocked {
-                self.alert(
-                    AlertClass::Security,
-                    0,
-                    "",
-                    &format!(
-                        "{MAX_ADDR_FAILURES} failed logins from {ip}: logins from there are refused for {} minutes",
-                        self.lockout_secs / 60
-                    ),
-                );
-            }
-        }
+        self.address_failed(addr, "failed login");
         let Some(account) = account else {
             return;
         };

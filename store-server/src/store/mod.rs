@@ -40,6 +40,7 @@ pub mod links;
 pub mod locks;
 pub mod namespace;
 pub mod places;
+pub mod public_links;
 pub mod quota;
 pub mod retention;
 pub mod scrub;
@@ -73,6 +74,8 @@ pub struct Ctx {
     pub role: Role,
     pub device: String,
     pub root: NodeId,
+    /// Set for a public link's visitor ([`public_links`]): what the link allows.
+    pub link: Option<shelf_protocol::LinkAccess>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug)]
@@ -204,6 +207,9 @@ pub struct Store {
     /// Shares ([`shares`]) and their index by recipient.
     pub shares: sled::Tree,
     pub shares_in: sled::Tree,
+    /// Public links ([`public_links`]) and their index by token.
+    pub public_links: sled::Tree,
+    pub public_link_tokens: sled::Tree,
     /// Failed logins per account (user name → [`guard::LoginState`]).
     pub logins: sled::Tree,
     /// Failed logins per network address (in memory).
@@ -315,6 +321,8 @@ impl Store {
             history_chunks: Default::default(),
             share_index: Default::default(),
             shares_in: db.open_tree("shares_in")?,
+            public_links: db.open_tree("public_links")?,
+            public_link_tokens: db.open_tree("public_link_tokens")?,
             addr_guard: Default::default(),
             lockout_secs: guard::LOCKOUT_SECS,
             prefs: db.open_tree("prefs")?,
@@ -329,6 +337,7 @@ impl Store {
             flushes: Default::default(),
         };
         store.load_share_index()?;
+        store.load_link_grants()?;
         Ok(store)
     }
 

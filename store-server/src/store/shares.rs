@@ -380,6 +380,9 @@ impl Store {
 
     /// The node of an account's own `shared` folder.
     pub(crate) fn shared_dir(&self, account: u64, root: NodeId) -> Result<NodeId> {
+        if account >= super::public_links::PRINCIPALS {
+            return Err(ErrorCode::NotFound.into()); // a public link's visitor
+        }
         let key = self.dirent_key(account, root, super::accounts::SHARED)?;
         match self.dirents.get(key)? {
             Some(v) => super::sealed::dirent_child(&v),
@@ -422,6 +425,9 @@ impl Store {
     /// nodes, by name; a second node of the same name gets " (2)"), or None when `dir` is
     /// neither.
     pub(crate) fn shared_listing(&self, ctx: &Ctx, dir: NodeId) -> Result<Option<Vec<DirEntry>>> {
+        if ctx.link.is_some() {
+            return Ok(None); // a public link's visitor has no `shared/`
+        }
         let in_owner_dir = SHARED_OWNER_DIRS.contains(&dir);
         if !in_owner_dir && dir != self.shared_dir(ctx.account, ctx.root)? {
             return Ok(None);
@@ -533,7 +539,7 @@ impl Store {
     }
 
     /// Sets (or with `None` removes) a grant in the in-memory index.
-    fn index_share(&self, node: NodeId, recipient: u64, access: Option<Access>) {
+    pub(crate) fn index_share(&self, node: NodeId, recipient: u64, access: Option<Access>) {
         let mut index = self.share_index.write_or_recover();
         let grants = index.entry(node).or_default();
         grants.retain(|(r, _)| *r != recipient);

@@ -178,7 +178,7 @@ pub fn respond(
 }
 
 /// The node, size and chunk list of the file at `parts`.
-fn manifest(
+pub fn manifest(
     web: &Web,
     session: &WebSession,
     parts: &[String],

@@ -77,6 +77,16 @@ pub async fn download_folder(
         Err(e) => return e.into_response(),
     };
     let name = format!("{}.zip", parts.last().cloned().unwrap_or_default());
+    zip_response(web, session, dir, name)
+}
+
+/// The folder `dir` as a streamed zip named `name`.
+pub fn zip_response(
+    web: Arc<Web>,
+    session: Arc<WebSession>,
+    dir: NodeId,
+    name: String,
+) -> Response {
     let (tx, mut rx) = tokio::sync::mpsc::channel(4);
     tokio::task::spawn_blocking(move || {
         let err_tx = tx.clone();

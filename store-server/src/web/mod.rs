@@ -14,7 +14,8 @@
 //! * [`history`] — versions, deleted files, restores.
 //! * [`events`] — the change feed pushed to pages (Server-Sent Events).
 //! * [`folder_zip`] — a folder as one streamed zip.
-//! * [`shares`] — sharing with other users.
+//! * [`shares`] — sharing with other users, and making public links.
+//! * [`public_links`] — what a public link's visitor sees (no account).
 //!
 //! Connections: TLS 1.3 only (the server's certificate), HTTP/1.1 by hyper, a handshake
 //! timeout and a connection limit like the protocol listener's. Every answer carries
@@ -28,6 +29,7 @@ pub mod events;
 pub mod folder_zip;
 pub mod history;
 pub mod pages;
+pub mod public_links;
 pub mod sessions;
 pub mod shares;
 pub mod upload;
@@ -91,6 +93,27 @@ pub fn router(web: Arc<Web>) -> axum::Router {
         .route("/shares", get(shares::list))
         .route("/api/share", post(shares::share))
         .route("/api/unshare", post(shares::unshare))
+        .route("/api/link", post(shares::create_link))
+        .route("/api/unlink", post(shares::revoke_link))
+        .route("/s/{token}", get(public_links::open))
+        .route("/s/{token}/", get(public_links::open))
+        .route("/s/{token}/f/{*path}", get(public_links::folder))
+        .route("/s/{token}/unlock", post(public_links::unlock))
+        .route("/s/{token}/dl", get(public_links::download_file))
+        .route("/s/{token}/dl/{*path}", get(public_links::download))
+        .route("/s/{token}/zip", get(public_links::zip_all))
+        .route("/s/{token}/zip/{*path}", get(public_links::zip))
+        .route("/s/{token}/api/upload", post(public_links::upload_start))
+        .route(
+            "/s/{token}/api/upload/{id}",
+            get(public_links::upload_status)
+                .put(public_links::upload_put)
+                .layer(axum::extract::DefaultBodyLimit::max(upload::MAX_PIECE)),
+        )
+        .route(
+            "/s/{token}/api/upload/{id}/finish",
+            post(public_links::upload_finish),
+        )
         .route("/api/events", get(events::events))
         .route("/admin", get(admin::page))
         .route("/api/admin", post(admin::change))

@@ -284,10 +284,15 @@ pub struct Crumb {
 
 /// Breadcrumbs down to the folder at `parts`.
 pub fn crumbs(parts: &[String]) -> Vec<Crumb> {
+    crumbs_under("/files/", parts)
+}
+
+/// Breadcrumbs down to the folder at `parts`, whose pages are below `base`.
+pub fn crumbs_under(base: &str, parts: &[String]) -> Vec<Crumb> {
     (0..parts.len())
         .map(|i| Crumb {
             name: parts[i].clone(),
-            href: format!("/files/{}/", encode_path(&parts[..=i])),
+            href: format!("{base}{}/", encode_path(&parts[..=i])),
         })
         .collect()
 }
@@ -437,7 +442,7 @@ pub async fn browse(
     })
 }
 
-enum Listed {
+pub enum Listed {
     /// Entries of a folder, and the name to continue after when more follow.
     Dir(Vec<DirEntry>, Option<String>),
     File,
@@ -456,7 +461,7 @@ fn read_page(
     }
 }
 
-fn list(
+pub fn list(
     web: &Web,
     session: &WebSession,
     parts: &[String],

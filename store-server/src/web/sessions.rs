@@ -30,6 +30,22 @@ pub struct WebSession {
 }
 
 impl WebSession {
+    /// The session of a public link's visitor (never kept: every request opens the link).
+    pub fn for_link(
+        peer: IpAddr,
+        opened: crate::store::public_links::Opened,
+        token: &str,
+    ) -> WebSession {
+        WebSession {
+            role: opened.ctx.role,
+            root: opened.ctx.root,
+            user: String::new(),
+            session: Session::for_link(peer, opened.ctx, token.to_string()),
+            dead: Default::default(),
+            token: token.to_string(),
+        }
+    }
+
     /// Runs one store request through the protocol handler (and so the one authorisation
     /// function) as this session.
     pub fn call(&self, store: &Store, req: Request) -> Result<Response, WireError> {
@@ -141,12 +157,29 @@ impl WebSessions {
 
     /// Whether `given` is the session's CSRF token (constant time).
     pub fn csrf_ok(&self, web: &WebSession, given: &str) -> bool {
-        let want = self.csrf(web);
-        want.len() == given.len()
-            && want
-                .bytes()
-                .zip(given.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0
+        same(&self.csrf(web), given)
     }
+
+    /// The cookie value saying this browser gave the password of the link `token`.
+    pub fn unlock_tag(&self, token: &str) -> String {
+        let mut h = blake3::Hasher::new_keyed(&self.csrf_key);
+        h.update(b"unlocked link ");
+        h.update(token.as_bytes());
+        h.finalize().to_hex()[..32].to_string()
+    }
+
+    /// Whether `given` is the unlock cookie of link `token` (constant time).
+    pub fn unlocked(&self, token: &str, given: &str) -> bool {
+        same(&self.unlock_tag(token), given)
+    }
+}
+
+/// Equal strings, compared in constant time.
+fn same(want: &str, given: &str) -> bool {
+    want.len() == given.len()
+        && want
+            .bytes()
+            .zip(given.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
 }

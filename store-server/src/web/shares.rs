@@ -1,7 +1,10 @@
-//! Sharing with other users from the browser: share a file or folder read-only or
-//! read-write (`POST /api/share`), list what is shared by and with the account
-//! (`/shares`), end a share (`POST /api/unshare`). The store's `Share`, `ListShares` and
-//! `Unshare` decide who may do what (an owner shares, a recipient may only leave).
+//! Sharing from the browser: share a file or folder with another user read-only or
+//! read-write (`POST /api/share`), list what is shared by and with the account and its
+//! public links (`/shares`), end a share (`POST /api/unshare`), make a public link
+//! (`POST /api/link`: download or upload-only, optional password and expiry) and end one
+//! (`POST /api/unlink`). The store's `Share`, `ListShares`, `Unshare`, `CreateLink`,
+//! `ListLinks` and `RevokeLink` decide who may do what (an owner shares, a recipient may
+//! only leave).
 
 use super::pages::{components, render, resolve};
 use super::{Peer, Web};
@@ -11,7 +14,7 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::{Extension, Json};
 use serde::Deserialize;
-use shelf_protocol::{ErrorCode, NodeId, Request, Response as Answer};
+use shelf_protocol::{ErrorCode, LinkAccess, LinkInfo, NodeId, Request, Response as Answer};
 use std::sync::Arc;
 
 struct Row {
@@ -23,12 +26,41 @@ struct Row {
     write: bool,
 }
 
+struct LinkRow {
+    id: u64,
+    path: String,
+    href: String,
+    url: String,
+    access: &'static str,
+    password: bool,
+    expires: String,
+}
+
 #[derive(Template)]
 #[template(path = "shares.html")]
 struct SharesPage {
     user: String,
     csrf: String,
     shares: Vec<Row>,
+    links: Vec<LinkRow>,
+}
+
+/// A link's address, as its owner hands it out.
+fn link_url(headers: &HeaderMap, token: &str) -> String {
+    let host = headers
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost");
+    format!("https://{host}/s/{token}")
+}
+
+fn path_href(path: &str) -> String {
+    let parts: Vec<String> = path
+        .split('/')
+        .filter(|p| !p.is_empty())
+        .map(str::to_string)
+        .collect();
+    format!("/files/{}", super::pages::encode_path(&parts))
 }
 
 pub async fn list(
@@ -37,13 +69,17 @@ pub async fn list(
     headers: HeaderMap,
 ) -> Response {
     let got = super::page_data(&web, peer, &headers, move |w, s| {
-        match s.call(&w.store, Request::ListShares)? {
-            Answer::Shares(list) => Ok(list),
+        let shares = match s.call(&w.store, Request::ListShares)? {
+            Answer::Shares(list) => list,
+            _ => return Err(ErrorCode::Internal.into()),
+        };
+        match s.call(&w.store, Request::ListLinks)? {
+            Answer::Links(links) => Ok((shares, links)),
             _ => Err(ErrorCode::Internal.into()),
         }
     })
     .await;
-    let (session, shares) = match got {
+    let (session, (shares, links)) = match got {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -52,21 +88,30 @@ pub async fn list(
         csrf: web.sessions.csrf(&session),
         shares: shares
             .into_iter()
-            .map(|s| {
-                let parts: Vec<String> = s
-                    .path
-                    .split('/')
-                    .filter(|p| !p.is_empty())
-                    .map(str::to_string)
-                    .collect();
-                Row {
-                    node: s.node,
-                    href: format!("/files/{}", super::pages::encode_path(&parts)),
-                    path: s.path,
-                    owner: s.owner,
-                    recipient: s.recipient,
-                    write: s.write,
-                }
+            .map(|s| Row {
+                node: s.node,
+                href: path_href(&s.path),
+                path: s.path,
+                owner: s.owner,
+                recipient: s.recipient,
+                write: s.write,
+            })
+            .collect(),
+        links: links
+            .into_iter()
+            .map(|l| LinkRow {
+                id: l.id,
+                href: path_href(&l.path),
+                url: link_url(&headers, &l.token),
+                access: match l.access {
+                    LinkAccess::Download => "download",
+                    LinkAccess::Upload => "upload only",
+                },
+                password: l.password,
+                expires: l
+                    .expires
+                    .map_or_else(|| "never".to_string(), |e| super::pages::dates(e.secs).0),
+                path: l.path,
             })
             .collect(),
     })
@@ -124,6 +169,100 @@ pub async fn unshare(
                 with: req.with,
             },
         )?;
+        Ok(())
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+pub struct NewLink {
+    dir: String,
+    name: String,
+    /// `download` or `upload`.
+    access: String,
+    #[serde(default)]
+    password: String,
+    /// The last day it opens (`YYYY-MM-DD`, through the end of that day UTC), or empty.
+    #[serde(default)]
+    expires: String,
+}
+
+/// The end of the day `date` (`YYYY-MM-DD`) in UTC.
+fn end_of_day(date: &str) -> Result<shelf_protocol::Timestamp, ErrorCode> {
+    let d: jiff::civil::Date = date.parse().map_err(|_| ErrorCode::InvalidArgument)?;
+    let end = d
+        .at(23, 59, 59, 0)
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .map_err(|_| ErrorCode::InvalidArgument)?;
+    Ok(shelf_protocol::Timestamp {
+        secs: end.timestamp().as_second(),
+        nanos: 0,
+    })
+}
+
+/// Makes a public link; answers its URL.
+pub async fn create_link(
+    State(web): State<Arc<Web>>,
+    Extension(peer): Extension<Peer>,
+    headers: HeaderMap,
+    Json(req): Json<NewLink>,
+) -> Response {
+    use axum::response::IntoResponse;
+    let session = match super::upload::api_session(&web, peer, &headers).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let w = web.clone();
+    let made = super::blocking(move || {
+        let access = match req.access.as_str() {
+            "download" => LinkAccess::Download,
+            "upload" => LinkAccess::Upload,
+            _ => return Err(ErrorCode::InvalidArgument.into()),
+        };
+        let expires = match req.expires.trim() {
+            "" => None,
+            d => Some(end_of_day(d)?),
+        };
+        let mut parts = components(&req.dir).map_err(|e| e.0)?;
+        parts.extend(components(&req.name).map_err(|e| e.0)?);
+        let target = resolve(&w, &session, &parts).map_err(|e| e.0)?;
+        let answer = session.call(
+            &w.store,
+            Request::CreateLink {
+                node: target.node,
+                access,
+                password: (!req.password.is_empty()).then_some(req.password),
+                expires,
+            },
+        )?;
+        match answer {
+            Answer::Links(mut l) if l.len() == 1 => Ok(l.remove(0)),
+            _ => Err(ErrorCode::Internal.into()),
+        }
+    })
+    .await;
+    match made {
+        Ok(LinkInfo { id, token, .. }) => {
+            Json(serde_json::json!({ "id": id, "url": link_url(&headers, &token) })).into_response()
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct EndLink {
+    id: u64,
+}
+
+/// Ends a public link.
+pub async fn revoke_link(
+    State(web): State<Arc<Web>>,
+    Extension(peer): Extension<Peer>,
+    headers: HeaderMap,
+    Json(req): Json<EndLink>,
+) -> Response {
+    super::api_change(web, peer, headers, move |web, session| {
+        session.call(&web.store, Request::RevokeLink { id: req.id })?;
         Ok(())
     })
     .await

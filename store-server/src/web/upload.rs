@@ -36,6 +36,8 @@ const CHUNKER_BUFFER: usize = 1 << 20;
 const IDLE: Duration = Duration::from_secs(3600);
 /// Uploads under way at most (all sessions).
 const MAX_UPLOADS: usize = 4096;
+/// Names tried for an upload that must not replace a file (`a.jpg`, `a (2).jpg`, …).
+const MAX_FRESH_TRIES: u32 = 1000;
 
 /// The uploads under way.
 #[derive(Default)]
@@ -58,6 +60,8 @@ struct Upload {
     /// Chunks cut but not yet stored.
     waiting: Vec<ChunkBody>,
     touched: Instant,
+    /// Never replace an existing file: take a free name instead.
+    fresh: bool,
 }
 
 impl Uploads {
@@ -73,10 +77,10 @@ impl Uploads {
 #[derive(Deserialize)]
 pub struct Start {
     /// The folder, from the top of the store (`photos/personal`).
-    dir: String,
+    pub dir: String,
     /// The file's path below it (`Trip/a.jpg` for a folder upload, else its name).
-    path: String,
-    size: u64,
+    pub path: String,
+    pub size: u64,
 }
 
 #[derive(Serialize)]
@@ -118,10 +122,20 @@ pub async fn start(
     headers: HeaderMap,
     Json(req): Json<Start>,
 ) -> Response {
-    let session = match api_session(&web, peer, &headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+    match api_session(&web, peer, &headers).await {
+        Ok(session) => start_as(web, session, req, false).await,
+        Err(r) => r,
+    }
+}
+
+/// Starts an upload for `session`; with `fresh`, the file never replaces one that exists
+/// (it gets a new name: a public link's upload).
+pub async fn start_as(
+    web: Arc<Web>,
+    session: Arc<WebSession>,
+    req: Start,
+    fresh: bool,
+) -> Response {
     let (dir, path) = match (components(&req.dir), components(&req.path)) {
         (Ok(d), Ok(p)) if !p.is_empty() => (d, p),
         (Err(e), _) | (_, Err(e)) => return e.into_response(),
@@ -155,6 +169,7 @@ pub async fn start(
         refs: Vec::new(),
         waiting: Vec::new(),
         touched: Instant::now(),
+        fresh,
     };
     {
         let mut map = web.uploads.by_id.lock_or_recover();
@@ -182,11 +197,15 @@ pub async fn status(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    let session = match api_session(&web, peer, &headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    match web.uploads.get(&id, &session) {
+    match api_session(&web, peer, &headers).await {
+        Ok(session) => status_as(&web, &session, id),
+        Err(r) => r,
+    }
+}
+
+/// Where an upload of `session` is.
+pub fn status_as(web: &Web, session: &WebSession, id: String) -> Response {
+    match web.uploads.get(&id, session) {
         Ok(u) => {
             let u = u.lock_or_recover();
             Json(Progress {
@@ -202,7 +221,7 @@ pub async fn status(
 
 #[derive(Deserialize)]
 pub struct At {
-    offset: u64,
+    pub offset: u64,
 }
 
 pub async fn put(
@@ -213,10 +232,20 @@ pub async fn put(
     Query(at): Query<At>,
     body: Bytes,
 ) -> Response {
-    let session = match api_session(&web, peer, &headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+    match api_session(&web, peer, &headers).await {
+        Ok(session) => put_as(web, session, id, at, body).await,
+        Err(r) => r,
+    }
+}
+
+/// The next bytes of an upload of `session`, at `at`.
+pub async fn put_as(
+    web: Arc<Web>,
+    session: Arc<WebSession>,
+    id: String,
+    at: At,
+    body: Bytes,
+) -> Response {
     let upload = match web.uploads.get(&id, &session) {
         Ok(u) => u,
         Err(e) => return e.into_response(),
@@ -300,9 +329,9 @@ fn store_waiting(
 
 #[derive(Serialize)]
 pub struct Finished {
-    name: String,
-    size: u64,
-    version: u64,
+    pub name: String,
+    pub size: u64,
+    pub version: u64,
 }
 
 pub async fn finish(
@@ -311,14 +340,22 @@ pub async fn finish(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    let session = match api_session(&web, peer, &headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    let upload = match web.uploads.get(&id, &session) {
-        Ok(u) => u,
-        Err(e) => return e.into_response(),
-    };
+    match api_session(&web, peer, &headers).await {
+        Ok(session) => match finish_as(web, session, id).await {
+            Ok(f) => Json(f).into_response(),
+            Err(e) => e.into_response(),
+        },
+        Err(r) => r,
+    }
+}
+
+/// Makes the file of an upload of `session`.
+pub async fn finish_as(
+    web: Arc<Web>,
+    session: Arc<WebSession>,
+    id: String,
+) -> Result<Finished, WebError> {
+    let upload = web.uploads.get(&id, &session)?;
     let w = web.clone();
     let done = super::blocking(move || {
         let mut u = upload.lock_or_recover();
@@ -329,10 +366,7 @@ pub async fn finish(
     })
     .await;
     web.uploads.by_id.lock_or_recover().remove(&id);
-    match done {
-        Ok(f) => Json(f).into_response(),
-        Err(e) => e.into_response(),
-    }
+    done
 }
 
 fn attr_of(answer: Answer) -> Result<shelf_protocol::Attr, WebError> {
@@ -393,14 +427,22 @@ fn commit(web: &Web, session: &WebSession, u: &mut Upload) -> Result<Finished, W
         }
         parent = attr.node;
     }
-    let make = Request::Create {
-        parent,
-        name: name.clone(),
-        mode: 0o644,
-        exclusive: false,
-        id: None,
+    let (name, file) = match u.fresh {
+        true => make_fresh(web, session, parent, name)?,
+        false => {
+            let make = Request::Create {
+                parent,
+                name: name.clone(),
+                mode: 0o644,
+                exclusive: false,
+                id: None,
+            };
+            (
+                name.clone(),
+                lookup_or_make(web, session, parent, name, make)?,
+            )
+        }
     };
-    let file = lookup_or_make(web, session, parent, name, make)?;
     if file.kind != NodeKind::File {
         return Err(WebError::from(ErrorCode::IsDir));
     }
@@ -416,8 +458,44 @@ fn commit(web: &Web, session: &WebSession, u: &mut Upload) -> Result<Finished, W
         },
     )?)?;
     Ok(Finished {
-        name: name.clone(),
+        name,
         size: attr.size,
         version: attr.version,
     })
+}
+
+/// Makes a new file named `name` in `parent`, or `name (2)`, `name (3)`… when that is
+/// taken: an upload through a public link never replaces anything.
+fn make_fresh(
+    web: &Web,
+    session: &WebSession,
+    parent: NodeId,
+    name: &str,
+) -> Result<(String, shelf_protocol::Attr), WebError> {
+    let (stem, ext) = match name.rfind('.') {
+        Some(i) if i > 0 => name.split_at(i),
+        _ => (name, ""),
+    };
+    for n in 1..=MAX_FRESH_TRIES {
+        let candidate = match n {
+            1 => name.to_string(),
+            n => format!("{stem} ({n}){ext}"),
+        };
+        let made = session.call(
+            &web.store,
+            Request::Create {
+                parent,
+                name: candidate.clone(),
+                mode: 0o644,
+                exclusive: true,
+                id: None,
+            },
+        );
+        match made {
+            Ok(a) => return Ok((candidate, attr_of(a)?)),
+            Err(e) if e.code == ErrorCode::Exists => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(WebError::from(ErrorCode::Exists))
 }
