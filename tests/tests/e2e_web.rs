@@ -632,7 +632,7 @@ fn every_route_answers_each_kind_of_caller_as_it_should() {
         "/deleted/files/work/",
         "/version/1/files/work/a.txt",
     ];
-    let changes: [(&str, &str); 6] = [
+    let changes: [(&str, &str); 8] = [
         ("/api/mkdir", r#"{"dir":"files/work","name":"n"}"#),
         (
             "/api/rename",
@@ -647,6 +647,11 @@ fn every_route_answers_each_kind_of_caller_as_it_should() {
             "/api/restore",
             r#"{"dir":"files/work","items":[{"name":"b.txt","number":1}]}"#,
         ),
+        (
+            "/api/link",
+            r#"{"dir":"files/work","name":"a.txt","access":"download"}"#,
+        ),
+        ("/api/unlink", r#"{"id":1}"#),
         (
             "/api/upload",
             r#"{"dir":"files/work","path":"u.txt","size":1}"#,
@@ -697,7 +702,7 @@ fn every_route_answers_each_kind_of_caller_as_it_should() {
             false => assert_eq!((r, a.status), (r, 404)),
         }
     }
-    for (r, body) in &changes[1..5] {
+    for (r, body) in &changes[1..7] {
         assert_eq!(
             (*r, bob.api("POST", r, &bcsrf, Some(body)).status),
             (*r, 404)
@@ -1188,4 +1193,271 @@ fn metrics_count_requests_logins_and_bytes() {
     assert!(value("shelf_connections{door=\"protocol\"}") >= 1.0);
     assert!(value("shelf_database_bytes") > 0.0);
     assert!(value("shelf_stored_bytes") >= 2_000_000.0);
+}
+
+/// The link part (`/s/TOKEN`) of a link's URL in a JSON answer.
+fn link_path(answer: &Answer) -> String {
+    let text = answer.text();
+    let at = text
+        .find("/s/")
+        .unwrap_or_else(|| panic!("a link in {text}"));
+    text[at..]
+        .chars()
+        .take_while(|c| *c != '"')
+        .collect::<String>()
+}
+
+#[test]
+fn public_links_open_without_an_account_until_revoked_and_guessing_is_blocked() {
+    let server = Server::start_web(&[("alice", "pw", "user"), ("root", "pw", "admin")]);
+    let dev = Device::new();
+    dev.login(&server, "alice", "pw", "laptop");
+    let m = dev.mount();
+    m.sh(
+        "mkdir -p files/work/Proj/sub files/work/Inbox && echo plan > files/work/Proj/plan.txt \
+          && echo deep > files/work/Proj/sub/deep.txt && echo mine > files/work/secret.txt \
+          && echo kept > files/work/Inbox/report.txt \
+          && head -c 3000000 /dev/urandom > files/work/Proj/big.bin",
+    );
+    settle(&m);
+    let a = Browser::new(&server);
+    assert_eq!(a.sign_in("alice", "pw").status, 303);
+    let csrf = a.csrf();
+
+    // A download link to a folder, with a password and a last day.
+    let tomorrow = String::from_utf8(
+        Command::new("date")
+            .args(["-u", "-d", "+2 days", "+%F"])
+            .output()
+            .expect("date")
+            .stdout,
+    )
+    .expect("utf-8")
+    .trim()
+    .to_string();
+    let made = a.api(
+        "POST",
+        "/api/link",
+        &csrf,
+        Some(&format!(
+            r#"{{"dir":"files/work","name":"Proj","access":"download","password":"open sesame","expires":"{tomorrow}"}}"#
+        )),
+    );
+    assert_eq!(made.status, 200, "{}", made.text());
+    let link = link_path(&made);
+    let token = link.trim_start_matches("/s/").to_string();
+    assert_eq!(token.len(), 48, "192-bit tokens: {link}");
+    // A last day already past, and an upload link to a file, are refused.
+    let r = a.api(
+        "POST",
+        "/api/link",
+        &csrf,
+        Some(r#"{"dir":"files/work","name":"Proj","access":"download","expires":"2001-01-01"}"#),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    let r = a.api(
+        "POST",
+        "/api/link",
+        &csrf,
+        Some(r#"{"dir":"files/work","name":"secret.txt","access":"upload"}"#),
+    );
+    assert_ne!(r.status, 200, "{}", r.text());
+    // Without the page's CSRF token nothing is made.
+    assert_eq!(
+        a.api(
+            "POST",
+            "/api/link",
+            "",
+            Some(r#"{"dir":"files/work","name":"Proj","access":"download"}"#)
+        )
+        .status,
+        403
+    );
+    let shares = a.get("/shares").text();
+    assert!(
+        shares.contains(&token) && shares.contains("files/work/Proj") && shares.contains(&tomorrow),
+        "{shares}"
+    );
+
+    // A visitor without an account: the password first.
+    let v = Browser::new(&server);
+    let page = v.get(&link);
+    assert_eq!(page.status, 401);
+    assert!(page.text().contains("needs a password"), "{}", page.text());
+    assert_eq!(v.get(&format!("{link}/dl/plan.txt")).status, 401);
+    let wrong = v.post(&format!("{link}/unlock"), &[("password", "guess")]);
+    assert_eq!(wrong.status, 401);
+    assert!(wrong.text().contains("not right"));
+    let right = v.post(&format!("{link}/unlock"), &[("password", "open sesame")]);
+    assert_eq!(right.status, 303, "{}", right.text());
+    let cookie = right.header("set-cookie").expect("the unlock cookie");
+    assert!(
+        cookie.contains(&format!("Path={link}"))
+            && cookie.contains("HttpOnly")
+            && cookie.contains("Secure")
+            && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let listing = v.get(&format!("{link}/")).text();
+    assert!(
+        listing.contains("plan.txt") && listing.contains("sub/") && !listing.contains("secret"),
+        "{listing}"
+    );
+    assert!(v.get(&format!("{link}/f/sub/")).text().contains("deep.txt"));
+    assert_eq!(v.get(&format!("{link}/dl/plan.txt")).text(), "plan\n");
+    assert_eq!(v.get(&format!("{link}/dl/sub/deep.txt")).text(), "deep\n");
+    let big = sha(&m.path.join("files/work/Proj/big.bin"));
+    let part = v.curl(&format!("{link}/dl/big.bin"), &["-r", "1000-1999"]);
+    assert_eq!(part.status, 206);
+    assert_eq!(part.body, big[1000..2000]);
+    // The folder as a zip, with its tree.
+    let zip = v.get(&format!("{link}/zip"));
+    assert_eq!(zip.status, 200);
+    let zpath = v.dir.path().join("proj.zip");
+    std::fs::write(&zpath, &zip.body).expect("write");
+    let names = Command::new("unzip")
+        .arg("-Z1")
+        .arg(&zpath)
+        .output()
+        .expect("unzip");
+    let names = String::from_utf8_lossy(&names.stdout).into_owned();
+    assert!(
+        names.contains("plan.txt") && names.contains("sub/deep.txt"),
+        "{names}"
+    );
+    // Nothing outside the link: dot-dot, the owner's other files, the signed-in pages.
+    for path in [
+        format!("{link}/dl/../secret.txt"),
+        format!("{link}/dl/%2e%2e/secret.txt"),
+        format!("{link}/f/../"),
+    ] {
+        let r = v.get(&path);
+        assert!(matches!(r.status, 400 | 404), "{path}: {}", r.status);
+        assert!(!r.text().contains("mine"));
+    }
+    let r = v.get("/files/files/work/");
+    assert_eq!(r.status, 303, "no account, no pages");
+
+    // An upload link (a file request): the visitor sends, sees nothing, replaces nothing.
+    let made = a.api(
+        "POST",
+        "/api/link",
+        &csrf,
+        Some(r#"{"dir":"files/work","name":"Inbox","access":"upload"}"#),
+    );
+    assert_eq!(made.status, 200, "{}", made.text());
+    let drop = link_path(&made);
+    let u = Browser::new(&server);
+    let page = u.get(&drop).text();
+    assert!(
+        page.contains("Send files") && !page.contains("report.txt"),
+        "{page}"
+    );
+    let at = page.find("data-csrf=\"").expect("the page's token") + 11;
+    let ucsrf = page[at..at + 32].to_string();
+    let sent = u.dir.path().join("report.txt");
+    std::fs::write(&sent, b"from a visitor\n").expect("write");
+    let start = u.api(
+        "POST",
+        &format!("{drop}/api/upload"),
+        &ucsrf,
+        Some(r#"{"dir":"","path":"report.txt","size":15}"#),
+    );
+    assert_eq!(start.status, 200, "{}", start.text());
+    let id = json_field(&start.text(), "id");
+    let header = format!("X-CSRF-Token: {ucsrf}");
+    let data = format!("@{}", sent.display());
+    let r = u.curl(
+        &format!("{drop}/api/upload/{id}?offset=0"),
+        &[
+            "-X",
+            "PUT",
+            "-H",
+            &header,
+            "-H",
+            "Expect:",
+            "--data-binary",
+            &data,
+        ],
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let done = u.api(
+        "POST",
+        &format!("{drop}/api/upload/{id}/finish"),
+        &ucsrf,
+        None,
+    );
+    assert_eq!(done.status, 200, "{}", done.text());
+    assert!(done.text().contains("report (2).txt"), "{}", done.text());
+    assert!(wait_until(std::time::Duration::from_secs(5), || {
+        std::fs::read_to_string(m.path.join("files/work/Inbox/report (2).txt")).ok()
+            == Some("from a visitor\n".into())
+    }));
+    assert_eq!(
+        std::fs::read_to_string(m.path.join("files/work/Inbox/report.txt")).expect("kept"),
+        "kept\n"
+    );
+    for path in [
+        format!("{drop}/dl/report.txt"),
+        format!("{drop}/zip"),
+        format!("{drop}/dl/report%20(2).txt"),
+    ] {
+        let r = u.get(&path);
+        assert_eq!(r.status, 404, "{path}");
+        assert!(!r.text().contains("kept") && !r.text().contains("visitor"));
+    }
+    // The download link's visitor cannot upload through it.
+    let r = v.api(
+        "POST",
+        &format!("{link}/api/upload"),
+        &ucsrf,
+        Some(r#"{"dir":"","path":"x","size":1}"#),
+    );
+    assert!(matches!(r.status, 403 | 404), "{}", r.status);
+
+    // Each access is in the audit log (the admin's console), without file names.
+    let admin = Browser::new(&server);
+    assert_eq!(admin.sign_in("root", "pw").status, 303);
+    let audit = admin.get("/admin").text();
+    for what in [
+        "link-created",
+        "link-opened",
+        "link-refused",
+        "uploaded a file of 15 bytes",
+    ] {
+        assert!(audit.contains(what), "{what} missing in the audit log");
+    }
+    assert!(!audit.contains("Proj") && !audit.contains("report"));
+
+    // Revoked: the very next request opens nothing.
+    let id = shares
+        .split("data-id=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .expect("the link's id")
+        .to_string();
+    let r = a.api(
+        "POST",
+        "/api/unlink",
+        &csrf,
+        Some(&format!(r#"{{"id":{id}}}"#)),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = v.get(&format!("{link}/dl/plan.txt"));
+    assert_eq!(r.status, 404);
+    assert!(r.text().contains("does not exist"));
+    assert!(!a.get("/shares").text().contains(&token));
+
+    // Guessing: after 50 failures from one address (the wrong password and the revoked
+    // link above count too), even a real link is refused there.
+    let g = Browser::new(&server);
+    let mut statuses = Vec::new();
+    for i in 0..55u32 {
+        statuses.push(g.get(&format!("/s/{:048x}", i)).status);
+    }
+    let guessed = statuses.iter().take_while(|s| **s == 404).count();
+    assert_eq!(guessed, 48, "{statuses:?}");
+    assert!(statuses[guessed..].iter().all(|s| *s == 429), "{statuses:?}");
+    assert_eq!(g.get(&drop).status, 429);
+    m.unmount();
 }

@@ -13,7 +13,8 @@
 //! context is made only here and used only by the web door, which offers an upload link no
 //! route that reads. Tokens are 192 random bits; unknown tokens and wrong passwords count
 //! against the caller's address like failed logins ([`super::guard`]), so guessing is
-//! throttled; each opening, good or bad, is audited in the owner's log. Revoking and
+//! throttled; each opening, good or bad, is audited in the owner's log (by link and node
+//! number: admins read the log, and they do not see users' file names). Revoking and
 //! expiry take effect on the very next request: every request opens the link again.
 
 use super::accounts::{hash_password, verify_password};
@@ -165,7 +166,7 @@ impl Store {
             AuditKind::LinkCreated,
             &ctx.user,
             &ctx.device,
-            &format!("link {} to {} ({})", link.id, info.path, describe(&info)),
+            &format!("link {} to node {node} ({})", link.id, describe(&info)),
         );
         Ok(info)
     }
@@ -250,7 +251,7 @@ impl Store {
             AuditKind::LinkOpened,
             "",
             &from,
-            &format!("link {} ({})", link.id, opened.info.path),
+            &format!("link {}", link.id),
         );
         Ok(opened)
     }
