@@ -111,6 +111,50 @@ async fn wait_for_text(c: &Client, text: &str) {
     );
 }
 
+/// Signs in through the form (a screenshot of it named `shot`), then waits for the store.
+async fn sign_in(c: &Client, base: &str, user: &str, password: &str, shot: Option<&str>) {
+    c.goto(&format!("{base}/files/")).await.expect("open");
+    let field = c
+        .wait()
+        .for_element(Locator::Css("input[name=user]"))
+        .await
+        .expect("form");
+    if let Some(name) = shot {
+        shoot(c, name).await;
+    }
+    field.send_keys(user).await.expect("type");
+    type_into(c, "input[name=password]", password).await;
+    click(c, "form.login button").await;
+    wait_for_text(c, "photos/").await;
+}
+
+async fn click(c: &Client, css: &str) {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("click {css}: {e}"));
+}
+
+async fn type_into(c: &Client, css: &str, text: &str) {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .send_keys(text)
+        .await
+        .unwrap_or_else(|e| panic!("type into {css}: {e}"));
+}
+
+/// Signs out with the header's button and waits for the sign-in form.
+async fn sign_out(c: &Client) {
+    click(c, "header form button").await;
+    c.wait()
+        .for_element(Locator::Css("input[name=user]"))
+        .await
+        .expect("sign-in form");
+}
+
 /// SHA-256 of a URL's body as fetched by the page (hex).
 async fn fetched_sha256(c: &Client, url: &str) -> String {
     let v = c
@@ -156,27 +200,7 @@ async fn sign_in_upload_download_restore_and_sign_out_in_chromium() {
     let c = browser(&driver).await;
 
     // Sign in.
-    c.goto(&format!("{base}/files/")).await.expect("open");
-    let user = c
-        .wait()
-        .for_element(Locator::Css("input[name=user]"))
-        .await
-        .expect("form");
-    shoot(&c, "login").await;
-    user.send_keys("alice").await.expect("type");
-    c.find(Locator::Css("input[name=password]"))
-        .await
-        .expect("password")
-        .send_keys("pw")
-        .await
-        .expect("type");
-    c.find(Locator::Css("form.login button"))
-        .await
-        .expect("button")
-        .click()
-        .await
-        .expect("click");
-    wait_for_text(&c, "photos/").await;
+    sign_in(&c, &base, "alice", "pw", Some("login")).await;
     shoot(&c, "home").await;
 
     // Upload 200 MiB with the file picker; the page shows progress and then the file.
@@ -329,21 +353,178 @@ async fn sign_in_upload_download_restore_and_sign_out_in_chromium() {
         .is_dir()));
 
     // Sign out: back at the sign-in form, and the folder pages send there.
-    c.find(Locator::Css("header form button"))
-        .await
-        .expect("sign out")
-        .click()
-        .await
-        .expect("click");
-    c.wait()
-        .for_element(Locator::Css("input[name=user]"))
-        .await
-        .expect("sign-in form");
+    sign_out(&c).await;
     c.goto(&format!("{base}/files/")).await.expect("open");
     c.wait()
         .for_element(Locator::Css("input[name=user]"))
         .await
         .expect("signed out");
+    c.close().await.expect("close");
+    m.unmount();
+}
+
+/// Makes a public link from the folder page's dialog; returns its URL.
+async fn make_link(
+    c: &Client,
+    base: &str,
+    dir: &str,
+    name: &str,
+    upload: bool,
+    password: &str,
+    last_day: &str,
+) -> String {
+    c.goto(&format!("{base}/files/{dir}/")).await.expect("open");
+    click(c, &format!("input.pick[value='{name}']")).await;
+    click(c, "#link").await;
+    if upload {
+        click(c, "input[name=access][value=upload]").await;
+    }
+    if !password.is_empty() {
+        type_into(c, "#link-form input[name=password]", password).await;
+    }
+    if !last_day.is_empty() {
+        c.execute(
+            "document.querySelector('#link-form input[name=expires]').value = arguments[0];",
+            vec![json!(last_day)],
+        )
+        .await
+        .expect("last day");
+    }
+    click(c, "#link-create").await;
+    for _ in 0..100 {
+        let url = c
+            .execute("return document.getElementById('link-url').value;", vec![])
+            .await
+            .expect("link url");
+        if let Some(u) = url.as_str().filter(|u| u.contains("/s/")) {
+            let u = u.to_string();
+            shoot(c, "link-made").await;
+            click(c, "#link-close").await;
+            return u;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no link was made: {}", c.source().await.unwrap_or_default());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn public_links_open_in_a_fresh_profile_and_an_admin_adds_a_user_in_chromium() {
+    let server = Server::start_web(&[("alice", "pw", "user"), ("root", "pw", "admin")]);
+    let dev = Device::new();
+    dev.login(&server, "alice", "pw", "laptop");
+    let m = dev.mount();
+    m.sh("mkdir -p files/work/Proj files/work/Inbox && echo plan > files/work/Proj/plan.txt");
+    m.sh("python3 -c \"import os; os.setxattr('.', 'user.shelf.sync', b'1')\"");
+    let base = server
+        .web
+        .clone()
+        .expect("web")
+        .trim_end_matches('/')
+        .to_string();
+    let last_day = String::from_utf8(
+        Command::new("date")
+            .args(["-u", "-d", "+7 days", "+%F"])
+            .output()
+            .expect("date")
+            .stdout,
+    )
+    .expect("utf-8")
+    .trim()
+    .to_string();
+    let owner_driver = start_driver();
+    let c = browser(&owner_driver).await;
+    sign_in(&c, &base, "alice", "pw", None).await;
+    let link = make_link(
+        &c,
+        &base,
+        "files/work",
+        "Proj",
+        false,
+        "open sesame",
+        &last_day,
+    )
+    .await;
+    shoot(&c, "link-made").await;
+    let link = format!("{base}{}", &link[link.find("/s/").expect("a link")..]);
+
+    // A fresh profile (its own chromedriver and user data): no account, no cookies.
+    let visitor_driver = start_driver();
+    let v = browser(&visitor_driver).await;
+    v.goto(&link).await.expect("open the link");
+    wait_for_text(&v, "needs a password").await;
+    shoot(&v, "link-password").await;
+    type_into(&v, "form.login input[name=password]", "wrong").await;
+    click(&v, "form.login button").await;
+    wait_for_text(&v, "not right").await;
+    type_into(&v, "form.login input[name=password]", "open sesame").await;
+    click(&v, "form.login button").await;
+    wait_for_text(&v, "plan.txt</a>").await;
+    shoot(&v, "link-folder").await;
+    let plan = m.path.join("files/work/Proj/plan.txt");
+    assert_eq!(
+        fetched_sha256(&v, &format!("{link}/dl/plan.txt")).await,
+        sha256_of(&plan)
+    );
+
+    // The owner sees it listed with its last day, and ends it.
+    c.goto(&format!("{base}/shares")).await.expect("shares");
+    wait_for_text(&c, &last_day).await;
+    shoot(&c, "shares").await;
+    click(&c, "button.unlink").await;
+    for _ in 0..100 {
+        if !c
+            .source()
+            .await
+            .unwrap_or_default()
+            .contains("button class=\"unlink\"")
+            && !c
+                .source()
+                .await
+                .unwrap_or_default()
+                .contains("class=\"unlink\"")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(c.source().await.expect("page").contains("No public links"));
+    v.refresh().await.expect("reload");
+    wait_for_text(&v, "does not exist").await;
+    shoot(&v, "link-gone").await;
+
+    // A file request: the visitor sends a file with the picker and sees nothing else.
+    let drop = make_link(&c, &base, "files/work", "Inbox", true, "", "").await;
+    let drop = format!("{base}{}", &drop[drop.find("/s/").expect("a link")..]);
+    v.goto(&drop).await.expect("open the file request");
+    wait_for_text(&v, "Send files").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sent = dir.path().join("scan.pdf");
+    std::fs::write(&sent, b"%PDF-1.4 a visitor's scan\n").expect("write");
+    v.execute(
+        "document.getElementById('pick-files').hidden = false;",
+        vec![],
+    )
+    .await
+    .expect("show picker");
+    type_into(&v, "#pick-files", &sent.display().to_string()).await;
+    wait_for_text(&v, "Sent 1 file(s)").await;
+    shoot(&v, "link-drop").await;
+    assert!(wait_until(Duration::from_secs(10), || {
+        std::fs::read(m.path.join("files/work/Inbox/scan.pdf")).ok() == std::fs::read(&sent).ok()
+    }));
+    v.close().await.expect("close");
+
+    // The admin adds an account, which then signs in.
+    sign_out(&c).await;
+    sign_in(&c, &base, "root", "pw", None).await;
+    c.goto(&format!("{base}/admin")).await.expect("admin");
+    type_into(&c, "#admin-add input[name=name]", "carol").await;
+    type_into(&c, "#admin-add input[name=password]", "carols password").await;
+    click(&c, "#admin-add button").await;
+    wait_for_text(&c, "<td>carol</td>").await;
+    shoot(&c, "admin").await;
+    sign_out(&c).await;
+    sign_in(&c, &base, "carol", "carols password", None).await;
     c.close().await.expect("close");
     m.unmount();
 }

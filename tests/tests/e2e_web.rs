@@ -1457,7 +1457,10 @@ fn public_links_open_without_an_account_until_revoked_and_guessing_is_blocked() 
     }
     let guessed = statuses.iter().take_while(|s| **s == 404).count();
     assert_eq!(guessed, 48, "{statuses:?}");
-    assert!(statuses[guessed..].iter().all(|s| *s == 429), "{statuses:?}");
+    assert!(
+        statuses[guessed..].iter().all(|s| *s == 429),
+        "{statuses:?}"
+    );
     assert_eq!(g.get(&drop).status, 429);
     m.unmount();
 }

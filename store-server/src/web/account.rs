@@ -119,6 +119,7 @@ struct Found {
 #[template(path = "search.html")]
 struct SearchPage {
     user: String,
+    csrf: String,
     query: String,
     results: Vec<Found>,
     partial: bool,
@@ -223,6 +224,7 @@ pub async fn search(
     match super::blocking(move || find(&w, &s, &qq).map_err(|e| e.0)).await {
         Ok((results, partial, looked)) => render(&SearchPage {
             user: session.user.clone(),
+            csrf: web.sessions.csrf(&session),
             query,
             results,
             partial,
