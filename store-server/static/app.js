@@ -3,6 +3,14 @@
 // upload part only (data-drop, its own API base). Plain JavaScript, no build step.
 (function () {
   'use strict';
+  // The viewer: arrow keys go to the previous and next photo, Escape to the folder.
+  const viewer = document.getElementById('viewer');
+  if (viewer) {
+    document.addEventListener('keydown', (e) => {
+      const go = { ArrowLeft: viewer.dataset.prev, ArrowRight: viewer.dataset.next, Escape: viewer.dataset.folder }[e.key];
+      if (go && !e.altKey && !e.ctrlKey && !e.metaKey) location.href = go;
+    });
+  }
   const here = document.getElementById('folder');
   if (!here) return;
   const dir = here.dataset.dir;

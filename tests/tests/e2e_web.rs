@@ -1464,3 +1464,121 @@ fn public_links_open_without_an_account_until_revoked_and_guessing_is_blocked() 
     assert_eq!(g.get(&drop).status, 429);
     m.unmount();
 }
+
+/// A PNG of `w`×`h` pixels in one colour.
+fn png(w: u32, h: u32, rgb: [u8; 3]) -> Vec<u8> {
+    let img = image::RgbImage::from_pixel(w, h, image::Rgb(rgb));
+    let mut out = Vec::new();
+    image::DynamicImage::ImageRgb8(img)
+        .write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
+        .expect("png");
+    out
+}
+
+#[test]
+fn photos_show_as_a_grid_of_thumbnails_and_open_in_the_viewer() {
+    let server = Server::start_web(&[("alice", "pw", "user"), ("bob", "pw", "user")]);
+    let dev = Device::new();
+    dev.login(&server, "alice", "pw", "laptop");
+    let m = dev.mount();
+    let dir = m.path.join("photos/personal");
+    std::fs::write(dir.join("a.png"), png(1200, 800, [200, 30, 30])).expect("a");
+    std::fs::write(dir.join("b.png"), png(3000, 4000, [30, 200, 30])).expect("b");
+    std::fs::write(dir.join("c.png"), png(64, 64, [30, 30, 200])).expect("c");
+    std::fs::write(
+        dir.join("clip.mp4"),
+        b"\0\0\0\x18ftypmp42 not really a video",
+    )
+    .expect("clip");
+    std::fs::write(dir.join("notes.txt"), b"words").expect("notes");
+    std::fs::write(dir.join("broken.jpg"), b"\xff\xd8\xff not a photo").expect("broken");
+    settle(&m);
+    let b = Browser::new(&server);
+    assert_eq!(b.sign_in("alice", "pw").status, 303);
+
+    // A photo folder opens as a grid; each photo's picture is its thumbnail by version.
+    let page = b.get("/files/photos/personal/").text();
+    assert!(page.contains("<ul class=\"grid\">"), "{page}");
+    assert!(
+        page.contains("src=\"/thumb/photos/personal/a.png?v=1\""),
+        "{page}"
+    );
+    assert!(!page.contains("/thumb/photos/personal/notes.txt"));
+    assert!(page.contains("href=\"/view/photos/personal/clip.mp4\""));
+    assert!(b
+        .get("/files/photos/personal/?view=list")
+        .text()
+        .contains("<table class=\"listing\">"));
+    assert!(!b
+        .get("/files/files/")
+        .text()
+        .contains("<ul class=\"grid\">"));
+
+    let t = b.get("/thumb/photos/personal/b.png?v=1");
+    assert_eq!(t.status, 200);
+    assert_eq!(t.header("content-type").as_deref(), Some("image/jpeg"));
+    assert!(t
+        .header("cache-control")
+        .is_some_and(|c| c.contains("immutable")));
+    let small = image::load_from_memory(&t.body).expect("a JPEG");
+    assert_eq!(
+        (small.width(), small.height()),
+        (240, 320),
+        "fits 320, keeps its shape"
+    );
+    let px = small.to_rgb8().get_pixel(100, 100).0;
+    assert!(px[1] > 150 && px[0] < 80, "the photo's colour: {px:?}");
+    // Made once: the second answer is the cached one, byte for byte.
+    assert_eq!(b.get("/thumb/photos/personal/b.png?v=1").body, t.body);
+    // Not photos, broken photos, other people's photos, no session: no thumbnail.
+    assert_eq!(b.get("/thumb/photos/personal/notes.txt").status, 404);
+    assert_eq!(b.get("/thumb/photos/personal/broken.jpg").status, 400);
+    let bob = Browser::new(&server);
+    assert_eq!(bob.sign_in("bob", "pw").status, 303);
+    assert_eq!(bob.get("/thumb/photos/personal/b.png?v=1").status, 404);
+    assert_eq!(
+        Browser::new(&server)
+            .get("/thumb/photos/personal/b.png")
+            .status,
+        303
+    );
+
+    // A new version gets a new picture.
+    std::fs::write(dir.join("a.png"), png(1200, 800, [250, 250, 0])).expect("a again");
+    settle(&m);
+    assert!(wait_until(std::time::Duration::from_secs(5), || b
+        .get("/files/photos/personal/")
+        .text()
+        .contains("/thumb/photos/personal/a.png?v=2")));
+    let px = image::load_from_memory(&b.get("/thumb/photos/personal/a.png?v=2").body)
+        .expect("jpeg")
+        .to_rgb8()
+        .get_pixel(10, 10)
+        .0;
+    assert!(
+        px[0] > 200 && px[1] > 200,
+        "the new version's colour: {px:?}"
+    );
+
+    // The viewer: the photo, with the folder's previous and next photo or video.
+    let v = b.get("/view/photos/personal/b.png").text();
+    assert!(v.contains("<img src=\"/dl/photos/personal/b.png\""), "{v}");
+    assert!(v.contains("data-prev=\"/view/photos/personal/a.png\""));
+    assert!(v.contains("data-next=\"/view/photos/personal/broken.jpg\""));
+    assert!(v.contains("2 of 5"), "{v}");
+    let clip = b.get("/view/photos/personal/clip.mp4").text();
+    assert!(
+        clip.contains("<video src=\"/dl/photos/personal/clip.mp4\""),
+        "{clip}"
+    );
+    assert!(!clip.contains("data-next"), "the last one has no next");
+    // Shown inline with a media type (so the page's player can play it).
+    let dl = b.curl("/dl/photos/personal/clip.mp4", &["-r", "0-3"]);
+    assert_eq!(dl.status, 206);
+    assert_eq!(dl.header("content-type").as_deref(), Some("video/mp4"));
+    assert!(dl
+        .header("content-disposition")
+        .is_some_and(|d| d.starts_with("inline")));
+    assert_eq!(b.get("/view/photos/personal/notes.txt").status, 404);
+    m.unmount();
+}

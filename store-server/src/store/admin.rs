@@ -107,6 +107,7 @@ impl Store {
             }
             self.lineage.remove(k)?;
             self.names.remove(k)?;
+            self.thumbs.remove(k)?;
             self.nodes.remove(k)?;
         }
         for (chunk, _) in self.chunks.ids(id)? {

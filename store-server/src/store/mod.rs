@@ -46,6 +46,7 @@ pub mod retention;
 pub mod scrub;
 pub mod sealed;
 pub mod shares;
+pub mod thumbnails;
 
 /// A source of the current time.
 pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
@@ -210,6 +211,8 @@ pub struct Store {
     /// Public links ([`public_links`]) and their index by token.
     pub public_links: sled::Tree,
     pub public_link_tokens: sled::Tree,
+    /// Photo thumbnails for the web app ([`thumbnails`]).
+    pub thumbs: sled::Tree,
     /// Failed logins per account (user name → [`guard::LoginState`]).
     pub logins: sled::Tree,
     /// Failed logins per network address (in memory).
@@ -323,6 +326,7 @@ impl Store {
             shares_in: db.open_tree("shares_in")?,
             public_links: db.open_tree("public_links")?,
             public_link_tokens: db.open_tree("public_link_tokens")?,
+            thumbs: db.open_tree("thumbs")?,
             addr_guard: Default::default(),
             lockout_secs: guard::LOCKOUT_SECS,
             prefs: db.open_tree("prefs")?,

@@ -15,6 +15,7 @@
 //! * [`events`] — the change feed pushed to pages (Server-Sent Events).
 //! * [`folder_zip`] — a folder as one streamed zip.
 //! * [`shares`] — sharing with other users, and making public links.
+//! * [`photos`] — thumbnails, the photo grid's pictures, the photo and video viewer.
 //! * [`public_links`] — what a public link's visitor sees (no account).
 //!
 //! Connections: TLS 1.3 only (the server's certificate), HTTP/1.1 by hyper, a handshake
@@ -29,6 +30,7 @@ pub mod events;
 pub mod folder_zip;
 pub mod history;
 pub mod pages;
+pub mod photos;
 pub mod public_links;
 pub mod sessions;
 pub mod shares;
@@ -56,6 +58,7 @@ pub struct Web {
     pub store: Arc<Store>,
     pub sessions: sessions::WebSessions,
     pub uploads: upload::Uploads,
+    pub thumbnail_makers: photos::Makers,
 }
 
 /// The address of the browser a request came from.
@@ -74,6 +77,8 @@ pub fn router(web: Arc<Web>) -> axum::Router {
         .route("/files/{*path}", get(pages::browse))
         .route("/dl/{*path}", get(download::download))
         .route("/zip/{*path}", get(folder_zip::download_folder))
+        .route("/thumb/{*path}", get(photos::thumbnail))
+        .route("/view/{*path}", get(photos::view))
         .route("/static/app.css", get(pages::stylesheet))
         .route("/static/app.js", get(pages::script))
         .route("/api/upload", post(upload::start))
@@ -143,6 +148,7 @@ pub async fn serve(
         store,
         sessions: sessions::WebSessions::new()?,
         uploads: upload::Uploads::default(),
+        thumbnail_makers: photos::Makers::default(),
     });
     let app = router(web);
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));

@@ -16,7 +16,7 @@ use std::sync::Arc;
 /// Entries on one page of a listing sorted by name.
 pub const PAGE: u32 = 200;
 /// Most entries a listing sorted by size or date reads (the whole folder up to this).
-const MAX_SORTED: usize = 50_000;
+pub const MAX_SORTED: usize = 50_000;
 /// The cookie that ties the sign-in form to its browser (double submit against login CSRF).
 const LOGIN_COOKIE: &str = "shelf_login";
 
@@ -300,6 +300,8 @@ pub fn crumbs_under(base: &str, parts: &[String]) -> Vec<Crumb> {
 struct Row {
     name: String,
     href: String,
+    /// The photo's thumbnail (grid view).
+    thumb: Option<String>,
     /// The file's versions page (files only).
     history: String,
     is_dir: bool,
@@ -324,12 +326,16 @@ struct BrowsePage {
     crumbs: Vec<Crumb>,
     entries: Vec<Row>,
     next: Option<String>,
+    /// Shown as a grid of pictures.
+    grid: bool,
 }
 
 #[derive(Deserialize, Default)]
 pub struct ListQuery {
     sort: Option<String>,
     after: Option<String>,
+    /// `grid` (pictures) or `list`; photo folders open as a grid.
+    view: Option<String>,
 }
 
 /// Sizes as people read them: 1.5 KiB, 3.2 MiB.
@@ -381,6 +387,11 @@ pub async fn browse(
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
+    let grid = match q.view.as_deref() {
+        Some("grid") => true,
+        Some(_) => false,
+        None => parts.first().is_some_and(|p| p == "photos"),
+    };
     let w = web.clone();
     let s = session.clone();
     let p = parts.clone();
@@ -407,10 +418,11 @@ pub async fn browse(
             Row {
                 href: match is_dir {
                     true => format!("{base}{}/", encode(&e.name)),
-                    false => format!(
-                        "/dl/{}",
-                        encode_path(&[parts.clone(), vec![e.name.clone()]].concat())
-                    ),
+                    false => super::photos::open_href(&parts, &e.name),
+                },
+                thumb: match is_dir {
+                    true => None,
+                    false => super::photos::thumb_href(&parts, &e.name, e.attr.version),
                 },
                 history: match is_dir {
                     true => String::new(),
@@ -439,6 +451,7 @@ pub async fn browse(
         crumbs,
         entries: rows,
         next: next.map(|after| format!("{base}?after={}", encode(&after))),
+        grid,
     })
 }
 
