@@ -514,6 +514,58 @@ async fn public_links_open_in_a_fresh_profile_and_an_admin_adds_a_user_in_chromi
     }));
     v.close().await.expect("close");
 
+    // Photos: the folder opens as a grid of thumbnails; a photo opens in the viewer, and
+    // the arrow key goes to the next one.
+    for (name, rgb) in [
+        ("beach.png", [40, 120, 220]),
+        ("forest.png", [30, 160, 60]),
+        ("sunset.png", [240, 120, 30]),
+    ] {
+        let img = image::RgbImage::from_fn(1600, 1000, |x, y| {
+            image::Rgb([rgb[0], rgb[1], ((x + y) % 256) as u8])
+        });
+        img.save(m.path.join("photos/personal").join(name))
+            .expect("photo");
+    }
+    m.sh("python3 -c \"import os; os.setxattr('.', 'user.shelf.sync', b'1')\"");
+    c.goto(&format!("{base}/files/photos/personal/"))
+        .await
+        .expect("grid");
+    let mut loaded = serde_json::Value::Null;
+    for _ in 0..100 {
+        loaded = c
+            .execute(
+                "const imgs = [...document.querySelectorAll('ul.grid img')];
+                 return imgs.length === 3 && imgs.every((i) => i.complete && i.naturalWidth > 0);",
+                vec![],
+            )
+            .await
+            .expect("images");
+        if loaded == json!(true) {
+            break;
+        }
+        c.refresh().await.expect("reload");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(loaded, json!(true), "the grid's thumbnails did not load");
+    shoot(&c, "photos").await;
+    click(&c, "ul.grid a[href$='beach.png']").await;
+    wait_for_text(&c, "1 of 3").await;
+    c.find(Locator::Css("body"))
+        .await
+        .expect("page")
+        .send_keys("\u{E014}") // the right arrow key (W3C WebDriver)
+        .await
+        .expect("arrow");
+    wait_for_text(&c, "2 of 3").await;
+    assert!(c
+        .current_url()
+        .await
+        .expect("url")
+        .as_str()
+        .ends_with("/view/photos/personal/forest.png"));
+    shoot(&c, "viewer").await;
+
     // The admin adds an account, which then signs in.
     sign_out(&c).await;
     sign_in(&c, &base, "root", "pw", None).await;
