@@ -803,6 +803,10 @@ pub struct ServerStatus {
     /// pruning them all would free).
     pub old_versions: u64,
     pub history_bytes: u64,
+    /// The account's storage quota (bytes stored, as `stored_bytes`), if it has one.
+    pub quota: Option<u64>,
+    /// The account's newest alerts (security, quota, sync, integrity), oldest first.
+    pub alerts: Vec<AuditLine>,
 }
 
 /// Frames a client sends.

@@ -405,6 +405,8 @@ fn response() -> impl Strategy<Value = Response> {
                 stored_bytes: n[3],
                 old_versions: n[4],
                 history_bytes: n[5],
+                quota: (n[0] % 2 == 0).then_some(n[1]),
+                alerts: Vec::new(),
             })
         }),
         proptest::option::of(any::<u64>()).prop_map(Response::Removed),

@@ -14,8 +14,8 @@ use crate::store::shares::ChunkScope;
 use crate::store::{Ctx, Store};
 use shelf_protocol::sync::LockOrRecover;
 use shelf_protocol::{
-    AdminRequest, AuditLine, ChunkBody, ChunkId, ChunkRef, ErrorCode, NodeId, NodeKind, Request,
-    Response, UserInfo, WireError, MAX_BATCH, MAX_CHUNK, MAX_CHUNKS_PER_REQUEST,
+    AdminRequest, ChunkBody, ChunkId, ChunkRef, ErrorCode, NodeId, NodeKind, Request, Response,
+    UserInfo, WireError, MAX_BATCH, MAX_CHUNK, MAX_CHUNKS_PER_REQUEST,
 };
 use std::sync::Mutex;
 
@@ -904,13 +904,7 @@ fn admin(store: &Store, ctx: &Ctx, req: AdminRequest) -> Result<Response, StoreE
             store
                 .audit_log(None, limit.min(10_000) as usize)?
                 .into_iter()
-                .map(|e| AuditLine {
-                    at: e.at,
-                    what: e.kind.to_string(),
-                    user: e.user,
-                    from: e.from,
-                    detail: e.detail,
-                })
+                .map(|e| e.line())
                 .collect(),
         ),
     })

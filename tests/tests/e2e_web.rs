@@ -1582,3 +1582,39 @@ fn photos_show_as_a_grid_of_thumbnails_and_open_in_the_viewer() {
     assert_eq!(b.get("/view/photos/personal/notes.txt").status, 404);
     m.unmount();
 }
+
+#[test]
+fn the_account_page_shows_the_quota_and_the_accounts_alerts() {
+    let server = Server::start_web(&[("alice", "pw", "user"), ("root", "pw", "admin")]);
+    let a = Browser::new(&server);
+    assert_eq!(a.sign_in("alice", "pw").status, 303);
+    let page = a.get("/account").text();
+    assert!(
+        page.contains("No alerts.") && page.contains("<td>none</td>"),
+        "{page}"
+    );
+
+    // The admin gives alice a quota of 1 GiB.
+    let admin = Browser::new(&server);
+    assert_eq!(admin.sign_in("root", "pw").status, 303);
+    let csrf = admin.csrf();
+    let r = admin.api(
+        "POST",
+        "/api/admin",
+        &csrf,
+        Some(r#"{"op":"quota","name":"alice","gib":1}"#),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    // Someone guesses alice's password: her account is locked, and her page says so.
+    let thief = Browser::new(&server);
+    for _ in 0..5 {
+        assert_eq!(thief.sign_in("alice", "guess").status, 401);
+    }
+    let page = a.get("/account").text();
+    assert!(page.contains("<meter id=\"quota\""), "{page}");
+    assert!(page.contains("0 B of 1.0 GiB (0%)"), "{page}");
+    assert!(
+        page.contains("security") && page.contains("5 failed logins in a row for alice"),
+        "{page}"
+    );
+}

@@ -220,6 +220,17 @@ pub fn status() -> anyhow::Result<()> {
                 "bytes:    {} current, {} stored, {} history",
                 s.logical_bytes, s.stored_bytes, s.history_bytes
             );
+            if let Some(q) = s.quota {
+                println!(
+                    "quota:    {} of {} used ({}%)",
+                    super::human(s.stored_bytes),
+                    super::human(q),
+                    s.stored_bytes.saturating_mul(100) / q.max(1)
+                );
+            }
+            for a in &s.alerts {
+                println!("alert:    {} {}: {}", a.at.secs, a.what, a.detail);
+            }
         }
         Err(e) => {
             let cache = super::mount::account_cache(&login, None);

@@ -70,6 +70,22 @@ pub struct AuditRec {
     pub detail: String,
 }
 
+/// Entries of the log [`Store::recent_alerts`] looks through.
+const ALERT_SCAN: usize = 10_000;
+
+impl AuditRec {
+    /// The entry as the protocol carries it.
+    pub fn line(self) -> shelf_protocol::AuditLine {
+        shelf_protocol::AuditLine {
+            at: self.at,
+            what: self.kind.to_string(),
+            user: self.user,
+            from: self.from,
+            detail: self.detail,
+        }
+    }
+}
+
 impl Store {
     /// Appends an entry about `account` (0: the server). Failures are logged, not returned:
     /// the action itself already happened.
@@ -118,6 +134,31 @@ impl Store {
                 continue;
             }
             out.push(self.open_rec(0, b"audit", &k, &v[8..])?);
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    /// The newest `limit` alerts about `account` (oldest first), from the newest
+    /// [`ALERT_SCAN`] entries of the log.
+    pub fn recent_alerts(
+        &self,
+        account: u64,
+        limit: usize,
+    ) -> Result<Vec<shelf_protocol::AuditLine>> {
+        let mut out = Vec::new();
+        for item in self.audit.iter().rev().take(ALERT_SCAN) {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = item?;
+            if super::sealed::node_owner(&v)? != account {
+                continue;
+            }
+            let rec: AuditRec = self.open_rec(0, b"audit", &k, &v[8..])?;
+            if matches!(rec.kind, AuditKind::Alert(_)) {
+                out.push(rec.line());
+            }
         }
         out.reverse();
         Ok(out)

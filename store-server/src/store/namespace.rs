@@ -1020,6 +1020,11 @@ impl Store {
             stored_bytes: self.chunks.stored_bytes(ctx.account)?,
             old_versions,
             history_bytes,
+            quota: self.quota(ctx.account)?,
+            alerts: self.recent_alerts(ctx.account, RECENT_ALERTS)?,
         })
     }
 }
+
+/// Alerts [`Store::status`] reports.
+const RECENT_ALERTS: usize = 20;

@@ -41,7 +41,16 @@ struct AccountPage {
     stored: String,
     old_versions: u64,
     history: String,
+    /// Quota: used and allowed, and the share used (0–100) for the meter.
+    quota: Option<(String, u64)>,
+    alerts: Vec<AlertRow>,
     devices: Vec<DeviceRow>,
+}
+
+struct AlertRow {
+    at: String,
+    what: String,
+    detail: String,
 }
 
 pub async fn account(
@@ -75,6 +84,22 @@ pub async fn account(
         stored: human_size(st.stored_bytes),
         old_versions: st.old_versions,
         history: human_size(st.history_bytes),
+        quota: st.quota.map(|q| {
+            (
+                format!("{} of {}", human_size(st.stored_bytes), human_size(q)),
+                (st.stored_bytes.saturating_mul(100) / q.max(1)).min(100),
+            )
+        }),
+        alerts: st
+            .alerts
+            .into_iter()
+            .rev()
+            .map(|a| AlertRow {
+                at: dates(a.at.secs).0,
+                what: a.what.trim_start_matches("alert-").to_string(),
+                detail: a.detail,
+            })
+            .collect(),
         devices: devices
             .into_iter()
             .map(|d| DeviceRow {
