@@ -558,10 +558,75 @@ pub enum AdminRequest {
         name: String,
         bytes: Option<u64>,
     },
-    /// The newest `limit` audit entries ([`Response::Audit`]).
+    /// The newest `limit` audit entries ([`Response::Audit`]) that match: of the user
+    /// `user` when given, of a kind starting with `kind` when given (`login`,
+    /// `link-`, `alert-security`…).
     Audit {
         limit: u32,
+        user: Option<String>,
+        kind: Option<String>,
     },
+    /// How the server is doing ([`Response::Health`]).
+    Health,
+    /// A user's retention policy (see `shelf-server retention`).
+    SetRetention {
+        name: String,
+        policy: RetentionPolicy,
+    },
+    /// A user's conflict policy: `true` lets the later edit win (its overwritten version
+    /// stays in history); `false` keeps both (the default).
+    SetConflictPolicy {
+        name: String,
+        last_writer_wins: bool,
+    },
+}
+
+/// Which old versions a user's store keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetentionPolicy {
+    /// Every version, forever (deleted files still expire after `deleted_days`).
+    pub keep_all: bool,
+    /// Every version younger than this many days.
+    pub all_days: u32,
+    /// Then the newest of each day for this many more days; then the newest of each week.
+    pub daily_days: u32,
+    /// Deleted files stay restorable this many days (0: forever).
+    pub deleted_days: u32,
+}
+
+/// One run of a periodic job (retention, scrub).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRun {
+    pub at: Timestamp,
+    pub millis: u64,
+    /// What it did or found, in a line.
+    pub summary: String,
+}
+
+/// How the server is doing, for admins.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerHealth {
+    pub version: String,
+    pub uptime_secs: u64,
+    /// Open connections: devices' protocol connections and browsers'.
+    pub connections: u64,
+    /// Devices holding their change feed open (mounts online).
+    pub devices_online: u64,
+    /// The data folder's file system: free and total bytes.
+    pub disk_free: u64,
+    pub disk_total: u64,
+    /// Pack files on disk and their bytes; of those, bytes no chunk uses any more (freed
+    /// by the next compaction).
+    pub pack_files: u64,
+    pub pack_bytes: u64,
+    pub garbage_bytes: u64,
+    pub database_bytes: u64,
+    /// Bytes of every account's current files, and of chunks stored for them: their
+    /// ratio is what deduplication (and history) saves or costs.
+    pub logical_bytes: u64,
+    pub stored_bytes: u64,
+    pub last_prune: Option<JobRun>,
+    pub last_scrub: Option<JobRun>,
 }
 
 /// An account as an admin sees it.
@@ -572,6 +637,8 @@ pub struct UserInfo {
     /// Bytes stored after dedup, history included.
     pub stored_bytes: u64,
     pub quota: Option<u64>,
+    pub retention: RetentionPolicy,
+    pub last_writer_wins: bool,
 }
 
 /// One audit log entry.
@@ -681,6 +748,8 @@ pub enum Response {
     },
     /// Public links of the account ([`Request::ListLinks`]), or the one just made.
     Links(Vec<LinkInfo>),
+    /// [`AdminRequest::Health`].
+    Health(ServerHealth),
 }
 
 /// One change in an account's feed.

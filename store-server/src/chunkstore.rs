@@ -56,6 +56,20 @@ pub trait ChunkStore: Send + Sync {
     /// (live records moved to the current pack, the index updated and flushed) and deleted.
     /// Returns the bytes freed on disk.
     fn compact(&self) -> Result<u64>;
+    /// What the store takes on disk: its files, their bytes, and the bytes of those that
+    /// live chunks use (the rest is garbage for the next compaction). Zeros when it keeps
+    /// nothing on a local disk.
+    fn disk(&self) -> Result<DiskUse> {
+        Ok(DiskUse::default())
+    }
+}
+
+/// [`ChunkStore::disk`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DiskUse {
+    pub files: u64,
+    pub bytes: u64,
+    pub live_bytes: u64,
 }
 
 /// Pack files rotate at this size.
@@ -281,6 +295,22 @@ impl PackStore {
 }
 
 impl ChunkStore for PackStore {
+    fn disk(&self) -> Result<DiskUse> {
+        let mut out = DiskUse::default();
+        for pack in self.packs_on_disk()? {
+            out.files += 1;
+            out.bytes += std::fs::metadata(pack_path(&self.dir, pack))
+                .map(|m| m.len())
+                .unwrap_or(0);
+        }
+        for item in self.index.iter() {
+            let (_, v) = item?;
+            let loc: Location = postcard::from_bytes(&v)?;
+            out.live_bytes += HEADER_LEN as u64 + u64::from(loc.len);
+        }
+        Ok(out)
+    }
+
     fn contains(&self, account: u64, id: &ChunkId) -> Result<bool> {
         Ok(self.index.contains_key(index_key(account, id))?)
     }

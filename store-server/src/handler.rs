@@ -694,6 +694,10 @@ fn apply_authorized(
                     missing.push(i as u32);
                 }
             }
+            // The ones it had need not be sent: deduplicated.
+            crate::metrics::global()
+                .chunks_deduplicated
+                .inc_by((ids.len() - missing.len()) as u64);
             Response::Missing(missing)
         }
         Request::PutChunks { node, chunks } => {
@@ -869,6 +873,9 @@ fn admin(store: &Store, ctx: &Ctx, req: AdminRequest) -> Result<Response, StoreE
                 out.push(UserInfo {
                     stored_bytes: store.chunks.stored_bytes(a.id)?,
                     quota: store.quota(a.id)?,
+                    retention: store.policy(a.id)?.into(),
+                    last_writer_wins: store.conflict_policy(a.id)?
+                        == crate::store::conflicts::ConflictPolicy::LastWriterWins,
                     name: a.name,
                     role: a.role,
                 });
@@ -900,13 +907,32 @@ fn admin(store: &Store, ctx: &Ctx, req: AdminRequest) -> Result<Response, StoreE
             store.set_quota(named(&name)?.id, bytes)?;
             Response::Ok
         }
-        AdminRequest::Audit { limit } => Response::Audit(
+        AdminRequest::Audit { limit, user, kind } => Response::Audit(
             store
-                .audit_log(None, limit.min(10_000) as usize)?
+                .audit_filtered(user.as_deref(), kind.as_deref(), limit.min(10_000) as usize)?
                 .into_iter()
                 .map(|e| e.line())
                 .collect(),
         ),
+        AdminRequest::Health => Response::Health(store.health()?),
+        AdminRequest::SetRetention { name, policy } => {
+            store.set_policy(named(&name)?.id, policy.into())?;
+            store.audit(0, AuditKind::RetentionChanged, &name, &by, "");
+            Response::Ok
+        }
+        AdminRequest::SetConflictPolicy {
+            name,
+            last_writer_wins,
+        } => {
+            use crate::store::conflicts::ConflictPolicy;
+            let p = match last_writer_wins {
+                true => ConflictPolicy::LastWriterWins,
+                false => ConflictPolicy::KeepBoth,
+            };
+            store.set_conflict_policy(named(&name)?.id, p)?;
+            store.audit(0, AuditKind::ConflictPolicyChanged, &name, &by, "");
+            Response::Ok
+        }
     })
 }
 
@@ -937,8 +963,12 @@ fn put_chunks(
     }
     // Space is the owner's: a recipient's uploads count against the owner's quota.
     store.check_quota(scope.account, &ctx.user, extra)?;
+    let metrics = crate::metrics::global();
     for c in chunks {
-        store.chunks.put(scope.account, &c.id, &c.data)?;
+        match store.chunks.put(scope.account, &c.id, &c.data)? {
+            true => metrics.chunks_stored.inc(),
+            false => metrics.chunks_deduplicated.inc(),
+        };
         session.uploaded(scope, c.id);
     }
     Ok(())
@@ -946,22 +976,11 @@ fn put_chunks(
 
 /// Free bytes on the filesystem holding the data folder (0 if unknown).
 fn free_space(store: &Store) -> u64 {
-    use std::os::unix::ffi::OsStrExt;
-    let Some(root) = &store.data_root else {
-        return 0;
-    };
-    let Ok(path) = std::ffi::CString::new(root.as_os_str().as_bytes()) else {
-        return 0;
-    };
-    // SAFETY: statvfs writes into a zeroed struct we own; path is a valid C string.
-    unsafe {
-        let mut st: libc::statvfs = std::mem::zeroed();
-        if libc::statvfs(path.as_ptr(), &mut st) == 0 {
-            st.f_bavail as u64 * st.f_frsize as u64
-        } else {
-            0
-        }
-    }
+    store
+        .data_root
+        .as_deref()
+        .and_then(crate::store::health::disk_space)
+        .map_or(0, |(free, _)| free)
 }
 
 /// Bodies of `ids`, chunks of the file `scope` was made for.

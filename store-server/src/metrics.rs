@@ -2,8 +2,10 @@
 //! (plain HTTP `GET /metrics`; bind it to loopback or an admin network: it is the admin
 //! address). One registry for the process: every request is counted and timed by kind
 //! and result in [`crate::handler::handle`] (whichever door it came through), connections
-//! by the listeners, sign-in failures by the handler; sizes (database, packs, garbage) are
-//! read from the store at each scrape.
+//! by the listeners, sign-in failures by the handler, chunks stored and deduplicated by
+//! the chunk upload path, feed lag where events leave for devices, job durations by the
+//! jobs; sizes (database, stored, packs) and devices online are read from the store at
+//! each scrape, garbage bytes as of the last retention run or health check.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -35,6 +37,11 @@ pub struct OutcomeLabel {
     pub outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct JobLabel {
+    pub job: &'static str,
+}
+
 /// Every metric the server keeps.
 pub struct Metrics {
     pub requests: Family<RequestLabels, Counter>,
@@ -45,7 +52,22 @@ pub struct Metrics {
     pub chunk_bytes_out: Counter,
     pub database_bytes: Gauge,
     pub stored_bytes: Gauge,
+    pub chunks_stored: Counter,
+    pub chunks_deduplicated: Counter,
+    pub pack_files: Gauge,
+    pub pack_bytes: Gauge,
+    pub garbage_bytes: Gauge,
+    pub devices_online: Gauge,
+    pub feed_lag: Histogram,
+    pub job_seconds: Family<JobLabel, Histogram>,
+    /// Open connections of every door (the gauges' sum, for the health page).
+    open: std::sync::atomic::AtomicI64,
     registry: Registry,
+}
+
+fn job_histogram() -> Histogram {
+    // 1 ms … ~4.6 hours.
+    Histogram::new(exponential_buckets(0.001, 2.0, 24))
 }
 
 fn latency_histogram() -> Histogram {
@@ -65,6 +87,16 @@ impl Metrics {
         let chunk_bytes_out = Counter::default();
         let database_bytes = Gauge::default();
         let stored_bytes = Gauge::default();
+        let chunks_stored = Counter::default();
+        let chunks_deduplicated = Counter::default();
+        let pack_files = Gauge::default();
+        let pack_bytes = Gauge::default();
+        let garbage_bytes = Gauge::default();
+        let devices_online = Gauge::default();
+        // 1 ms … ~33 s.
+        let feed_lag = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        let job_seconds =
+            Family::<JobLabel, Histogram>::new_with_constructor(job_histogram as fn() -> Histogram);
         let mut registry = Registry::with_prefix("shelf");
         registry.register(
             "requests",
@@ -106,6 +138,42 @@ impl Metrics {
             "Bytes of chunk bodies stored, all accounts (after deduplication)",
             stored_bytes.clone(),
         );
+        registry.register(
+            "chunks_stored",
+            "Chunks uploaded that were new to their account",
+            chunks_stored.clone(),
+        );
+        registry.register(
+            "chunks_deduplicated",
+            "Chunks uploaded that their account already had (not written again)",
+            chunks_deduplicated.clone(),
+        );
+        registry.register("pack_files", "Pack files on disk", pack_files.clone());
+        registry.register(
+            "pack_bytes",
+            "Bytes of the pack files on disk",
+            pack_bytes.clone(),
+        );
+        registry.register(
+            "garbage_bytes",
+            "Bytes in packs no chunk uses (as of the last retention run or health check)",
+            garbage_bytes.clone(),
+        );
+        registry.register(
+            "devices_online",
+            "Change feeds held open (mounts online, pages with live events)",
+            devices_online.clone(),
+        );
+        registry.register(
+            "feed_lag_seconds",
+            "Time from a change being recorded to its event leaving for a device",
+            feed_lag.clone(),
+        );
+        registry.register(
+            "job_seconds",
+            "Duration of periodic jobs (prune: retention and garbage collection; scrub)",
+            job_seconds.clone(),
+        );
         Metrics {
             requests,
             latency,
@@ -115,6 +183,15 @@ impl Metrics {
             chunk_bytes_out,
             database_bytes,
             stored_bytes,
+            chunks_stored,
+            chunks_deduplicated,
+            pack_files,
+            pack_bytes,
+            garbage_bytes,
+            devices_online,
+            feed_lag,
+            job_seconds,
+            open: Default::default(),
             registry,
         }
     }
@@ -127,6 +204,29 @@ impl Metrics {
         self.latency
             .get_or_create(&KindLabel { kind })
             .observe(took.as_secs_f64());
+    }
+
+    /// Times a run of a periodic job.
+    pub fn job_ran(&self, job: crate::store::health::Job, took: Duration) {
+        let job = match job {
+            crate::store::health::Job::Prune => "prune",
+            crate::store::health::Job::Scrub => "scrub",
+        };
+        self.job_seconds
+            .get_or_create(&JobLabel { job })
+            .observe(took.as_secs_f64());
+    }
+
+    /// How long an event waited between being recorded (`at`) and leaving now.
+    pub fn event_sent(&self, at: shelf_protocol::Timestamp) {
+        let now = shelf_protocol::Timestamp::now();
+        let lag = (now.secs - at.secs) as f64 + (f64::from(now.nanos) - f64::from(at.nanos)) / 1e9;
+        self.feed_lag.observe(lag.max(0.0));
+    }
+
+    /// Open connections, every door.
+    pub fn open_connections(&self) -> u64 {
+        self.open.load(std::sync::atomic::Ordering::Relaxed).max(0) as u64
     }
 
     /// The text exposition of every metric.
@@ -154,6 +254,9 @@ impl Connected {
             .connections
             .get_or_create(&DoorLabel { door })
             .inc();
+        global()
+            .open
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Connected(door)
     }
 }
@@ -164,6 +267,9 @@ impl Drop for Connected {
             .connections
             .get_or_create(&DoorLabel { door: self.0 })
             .dec();
+        global()
+            .open
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -180,11 +286,18 @@ pub async fn serve(
             let store = store.clone();
             async move {
                 let m = global();
-                let sizes = tokio::task::spawn_blocking(move || store.sizes()).await;
-                if let Ok((db, stored)) = sizes {
-                    m.database_bytes.set(i64::try_from(db).unwrap_or(i64::MAX));
-                    m.stored_bytes
-                        .set(i64::try_from(stored).unwrap_or(i64::MAX));
+                let sizes = tokio::task::spawn_blocking(move || {
+                    let disk = store.chunks.disk().unwrap_or_default();
+                    (store.sizes(), disk, store.subscribers.online())
+                })
+                .await;
+                if let Ok(((db, stored), disk, online)) = sizes {
+                    let g = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+                    m.database_bytes.set(g(db));
+                    m.stored_bytes.set(g(stored));
+                    m.pack_files.set(g(disk.files));
+                    m.pack_bytes.set(g(disk.bytes));
+                    m.devices_online.set(g(online as u64));
                 }
                 (
                     [(

@@ -99,6 +99,10 @@ impl ChunkStore for SealedChunks {
     fn compact(&self) -> Result<u64> {
         self.inner.compact()
     }
+
+    fn disk(&self) -> Result<crate::chunkstore::DiskUse> {
+        self.inner.disk()
+    }
 }
 
 #[cfg(test)]

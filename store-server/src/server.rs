@@ -304,6 +304,9 @@ async fn forward_events(
         if !valid() {
             return;
         }
+        if change.kind != shelf_protocol::ChangeKind::Resync {
+            crate::metrics::global().event_sent(change.at);
+        }
         if tx.send(ServerFrame::Event(change)).await.is_err() {
             return;
         }

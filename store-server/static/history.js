@@ -43,6 +43,18 @@
 
   // The admin page: every change is one call to /api/admin.
   const admin = (body) => post('/api/admin', body);
+  document.querySelectorAll('select.admin-conflicts').forEach((s) => s.addEventListener('change', () => admin({ op: 'conflicts', name: s.dataset.name, last_writer_wins: s.value === 'last-writer-wins' })));
+  onClick('button.admin-retention', (b) => {
+    const d = b.dataset;
+    const all = prompt(`${d.name}: keep every version for how many days? (“all”: every version forever)`, d.keepAll === 'true' ? 'all' : d.allDays);
+    if (all === null) return;
+    const keepAll = all.trim().toLowerCase() === 'all';
+    const daily = keepAll ? d.dailyDays : prompt('Then one version a day for how many more days? (then one a week)', d.dailyDays);
+    if (daily === null) return;
+    const deleted = prompt('Keep deleted files restorable for how many days? (0: forever)', d.deletedDays);
+    if (deleted === null) return;
+    admin({ op: 'retention', name: d.name, keep_all: keepAll, all_days: keepAll ? Number(d.allDays) : Number(all), daily_days: Number(daily), deleted_days: Number(deleted) });
+  });
   document.querySelectorAll('select.admin-role').forEach((s) => s.addEventListener('change', () => admin({ op: 'role', name: s.dataset.name, role: s.value })));
   document.querySelectorAll('button.admin-quota').forEach((b) => b.addEventListener('click', () => {
     const gib = prompt(`Quota for ${b.dataset.name} in GiB (empty: none)`);

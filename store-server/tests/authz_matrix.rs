@@ -626,7 +626,15 @@ fn matrix() {
                     bytes: Some(1),
                 },
             ),
-            ("audit", AdminRequest::Audit { limit: 10 }),
+            (
+                "audit",
+                AdminRequest::Audit {
+                    limit: 10,
+                    user: None,
+                    kind: None,
+                },
+            ),
+            ("health", AdminRequest::Health),
             (
                 "delete-user",
                 AdminRequest::DeleteUser {

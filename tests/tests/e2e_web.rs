@@ -1016,6 +1016,50 @@ fn an_admin_manages_accounts_from_the_console_and_others_may_not() {
     assert_eq!(r.status, 400);
     // The audit log on the page shows what happened.
     assert!(admin.get("/admin").text().contains("carol"));
+    // Retention and the conflict policy, per account, on the running server.
+    for body in [
+        r#"{"op":"retention","name":"carol","keep_all":false,"all_days":7,"daily_days":14,"deleted_days":0}"#,
+        r#"{"op":"conflicts","name":"carol","last_writer_wins":true}"#,
+    ] {
+        let r = admin.api("POST", "/api/admin", &csrf, Some(body));
+        assert_eq!(r.status, 200, "{body}: {}", r.text());
+    }
+    let page = admin.get("/admin").text();
+    assert!(
+        page.contains("keep every version for 7 days, then one a day for 14 days, then one a week; deleted files forever"),
+        "{page}"
+    );
+    assert!(
+        page.contains("<option value=\"last-writer-wins\" selected>"),
+        "{page}"
+    );
+    // Server health: the facts an admin checks first.
+    for fact in [
+        "Up for",
+        "Connections open",
+        "Devices online",
+        "Disk free",
+        "Pack files",
+        "Current files / stored",
+        "Last retention run",
+        "Last scrub",
+    ] {
+        assert!(page.contains(fact), "{fact} missing");
+    }
+    // The audit log filtered by kind and by user.
+    assert_eq!(Browser::new(&server).sign_in("alice", "wrong").status, 401);
+    let failed = admin.get("/admin?kind=login-failed").text();
+    let audit = &failed[failed.find("Audit log").expect("audit")..];
+    assert!(
+        audit.contains("login-failed") && !audit.contains("user-added"),
+        "{audit}"
+    );
+    let carols = admin.get("/admin?user=carol").text();
+    let audit = &carols[carols.find("Audit log").expect("audit")..];
+    assert!(
+        audit.contains("retention-changed") && !audit.contains(">alice<"),
+        "{audit}"
+    );
 
     // Not an admin: the console and its changes are refused.
     let alice = Browser::new(&server);
@@ -1113,6 +1157,8 @@ fn metrics_count_requests_logins_and_bytes() {
             "--data",
         ])
         .arg(&data)
+        // Retention runs every second here, so its duration is measured.
+        .env("SHELF_PRUNE_INTERVAL_SECS", "1")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -1170,6 +1216,38 @@ fn metrics_count_requests_logins_and_bytes() {
     let m = dev.mount();
     m.sh("head -c 2000000 /dev/urandom > files/work/x.bin");
     m.sh("python3 -c \"import os; fd = os.open('files/work/x.bin', os.O_RDONLY); os.fsync(fd)\"");
+    // The same bytes again: deduplicated, not stored twice.
+    m.sh("cp files/work/x.bin files/personal/y.bin");
+    m.sh(
+        "python3 -c \"import os; fd = os.open('files/personal/y.bin', os.O_RDONLY); os.fsync(fd)\"",
+    );
+    // A change on another device reaches this mount's feed (the lag is measured).
+    let other = Device::new();
+    assert!(other
+        .shelf()
+        .args([
+            "login",
+            &addr,
+            "--user",
+            "alice",
+            "--device",
+            "e",
+            "--fingerprint",
+            &fp
+        ])
+        .env("SHELF_PASSWORD", "pw")
+        .output()
+        .expect("login")
+        .status
+        .success());
+    let m2 = other.mount();
+    m2.sh("echo hi > files/work/from-e.txt");
+    m2.sh("python3 -c \"import os; fd = os.open('files/work/from-e.txt', os.O_RDONLY); os.fsync(fd)\"");
+    assert!(wait_until(std::time::Duration::from_secs(5), || m
+        .path
+        .join("files/work/from-e.txt")
+        .exists()));
+    m2.unmount();
     let scrape = Command::new("curl")
         .args(["-s", &metrics])
         .output()
@@ -1186,13 +1264,21 @@ fn metrics_count_requests_logins_and_bytes() {
             .unwrap_or_else(|| panic!("no {prefix} in\n{text}"))
     };
     assert_eq!(value("shelf_logins_total{outcome=\"failed\"}"), 1.0);
-    assert_eq!(value("shelf_logins_total{outcome=\"ok\"}"), 1.0);
+    assert_eq!(value("shelf_logins_total{outcome=\"ok\"}"), 2.0);
     assert!(value("shelf_requests_total{kind=\"commit\",result=\"ok\"}") >= 1.0);
     assert!(value("shelf_request_seconds_count{kind=\"commit\"}") >= 1.0);
     assert!(value("shelf_chunk_bytes_received_total") >= 2_000_000.0);
     assert!(value("shelf_connections{door=\"protocol\"}") >= 1.0);
     assert!(value("shelf_database_bytes") > 0.0);
     assert!(value("shelf_stored_bytes") >= 2_000_000.0);
+    assert!(value("shelf_chunks_stored_total") >= 1.0);
+    assert!(value("shelf_chunks_deduplicated_total") >= 1.0);
+    assert!(value("shelf_pack_files") >= 1.0);
+    assert!(value("shelf_pack_bytes") >= 2_000_000.0);
+    assert!(value("shelf_devices_online") >= 1.0);
+    assert!(value("shelf_feed_lag_seconds_count") >= 1.0);
+    assert!(text.contains("# TYPE shelf_garbage_bytes gauge"));
+    assert!(value("shelf_job_seconds_count{job=\"prune\"}") >= 1.0);
 }
 
 /// The link part (`/s/TOKEN`) of a link's URL in a JSON answer.

@@ -32,10 +32,17 @@ pub enum AdminCommand {
         #[arg(long)]
         none: bool,
     },
-    /// The newest audit log entries.
+    /// The newest audit log entries, optionally only one user's or one kind's.
     Audit {
         #[arg(long, default_value_t = 50)]
         last: u32,
+        /// Only entries about this account.
+        #[arg(long)]
+        user: Option<String>,
+        /// Only entries whose kind starts with this (login, login-failed, link-,
+        /// alert-security…).
+        #[arg(long)]
+        kind: Option<String>,
     },
 }
 
@@ -107,8 +114,10 @@ pub fn admin(cmd: AdminCommand) -> anyhow::Result<()> {
                 None => println!("{name}: no quota"),
             }
         }
-        AdminCommand::Audit { last } => {
-            let lines = remote()?.admin_audit(last).map_err(server_error)?;
+        AdminCommand::Audit { last, user, kind } => {
+            let lines = remote()?
+                .admin_audit(last, user, kind)
+                .map_err(server_error)?;
             for l in lines {
                 println!(
                     "{}  {:<18}  {:<16}  {:<24}  {}",

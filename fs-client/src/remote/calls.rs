@@ -425,8 +425,13 @@ impl Remote {
         })
     }
 
-    pub fn admin_audit(&self, limit: u32) -> Result<Vec<AuditLine>, RemoteError> {
-        let req = Request::Admin(AdminRequest::Audit { limit });
+    pub fn admin_audit(
+        &self,
+        limit: u32,
+        user: Option<String>,
+        kind: Option<String>,
+    ) -> Result<Vec<AuditLine>, RemoteError> {
+        let req = Request::Admin(AdminRequest::Audit { limit, user, kind });
         self.ask("audit", req, |r| match r {
             Response::Audit(a) => Some(a),
             _ => None,

@@ -33,6 +33,8 @@ pub enum AuditKind {
     LinkRevoked,
     LinkOpened,
     LinkRefused,
+    RetentionChanged,
+    ConflictPolicyChanged,
 }
 
 impl std::fmt::Display for AuditKind {
@@ -54,6 +56,8 @@ impl std::fmt::Display for AuditKind {
             AuditKind::LinkRevoked => f.write_str("link-revoked"),
             AuditKind::LinkOpened => f.write_str("link-opened"),
             AuditKind::LinkRefused => f.write_str("link-refused"),
+            AuditKind::RetentionChanged => f.write_str("retention-changed"),
+            AuditKind::ConflictPolicyChanged => f.write_str("conflict-policy-changed"),
         }
     }
 }
@@ -72,6 +76,8 @@ pub struct AuditRec {
 
 /// Entries of the log [`Store::recent_alerts`] looks through.
 const ALERT_SCAN: usize = 10_000;
+/// Entries of the log a filtered [`Store::audit_filtered`] looks through.
+const AUDIT_SCAN: usize = 200_000;
 
 impl AuditRec {
     /// The entry as the protocol carries it.
@@ -134,6 +140,33 @@ impl Store {
                 continue;
             }
             out.push(self.open_rec(0, b"audit", &k, &v[8..])?);
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    /// The newest `limit` entries (oldest first) of user `user` (when given) whose kind
+    /// starts with `kind` (when given), from the newest [`AUDIT_SCAN`] entries.
+    pub fn audit_filtered(
+        &self,
+        user: Option<&str>,
+        kind: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AuditRec>> {
+        let mut out = Vec::new();
+        for item in self.audit.iter().rev().take(AUDIT_SCAN) {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = item?;
+            let rec: AuditRec = self.open_rec(0, b"audit", &k, &v[8..])?;
+            if user.is_some_and(|u| rec.user != u) {
+                continue;
+            }
+            if kind.is_some_and(|want| !rec.kind.to_string().starts_with(want)) {
+                continue;
+            }
+            out.push(rec);
         }
         out.reverse();
         Ok(out)

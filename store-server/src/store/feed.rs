@@ -56,6 +56,17 @@ pub struct Subscribers {
     writing: Mutex<()>,
 }
 
+impl Subscribers {
+    /// Feeds held open now (a mount online holds one; so does a page's live events).
+    pub fn online(&self) -> usize {
+        self.by_account
+            .lock_or_recover()
+            .values()
+            .map(|tx| tx.receiver_count())
+            .sum()
+    }
+}
+
 fn feed_key(account: u64, seq: u64) -> [u8; 16] {
     let mut k = [0u8; 16];
     k[..8].copy_from_slice(&account.to_be_bytes());

@@ -35,6 +35,7 @@ pub mod conflicts;
 pub mod feed;
 pub mod group_commit;
 pub mod guard;
+pub mod health;
 pub mod history;
 pub mod links;
 pub mod locks;
@@ -240,6 +241,8 @@ pub struct Store {
     pub data_root: Option<std::path::PathBuf>,
     /// Concurrent changes share one flush ([`Store::sync`]).
     flushes: group_commit::GroupCommit,
+    /// When this store was opened (the server's uptime).
+    pub started: std::time::Instant,
 }
 
 thread_local! {
@@ -339,6 +342,7 @@ impl Store {
             db,
             data_root: None,
             flushes: Default::default(),
+            started: std::time::Instant::now(),
         };
         store.load_share_index()?;
         store.load_link_grants()?;

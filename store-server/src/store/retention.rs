@@ -152,6 +152,29 @@ impl Store {
     /// Applies every account's policy at time `now` to every history, then collects the
     /// chunks nothing refers to.
     pub fn prune(&self, now: Timestamp) -> Result<PruneReport> {
+        let started = std::time::Instant::now();
+        let report = self.prune_all(now)?;
+        if let Ok(disk) = self.chunks.disk() {
+            crate::metrics::global()
+                .garbage_bytes
+                .set(disk.bytes.saturating_sub(disk.live_bytes) as i64);
+        }
+        self.record_job(
+            super::health::Job::Prune,
+            now,
+            started.elapsed(),
+            format!(
+                "{} versions removed, {} deleted files expired, {} chunks ({} bytes) freed",
+                report.versions_removed,
+                report.files_expired,
+                report.chunks_freed,
+                report.bytes_freed
+            ),
+        );
+        Ok(report)
+    }
+
+    fn prune_all(&self, now: Timestamp) -> Result<PruneReport> {
         let mut report = PruneReport::default();
         let mut policies: HashMap<u64, Retention> = HashMap::new();
         let mut policy_of = |store: &Store, account: u64| -> Result<Retention> {

@@ -19,6 +19,23 @@ pub struct ScrubReport {
 impl Store {
     /// Checks every chunk; failures are reported and raised as integrity alerts.
     pub fn scrub(&self) -> Result<ScrubReport> {
+        let (at, started) = (self.now(), std::time::Instant::now());
+        let report = self.scrub_all()?;
+        self.record_job(
+            super::health::Job::Scrub,
+            at,
+            started.elapsed(),
+            format!(
+                "{} chunks ({} bytes) checked, {} failed",
+                report.checked,
+                report.bytes,
+                report.failed.len()
+            ),
+        );
+        Ok(report)
+    }
+
+    fn scrub_all(&self) -> Result<ScrubReport> {
         let mut report = ScrubReport::default();
         for account in self.list_users()? {
             let mut bad = 0u64;
