@@ -177,6 +177,11 @@
     events.onmessage = (e) => {
       let change;
       try { change = JSON.parse(e.data); } catch (_) { return; }
+      if (change.kind && change.kind.Alert) {
+        // An alert about this account (failed logins, quota, sync, integrity): shown now.
+        say(`Alert (${String(change.kind.Alert).toLowerCase()}): ${change.path}`);
+        return;
+      }
       const path = change.path || '';
       const folder = path.includes('/') ? path.slice(0, path.lastIndexOf('/')) : '';
       if (change.lagged || folder === dir) {

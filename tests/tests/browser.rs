@@ -566,6 +566,21 @@ async fn public_links_open_in_a_fresh_profile_and_an_admin_adds_a_user_in_chromi
         .ends_with("/view/photos/personal/forest.png"));
     shoot(&c, "viewer").await;
 
+    // The account page (storage, quota, alerts, devices) and search by name.
+    c.goto(&format!("{base}/account")).await.expect("account");
+    wait_for_text(&c, "Devices and browsers").await;
+    shoot(&c, "account").await;
+    c.goto(&format!("{base}/files/")).await.expect("home");
+    type_into(&c, "form.search input[name=q]", "plan").await;
+    c.find(Locator::Css("form.search input[name=q]"))
+        .await
+        .expect("search box")
+        .send_keys("\u{E007}") // Enter
+        .await
+        .expect("enter");
+    wait_for_text(&c, "plan.txt").await;
+    shoot(&c, "search").await;
+
     // The admin adds an account, which then signs in.
     sign_out(&c).await;
     sign_in(&c, &base, "root", "pw", None).await;

@@ -176,7 +176,7 @@ fn sign_in_browse_and_download_with_ranges() {
         dev.run(&["devices"])
     );
     // Every page carries the security headers.
-    let page = b.get("/files/photos/personal/");
+    let page = b.get("/files/photos/personal/?view=list");
     assert_eq!(page.status, 200);
     let csp = page.header("content-security-policy").unwrap_or_default();
     assert!(csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"));
@@ -194,6 +194,11 @@ fn sign_in_browse_and_download_with_ranges() {
         "{html}"
     );
     assert!(!html.contains("<img src=x"), "a file name became markup");
+    // The same in the photo grid (names in text and in attributes).
+    let grid = b.get("/files/photos/personal/").text();
+    assert!(grid.contains("<ul class=\"grid\">"), "{grid}");
+    assert!(!grid.contains("<img src=x"), "a file name became markup in the grid");
+    assert!(!grid.contains("alt=\"<"), "a file name broke out of an attribute");
     assert!(html.contains("href=\"/files/photos/\""), "breadcrumbs");
     assert!(html.find("Trip/").unwrap() < html.find("big.jpg").unwrap());
     let sub = b.get("/files/photos/personal/Trip/").text();
@@ -1107,9 +1112,16 @@ fn pages_get_the_change_feed_as_server_sent_events() {
     std::thread::sleep(std::time::Duration::from_millis(500));
     m.sh("echo hi > files/work/live.txt");
     settle(&m);
+    // And an alert about the account: someone guesses its password.
+    for _ in 0..5 {
+        assert_eq!(Browser::new(&server).sign_in("alice", "guess").status, 401);
+    }
     let arrived = wait_until(std::time::Duration::from_secs(5), || {
-        std::fs::read_to_string(&out)
-            .is_ok_and(|t| t.contains("data: {") && t.contains("files/work/live.txt"))
+        std::fs::read_to_string(&out).is_ok_and(|t| {
+            t.contains("data: {")
+                && t.contains("files/work/live.txt")
+                && t.contains("{\"Alert\":\"Security\"}")
+        })
     });
     let _ = curl.kill();
     let _ = curl.wait();

@@ -105,7 +105,7 @@ fn facts(h: ServerHealth) -> Vec<Fact> {
         fact(
             "Pack files",
             format!(
-                "{} files, {} ({} garbage, freed by the next compaction)",
+                "{} file(s), {} ({} garbage, freed by the next compaction)",
                 h.pack_files,
                 human_size(h.pack_bytes),
                 human_size(h.garbage_bytes)
