@@ -6,14 +6,13 @@
 //! plain text) are shown inline; everything else, HTML and SVG included, is an attachment,
 //! and every download is sandboxed by its Content-Security-Policy.
 
-use super::pages::{resolve, session_and_path};
+use super::pages::{resolve, SignedInPath};
 use super::sessions::WebSession;
-use super::{Peer, Web, WebError};
+use super::{Web, WebError};
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Extension;
 use shelf_protocol::{
     ChunkRef, ErrorCode, NodeId, NodeKind, Request, Response as Answer, MAX_CHUNKS_PER_REQUEST,
 };
@@ -109,14 +108,9 @@ pub fn disposition(name: &str, inline: bool) -> String {
 
 pub async fn download(
     State(web): State<Arc<Web>>,
-    Extension(peer): Extension<Peer>,
     headers: HeaderMap,
-    Path(path): Path<String>,
+    SignedInPath { session, parts }: SignedInPath,
 ) -> Response {
-    let (session, parts) = match session_and_path(&web, peer, &headers, &path).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
     if parts.is_empty() {
         return WebError::from(ErrorCode::IsDir).into_response();
     }

@@ -4,14 +4,13 @@
 //! a page at a time and each file a chunk batch at a time through the handler. Names are
 //! UTF-8; files over 4 GiB get zip64 records.
 
-use super::pages::{resolve, session_and_path};
+use super::pages::{resolve, SignedInPath};
 use super::sessions::WebSession;
-use super::{Peer, Web, WebError};
+use super::{Web, WebError};
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap};
+use axum::extract::State;
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::Extension;
 use shelf_protocol::{
     ErrorCode, NodeId, NodeKind, Request, Response as Answer, MAX_BATCH, MAX_CHUNKS_PER_REQUEST,
 };
@@ -57,14 +56,8 @@ impl Write for ToBody {
 
 pub async fn download_folder(
     State(web): State<Arc<Web>>,
-    Extension(peer): Extension<Peer>,
-    headers: HeaderMap,
-    Path(path): Path<String>,
+    SignedInPath { session, parts }: SignedInPath,
 ) -> Response {
-    let (session, parts) = match session_and_path(&web, peer, &headers, &path).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
     if parts.is_empty() {
         return WebError::from(ErrorCode::InvalidArgument).into_response();
     }

@@ -43,17 +43,31 @@ pub async fn signed_in(
     }
 }
 
-/// The signed-in session and the path components of a request (a page to answer with
-/// when either is missing or wrong).
-pub async fn session_and_path(
-    web: &Arc<Web>,
-    peer: Peer,
-    headers: &HeaderMap,
-    path: &str,
-) -> Result<(Arc<WebSession>, Vec<String>), Response> {
-    let session = signed_in(web, peer, headers).await?;
-    let parts = components(path).map_err(IntoResponse::into_response)?;
-    Ok((session, parts))
+/// The signed-in session and the path components of a request to a `…/{*path}` route,
+/// as an extractor: a handler that takes it never runs without both (the sign-in
+/// redirect, or 400 for a path with `.` or `..`, is the answer instead).
+pub struct SignedInPath {
+    pub session: Arc<WebSession>,
+    pub parts: Vec<String>,
+}
+
+impl axum::extract::FromRequestParts<Arc<Web>> for SignedInPath {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        req: &mut axum::http::request::Parts,
+        web: &Arc<Web>,
+    ) -> Result<SignedInPath, Response> {
+        let Path(path) = Path::<String>::from_request_parts(req, web)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let Some(peer) = req.extensions.get::<Peer>().copied() else {
+            return Err(StatusCode::INTERNAL_SERVER_ERROR.into_response());
+        };
+        let session = signed_in(web, peer, &req.headers).await?;
+        let parts = components(&path).map_err(IntoResponse::into_response)?;
+        Ok(SignedInPath { session, parts })
+    }
 }
 
 pub async fn home() -> Redirect {

@@ -7,14 +7,13 @@
 //! [`MAX_SOURCE`] bytes, with the decoder's limits on dimensions and memory, and at most
 //! [`MAKERS`] at a time so a folder of new photos cannot take every core.
 
-use super::pages::{crumbs, encode_path, render, resolve, session_and_path};
+use super::pages::{crumbs, encode_path, render, resolve, SignedInPath};
 use super::sessions::WebSession;
-use super::{blocking, Peer, Web, WebError};
+use super::{blocking, Web, WebError};
 use askama::Template;
-use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::State;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Extension;
 use shelf_protocol::{ErrorCode, NodeKind, Request, Response as Answer, MAX_CHUNKS_PER_REQUEST};
 use std::sync::Arc;
 
@@ -128,14 +127,8 @@ fn thumbnail_of(web: &Web, session: &WebSession, parts: &[String]) -> Result<Vec
 
 pub async fn thumbnail(
     State(web): State<Arc<Web>>,
-    Extension(peer): Extension<Peer>,
-    headers: HeaderMap,
-    Path(path): Path<String>,
+    SignedInPath { session, parts }: SignedInPath,
 ) -> Response {
-    let (session, parts) = match session_and_path(&web, peer, &headers, &path).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
     let Ok(_turn) = web.thumbnail_makers.0.acquire().await else {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     };
@@ -204,14 +197,8 @@ fn media_in(web: &Web, session: &WebSession, dir: u64) -> Result<Vec<String>, We
 /// One photo or video, with the folder's previous and next.
 pub async fn view(
     State(web): State<Arc<Web>>,
-    Extension(peer): Extension<Peer>,
-    headers: HeaderMap,
-    Path(path): Path<String>,
+    SignedInPath { session, parts }: SignedInPath,
 ) -> Response {
-    let (session, parts) = match session_and_path(&web, peer, &headers, &path).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
     let Some((name, dir)) = parts.split_last() else {
         return WebError::from(ErrorCode::IsDir).into_response();
     };
