@@ -449,6 +449,21 @@ pub enum Request {
     ListLinks,
     /// Ends one of the account's public links: its URL opens nothing from the next request.
     RevokeLink { id: u64 },
+    /// Makes an app password named `name` for programs that send a user name and password
+    /// with every request (WebDAV clients); answers [`Response::AppPassword`] with its
+    /// secret, shown this once.
+    AddAppPassword { name: String },
+    /// The account's app passwords ([`Response::AppPasswords`]), without their secrets.
+    ListAppPasswords,
+    /// Ends an app password: programs using it are refused from their next request.
+    RevokeAppPassword { name: String },
+}
+
+/// One app password, as its owner sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppPasswordInfo {
+    pub name: String,
+    pub created: Timestamp,
 }
 
 /// What a public link lets its holder do.
@@ -750,6 +765,10 @@ pub enum Response {
     Links(Vec<LinkInfo>),
     /// [`AdminRequest::Health`].
     Health(ServerHealth),
+    /// A new app password's secret (shown once).
+    AppPassword { name: String, secret: String },
+    /// The account's app passwords.
+    AppPasswords(Vec<AppPasswordInfo>),
 }
 
 /// One change in an account's feed.

@@ -62,6 +62,10 @@ impl Action {
             // Only the owner's own links (the store checks whose they are).
             | Request::ListLinks
             | Request::RevokeLink { .. }
+            // A viewer may reach its store from WebDAV too (read-only there as here).
+            | Request::AddAppPassword { .. }
+            | Request::ListAppPasswords
+            | Request::RevokeAppPassword { .. }
             | Request::ReportSyncFailure { .. }
             | Request::SetAgent { .. } => Action::Read,
             Request::Share { .. } | Request::CreateLink { .. } => Action::Write,

@@ -154,6 +154,9 @@ fn describe(req: &Request) -> &'static str {
         Request::CreateLink { .. } => "create-link",
         Request::ListLinks => "list-links",
         Request::RevokeLink { .. } => "revoke-link",
+        Request::AddAppPassword { .. } => "add-app-password",
+        Request::ListAppPasswords => "list-app-passwords",
+        Request::RevokeAppPassword { .. } => "revoke-app-password",
         Request::Commit { .. } => "commit",
         Request::Status => "status",
         Request::Mknod { .. } => "mknod",
@@ -182,6 +185,8 @@ fn changes_store(req: &Request) -> bool {
                 | Request::Unshare { .. }
                 | Request::CreateLink { .. }
                 | Request::RevokeLink { .. }
+                | Request::AddAppPassword { .. }
+                | Request::RevokeAppPassword { .. }
                 | Request::Batch(_)
         )
 }
@@ -508,6 +513,15 @@ fn apply_authorized(
         Request::ListLinks => Response::Links(store.list_links(ctx)?),
         Request::RevokeLink { id } => {
             store.revoke_link(ctx, id)?;
+            Response::Ok
+        }
+        Request::AddAppPassword { name } => Response::AppPassword {
+            secret: store.add_app_password(ctx, &name)?,
+            name,
+        },
+        Request::ListAppPasswords => Response::AppPasswords(store.list_app_passwords(ctx)?),
+        Request::RevokeAppPassword { name } => {
+            store.revoke_app_password(ctx, &name)?;
             Response::Ok
         }
         Request::SetAgent { agent } => {

@@ -354,6 +354,19 @@ fn requests(t: Tree, tag: &str, body_of: &[u8]) -> Vec<(&'static str, Kind, Requ
             },
         ),
         ("list-links", Request::ListLinks),
+        (
+            "add-app-password",
+            Request::AddAppPassword {
+                name: format!("app-{tag}"),
+            },
+        ),
+        ("list-app-passwords", Request::ListAppPasswords),
+        (
+            "revoke-app-password",
+            Request::RevokeAppPassword {
+                name: format!("app-{tag}"),
+            },
+        ),
         // revoke-link names a link, not a node: its cells are in `public_links_*` below.
         ("logout", Request::Logout),
     ];
@@ -372,7 +385,11 @@ fn requests(t: Tree, tag: &str, body_of: &[u8]) -> Vec<(&'static str, Kind, Requ
                 | Request::ReportSyncFailure { .. }
                 | Request::SetAgent { .. } => Kind::Session,
                 Request::Share { .. } | Request::CreateLink { .. } => Kind::Write,
-                Request::ListLinks | Request::RevokeLink { .. } => Kind::Session,
+                Request::ListLinks
+                | Request::RevokeLink { .. }
+                | Request::AddAppPassword { .. }
+                | Request::ListAppPasswords
+                | Request::RevokeAppPassword { .. } => Kind::Session,
                 Request::PutChunks { .. } | Request::HaveChunks { .. } => Kind::Write,
                 Request::Admin(_) => Kind::Admin,
                 Request::Lookup { .. }

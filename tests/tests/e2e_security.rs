@@ -641,3 +641,44 @@ fn a_device_that_keeps_failing_to_sync_alerts_the_account_and_its_admins() {
         "{own}"
     );
 }
+
+#[test]
+fn app_passwords_are_shown_once_listed_and_revoked_from_the_cli() {
+    let server = Server::start(&[("alice", "pw", "user")]);
+    let dev = Device::new();
+    dev.login(&server, "alice", "pw", "laptop");
+    let secret = dev.run(&["app-password", "add", "phone"]);
+    let secret = secret.trim();
+    assert_eq!(secret.len(), 34, "{secret}");
+    assert_eq!(secret.split('-').count(), 7, "{secret}");
+    // The same name twice is refused; the list never shows a secret.
+    let out = dev
+        .shelf()
+        .args(["app-password", "add", "phone"])
+        .output()
+        .expect("add");
+    assert!(!out.status.success());
+    let listed = dev.run(&["app-password", "list"]);
+    assert!(
+        listed.contains("phone") && !listed.contains(secret),
+        "{listed}"
+    );
+    // The server's data folder does not hold it either.
+    let found = Command::new("grep")
+        .args(["-rqF", secret])
+        .arg(&server.data)
+        .status()
+        .expect("grep");
+    assert!(!found.success(), "the secret is on the server's disk");
+    assert!(dev
+        .run(&["app-password", "revoke", "phone"])
+        .contains("ended"));
+    assert!(!dev.run(&["app-password", "list"]).contains("phone"));
+    let out = dev
+        .shelf()
+        .args(["app-password", "revoke", "phone"])
+        .output()
+        .expect("revoke");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no app password named phone"));
+}

@@ -2,6 +2,7 @@
 
 mod account;
 mod admin;
+mod app_password;
 mod backup;
 mod category;
 mod events;
@@ -82,6 +83,13 @@ enum Command {
     Devices {
         #[command(subcommand)]
         action: Option<DevicesAction>,
+    },
+    /// Passwords for WebDAV clients and other programs that send a password with every
+    /// request, so your own is never stored in them: `add NAME` prints a new one once,
+    /// `list`, `revoke NAME`.
+    AppPassword {
+        #[command(subcommand)]
+        action: AppPasswordAction,
     },
     /// Share a file or folder with another user: they see it under shared/YOU/ in their
     /// mount, read-only unless --write. Sharing again changes the access.
@@ -188,6 +196,16 @@ enum CategoryCommand {
 }
 
 #[derive(Subcommand)]
+enum AppPasswordAction {
+    /// Make one (its name says where it is used, e.g. phone); prints the secret once.
+    Add { name: String },
+    /// The account's app passwords (names and dates; secrets are never shown again).
+    List,
+    /// End one: programs using it are refused from their next request.
+    Revoke { name: String },
+}
+
+#[derive(Subcommand)]
 enum DevicesAction {
     /// Sign a device out: every session it holds ends now.
     Revoke { device: String },
@@ -249,6 +267,11 @@ pub fn main() -> anyhow::Result<()> {
         Command::Devices { action } => match action {
             None => account::devices(),
             Some(DevicesAction::Revoke { device }) => account::revoke(&device),
+        },
+        Command::AppPassword { action } => match action {
+            AppPasswordAction::Add { name } => app_password::add(&name),
+            AppPasswordAction::List => app_password::list(),
+            AppPasswordAction::Revoke { name } => app_password::revoke(&name),
         },
         Command::Up { dir } => up::up(dir),
         Command::Down { dir } => up::down(dir),

@@ -319,7 +319,7 @@ impl Store {
     }
 }
 
-fn ctx_of(account: &AccountRec, device: &str) -> Ctx {
+pub(crate) fn ctx_of(account: &AccountRec, device: &str) -> Ctx {
     Ctx {
         account: account.id,
         user: account.name.clone(),

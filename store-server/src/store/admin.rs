@@ -120,6 +120,7 @@ impl Store {
         }
         self.retention.remove(id.to_be_bytes())?;
         self.drop_links_of(id)?;
+        self.drop_app_passwords_of(id)?;
         self.keys.forget(id)?;
         self.places.clear();
         self.sync()?;

@@ -35,6 +35,8 @@ pub enum AuditKind {
     LinkRefused,
     RetentionChanged,
     ConflictPolicyChanged,
+    AppPasswordAdded,
+    AppPasswordRevoked,
 }
 
 impl std::fmt::Display for AuditKind {
@@ -58,6 +60,8 @@ impl std::fmt::Display for AuditKind {
             AuditKind::LinkRefused => f.write_str("link-refused"),
             AuditKind::RetentionChanged => f.write_str("retention-changed"),
             AuditKind::ConflictPolicyChanged => f.write_str("conflict-policy-changed"),
+            AuditKind::AppPasswordAdded => f.write_str("app-password-added"),
+            AuditKind::AppPasswordRevoked => f.write_str("app-password-revoked"),
         }
     }
 }

@@ -28,6 +28,7 @@
 
 pub mod accounts;
 pub mod admin;
+pub mod app_passwords;
 pub mod audit;
 pub mod batch_tx;
 pub mod categories;
@@ -214,6 +215,9 @@ pub struct Store {
     pub public_link_tokens: sled::Tree,
     /// Photo thumbnails for the web app ([`thumbnails`]).
     pub thumbs: sled::Tree,
+    /// App passwords ([`app_passwords`]) by the hash of their secret, and by name.
+    pub app_passwords: sled::Tree,
+    pub app_password_names: sled::Tree,
     /// Failed logins per account (user name → [`guard::LoginState`]).
     pub logins: sled::Tree,
     /// Failed logins per network address (in memory).
@@ -330,6 +334,8 @@ impl Store {
             public_links: db.open_tree("public_links")?,
             public_link_tokens: db.open_tree("public_link_tokens")?,
             thumbs: db.open_tree("thumbs")?,
+            app_passwords: db.open_tree("app_passwords")?,
+            app_password_names: db.open_tree("app_password_names")?,
             addr_guard: Default::default(),
             lockout_secs: guard::LOCKOUT_SECS,
             prefs: db.open_tree("prefs")?,
