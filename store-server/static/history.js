@@ -40,6 +40,22 @@
   // Ending a share or a public link (the shares page).
   onClick('button.unshare', (b) => post('/api/unshare', { node: Number(b.dataset.node), with: b.dataset.with }));
   onClick('button.unlink', (b) => post('/api/unlink', { id: Number(b.dataset.id) }));
+  onClick('button.revoke-app', (b) => post('/api/app-password/revoke', { name: b.dataset.name }));
+  // A new app password: shown once, in the page.
+  const appAdd = document.getElementById('app-add');
+  if (appAdd) appAdd.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const res = await fetch('/api/app-password', {
+      method: 'POST',
+      credentials: 'same-origin',
+      headers: { 'X-CSRF-Token': csrf, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ name: new FormData(appAdd).get('name') }),
+    });
+    if (!res.ok) { status.textContent = (await res.text()) || res.statusText; status.hidden = false; return; }
+    const made = await res.json();
+    document.getElementById('app-secret').value = made.secret;
+    document.querySelector('.app-made').hidden = false;
+  });
 
   // The admin page: every change is one call to /api/admin.
   const admin = (body) => post('/api/admin', body);

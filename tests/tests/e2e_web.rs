@@ -1726,6 +1726,36 @@ fn the_account_page_shows_the_quota_and_the_accounts_alerts() {
     for _ in 0..5 {
         assert_eq!(thief.sign_in("alice", "guess").status, 401);
     }
+    // An app password for a WebDAV client: shown once, listed by name, ended.
+    let csrf_a = a.csrf();
+    let made = a.api(
+        "POST",
+        "/api/app-password",
+        &csrf_a,
+        Some(r#"{"name":"phone"}"#),
+    );
+    assert_eq!(made.status, 200, "{}", made.text());
+    let secret = json_field(&made.text(), "secret");
+    assert!(secret.len() >= 4, "{}", made.text());
+    assert_eq!(
+        a.api("POST", "/api/app-password", "", Some(r#"{"name":"x"}"#))
+            .status,
+        403,
+        "CSRF"
+    );
+    let listed = a.get("/account").text();
+    assert!(
+        listed.contains("<td>phone</td>") && !listed.contains(&secret),
+        "{listed}"
+    );
+    let r = a.api(
+        "POST",
+        "/api/app-password/revoke",
+        &csrf_a,
+        Some(r#"{"name":"phone"}"#),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(!a.get("/account").text().contains("<td>phone</td>"));
     let page = a.get("/account").text();
     assert!(page.contains("<meter id=\"quota\""), "{page}");
     assert!(page.contains("0 B of 1.0 GiB (0%)"), "{page}");

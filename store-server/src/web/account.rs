@@ -45,6 +45,8 @@ struct AccountPage {
     quota: Option<(String, u64)>,
     alerts: Vec<AlertRow>,
     devices: Vec<DeviceRow>,
+    /// App passwords: name and when made.
+    app_passwords: Vec<(String, String)>,
 }
 
 struct AlertRow {
@@ -67,10 +69,14 @@ pub async fn account(
             Answer::Devices(d) => d,
             _ => return Err(ErrorCode::Internal.into()),
         };
-        Ok((status, devices))
+        let apps = match s.call(&w.store, Request::ListAppPasswords)? {
+            Answer::AppPasswords(a) => a,
+            _ => return Err(ErrorCode::Internal.into()),
+        };
+        Ok((status, devices, apps))
     })
     .await;
-    let (session, (st, devices)) = match got {
+    let (session, (st, devices, apps)) = match got {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -109,7 +115,57 @@ pub async fn account(
                 current: d.current,
             })
             .collect(),
+        app_passwords: apps
+            .into_iter()
+            .map(|a| (a.name, dates(a.created.secs).0))
+            .collect(),
     })
+}
+
+#[derive(Deserialize)]
+pub struct AppPassword {
+    name: String,
+}
+
+/// `POST /api/app-password`: makes an app password; answers its secret (shown once).
+pub async fn add_app_password(
+    State(web): State<Arc<Web>>,
+    Extension(peer): Extension<Peer>,
+    headers: HeaderMap,
+    Json(req): Json<AppPassword>,
+) -> Response {
+    let session = match super::upload::api_session(&web, peer, &headers).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let w = web.clone();
+    let made = super::blocking(move || {
+        match session.call(&w.store, Request::AddAppPassword { name: req.name })? {
+            Answer::AppPassword { name, secret } => Ok((name, secret)),
+            _ => Err(ErrorCode::Internal.into()),
+        }
+    })
+    .await;
+    match made {
+        Ok((name, secret)) => {
+            Json(serde_json::json!({ "name": name, "secret": secret })).into_response()
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `POST /api/app-password/revoke`.
+pub async fn revoke_app_password(
+    State(web): State<Arc<Web>>,
+    Extension(peer): Extension<Peer>,
+    headers: HeaderMap,
+    Json(req): Json<AppPassword>,
+) -> Response {
+    super::api_change(web, peer, headers, move |web, session| {
+        session.call(&web.store, Request::RevokeAppPassword { name: req.name })?;
+        Ok(())
+    })
+    .await
 }
 
 #[derive(Deserialize)]

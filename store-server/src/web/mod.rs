@@ -124,6 +124,11 @@ pub fn router(web: Arc<Web>) -> axum::Router {
         .route("/api/admin", post(admin::change))
         .route("/account", get(account::account))
         .route("/api/revoke", post(account::revoke))
+        .route("/api/app-password", post(account::add_app_password))
+        .route(
+            "/api/app-password/revoke",
+            post(account::revoke_app_password),
+        )
         .route("/search", get(account::search))
         .route("/api/mkdir", post(edit::mkdir))
         .route("/api/rename", post(edit::rename))
