@@ -444,8 +444,13 @@ fn uploads_resume_and_commit_through_the_chunk_path_and_edits_reach_the_mount() 
     std::fs::write(&whole, &changed).expect("write");
     let a = b.api("POST", "/api/upload", &csrf, Some(&start));
     let id = json_field(&a.text(), "id");
-    // More than a request may carry: refused, nothing taken.
-    assert_eq!(b.put_piece(&id, 0, &csrf, &whole).status, 413);
+    // More than a request may carry: refused, nothing taken. (The server answers 413 as
+    // soon as the body passes the limit and closes; a client still sending may see the
+    // connection reset instead of the answer, which is the same refusal.)
+    let too_big = b.put_piece(&id, 0, &csrf, &whole).status;
+    assert!(matches!(too_big, 413 | 0), "{too_big}");
+    let a = b.api("GET", &format!("/api/upload/{id}"), &csrf, None);
+    assert_eq!(json_field(&a.text(), "offset"), "0", "{}", a.text());
     std::fs::write(&first, &changed[..9 << 20]).expect("write");
     std::fs::write(&rest, &changed[9 << 20..]).expect("write");
     assert_eq!(b.put_piece(&id, 0, &csrf, &first).status, 200);
