@@ -26,6 +26,18 @@ const MAX_FOREIGN_UPLOADS: usize = 1 << 18;
 /// Most chunk ids one `HaveChunks` may ask about.
 pub const MAX_HAVE_CHUNKS: usize = 65_536;
 
+/// Where a session's secret comes from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Door {
+    /// A device's (or browser's) session token.
+    #[default]
+    Device,
+    /// A public link's token (made only by the web door).
+    Link,
+    /// An app password (WebDAV clients).
+    App,
+}
+
 /// The logged-in state of one connection.
 #[derive(Default)]
 pub struct Session {
@@ -38,9 +50,8 @@ pub struct Session {
     /// The program behind this connection when it is not the device's mount
     /// ([`Request::SetAgent`]): its changes are published as made by `DEVICE AGENT`.
     agent: Mutex<Option<String>>,
-    /// A visitor of a public link (made only by the web door): its token is a link's,
-    /// opened again by every request.
-    link: bool,
+    /// What kind of secret the token is, so every request checks it again where it lives.
+    door: Door,
     /// Files a link's visitor made in this session (the only ones it may commit to).
     made: Mutex<std::collections::HashSet<NodeId>>,
 }
@@ -52,7 +63,7 @@ impl Session {
             peer: Some(peer),
             uploads: Mutex::default(),
             agent: Mutex::default(),
-            link: false,
+            door: Door::Device,
             made: Mutex::default(),
         }
     }
@@ -64,7 +75,19 @@ impl Session {
             peer: Some(peer),
             uploads: Mutex::default(),
             agent: Mutex::default(),
-            link: true,
+            door: Door::Link,
+            made: Mutex::default(),
+        }
+    }
+
+    /// The session of a program signed in with an app password ([`Store::app_login`]).
+    pub fn for_app(peer: std::net::IpAddr, ctx: Ctx, secret: String) -> Session {
+        Session {
+            state: Mutex::new(Some((ctx, secret))),
+            peer: Some(peer),
+            uploads: Mutex::default(),
+            agent: Mutex::default(),
+            door: Door::App,
             made: Mutex::default(),
         }
     }
@@ -425,9 +448,10 @@ fn signed_in(store: &Store, session: &Session) -> Result<Ctx, StoreError> {
     let Some(token) = session.token() else {
         return Err(ErrorCode::AuthRequired.into());
     };
-    let resumed = match session.link {
-        true => store.resume_link(&token),
-        false => store.resume(&token),
+    let resumed = match session.door {
+        Door::Device => store.resume(&token),
+        Door::Link => store.resume_link(&token),
+        Door::App => store.resume_app_password(&token),
     };
     let mut ctx = match resumed {
         Ok(ctx) => ctx,

@@ -166,6 +166,21 @@ impl Store {
         ))
     }
 
+    /// The context of an app password already checked by [`Store::app_login`] in this
+    /// request, for each store call it makes: still there, its account still there.
+    pub fn resume_app_password(&self, secret: &str) -> Result<Ctx> {
+        let Some(v) = self.app_passwords.get(secret_key(secret))? else {
+            return Err(ErrorCode::SessionExpired.into());
+        };
+        let rec: AppPasswordRec = decode(&v)?;
+        match self.account(&rec.user)? {
+            Some(acc) if acc.id == rec.account => {
+                Ok(super::accounts::ctx_of(&acc, &format!("app-{}", rec.name)))
+            }
+            _ => Err(ErrorCode::SessionExpired.into()),
+        }
+    }
+
     /// Drops every app password of a deleted account.
     pub(crate) fn drop_app_passwords_of(&self, account: u64) -> Result<()> {
         for item in self.app_password_names.scan_prefix(account.to_be_bytes()) {

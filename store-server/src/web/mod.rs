@@ -8,6 +8,7 @@
 //! * [`pages`] — the HTML pages (askama templates under `store-server/templates/`).
 //! * [`account`] — the account page (storage, devices) and search by name.
 //! * [`admin`] — the admin console (accounts, audit log).
+//! * [`dav`] — WebDAV under `/dav/` (app passwords; the `dav-server` crate over the store).
 //! * [`download`] — file downloads with HTTP ranges.
 //! * [`upload`] — resumable uploads through the chunk and commit path.
 //! * [`edit`] — new folder, rename, move, delete.
@@ -24,6 +25,7 @@
 
 pub mod account;
 pub mod admin;
+pub mod dav;
 pub mod download;
 pub mod edit;
 pub mod events;
@@ -59,6 +61,8 @@ pub struct Web {
     pub sessions: sessions::WebSessions,
     pub uploads: upload::Uploads,
     pub thumbnail_makers: photos::Makers,
+    /// WebDAV ([`dav`]); its filesystem reaches back here.
+    pub dav: dav_server::DavHandler<Arc<sessions::WebSession>>,
 }
 
 /// The address of the browser a request came from.
@@ -67,7 +71,7 @@ pub struct Peer(pub IpAddr);
 
 /// The router: every route of the web app.
 pub fn router(web: Arc<Web>) -> axum::Router {
-    use axum::routing::{get, post};
+    use axum::routing::{any, get, post};
     axum::Router::new()
         .route("/", get(pages::home))
         .route("/login", get(pages::login_page).post(pages::login))
@@ -134,6 +138,9 @@ pub fn router(web: Arc<Web>) -> axum::Router {
         .route("/api/rename", post(edit::rename))
         .route("/api/move", post(edit::move_to))
         .route("/api/delete", post(edit::delete))
+        .route("/dav", any(dav::serve))
+        .route("/dav/", any(dav::serve))
+        .route("/dav/{*path}", any(dav::serve))
         .layer(axum::middleware::from_fn(security_headers))
         .with_state(web)
 }
@@ -149,11 +156,18 @@ pub async fn serve(
     let mut config = (*tls).clone();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     let acceptor = TlsAcceptor::from(Arc::new(config));
-    let web = Arc::new(Web {
+    let sessions = sessions::WebSessions::new()?;
+    let web = Arc::new_cyclic(|me| Web {
         store,
-        sessions: sessions::WebSessions::new()?,
+        sessions,
         uploads: upload::Uploads::default(),
         thumbnail_makers: photos::Makers::default(),
+        dav: dav_server::DavHandler::builder()
+            .filesystem(Box::new(dav::ShelfFs::new(me.clone())))
+            .locksystem(dav_server::memls::MemLs::new())
+            .strip_prefix(dav::PREFIX)
+            .read_buf_size(1 << 20)
+            .build_handler(),
     });
     let app = router(web);
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));

@@ -30,6 +30,19 @@ pub struct WebSession {
 }
 
 impl WebSession {
+    /// The session of a program signed in with an app password (never kept: every
+    /// request signs in again).
+    pub fn for_app(peer: IpAddr, ctx: crate::store::Ctx, secret: &str) -> WebSession {
+        WebSession {
+            role: ctx.role,
+            root: ctx.root,
+            user: ctx.user.clone(),
+            session: Session::for_app(peer, ctx, secret.to_string()),
+            dead: Default::default(),
+            token: secret.to_string(),
+        }
+    }
+
     /// The session of a public link's visitor (never kept: every request opens the link).
     pub fn for_link(
         peer: IpAddr,

@@ -45,7 +45,7 @@ pub struct Uploads {
     by_id: Mutex<HashMap<String, Arc<Mutex<Upload>>>>,
 }
 
-struct Upload {
+pub struct Upload {
     /// The session token that started it (only it may go on).
     owner: String,
     /// The folder it goes into, and its node (the scope of the chunks).
@@ -62,6 +62,31 @@ struct Upload {
     touched: Instant,
     /// Never replace an existing file: take a free name instead.
     fresh: bool,
+}
+
+impl Upload {
+    /// A file written as a stream (WebDAV `PUT`): `path` below the folder `dir` (node
+    /// `dir_node`), its length not known ahead; [`receive`] its bytes, then [`commit`].
+    pub fn stream(dir: Vec<String>, dir_node: NodeId, path: Vec<String>) -> Upload {
+        Upload {
+            owner: String::new(),
+            dir,
+            dir_node,
+            path,
+            size: u64::MAX,
+            received: 0,
+            chunker: Some(Chunker::with_buffer(CHUNKER_BUFFER)),
+            refs: Vec::new(),
+            waiting: Vec::new(),
+            touched: Instant::now(),
+            fresh: false,
+        }
+    }
+
+    /// Bytes received so far.
+    pub fn received(&self) -> u64 {
+        self.received
+    }
 }
 
 impl Uploads {
@@ -285,7 +310,12 @@ pub async fn put_as(
 }
 
 /// Cuts and stores what a piece completes; returns the new offset.
-fn receive(web: &Web, session: &WebSession, u: &mut Upload, piece: &[u8]) -> Result<u64, WebError> {
+pub fn receive(
+    web: &Web,
+    session: &WebSession,
+    u: &mut Upload,
+    piece: &[u8],
+) -> Result<u64, WebError> {
     let Upload {
         chunker,
         refs,
@@ -399,7 +429,7 @@ fn lookup_or_make(
 }
 
 /// Makes missing folders, the file if it is new, and commits the chunk list.
-fn commit(web: &Web, session: &WebSession, u: &mut Upload) -> Result<Finished, WebError> {
+pub fn commit(web: &Web, session: &WebSession, u: &mut Upload) -> Result<Finished, WebError> {
     if let Some(chunker) = u.chunker.take() {
         let (refs, waiting) = (&mut u.refs, &mut u.waiting);
         chunker.finish(&mut |r, data| {

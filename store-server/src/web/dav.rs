@@ -1,0 +1,757 @@
+//! WebDAV under `/dav/` (class 1 and 2), for every operating system and phone that cannot
+//! run the mount: Windows Explorer, macOS Finder, GNOME Files, davfs2, rclone, phones.
+//!
+//! The protocol (PROPFIND, PROPPATCH, GET with ranges, PUT, MKCOL, DELETE, COPY, MOVE,
+//! LOCK/UNLOCK, `If` headers) is the maintained `dav-server` crate's; what it reads and
+//! changes is [`ShelfFs`], a filesystem whose every call is a protocol `Request` run by the
+//! handler as the signed-in account — the same authorisation, encryption, versions and
+//! change feed as the mount's. A `PUT` streams through the mount's chunker and commits one
+//! new version ([`super::upload`]'s path), so it is deduplicated and versioned.
+//!
+//! Sign-in is HTTP Basic over TLS with an **app password** (`shelf app-password add`),
+//! never the account's own: each request signs in again (a hash lookup), and a wrong one
+//! counts as a failed login of the account and the address.
+
+use super::pages::{components, resolve};
+use super::sessions::WebSession;
+use super::upload::{commit, receive, Upload};
+use super::{Peer, Web, WebError};
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use base64::Engine;
+use dav_server::davpath::DavPath;
+use dav_server::fs::{
+    DavDirEntry, DavFile, DavMetaData, FsError, FsFuture, FsResult, FsStream, GuardedFileSystem,
+    OpenOptions, ReadDirMeta,
+};
+use futures_util::FutureExt;
+use shelf_protocol::{
+    Attr, ChunkRef, ErrorCode, NodeId, NodeKind, RenameMode, Request, Response as Answer,
+    WireError, MAX_CHUNKS_PER_REQUEST,
+};
+use std::io::SeekFrom;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, SystemTime};
+
+/// Where WebDAV is served.
+pub const PREFIX: &str = "/dav";
+/// Bytes a reader fetches ahead of what it was asked for.
+const READ_AHEAD: u64 = 4 << 20;
+
+/// The account a request signed in as.
+type Creds = Arc<WebSession>;
+
+/// The store as a WebDAV filesystem, for the signed-in account.
+#[derive(Clone)]
+pub struct ShelfFs {
+    web: Weak<Web>,
+}
+
+/// A handler answer as the filesystem error WebDAV reports.
+fn fs_error(e: &WireError) -> FsError {
+    match e.code {
+        ErrorCode::NotFound => FsError::NotFound,
+        ErrorCode::Exists | ErrorCode::NotEmpty => FsError::Exists,
+        ErrorCode::PermissionDenied
+        | ErrorCode::ReadOnly
+        | ErrorCode::Reserved
+        | ErrorCode::InvalidName
+        | ErrorCode::NotDir
+        | ErrorCode::IsDir => FsError::Forbidden,
+        ErrorCode::QuotaExceeded | ErrorCode::NoSpace => FsError::InsufficientStorage,
+        ErrorCode::NameTooLong => FsError::PathTooLong,
+        ErrorCode::TooLarge => FsError::TooLarge,
+        ErrorCode::CrossDevice => FsError::IsRemote,
+        _ => FsError::GeneralFailure,
+    }
+}
+
+fn web_error(e: WebError) -> FsError {
+    fs_error(&e.0)
+}
+
+/// The path components below the top of the store.
+fn parts_of(path: &DavPath) -> FsResult<Vec<String>> {
+    let text = std::str::from_utf8(path.as_bytes()).map_err(|_| FsError::Forbidden)?;
+    components(text).map_err(|_| FsError::Forbidden)
+}
+
+impl ShelfFs {
+    pub fn new(web: Weak<Web>) -> ShelfFs {
+        ShelfFs { web }
+    }
+
+    /// Runs store work for `session` on the blocking pool.
+    fn run<'a, T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Web) -> FsResult<T> + Send + 'static,
+    ) -> FsFuture<'a, T> {
+        let web = self.web.clone();
+        async move {
+            let Some(web) = web.upgrade() else {
+                return Err(FsError::GeneralFailure);
+            };
+            tokio::task::spawn_blocking(move || f(&web))
+                .await
+                .unwrap_or(Err(FsError::GeneralFailure))
+        }
+        .boxed()
+    }
+}
+
+/// What WebDAV shows of a node.
+#[derive(Clone, Debug)]
+struct Meta(Attr);
+
+impl DavMetaData for Meta {
+    fn len(&self) -> u64 {
+        self.0.size
+    }
+    fn modified(&self) -> FsResult<SystemTime> {
+        let t = self.0.mtime;
+        Ok(SystemTime::UNIX_EPOCH
+            + Duration::new(u64::try_from(t.secs).unwrap_or(0), t.nanos.min(999_999_999)))
+    }
+    fn is_dir(&self) -> bool {
+        self.0.kind == NodeKind::Dir
+    }
+    /// Changes with the content: node and version (a folder's with its time).
+    fn etag(&self) -> Option<String> {
+        let t = self.0.mtime;
+        Some(match self.0.kind {
+            NodeKind::Dir => format!("{:x}-{:x}.{:x}", self.0.node, t.secs, t.nanos),
+            _ => format!("{:x}-{:x}", self.0.node, self.0.version),
+        })
+    }
+}
+
+struct Entry {
+    name: String,
+    attr: Attr,
+}
+
+impl DavDirEntry for Entry {
+    fn name(&self) -> Vec<u8> {
+        self.name.as_bytes().to_vec()
+    }
+    fn metadata(&self) -> FsFuture<'_, Box<dyn DavMetaData>> {
+        let meta: Box<dyn DavMetaData> = Box::new(Meta(self.attr.clone()));
+        futures_util::future::ready(Ok(meta)).boxed()
+    }
+}
+
+/// Every entry of the folder `dir`, a page at a time.
+fn list(web: &Web, session: &WebSession, dir: NodeId) -> FsResult<Vec<Entry>> {
+    let mut out = Vec::new();
+    let mut after = None;
+    loop {
+        let answer = session
+            .call(
+                &web.store,
+                Request::ReadDir {
+                    dir,
+                    after,
+                    limit: 1024,
+                },
+            )
+            .map_err(|e| fs_error(&e))?;
+        let Answer::DirPage { entries, more } = answer else {
+            return Err(FsError::GeneralFailure);
+        };
+        after = entries.last().map(|e| e.name.clone());
+        out.extend(entries.into_iter().map(|e| Entry {
+            name: e.name,
+            attr: e.attr,
+        }));
+        if !more || after.is_none() {
+            return Ok(out);
+        }
+    }
+}
+
+/// An open file: read from its chunk list, or written as one new version.
+#[derive(Debug)]
+enum Open {
+    Read(Reader),
+    Write(Writer),
+}
+
+/// A file being read: its chunks, where the reader is, and the bytes fetched ahead.
+struct Reader {
+    web: Weak<Web>,
+    session: Creds,
+    attr: Attr,
+    chunks: Vec<ChunkRef>,
+    /// Where each chunk starts.
+    starts: Vec<u64>,
+    pos: u64,
+    /// Bytes fetched: from this offset.
+    ahead: (u64, Vec<u8>),
+}
+
+impl std::fmt::Debug for Reader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Reader(node {}, at {})", self.attr.node, self.pos)
+    }
+}
+
+/// A file being written: its bytes go through the chunker to the store as they come; the
+/// flush makes the new version.
+struct Writer {
+    web: Weak<Web>,
+    session: Creds,
+    upload: Option<Upload>,
+    attr: Attr,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Writer")
+    }
+}
+
+impl Reader {
+    /// Fetches the chunks covering `from..from + len` (a request's worth at most).
+    fn fetch(&mut self, web: &Web, from: u64, len: u64) -> FsResult<()> {
+        let first = self
+            .starts
+            .partition_point(|s| *s <= from)
+            .saturating_sub(1);
+        let mut ids = Vec::new();
+        let mut end = self.starts.get(first).copied().unwrap_or(0);
+        for c in &self.chunks[first..] {
+            if ids.len() >= MAX_CHUNKS_PER_REQUEST || end >= from + len {
+                break;
+            }
+            ids.push(c.id);
+            end += u64::from(c.len);
+        }
+        let answer = self
+            .session
+            .call(
+                &web.store,
+                Request::GetChunks {
+                    node: self.attr.node,
+                    ids,
+                },
+            )
+            .map_err(|e| fs_error(&e))?;
+        let Answer::Chunks(bodies) = answer else {
+            return Err(FsError::GeneralFailure);
+        };
+        let mut data = Vec::new();
+        for b in bodies {
+            data.extend_from_slice(&b.data);
+        }
+        self.ahead = (self.starts.get(first).copied().unwrap_or(0), data);
+        Ok(())
+    }
+}
+
+impl DavFile for Open {
+    fn metadata(&mut self) -> FsFuture<'_, Box<dyn DavMetaData>> {
+        let attr = match self {
+            Open::Read(r) => r.attr.clone(),
+            Open::Write(w) => {
+                let mut a = w.attr.clone();
+                a.size = w.upload.as_ref().map_or(a.size, Upload::received);
+                a
+            }
+        };
+        let meta: Box<dyn DavMetaData> = Box::new(Meta(attr));
+        futures_util::future::ready(Ok(meta)).boxed()
+    }
+
+    fn write_buf(&mut self, mut buf: Box<dyn bytes::Buf + Send>) -> FsFuture<'_, ()> {
+        let bytes = buf.copy_to_bytes(buf.remaining());
+        self.write_bytes(bytes)
+    }
+
+    fn write_bytes(&mut self, buf: Bytes) -> FsFuture<'_, ()> {
+        async move {
+            let Open::Write(w) = self else {
+                return Err(FsError::Forbidden);
+            };
+            let (Some(web), Some(mut upload)) = (w.web.upgrade(), w.upload.take()) else {
+                return Err(FsError::GeneralFailure);
+            };
+            let session = w.session.clone();
+            let (upload, result) = tokio::task::spawn_blocking(move || {
+                let r = receive(&web, &session, &mut upload, &buf).map(|_| ());
+                (upload, r)
+            })
+            .await
+            .map_err(|_| FsError::GeneralFailure)?;
+            w.upload = Some(upload);
+            result.map_err(web_error)
+        }
+        .boxed()
+    }
+
+    fn read_bytes(&mut self, count: usize) -> FsFuture<'_, Bytes> {
+        async move {
+            let Open::Read(r) = self else {
+                return Err(FsError::Forbidden);
+            };
+            let Some(web) = r.web.upgrade() else {
+                return Err(FsError::GeneralFailure);
+            };
+            let size = r.attr.size;
+            if r.pos >= size || count == 0 {
+                return Ok(Bytes::new());
+            }
+            let want = (count as u64).min(size - r.pos);
+            let (start, have) = (r.ahead.0, r.ahead.1.len() as u64);
+            if r.pos < start || r.pos >= start + have {
+                let pos = r.pos;
+                let mut reader = std::mem::replace(
+                    r,
+                    Reader {
+                        web: Weak::new(),
+                        session: r.session.clone(),
+                        attr: r.attr.clone(),
+                        chunks: Vec::new(),
+                        starts: Vec::new(),
+                        pos,
+                        ahead: (0, Vec::new()),
+                    },
+                );
+                let (reader, result) = tokio::task::spawn_blocking(move || {
+                    let res = reader.fetch(&web, pos, want.max(READ_AHEAD));
+                    (reader, res)
+                })
+                .await
+                .map_err(|_| FsError::GeneralFailure)?;
+                *r = reader;
+                result?;
+            }
+            let from = (r.pos - r.ahead.0) as usize;
+            let to = (from + want as usize).min(r.ahead.1.len());
+            let out = Bytes::copy_from_slice(&r.ahead.1[from..to]);
+            r.pos += out.len() as u64;
+            Ok(out)
+        }
+        .boxed()
+    }
+
+    fn seek(&mut self, pos: SeekFrom) -> FsFuture<'_, u64> {
+        let result = match self {
+            Open::Read(r) => {
+                let to = match pos {
+                    SeekFrom::Start(n) => Some(n),
+                    SeekFrom::Current(d) => r.pos.checked_add_signed(d),
+                    SeekFrom::End(d) => r.attr.size.checked_add_signed(d),
+                };
+                match to {
+                    Some(n) => {
+                        r.pos = n;
+                        Ok(n)
+                    }
+                    None => Err(FsError::GeneralFailure),
+                }
+            }
+            // Writes go in one stream from the start: a new version, not a patch.
+            Open::Write(w) => match pos {
+                SeekFrom::Start(n) if Some(n) == w.upload.as_ref().map(Upload::received) => Ok(n),
+                _ => Err(FsError::NotImplemented),
+            },
+        };
+        futures_util::future::ready(result).boxed()
+    }
+
+    fn flush(&mut self) -> FsFuture<'_, ()> {
+        async move {
+            let Open::Write(w) = self else {
+                return Ok(());
+            };
+            let (Some(web), Some(mut upload)) = (w.web.upgrade(), w.upload.take()) else {
+                return Ok(()); // already committed
+            };
+            let session = w.session.clone();
+            tokio::task::spawn_blocking(move || commit(&web, &session, &mut upload))
+                .await
+                .map_err(|_| FsError::GeneralFailure)?
+                .map(|_| ())
+                .map_err(web_error)
+        }
+        .boxed()
+    }
+}
+
+impl GuardedFileSystem<Creds> for ShelfFs {
+    fn open<'a>(
+        &'a self,
+        path: &'a DavPath,
+        options: OpenOptions,
+        session: &'a Creds,
+    ) -> FsFuture<'a, Box<dyn DavFile>> {
+        let session = session.clone();
+        let parts = parts_of(path);
+        let web = self.web.clone();
+        self.run(move |w| {
+            let parts = parts?;
+            if !options.write {
+                let attr = resolve(w, &session, &parts).map_err(web_error)?;
+                if attr.kind == NodeKind::Dir {
+                    return Err(FsError::Forbidden);
+                }
+                let answer = session
+                    .call(&w.store, Request::GetManifest { node: attr.node })
+                    .map_err(|e| fs_error(&e))?;
+                let Answer::Manifest { chunks, .. } = answer else {
+                    return Err(FsError::GeneralFailure);
+                };
+                let mut starts = Vec::with_capacity(chunks.len());
+                let mut at = 0u64;
+                for c in &chunks {
+                    starts.push(at);
+                    at += u64::from(c.len);
+                }
+                let file: Box<dyn DavFile> = Box::new(Open::Read(Reader {
+                    web,
+                    session,
+                    attr,
+                    chunks,
+                    starts,
+                    pos: 0,
+                    ahead: (0, Vec::new()),
+                }));
+                return Ok(file);
+            }
+            let Some((name, dir)) = parts.split_last() else {
+                return Err(FsError::Forbidden);
+            };
+            let folder = resolve(w, &session, dir).map_err(web_error)?;
+            if folder.kind != NodeKind::Dir {
+                return Err(FsError::Forbidden);
+            }
+            if folder.read_only {
+                return Err(FsError::Forbidden);
+            }
+            let existing = session.call(
+                &w.store,
+                Request::Lookup {
+                    parent: folder.node,
+                    name: name.clone(),
+                },
+            );
+            let attr = match existing {
+                Ok(Answer::Attr(a)) if options.create_new => {
+                    let _ = a;
+                    return Err(FsError::Exists);
+                }
+                Ok(Answer::Attr(a)) if a.kind == NodeKind::Dir => return Err(FsError::Forbidden),
+                Ok(Answer::Attr(a)) => a,
+                Err(e) if e.code == ErrorCode::NotFound && options.create => Attr {
+                    node: 0,
+                    kind: NodeKind::File,
+                    mode: 0o644,
+                    size: 0,
+                    mtime: shelf_protocol::Timestamp::now(),
+                    ctime: shelf_protocol::Timestamp::now(),
+                    atime: shelf_protocol::Timestamp::now(),
+                    nlink: 1,
+                    version: 0,
+                    rdev: 0,
+                    uid: None,
+                    gid: None,
+                    read_only: false,
+                },
+                Err(e) => return Err(fs_error(&e)),
+                Ok(_) => return Err(FsError::GeneralFailure),
+            };
+            if options.append {
+                return Err(FsError::NotImplemented);
+            }
+            let file: Box<dyn DavFile> = Box::new(Open::Write(Writer {
+                web,
+                session,
+                upload: Some(Upload::stream(
+                    dir.to_vec(),
+                    folder.node,
+                    vec![name.clone()],
+                )),
+                attr,
+            }));
+            Ok(file)
+        })
+    }
+
+    fn read_dir<'a>(
+        &'a self,
+        path: &'a DavPath,
+        _meta: ReadDirMeta,
+        session: &'a Creds,
+    ) -> FsFuture<'a, FsStream<Box<dyn DavDirEntry>>> {
+        let session = session.clone();
+        let parts = parts_of(path);
+        self.run(move |w| {
+            let dir = resolve(w, &session, &parts?).map_err(web_error)?;
+            if dir.kind != NodeKind::Dir {
+                return Err(FsError::Forbidden);
+            }
+            let entries = list(w, &session, dir.node)?;
+            let stream: FsStream<Box<dyn DavDirEntry>> =
+                Box::pin(futures_util::stream::iter(entries.into_iter().map(|e| {
+                    let entry: Box<dyn DavDirEntry> = Box::new(e);
+                    Ok(entry)
+                })));
+            Ok(stream)
+        })
+    }
+
+    fn metadata<'a>(
+        &'a self,
+        path: &'a DavPath,
+        session: &'a Creds,
+    ) -> FsFuture<'a, Box<dyn DavMetaData>> {
+        let session = session.clone();
+        let parts = parts_of(path);
+        self.run(move |w| {
+            let attr = resolve(w, &session, &parts?).map_err(web_error)?;
+            let meta: Box<dyn DavMetaData> = Box::new(Meta(attr));
+            Ok(meta)
+        })
+    }
+
+    fn create_dir<'a>(&'a self, path: &'a DavPath, session: &'a Creds) -> FsFuture<'a, ()> {
+        let session = session.clone();
+        let parts = parts_of(path);
+        self.run(move |w| {
+            let parts = parts?;
+            let (name, dir) = parts.split_last().ok_or(FsError::Forbidden)?;
+            let parent = resolve(w, &session, dir).map_err(|_| FsError::NotFound)?;
+            session
+                .call(
+                    &w.store,
+                    Request::Mkdir {
+                        parent: parent.node,
+                        name: name.clone(),
+                        mode: 0o755,
+                        id: None,
+                    },
+                )
+                .map(|_| ())
+                .map_err(|e| fs_error(&e))
+        })
+    }
+
+    fn remove_dir<'a>(&'a self, path: &'a DavPath, session: &'a Creds) -> FsFuture<'a, ()> {
+        self.remove(path, session, true)
+    }
+
+    fn remove_file<'a>(&'a self, path: &'a DavPath, session: &'a Creds) -> FsFuture<'a, ()> {
+        self.remove(path, session, false)
+    }
+
+    fn rename<'a>(
+        &'a self,
+        from: &'a DavPath,
+        to: &'a DavPath,
+        session: &'a Creds,
+    ) -> FsFuture<'a, ()> {
+        let session = session.clone();
+        let (from, to) = (parts_of(from), parts_of(to));
+        self.run(move |w| {
+            let (from, to) = (from?, to?);
+            let (name, dir) = from.split_last().ok_or(FsError::Forbidden)?;
+            let (new_name, new_dir) = to.split_last().ok_or(FsError::Forbidden)?;
+            let parent = resolve(w, &session, dir).map_err(web_error)?;
+            let new_parent = resolve(w, &session, new_dir).map_err(web_error)?;
+            session
+                .call(
+                    &w.store,
+                    Request::Rename {
+                        parent: parent.node,
+                        name: name.clone(),
+                        new_parent: new_parent.node,
+                        new_name: new_name.clone(),
+                        mode: RenameMode::Replace,
+                        expect: None,
+                    },
+                )
+                .map(|_| ())
+                .map_err(|e| fs_error(&e))
+        })
+    }
+
+    /// A copy on the server: the new file names the same chunks (nothing is read or
+    /// stored again), as one new version.
+    fn copy<'a>(
+        &'a self,
+        from: &'a DavPath,
+        to: &'a DavPath,
+        session: &'a Creds,
+    ) -> FsFuture<'a, ()> {
+        let session = session.clone();
+        let (from, to) = (parts_of(from), parts_of(to));
+        self.run(move |w| {
+            let (from, to) = (from?, to?);
+            let source = resolve(w, &session, &from).map_err(web_error)?;
+            if source.kind != NodeKind::File {
+                return Err(FsError::Forbidden);
+            }
+            let answer = session
+                .call(&w.store, Request::GetManifest { node: source.node })
+                .map_err(|e| fs_error(&e))?;
+            let Answer::Manifest { chunks, .. } = answer else {
+                return Err(FsError::GeneralFailure);
+            };
+            let (name, dir) = to.split_last().ok_or(FsError::Forbidden)?;
+            let parent = resolve(w, &session, dir).map_err(web_error)?;
+            let made = session
+                .call(
+                    &w.store,
+                    Request::Create {
+                        parent: parent.node,
+                        name: name.clone(),
+                        mode: 0o644,
+                        exclusive: false,
+                        id: None,
+                    },
+                )
+                .map_err(|e| fs_error(&e))?;
+            let Answer::Attr(target) = made else {
+                return Err(FsError::GeneralFailure);
+            };
+            // The source's chunks, named in the target's commit: stored already, so the
+            // store only checks them (across accounts they would be sent again).
+            let mut missing = Vec::new();
+            if let Answer::Missing(m) = session
+                .call(
+                    &w.store,
+                    Request::HaveChunks {
+                        node: target.node,
+                        ids: chunks.iter().map(|c| c.id).collect(),
+                    },
+                )
+                .map_err(|e| fs_error(&e))?
+            {
+                missing = m;
+            }
+            if !missing.is_empty() {
+                return Err(FsError::NotImplemented);
+            }
+            session
+                .call(
+                    &w.store,
+                    Request::Commit {
+                        node: target.node,
+                        base_version: target.version,
+                        chunks,
+                        inline: Vec::new(),
+                        mtime: source.mtime,
+                        durable: true,
+                    },
+                )
+                .map(|_| ())
+                .map_err(|e| fs_error(&e))
+        })
+    }
+
+    fn get_quota<'a>(&'a self, session: &'a Creds) -> FsFuture<'a, (u64, Option<u64>)> {
+        let session = session.clone();
+        self.run(move |w| {
+            match session
+                .call(&w.store, Request::Status)
+                .map_err(|e| fs_error(&e))?
+            {
+                Answer::Status(s) => Ok((s.stored_bytes, s.quota)),
+                _ => Err(FsError::GeneralFailure),
+            }
+        })
+    }
+}
+
+impl ShelfFs {
+    fn remove<'a>(&'a self, path: &'a DavPath, session: &'a Creds, dir: bool) -> FsFuture<'a, ()> {
+        let session = session.clone();
+        let parts = parts_of(path);
+        self.run(move |w| {
+            let parts = parts?;
+            let (name, folder) = parts.split_last().ok_or(FsError::Forbidden)?;
+            let parent = resolve(w, &session, folder).map_err(web_error)?;
+            let req = match dir {
+                true => Request::Rmdir {
+                    parent: parent.node,
+                    name: name.clone(),
+                    expect: None,
+                },
+                false => Request::Unlink {
+                    parent: parent.node,
+                    name: name.clone(),
+                    expect: None,
+                },
+            };
+            session
+                .call(&w.store, req)
+                .map(|_| ())
+                .map_err(|e| fs_error(&e))
+        })
+    }
+}
+
+/// `user:secret` of a Basic `Authorization` header.
+fn basic(headers: &HeaderMap) -> Option<(String, String)> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, b64) = value.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .ok()?;
+    let text = String::from_utf8(raw).ok()?;
+    let (user, secret) = text.split_once(':')?;
+    Some((user.to_string(), secret.to_string()))
+}
+
+fn challenge(status: StatusCode, message: &'static str) -> Response {
+    (
+        status,
+        [(
+            header::WWW_AUTHENTICATE,
+            "Basic realm=\"Shelf WebDAV (use an app password)\", charset=\"UTF-8\"",
+        )],
+        message,
+    )
+        .into_response()
+}
+
+/// Every request under `/dav/`: signed in with an app password, then WebDAV.
+pub async fn serve(
+    State(web): State<Arc<Web>>,
+    Extension(peer): Extension<Peer>,
+    req: axum::extract::Request,
+) -> Response {
+    let Some((user, secret)) = basic(req.headers()) else {
+        return challenge(
+            StatusCode::UNAUTHORIZED,
+            "sign in with your user name and an app password (shelf app-password add NAME)",
+        );
+    };
+    let w = web.clone();
+    let (u, s) = (user.clone(), secret.clone());
+    let signed = tokio::task::spawn_blocking(move || w.store.app_login(&u, &s, Some(peer.0)))
+        .await
+        .map_err(|_| ErrorCode::Internal);
+    let ctx = match signed {
+        Ok(Ok(ctx)) => ctx,
+        Ok(Err(e)) if e.code() == ErrorCode::Locked => {
+            return challenge(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many failed sign-ins: try again later",
+            )
+        }
+        Ok(Err(_)) => {
+            return challenge(StatusCode::UNAUTHORIZED, "wrong user name or app password")
+        }
+        Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    };
+    let session = Arc::new(WebSession::for_app(peer.0, ctx, &secret));
+    let answer = web.dav.handle_guarded(req, user, session).await;
+    answer.map(Body::new).into_response()
+}
