@@ -709,6 +709,15 @@ fn basic(headers: &HeaderMap) -> Option<(String, String)> {
     Some((user.to_string(), secret.to_string()))
 }
 
+/// Whether a request path has a `.` or `..` segment (also percent-encoded): refused
+/// before WebDAV resolves it.
+fn climbs(path: &str) -> bool {
+    path.to_ascii_lowercase()
+        .replace("%2e", ".")
+        .split('/')
+        .any(|seg| seg == "." || seg == "..")
+}
+
 fn challenge(status: StatusCode, message: &'static str) -> Response {
     (
         status,
@@ -727,6 +736,9 @@ pub async fn serve(
     Extension(peer): Extension<Peer>,
     req: axum::extract::Request,
 ) -> Response {
+    if climbs(req.uri().path()) {
+        return (StatusCode::BAD_REQUEST, "no . or .. in paths").into_response();
+    }
     let Some((user, secret)) = basic(req.headers()) else {
         return challenge(
             StatusCode::UNAUTHORIZED,

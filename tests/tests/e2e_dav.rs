@@ -1,0 +1,267 @@
+//! End-to-end: WebDAV under `/dav/` of a real `shelf-server --web`, driven by real clients
+//! (curl for each method, rclone's webdav backend for trees), signed in with app passwords.
+//! Files go in and out through a real mount of the same account, so what a WebDAV client
+//! does is what devices see.
+
+use shelf_tests::*;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+/// A WebDAV client: curl with the account's user name and an app password.
+struct Dav {
+    base: String,
+    auth: String,
+}
+
+impl Dav {
+    fn new(server: &Server, user: &str, secret: &str) -> Dav {
+        Dav {
+            base: format!("{}dav", server.web.clone().expect("web")),
+            auth: format!("{user}:{secret}"),
+        }
+    }
+
+    /// `(status, body)` of one request.
+    fn call(&self, method: &str, path: &str, extra: &[&str]) -> (u16, Vec<u8>) {
+        let out = Command::new("curl")
+            .args([
+                "-sk",
+                "-u",
+                &self.auth,
+                "-X",
+                method,
+                "-w",
+                "\n%{http_code}",
+            ])
+            .args(extra)
+            .arg(format!("{}{path}", self.base))
+            .output()
+            .expect("curl");
+        let mut body = out.stdout;
+        let at = body.iter().rposition(|b| *b == b'\n').unwrap_or(0);
+        let status = String::from_utf8_lossy(&body[at + 1..])
+            .parse()
+            .unwrap_or(0);
+        body.truncate(at);
+        (status, body)
+    }
+
+    fn put(&self, path: &str, file: &Path) -> u16 {
+        let data = format!("@{}", file.display());
+        self.call("PUT", path, &["--data-binary", &data, "-H", "Expect:"])
+            .0
+    }
+}
+
+fn app_password(dev: &Device, name: &str) -> String {
+    dev.run(&["app-password", "add", name]).trim().to_string()
+}
+
+#[test]
+fn webdav_methods_reach_the_store_with_app_passwords_only() {
+    let server = Server::start_web(&[("alice", "pw", "user"), ("vic", "pw", "viewer")]);
+    let dev = Device::new();
+    dev.login(&server, "alice", "pw", "laptop");
+    let m = dev.mount();
+    let secret = app_password(&dev, "phone");
+    let dav = Dav::new(&server, "alice", &secret);
+    let tmp = tempfile::tempdir().expect("tmp");
+
+    // Sign-in: the app password works; the account's own password and wrong ones do not.
+    assert_eq!(dav.call("PROPFIND", "/", &["-H", "Depth: 0"]).0, 207);
+    for auth in ["alice:pw", "alice:wrong", "nobody:x"] {
+        let out = Command::new("curl")
+            .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}", "-u", auth])
+            .arg(format!("{}/", dav.base))
+            .output()
+            .expect("curl");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "401", "{auth}");
+    }
+
+    // PROPFIND depth 1 lists the categories.
+    let (status, body) = dav.call("PROPFIND", "/", &["-H", "Depth: 1"]);
+    let listing = String::from_utf8_lossy(&body).into_owned();
+    assert_eq!(status, 207);
+    for name in ["photos/", "files/", "videos/"] {
+        assert!(
+            listing.contains(&format!("<D:href>/dav/{name}</D:href>")),
+            "{listing}"
+        );
+    }
+
+    // PUT of 30 MB, read back whole and by range; the mount sees it (the change feed).
+    let data: Vec<u8> = (0..30_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+        .collect();
+    let file = tmp.path().join("big.bin");
+    std::fs::write(&file, &data).expect("write");
+    assert_eq!(dav.put("/files/work/big.bin", &file), 201);
+    let (status, got) = dav.call("GET", "/files/work/big.bin", &[]);
+    assert_eq!(status, 200);
+    assert!(got == data, "GET returned other bytes");
+    let (status, part) = dav.call("GET", "/files/work/big.bin", &["-r", "1000-1999"]);
+    assert_eq!((status, &part[..]), (206, &data[1000..2000]));
+    let on_mount = m.path.join("files/work/big.bin");
+    assert!(wait_until(Duration::from_secs(5), || std::fs::read(
+        &on_mount
+    )
+    .is_ok_and(|d| d == data)));
+    // The etag changes with the content; a second PUT is a new version in .versions/.
+    let etag = |d: &Dav| {
+        let (_, b) = d.call("PROPFIND", "/files/work/big.bin", &["-H", "Depth: 0"]);
+        let t = String::from_utf8_lossy(&b).into_owned();
+        t.split("<D:getetag>")
+            .nth(1)
+            .and_then(|s| s.split('<').next())
+            .map(str::to_string)
+    };
+    let before = etag(&dav).expect("an etag");
+    let mut changed = data.clone();
+    changed[12_345_678] ^= 0xff;
+    std::fs::write(&file, &changed).expect("write");
+    assert_eq!(dav.put("/files/work/big.bin", &file), 204);
+    assert_ne!(etag(&dav).expect("an etag"), before);
+    assert!(wait_until(Duration::from_secs(5), || m
+        .sh("ls files/work/.versions 2>/dev/null")
+        .contains("big.bin.v01")));
+
+    // A file written in the mount shows over WebDAV.
+    m.sh("echo from the laptop > files/work/note.txt");
+    m.sh(
+        "python3 -c \"import os; fd = os.open('files/work/note.txt', os.O_RDONLY); os.fsync(fd)\"",
+    );
+    assert_eq!(
+        dav.call("GET", "/files/work/note.txt", &[]),
+        (200, b"from the laptop\n".to_vec())
+    );
+
+    // MKCOL, COPY, MOVE, DELETE; what they leave is what the mount shows.
+    assert_eq!(dav.call("MKCOL", "/files/work/Dir", &[]).0, 201);
+    assert_eq!(dav.call("MKCOL", "/files/work/Dir", &[]).0, 405, "exists");
+    let dest = |p: &str| format!("Destination: {}{p}", dav.base);
+    assert_eq!(
+        dav.call(
+            "COPY",
+            "/files/work/note.txt",
+            &["-H", &dest("/files/work/Dir/copy.txt")]
+        )
+        .0,
+        201
+    );
+    assert_eq!(
+        dav.call(
+            "MOVE",
+            "/files/work/big.bin",
+            &["-H", &dest("/files/work/Dir/big.bin")]
+        )
+        .0,
+        201
+    );
+    assert!(wait_until(Duration::from_secs(5), || {
+        m.sh("ls files/work/Dir 2>/dev/null") == "big.bin\ncopy.txt\n"
+            && !m.path.join("files/work/big.bin").exists()
+    }));
+    assert_eq!(
+        std::fs::read(m.path.join("files/work/Dir/big.bin")).expect("moved"),
+        changed
+    );
+    assert_eq!(dav.call("DELETE", "/files/work/Dir", &[]).0, 204);
+    assert!(wait_until(Duration::from_secs(5), || !m
+        .path
+        .join("files/work/Dir")
+        .exists()));
+    // Paths with . or .. (also percent-encoded) are refused before anything resolves them.
+    for path in [
+        "/files/../../etc/passwd",
+        "/files/%2e%2e/%2E%2E/etc/passwd",
+        "/files/./work/",
+    ] {
+        assert_eq!(dav.call("GET", path, &["--path-as-is"]).0, 400, "{path}");
+    }
+
+    // A viewer's app password reads but changes nothing.
+    let viewer = Device::new();
+    viewer.login(&server, "vic", "pw", "tablet");
+    let vdav = Dav::new(&server, "vic", &app_password(&viewer, "dav"));
+    assert_eq!(vdav.call("PROPFIND", "/files/", &["-H", "Depth: 1"]).0, 207);
+    assert_eq!(vdav.put("/files/work/x.txt", &file), 403);
+    assert_eq!(vdav.call("MKCOL", "/files/work/x", &[]).0, 403);
+
+    // Revoked: refused from the next request.
+    dev.run(&["app-password", "revoke", "phone"]);
+    assert_eq!(dav.call("PROPFIND", "/", &["-H", "Depth: 0"]).0, 401);
+    m.unmount();
+}
+
+#[test]
+fn rclone_copies_a_tree_in_and_out_byte_for_byte() {
+    let server = Server::start_web(&[("alice", "pw", "user")]);
+    let dev = Device::new();
+    dev.login(&server, "alice", "pw", "laptop");
+    let secret = app_password(&dev, "rclone");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let tree = tmp.path().join("tree");
+    for d in 0..4 {
+        std::fs::create_dir_all(tree.join(format!("d{d}"))).expect("mkdir");
+        for f in 0..50u32 {
+            let body: Vec<u8> = (0..(f * 97 + d * 13) as usize)
+                .map(|i| (i * 31 + f as usize) as u8)
+                .collect();
+            std::fs::write(tree.join(format!("d{d}/f{f}.bin")), body).expect("write");
+        }
+    }
+    let obscured = Command::new("rclone")
+        .args(["obscure", &secret])
+        .output()
+        .expect("rclone obscure");
+    let pass = String::from_utf8_lossy(&obscured.stdout).trim().to_string();
+    let rclone = |args: &[&str]| {
+        let out = Command::new("rclone")
+            .args(args)
+            .args(["--no-check-certificate", "--config", "/dev/null"])
+            .env("RCLONE_CONFIG_SHELF_TYPE", "webdav")
+            .env(
+                "RCLONE_CONFIG_SHELF_URL",
+                format!("{}dav/", server.web.clone().expect("web")),
+            )
+            .env("RCLONE_CONFIG_SHELF_VENDOR", "other")
+            .env("RCLONE_CONFIG_SHELF_USER", "alice")
+            .env("RCLONE_CONFIG_SHELF_PASS", &pass)
+            .output()
+            .expect("rclone");
+        assert!(
+            out.status.success(),
+            "rclone {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    rclone(&["copy", &tree.display().to_string(), "shelf:files/work/tree"]);
+    let back = tmp.path().join("back");
+    rclone(&["copy", "shelf:files/work/tree", &back.display().to_string()]);
+    let diff = Command::new("diff")
+        .arg("-r")
+        .arg(&tree)
+        .arg(&back)
+        .output()
+        .expect("diff");
+    assert!(
+        diff.status.success(),
+        "{}",
+        String::from_utf8_lossy(&diff.stdout)
+    );
+    // And on a mount of the same account.
+    let m = dev.mount();
+    let diff = Command::new("diff")
+        .arg("-r")
+        .arg(&tree)
+        .arg(m.path.join("files/work/tree"))
+        .output()
+        .expect("diff");
+    assert!(
+        diff.status.success(),
+        "{}",
+        String::from_utf8_lossy(&diff.stdout)
+    );
+    m.unmount();
+}
