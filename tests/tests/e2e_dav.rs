@@ -265,3 +265,27 @@ fn rclone_copies_a_tree_in_and_out_byte_for_byte() {
     );
     m.unmount();
 }
+
+/// The litmus WebDAV suite (Debian's `litmus`): basic, copymove, props, locks, http — every
+/// test passes. Its warnings are listed in SEMANTICS.md.
+#[test]
+fn the_litmus_suite_passes() {
+    let server = Server::start_web(&[("alice", "pw", "user")]);
+    let dev = Device::new();
+    dev.login(&server, "alice", "pw", "laptop");
+    let secret = app_password(&dev, "litmus");
+    let url = format!("{}dav/files/work/", server.web.clone().expect("web"));
+    let out = Command::new("litmus")
+        .args(["-k", &url, "alice", &secret])
+        .env("TESTS", "basic copymove props locks http")
+        .current_dir(tempfile::tempdir().expect("tmp").path())
+        .output()
+        .expect("litmus (apt install litmus; .ci/run does)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let summaries: Vec<&str> = text.lines().filter(|l| l.contains("summary for")).collect();
+    assert_eq!(summaries.len(), 5, "{text}");
+    for s in &summaries {
+        assert!(s.contains(" 0 failed"), "{s}\n{text}");
+    }
+    assert!(out.status.success(), "{text}");
+}

@@ -24,13 +24,13 @@ use axum::Extension;
 use base64::Engine;
 use dav_server::davpath::DavPath;
 use dav_server::fs::{
-    DavDirEntry, DavFile, DavMetaData, FsError, FsFuture, FsResult, FsStream, GuardedFileSystem,
-    OpenOptions, ReadDirMeta,
+    DavDirEntry, DavFile, DavMetaData, DavProp, FsError, FsFuture, FsResult, FsStream,
+    GuardedFileSystem, OpenOptions, ReadDirMeta,
 };
 use futures_util::FutureExt;
 use shelf_protocol::{
     Attr, ChunkRef, ErrorCode, NodeId, NodeKind, RenameMode, Request, Response as Answer,
-    WireError, MAX_CHUNKS_PER_REQUEST,
+    WireError, XattrMode, MAX_CHUNKS_PER_REQUEST,
 };
 use std::io::SeekFrom;
 use std::sync::{Arc, Weak};
@@ -652,6 +652,99 @@ impl GuardedFileSystem<Creds> for ShelfFs {
         })
     }
 
+    fn have_props<'a>(
+        &'a self,
+        _path: &'a DavPath,
+        _session: &'a Creds,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + 'a>> {
+        Box::pin(futures_util::future::ready(true))
+    }
+
+    /// Dead properties live as extended attributes of the node (`user.dav.…`), so they
+    /// move, copy and version with it like any attribute.
+    fn patch_props<'a>(
+        &'a self,
+        path: &'a DavPath,
+        patch: Vec<(bool, DavProp)>,
+        session: &'a Creds,
+    ) -> FsFuture<'a, Vec<(StatusCode, DavProp)>> {
+        let session = session.clone();
+        let parts = parts_of(path);
+        self.run(move |w| {
+            let node = resolve(w, &session, &parts?).map_err(web_error)?.node;
+            let mut out = Vec::new();
+            for (set, prop) in patch {
+                let name = prop_key(&prop);
+                let req = match set {
+                    true => Request::SetXattr {
+                        node,
+                        name,
+                        value: postcard::to_stdvec(&StoredProp::of(&prop))
+                            .map_err(|_| FsError::GeneralFailure)?,
+                        mode: XattrMode::Set,
+                    },
+                    false => Request::RemoveXattr { node, name },
+                };
+                let status = match session.call(&w.store, req) {
+                    Ok(_) => StatusCode::OK,
+                    // Removing what is not there succeeds (RFC 4918 9.2).
+                    Err(e) if !set && e.code == ErrorCode::NoAttribute => StatusCode::OK,
+                    Err(e)
+                        if matches!(e.code, ErrorCode::ReadOnly | ErrorCode::PermissionDenied) =>
+                    {
+                        StatusCode::FORBIDDEN
+                    }
+                    Err(e) if e.code == ErrorCode::TooLarge => StatusCode::INSUFFICIENT_STORAGE,
+                    Err(e) => return Err(fs_error(&e)),
+                };
+                out.push((status, DavProp { xml: None, ..prop }));
+            }
+            Ok(out)
+        })
+    }
+
+    fn get_props<'a>(
+        &'a self,
+        path: &'a DavPath,
+        do_content: bool,
+        session: &'a Creds,
+    ) -> FsFuture<'a, Vec<DavProp>> {
+        let session = session.clone();
+        let parts = parts_of(path);
+        self.run(move |w| {
+            let node = resolve(w, &session, &parts?).map_err(web_error)?.node;
+            let Answer::Names(names) = session
+                .call(&w.store, Request::ListXattr { node })
+                .map_err(|e| fs_error(&e))?
+            else {
+                return Err(FsError::GeneralFailure);
+            };
+            let mut out = Vec::new();
+            for name in names.into_iter().filter(|n| n.starts_with(PROP_PREFIX)) {
+                if let Some(p) = stored_prop(w, &session, node, name)? {
+                    out.push(p.into_prop(do_content));
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn get_prop<'a>(
+        &'a self,
+        path: &'a DavPath,
+        prop: DavProp,
+        session: &'a Creds,
+    ) -> FsFuture<'a, Vec<u8>> {
+        let session = session.clone();
+        let parts = parts_of(path);
+        self.run(move |w| {
+            let node = resolve(w, &session, &parts?).map_err(web_error)?.node;
+            stored_prop(w, &session, node, prop_key(&prop))?
+                .and_then(|p| p.xml)
+                .ok_or(FsError::NotFound)
+        })
+    }
+
     fn get_quota<'a>(&'a self, session: &'a Creds) -> FsFuture<'a, (u64, Option<u64>)> {
         let session = session.clone();
         self.run(move |w| {
@@ -691,6 +784,62 @@ impl ShelfFs {
                 .map(|_| ())
                 .map_err(|e| fs_error(&e))
         })
+    }
+}
+
+/// Extended attributes holding dead properties start with this.
+const PROP_PREFIX: &str = "user.dav.";
+
+/// A dead property as kept in its attribute.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredProp {
+    name: String,
+    prefix: Option<String>,
+    namespace: Option<String>,
+    xml: Option<Vec<u8>>,
+}
+
+impl StoredProp {
+    fn of(p: &DavProp) -> StoredProp {
+        StoredProp {
+            name: p.name.clone(),
+            prefix: p.prefix.clone(),
+            namespace: p.namespace.clone(),
+            xml: p.xml.clone(),
+        }
+    }
+
+    fn into_prop(self, with_value: bool) -> DavProp {
+        DavProp {
+            name: self.name,
+            prefix: self.prefix,
+            namespace: self.namespace,
+            xml: if with_value { self.xml } else { None },
+        }
+    }
+}
+
+/// The attribute of a dead property: its namespace's hash (namespaces are long URIs)
+/// and its name.
+fn prop_key(p: &DavProp) -> String {
+    let ns = blake3::hash(p.namespace.as_deref().unwrap_or("").as_bytes()).to_hex();
+    let mut key = format!("{PROP_PREFIX}{}.{}", &ns[..16], p.name);
+    key.truncate(255);
+    key
+}
+
+/// A dead property of `node`, if it has it.
+fn stored_prop(
+    web: &Web,
+    session: &WebSession,
+    node: NodeId,
+    name: String,
+) -> FsResult<Option<StoredProp>> {
+    match session.call(&web.store, Request::GetXattr { node, name }) {
+        Ok(Answer::Bytes(b)) => Ok(postcard::from_bytes(&b).ok()),
+        Ok(_) => Err(FsError::GeneralFailure),
+        Err(e) if matches!(e.code, ErrorCode::NoAttribute | ErrorCode::NotFound) => Ok(None),
+        Err(e) => Err(fs_error(&e)),
     }
 }
 
