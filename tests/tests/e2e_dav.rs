@@ -289,3 +289,132 @@ fn the_litmus_suite_passes() {
     }
     assert!(out.status.success(), "{text}");
 }
+
+/// A davfs2 mount (Debian's `davfs2`), unmounted on drop.
+struct DavfsMount {
+    path: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl DavfsMount {
+    fn new(server: &Server, user: &str, secret: &str) -> DavfsMount {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("mnt");
+        std::fs::create_dir(&path).expect("mountpoint");
+        let web = server.web.clone().expect("web");
+        // davfs2 checks the certificate's name: the server's is made for localhost.
+        let url = web.replace("127.0.0.1", "localhost") + "dav/";
+        let secrets = dir.path().join("secrets");
+        std::fs::write(&secrets, format!("{url} {user} {secret}\n")).expect("secrets");
+        std::fs::set_permissions(
+            &secrets,
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .expect("chmod");
+        let conf = dir.path().join("davfs2.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "trust_server_cert {}\nsecrets {}\nuse_locks 1\ndelay_upload 0\n\
+                 # Linux 6.16 and later need larger reads of directories (davfs2 issue 22).\n\
+                 buf_size 64\n",
+                server.data.join("tls/cert.pem").display(),
+                secrets.display()
+            ),
+        )
+        .expect("conf");
+        let out = Command::new("mount")
+            .args(["-t", "davfs", &url])
+            .arg(&path)
+            .arg("-o")
+            .arg(format!("conf={}", conf.display()))
+            .output()
+            .expect("mount.davfs (apt install davfs2; .ci/run does)");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        DavfsMount { path, _dir: dir }
+    }
+
+    fn sh(&self, script: &str) -> String {
+        let out = Command::new("sh")
+            .args(["-c", script])
+            .current_dir(&self.path)
+            .output()
+            .expect("sh");
+        assert!(
+            out.status.success(),
+            "{script}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Unmounts (davfs2 uploads what it still holds first).
+    fn unmount(&self) -> bool {
+        Command::new("umount")
+            .arg(&self.path)
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+}
+
+impl Drop for DavfsMount {
+    fn drop(&mut self) {
+        if std::fs::read_to_string("/proc/mounts")
+            .is_ok_and(|m| m.contains(&self.path.display().to_string()))
+        {
+            let _ = self.unmount();
+        }
+    }
+}
+
+#[test]
+fn davfs2_mounts_it_and_cp_mv_rm_work() {
+    let server = Server::start_web(&[("alice", "pw", "user")]);
+    let dev = Device::new();
+    dev.login(&server, "alice", "pw", "laptop");
+    let secret = app_password(&dev, "davfs2");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let tree = tmp.path().join("tree");
+    for d in 0..3 {
+        std::fs::create_dir_all(tree.join(format!("d{d}/sub"))).expect("mkdir");
+        for f in 0..10u32 {
+            let body: Vec<u8> = (0..(f * 1000 + d * 7) as usize)
+                .map(|i| (i * 13 + f as usize) as u8)
+                .collect();
+            std::fs::write(tree.join(format!("d{d}/f{f}.bin")), &body).expect("write");
+            std::fs::write(
+                tree.join(format!("d{d}/sub/g{f}.txt")),
+                format!("{d} {f}\n"),
+            )
+            .expect("write");
+        }
+    }
+    let dav = DavfsMount::new(&server, "alice", &secret);
+    assert!(dav.sh("ls").contains("files"));
+    dav.sh(&format!("cp -r {} files/work/tree", tree.display()));
+    dav.sh("mv files/work/tree/d0 files/work/tree/moved");
+    dav.sh("rm -r files/work/tree/d1");
+    assert!(dav.unmount(), "umount.davfs");
+    // What davfs2 did is what a mount of the same account shows.
+    let m = dev.mount();
+    let work = m.path.join("files/work/tree");
+    assert_eq!(m.sh("ls files/work/tree"), "d2\nmoved\n");
+    for (ours, theirs) in [("d0", "moved"), ("d2", "d2")] {
+        let diff = Command::new("diff")
+            .arg("-r")
+            .arg(tree.join(ours))
+            .arg(work.join(theirs))
+            .output()
+            .expect("diff");
+        assert!(
+            diff.status.success(),
+            "{}",
+            String::from_utf8_lossy(&diff.stdout)
+        );
+    }
+    m.unmount();
+}
