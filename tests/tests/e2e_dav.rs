@@ -418,3 +418,43 @@ fn davfs2_mounts_it_and_cp_mv_rm_work() {
     }
     m.unmount();
 }
+
+/// Each account's paths are its own, locks included: alice's lock on her
+/// `/files/work/a.txt` does not lock bob's; her own second client is refused.
+#[test]
+fn locks_are_per_account_and_exclusive_within_one() {
+    let server = Server::start_web(&[("alice", "pw", "user"), ("bob", "pw", "user")]);
+    let (a, b) = (Device::new(), Device::new());
+    a.login(&server, "alice", "pw", "laptop");
+    b.login(&server, "bob", "pw", "laptop");
+    let alice = Dav::new(&server, "alice", &app_password(&a, "one"));
+    let alice2 = Dav::new(&server, "alice", &app_password(&a, "two"));
+    let bob = Dav::new(&server, "bob", &app_password(&b, "one"));
+    let tmp = tempfile::tempdir().expect("tmp");
+    let file = tmp.path().join("a.txt");
+    std::fs::write(&file, b"text\n").expect("write");
+    for d in [&alice, &bob] {
+        assert_eq!(d.put("/files/work/a.txt", &file), 201);
+    }
+    let lock = r#"<?xml version="1.0"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/></D:lockscope><D:locktype><D:write/></D:locktype><D:owner>test</D:owner></D:lockinfo>"#;
+    let take = |d: &Dav| {
+        d.call(
+            "LOCK",
+            "/files/work/a.txt",
+            &[
+                "-H",
+                "Content-Type: application/xml",
+                "-H",
+                "Timeout: Second-60",
+                "--data",
+                lock,
+            ],
+        )
+        .0
+    };
+    assert_eq!(take(&alice), 200);
+    assert_eq!(take(&bob), 200, "bob's file is another file");
+    assert_eq!(take(&alice2), 423, "alice's own file is locked");
+    // Without the lock token, a PUT to the locked file is refused.
+    assert_eq!(alice2.put("/files/work/a.txt", &file), 423);
+}

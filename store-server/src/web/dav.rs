@@ -44,6 +44,45 @@ const READ_AHEAD: u64 = 4 << 20;
 /// The account a request signed in as.
 type Creds = Arc<WebSession>;
 
+/// Accounts whose WebDAV handler is kept (the oldest go first; locks of an idle account
+/// go with its handler).
+const MAX_HANDLERS: usize = 1024;
+
+/// The WebDAV handler of each account. Paths are relative to the account's root, so each
+/// account has its own lock table: one account's `/files/a.txt` is not another's.
+pub struct Handlers {
+    fs: ShelfFs,
+    by_account: std::sync::Mutex<std::collections::HashMap<u64, dav_server::DavHandler<Creds>>>,
+}
+
+impl Handlers {
+    pub fn new(web: Weak<Web>) -> Handlers {
+        Handlers {
+            fs: ShelfFs::new(web),
+            by_account: Default::default(),
+        }
+    }
+
+    /// The handler of `account` (made on its first request).
+    fn of(&self, account: u64) -> dav_server::DavHandler<Creds> {
+        use shelf_protocol::sync::LockOrRecover;
+        let mut map = self.by_account.lock_or_recover();
+        if map.len() >= MAX_HANDLERS && !map.contains_key(&account) {
+            map.clear();
+        }
+        map.entry(account)
+            .or_insert_with(|| {
+                dav_server::DavHandler::builder()
+                    .filesystem(Box::new(self.fs.clone()))
+                    .locksystem(dav_server::memls::MemLs::new())
+                    .strip_prefix(PREFIX)
+                    .read_buf_size(1 << 20)
+                    .build_handler()
+            })
+            .clone()
+    }
+}
+
 /// The store as a WebDAV filesystem, for the signed-in account.
 #[derive(Clone)]
 pub struct ShelfFs {
@@ -913,6 +952,7 @@ pub async fn serve(
         Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     };
     let session = Arc::new(WebSession::for_app(peer.0, ctx, &secret));
-    let answer = web.dav.handle_guarded(req, user, session).await;
+    let handler = web.dav.of(session.session.ctx().map_or(0, |c| c.account));
+    let answer = handler.handle_guarded(req, user, session).await;
     answer.map(Body::new).into_response()
 }

@@ -61,8 +61,8 @@ pub struct Web {
     pub sessions: sessions::WebSessions,
     pub uploads: upload::Uploads,
     pub thumbnail_makers: photos::Makers,
-    /// WebDAV ([`dav`]); its filesystem reaches back here.
-    pub dav: dav_server::DavHandler<Arc<sessions::WebSession>>,
+    /// WebDAV ([`dav`]): one handler per account (its own locks).
+    pub dav: dav::Handlers,
 }
 
 /// The address of the browser a request came from.
@@ -162,12 +162,7 @@ pub async fn serve(
         sessions,
         uploads: upload::Uploads::default(),
         thumbnail_makers: photos::Makers::default(),
-        dav: dav_server::DavHandler::builder()
-            .filesystem(Box::new(dav::ShelfFs::new(me.clone())))
-            .locksystem(dav_server::memls::MemLs::new())
-            .strip_prefix(dav::PREFIX)
-            .read_buf_size(1 << 20)
-            .build_handler(),
+        dav: dav::Handlers::new(me.clone()),
     });
     let app = router(web);
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
