@@ -134,24 +134,15 @@ pub async fn add_app_password(
     headers: HeaderMap,
     Json(req): Json<AppPassword>,
 ) -> Response {
-    let session = match super::upload::api_session(&web, peer, &headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    let w = web.clone();
-    let made = super::blocking(move || {
+    super::api_answer(web, peer, headers, move |w, session| {
         match session.call(&w.store, Request::AddAppPassword { name: req.name })? {
-            Answer::AppPassword { name, secret } => Ok((name, secret)),
+            Answer::AppPassword { name, secret } => {
+                Ok(serde_json::json!({ "name": name, "secret": secret }))
+            }
             _ => Err(ErrorCode::Internal.into()),
         }
     })
-    .await;
-    match made {
-        Ok((name, secret)) => {
-            Json(serde_json::json!({ "name": name, "secret": secret })).into_response()
-        }
-        Err(e) => e.into_response(),
-    }
+    .await
 }
 
 /// `POST /api/app-password/revoke`.

@@ -329,13 +329,26 @@ pub async fn api_change(
     headers: HeaderMap,
     f: impl FnOnce(&Web, &sessions::WebSession) -> Result<(), WebError> + Send + 'static,
 ) -> Response {
+    api_answer(web, peer, headers, move |w, s| {
+        f(w, s).map(|()| serde_json::json!({ "ok": true }))
+    })
+    .await
+}
+
+/// [`api_change`] whose answer is what `f` returns, as JSON.
+pub async fn api_answer<T: serde::Serialize + Send + 'static>(
+    web: Arc<Web>,
+    peer: Peer,
+    headers: HeaderMap,
+    f: impl FnOnce(&Web, &sessions::WebSession) -> Result<T, WebError> + Send + 'static,
+) -> Response {
     let session = match upload::api_session(&web, peer, &headers).await {
         Ok(s) => s,
         Err(r) => return r,
     };
     let w = web.clone();
     match blocking(move || f(&w, &session).map_err(|e| e.0)).await {
-        Ok(()) => axum::Json(serde_json::json!({ "ok": true })).into_response(),
+        Ok(answer) => axum::Json(answer).into_response(),
         Err(e) => e.into_response(),
     }
 }

@@ -207,13 +207,11 @@ pub async fn create_link(
     headers: HeaderMap,
     Json(req): Json<NewLink>,
 ) -> Response {
-    use axum::response::IntoResponse;
-    let session = match super::upload::api_session(&web, peer, &headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
+    let url_of = {
+        let headers = headers.clone();
+        move |token: &str| link_url(&headers, token)
     };
-    let w = web.clone();
-    let made = super::blocking(move || {
+    super::api_answer(web, peer, headers, move |w, session| {
         let access = match req.access.as_str() {
             "download" => LinkAccess::Download,
             "upload" => LinkAccess::Upload,
@@ -223,9 +221,9 @@ pub async fn create_link(
             "" => None,
             d => Some(end_of_day(d)?),
         };
-        let mut parts = components(&req.dir).map_err(|e| e.0)?;
-        parts.extend(components(&req.name).map_err(|e| e.0)?);
-        let target = resolve(&w, &session, &parts).map_err(|e| e.0)?;
+        let mut parts = components(&req.dir)?;
+        parts.extend(components(&req.name)?);
+        let target = resolve(w, session, &parts)?;
         let answer = session.call(
             &w.store,
             Request::CreateLink {
@@ -236,17 +234,16 @@ pub async fn create_link(
             },
         )?;
         match answer {
-            Answer::Links(mut l) if l.len() == 1 => Ok(l.remove(0)),
+            Answer::Links(l) => match l.as_slice() {
+                [LinkInfo { id, token, .. }] => {
+                    Ok(serde_json::json!({ "id": id, "url": url_of(token) }))
+                }
+                _ => Err(ErrorCode::Internal.into()),
+            },
             _ => Err(ErrorCode::Internal.into()),
         }
     })
-    .await;
-    match made {
-        Ok(LinkInfo { id, token, .. }) => {
-            Json(serde_json::json!({ "id": id, "url": link_url(&headers, &token) })).into_response()
-        }
-        Err(e) => e.into_response(),
-    }
+    .await
 }
 
 #[derive(Deserialize)]
