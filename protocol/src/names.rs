@@ -10,6 +10,12 @@ pub const MAX_NAME: usize = 255;
 /// The reserved name of the per-directory virtual history folder.
 pub const VERSIONS_DIR: &str = ".versions";
 
+/// The name a version has in `.versions/`: `NAME.vNN` (two digits, more once past 99),
+/// the same in the mount and over WebDAV.
+pub fn version_name(name: &str, number: u64) -> String {
+    format!("{name}.v{number:02}")
+}
+
 /// Longest symlink target in bytes (Linux's PATH_MAX).
 pub const MAX_SYMLINK: usize = 4095;
 

@@ -458,3 +458,213 @@ fn locks_are_per_account_and_exclusive_within_one() {
     // Without the lock token, a PUT to the locked file is refused.
     assert_eq!(alice2.put("/files/work/a.txt", &file), 423);
 }
+
+const EXCLUSIVE: &str = r#"<?xml version="1.0"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/></D:lockscope><D:locktype><D:write/></D:locktype><D:owner>test</D:owner></D:lockinfo>"#;
+
+/// `(status, lock token)` of an exclusive `LOCK` of `path`.
+fn lock(dav: &Dav, path: &str) -> (u16, String) {
+    let (status, body) = dav.call(
+        "LOCK",
+        path,
+        &[
+            "-H",
+            "Content-Type: application/xml",
+            "-H",
+            "Timeout: Second-120",
+            "--data",
+            EXCLUSIVE,
+        ],
+    );
+    let text = String::from_utf8_lossy(&body);
+    let token = text
+        .split("<D:locktoken><D:href>")
+        .nth(1)
+        .and_then(|s| s.split('<').next())
+        .unwrap_or_default()
+        .to_string();
+    (status, token)
+}
+
+/// Whether `flock -n` on the mount gets `path` at once.
+fn flock_free(m: &Mount, path: &str) -> bool {
+    Command::new("flock")
+        .arg("-n")
+        .arg(m.path.join(path))
+        .arg("true")
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// A WebDAV lock is a lease in the store, the one a mount's flock takes: while a WebDAV
+/// client holds a file locked a mounted device cannot lock it, and a file a device holds
+/// locked answers WebDAV's `LOCK` with 423.
+#[test]
+fn webdav_locks_and_mount_locks_exclude_each_other() {
+    let server = Server::start_web(&[("alice", "pw", "user")]);
+    let dev = Device::new();
+    dev.login(&server, "alice", "pw", "laptop");
+    let dav = Dav::new(&server, "alice", &app_password(&dev, "dav"));
+    let m = dev.mount();
+    m.sh("printf x > files/work/a.txt && sync files/work/a.txt");
+
+    let (status, token) = lock(&dav, "/files/work/a.txt");
+    assert_eq!(status, 200);
+    assert!(token.starts_with("urn:uuid:"), "{token}");
+    assert!(!flock_free(&m, "files/work/a.txt"), "WebDAV holds it");
+    let unlock = dav.call(
+        "UNLOCK",
+        "/files/work/a.txt",
+        &["-H", &format!("Lock-Token: <{token}>")],
+    );
+    assert_eq!(unlock.0, 204);
+    assert!(flock_free(&m, "files/work/a.txt"), "unlocked");
+
+    // A LOCK of an unmapped URL makes an empty file, locked for the mount too.
+    let (status, token) = lock(&dav, "/files/work/new.txt");
+    assert_eq!(status, 201);
+    assert!(wait_until(Duration::from_secs(5), || m
+        .path
+        .join("files/work/new.txt")
+        .exists()));
+    assert_eq!(m.sh("stat -c %s files/work/new.txt").trim(), "0");
+    assert!(
+        !flock_free(&m, "files/work/new.txt"),
+        "WebDAV holds the new file"
+    );
+    // Its holder writes with the token; deleting it with the token lets the lease go.
+    let tmp = tempfile::tempdir().expect("tmp");
+    let body = tmp.path().join("body");
+    std::fs::write(&body, b"locked write\n").expect("write");
+    let if_header = format!("If: (<{token}>)");
+    let put = dav.call(
+        "PUT",
+        "/files/work/new.txt",
+        &[
+            "--data-binary",
+            &format!("@{}", body.display()),
+            "-H",
+            "Expect:",
+            "-H",
+            &if_header,
+        ],
+    );
+    assert_eq!(put.0, 204);
+    assert!(wait_until(Duration::from_secs(5), || std::fs::read(
+        m.path.join("files/work/new.txt")
+    )
+    .is_ok_and(|d| d == b"locked write\n")));
+
+    // A device holding the file locked: WebDAV's LOCK is refused until it lets go.
+    let mut holder = Command::new("flock")
+        .arg(m.path.join("files/work/a.txt"))
+        .args(["-c", "echo held; sleep 3"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("flock on the mount");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.take().expect("stdout")),
+        &mut line,
+    )
+    .expect("holder output");
+    assert_eq!(line.trim(), "held");
+    assert_eq!(
+        lock(&dav, "/files/work/a.txt").0,
+        423,
+        "the device holds it"
+    );
+    assert!(holder.wait().expect("flock ends").success());
+    assert!(wait_until(Duration::from_secs(5), || lock(
+        &dav,
+        "/files/work/a.txt"
+    )
+    .0 == 200));
+    m.unmount();
+}
+
+/// `DIR/.versions/` over WebDAV is the mount's: `NAME.vNN` of each changed file, readable
+/// (ranges too) and copied out to restore, never changed; not listed in DIR.
+#[test]
+fn versions_are_reachable_read_only() {
+    let server = Server::start_web(&[("alice", "pw", "user")]);
+    let dev = Device::new();
+    dev.login(&server, "alice", "pw", "laptop");
+    let dav = Dav::new(&server, "alice", &app_password(&dev, "dav"));
+    let tmp = tempfile::tempdir().expect("tmp");
+    let file = tmp.path().join("doc.txt");
+    for text in ["first\n", "second\n", "third\n"] {
+        std::fs::write(&file, text).expect("write");
+        assert!(matches!(dav.put("/files/work/doc.txt", &file), 201 | 204));
+    }
+    let m = dev.mount();
+    let on_mount = m.sh("ls files/work/.versions");
+    let (status, listing) = dav.call("PROPFIND", "/files/work/.versions/", &["-H", "Depth: 1"]);
+    assert_eq!(status, 207);
+    let listing = String::from_utf8_lossy(&listing).into_owned();
+    for name in on_mount.lines() {
+        assert!(
+            listing.contains(&format!("/.versions/{name}<")),
+            "{name}: {listing}"
+        );
+    }
+    assert!(on_mount.contains("doc.txt.v01"), "{on_mount}");
+    let (_, dir) = dav.call("PROPFIND", "/files/work/", &["-H", "Depth: 1"]);
+    assert!(
+        !String::from_utf8_lossy(&dir).contains(".versions"),
+        "not listed"
+    );
+
+    // Read, as in the mount.
+    let v1 = m.sh("cat files/work/.versions/doc.txt.v01");
+    assert_eq!(
+        dav.call("GET", "/files/work/.versions/doc.txt.v01", &[]),
+        (200, v1.clone().into_bytes())
+    );
+    assert_eq!(
+        dav.call("GET", "/files/work/.versions/doc.txt.v01", &["-r", "1-3"]),
+        (206, v1.as_bytes()[1..4].to_vec())
+    );
+    assert_eq!(
+        dav.call("GET", "/files/work/.versions/doc.txt.v99", &[]).0,
+        404
+    );
+    // Never changed: PUT, DELETE, MKCOL, MOVE out, PROPPATCH are refused.
+    assert_eq!(dav.put("/files/work/.versions/doc.txt.v01", &file), 403);
+    assert_eq!(dav.put("/files/work/.versions/new.txt", &file), 403);
+    assert_eq!(
+        dav.call("DELETE", "/files/work/.versions/doc.txt.v01", &[])
+            .0,
+        403
+    );
+    assert_eq!(dav.call("MKCOL", "/files/work/.versions/x", &[]).0, 403);
+    let dest = |p: &str| format!("Destination: {}{p}", dav.base);
+    assert_eq!(
+        dav.call(
+            "MOVE",
+            "/files/work/.versions/doc.txt.v01",
+            &["-H", &dest("/files/work/moved.txt")]
+        )
+        .0,
+        403
+    );
+    assert_eq!(
+        m.sh("ls files/work/.versions"),
+        on_mount,
+        "nothing in history changed"
+    );
+    // Copied out: a restore, as `cp` from the mount's .versions/ is.
+    assert_eq!(
+        dav.call(
+            "COPY",
+            "/files/work/.versions/doc.txt.v01",
+            &["-H", &dest("/files/work/restored.txt")]
+        )
+        .0,
+        201
+    );
+    assert_eq!(
+        dav.call("GET", "/files/work/restored.txt", &[]),
+        (200, v1.into_bytes())
+    );
+    m.unmount();
+}

@@ -131,9 +131,9 @@ impl Virtuals {
     }
 }
 
-/// `NAME.vNN`: two digits, more once past 99.
+/// `NAME.vNN` ([`shelf_protocol::names::version_name`]).
 pub fn version_name(info: &VersionInfo) -> String {
-    format!("{}.v{:02}", info.name, info.number)
+    shelf_protocol::names::version_name(&info.name, info.number)
 }
 
 pub fn is_virtual(ino: u64) -> bool {

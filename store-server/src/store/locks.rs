@@ -63,6 +63,12 @@ impl Store {
 
     /// Takes or drops a lease on bytes `start..=end` of `node` for `owner` of `session`.
     pub fn lock(&self, ctx: &Ctx, spec: LockSpec) -> Result<()> {
+        self.lock_for(ctx, spec, lease_period())
+    }
+
+    /// [`Store::lock`] with a lease lasting `period` (a WebDAV lock's own timeout; its
+    /// holder refreshes it by locking again, never by [`Store::renew_locks`]).
+    pub fn lock_for(&self, ctx: &Ctx, spec: LockSpec, period: Duration) -> Result<()> {
         let LockSpec {
             session,
             node,
@@ -94,7 +100,7 @@ impl Store {
                     write,
                     start,
                     end,
-                    expires: now + lease_period(),
+                    expires: now.checked_add(period).unwrap_or(now + lease_period()),
                 });
             }
         }

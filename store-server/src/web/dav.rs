@@ -12,6 +12,8 @@
 //! never the account's own: each request signs in again (a hash lookup), and a wrong one
 //! counts as a failed login of the account and the address.
 
+use super::dav_locks::{AccountLocks, LeasedLs};
+use super::history::history;
 use super::pages::{components, resolve};
 use super::sessions::WebSession;
 use super::upload::{commit, receive, Upload};
@@ -28,9 +30,10 @@ use dav_server::fs::{
     GuardedFileSystem, OpenOptions, ReadDirMeta,
 };
 use futures_util::FutureExt;
+use shelf_protocol::names::{version_name, VERSIONS_DIR};
 use shelf_protocol::{
     Attr, ChunkRef, ErrorCode, NodeId, NodeKind, RenameMode, Request, Response as Answer,
-    WireError, XattrMode, MAX_CHUNKS_PER_REQUEST,
+    VersionInfo, WireError, XattrMode, MAX_CHUNKS_PER_REQUEST,
 };
 use std::io::SeekFrom;
 use std::sync::{Arc, Weak};
@@ -42,44 +45,47 @@ pub const PREFIX: &str = "/dav";
 const READ_AHEAD: u64 = 4 << 20;
 
 /// The account a request signed in as.
-type Creds = Arc<WebSession>;
+pub type Creds = Arc<WebSession>;
 
-/// Accounts whose WebDAV handler is kept (the oldest go first; locks of an idle account
-/// go with its handler).
-const MAX_HANDLERS: usize = 1024;
+/// Accounts whose WebDAV locks are kept (the oldest go first; an idle account's locks go
+/// with them, and their leases expire by themselves).
+const MAX_ACCOUNTS: usize = 1024;
 
-/// The WebDAV handler of each account. Paths are relative to the account's root, so each
-/// account has its own lock table: one account's `/files/a.txt` is not another's.
+/// The filesystem and each account's WebDAV locks. Paths are relative to the account's
+/// root, so each account has its own lock table: one account's `/files/a.txt` is not
+/// another's.
 pub struct Handlers {
     fs: ShelfFs,
-    by_account: std::sync::Mutex<std::collections::HashMap<u64, dav_server::DavHandler<Creds>>>,
+    locks: std::sync::Mutex<std::collections::HashMap<u64, AccountLocks>>,
 }
 
 impl Handlers {
     pub fn new(web: Weak<Web>) -> Handlers {
         Handlers {
             fs: ShelfFs::new(web),
-            by_account: Default::default(),
+            locks: Default::default(),
         }
     }
 
-    /// The handler of `account` (made on its first request).
-    fn of(&self, account: u64) -> dav_server::DavHandler<Creds> {
+    /// The WebDAV handler of one request: the account's locks, as `session`.
+    fn of(&self, session: &Creds) -> (dav_server::DavHandler<Creds>, LeasedLs) {
         use shelf_protocol::sync::LockOrRecover;
-        let mut map = self.by_account.lock_or_recover();
-        if map.len() >= MAX_HANDLERS && !map.contains_key(&account) {
-            map.clear();
-        }
-        map.entry(account)
-            .or_insert_with(|| {
-                dav_server::DavHandler::builder()
-                    .filesystem(Box::new(self.fs.clone()))
-                    .locksystem(dav_server::memls::MemLs::new())
-                    .strip_prefix(PREFIX)
-                    .read_buf_size(1 << 20)
-                    .build_handler()
-            })
-            .clone()
+        let account = session.session.ctx().map_or(0, |c| c.account);
+        let locks = {
+            let mut map = self.locks.lock_or_recover();
+            if map.len() >= MAX_ACCOUNTS && !map.contains_key(&account) {
+                map.clear();
+            }
+            map.entry(account).or_default().clone()
+        };
+        let ls = LeasedLs::new(locks, self.fs.web.clone(), session.clone());
+        let handler = dav_server::DavHandler::builder()
+            .filesystem(Box::new(self.fs.clone()))
+            .locksystem(Box::new(ls.clone()))
+            .strip_prefix(PREFIX)
+            .read_buf_size(1 << 20)
+            .build_handler();
+        (handler, ls)
     }
 }
 
@@ -112,10 +118,111 @@ fn web_error(e: WebError) -> FsError {
     fs_error(&e.0)
 }
 
-/// The path components below the top of the store.
-fn parts_of(path: &DavPath) -> FsResult<Vec<String>> {
+/// What a WebDAV path names.
+enum Target {
+    /// A stored file or folder: its names from the top of the store.
+    Stored(Vec<String>),
+    /// `DIR/.versions`: the read-only history of the folder DIR, as in the mount.
+    Versions(Vec<String>),
+    /// `DIR/.versions/NAME.vNN`: one version of a file of DIR.
+    Version(Vec<String>, String),
+}
+
+fn target_of(path: &DavPath) -> FsResult<Target> {
     let text = std::str::from_utf8(path.as_bytes()).map_err(|_| FsError::Forbidden)?;
-    components(text).map_err(|_| FsError::Forbidden)
+    let parts = components(text).map_err(|_| FsError::Forbidden)?;
+    match parts.iter().position(|p| p == VERSIONS_DIR) {
+        None => Ok(Target::Stored(parts)),
+        Some(i) if i + 1 == parts.len() => Ok(Target::Versions(parts[..i].to_vec())),
+        Some(i) if i + 2 == parts.len() => {
+            Ok(Target::Version(parts[..i].to_vec(), parts[i + 1].clone()))
+        }
+        Some(_) => Err(FsError::NotFound),
+    }
+}
+
+/// The names of a stored file or folder: anything in `.versions/` is read-only.
+fn parts_of(path: &DavPath) -> FsResult<Vec<String>> {
+    match target_of(path)? {
+        Target::Stored(parts) => Ok(parts),
+        Target::Versions(_) | Target::Version(..) => Err(FsError::Forbidden),
+    }
+}
+
+/// The names of a stored file or folder, or `None` for `.versions/` and bad paths.
+pub fn stored_parts(path: &DavPath) -> Option<Vec<String>> {
+    match target_of(path).ok()? {
+        Target::Stored(parts) => Some(parts),
+        _ => None,
+    }
+}
+
+/// How a version shows: a read-only file.
+fn version_attr(v: &VersionInfo) -> Attr {
+    Attr {
+        node: v.node,
+        kind: NodeKind::File,
+        mode: 0o444,
+        size: v.size,
+        mtime: v.mtime,
+        ctime: v.created,
+        atime: v.mtime,
+        nlink: 1,
+        version: v.version,
+        rdev: 0,
+        uid: None,
+        gid: None,
+        read_only: true,
+    }
+}
+
+/// The version called `name` (`NAME.vNN`) in the history of the folder `dir`.
+fn find_version(
+    web: &Web,
+    session: &WebSession,
+    dir: &[String],
+    name: &str,
+) -> FsResult<VersionInfo> {
+    let (_, versions) = history(web, session, dir).map_err(web_error)?;
+    versions
+        .into_iter()
+        .find(|v| version_name(&v.name, v.number) == name)
+        .ok_or(FsError::NotFound)
+}
+
+/// What `target` is: a stored node, a `.versions` folder or a version.
+fn attr_of(web: &Web, session: &WebSession, target: &Target) -> FsResult<Attr> {
+    match target {
+        Target::Stored(parts) => resolve(web, session, parts).map_err(web_error),
+        Target::Versions(dir) => {
+            let mut attr = resolve(web, session, dir).map_err(web_error)?;
+            if attr.kind != NodeKind::Dir {
+                return Err(FsError::NotFound);
+            }
+            attr.read_only = true;
+            Ok(attr)
+        }
+        Target::Version(dir, name) => Ok(version_attr(&find_version(web, session, dir, name)?)),
+    }
+}
+
+/// The chunk list of what `target` names (a file's current content, or a version's).
+fn chunks_of(web: &Web, session: &WebSession, target: &Target) -> FsResult<(Attr, Vec<ChunkRef>)> {
+    let attr = attr_of(web, session, target)?;
+    if attr.kind != NodeKind::File {
+        return Err(FsError::Forbidden);
+    }
+    let req = match target {
+        Target::Version(..) => Request::GetVersion {
+            node: attr.node,
+            version: attr.version,
+        },
+        _ => Request::GetManifest { node: attr.node },
+    };
+    match session.call(&web.store, req).map_err(|e| fs_error(&e))? {
+        Answer::Manifest { chunks, .. } => Ok((attr, chunks)),
+        _ => Err(FsError::GeneralFailure),
+    }
 }
 
 impl ShelfFs {
@@ -430,19 +537,10 @@ impl GuardedFileSystem<Creds> for ShelfFs {
         let session = session.clone();
         let parts = parts_of(path);
         let web = self.web.clone();
+        let target = target_of(path);
         self.run(move |w| {
-            let parts = parts?;
             if !options.write {
-                let attr = resolve(w, &session, &parts).map_err(web_error)?;
-                if attr.kind == NodeKind::Dir {
-                    return Err(FsError::Forbidden);
-                }
-                let answer = session
-                    .call(&w.store, Request::GetManifest { node: attr.node })
-                    .map_err(|e| fs_error(&e))?;
-                let Answer::Manifest { chunks, .. } = answer else {
-                    return Err(FsError::GeneralFailure);
-                };
+                let (attr, chunks) = chunks_of(w, &session, &target?)?;
                 let mut starts = Vec::with_capacity(chunks.len());
                 let mut at = 0u64;
                 for c in &chunks {
@@ -460,6 +558,7 @@ impl GuardedFileSystem<Creds> for ShelfFs {
                 }));
                 return Ok(file);
             }
+            let parts = parts?;
             let Some((name, dir)) = parts.split_last() else {
                 return Err(FsError::Forbidden);
             };
@@ -526,13 +625,28 @@ impl GuardedFileSystem<Creds> for ShelfFs {
         session: &'a Creds,
     ) -> FsFuture<'a, FsStream<Box<dyn DavDirEntry>>> {
         let session = session.clone();
-        let parts = parts_of(path);
+        let target = target_of(path);
         self.run(move |w| {
-            let dir = resolve(w, &session, &parts?).map_err(web_error)?;
-            if dir.kind != NodeKind::Dir {
-                return Err(FsError::Forbidden);
-            }
-            let entries = list(w, &session, dir.node)?;
+            let entries = match target? {
+                Target::Stored(parts) => {
+                    let dir = resolve(w, &session, &parts).map_err(web_error)?;
+                    if dir.kind != NodeKind::Dir {
+                        return Err(FsError::Forbidden);
+                    }
+                    list(w, &session, dir.node)?
+                }
+                Target::Versions(dir) => {
+                    let (_, versions) = history(w, &session, &dir).map_err(web_error)?;
+                    versions
+                        .iter()
+                        .map(|v| Entry {
+                            name: version_name(&v.name, v.number),
+                            attr: version_attr(v),
+                        })
+                        .collect()
+                }
+                Target::Version(..) => return Err(FsError::Forbidden),
+            };
             let stream: FsStream<Box<dyn DavDirEntry>> =
                 Box::pin(futures_util::stream::iter(entries.into_iter().map(|e| {
                     let entry: Box<dyn DavDirEntry> = Box::new(e);
@@ -548,9 +662,9 @@ impl GuardedFileSystem<Creds> for ShelfFs {
         session: &'a Creds,
     ) -> FsFuture<'a, Box<dyn DavMetaData>> {
         let session = session.clone();
-        let parts = parts_of(path);
+        let target = target_of(path);
         self.run(move |w| {
-            let attr = resolve(w, &session, &parts?).map_err(web_error)?;
+            let attr = attr_of(w, &session, &target?)?;
             let meta: Box<dyn DavMetaData> = Box::new(Meta(attr));
             Ok(meta)
         })
@@ -626,19 +740,11 @@ impl GuardedFileSystem<Creds> for ShelfFs {
         session: &'a Creds,
     ) -> FsFuture<'a, ()> {
         let session = session.clone();
-        let (from, to) = (parts_of(from), parts_of(to));
+        // A version may be copied out of `.versions/` (how a client restores one).
+        let (from, to) = (target_of(from), parts_of(to));
         self.run(move |w| {
             let (from, to) = (from?, to?);
-            let source = resolve(w, &session, &from).map_err(web_error)?;
-            if source.kind != NodeKind::File {
-                return Err(FsError::Forbidden);
-            }
-            let answer = session
-                .call(&w.store, Request::GetManifest { node: source.node })
-                .map_err(|e| fs_error(&e))?;
-            let Answer::Manifest { chunks, .. } = answer else {
-                return Err(FsError::GeneralFailure);
-            };
+            let (source, chunks) = chunks_of(w, &session, &from)?;
             let (name, dir) = to.split_last().ok_or(FsError::Forbidden)?;
             let parent = resolve(w, &session, dir).map_err(web_error)?;
             let made = session
@@ -749,9 +855,12 @@ impl GuardedFileSystem<Creds> for ShelfFs {
         session: &'a Creds,
     ) -> FsFuture<'a, Vec<DavProp>> {
         let session = session.clone();
-        let parts = parts_of(path);
+        let target = target_of(path);
         self.run(move |w| {
-            let node = resolve(w, &session, &parts?).map_err(web_error)?.node;
+            let Target::Stored(parts) = target? else {
+                return Ok(Vec::new());
+            };
+            let node = resolve(w, &session, &parts).map_err(web_error)?.node;
             let Answer::Names(names) = session
                 .call(&w.store, Request::ListXattr { node })
                 .map_err(|e| fs_error(&e))?
@@ -775,7 +884,7 @@ impl GuardedFileSystem<Creds> for ShelfFs {
         session: &'a Creds,
     ) -> FsFuture<'a, Vec<u8>> {
         let session = session.clone();
-        let parts = parts_of(path);
+        let parts = stored_parts(path).ok_or(FsError::NotFound);
         self.run(move |w| {
             let node = resolve(w, &session, &parts?).map_err(web_error)?.node;
             stored_prop(w, &session, node, prop_key(&prop))?
@@ -823,6 +932,28 @@ impl ShelfFs {
                 .map(|_| ())
                 .map_err(|e| fs_error(&e))
         })
+    }
+}
+
+/// Makes the empty file at `parts` (a `LOCK` of an unmapped URL); its node.
+pub fn make_empty(web: &Web, session: &WebSession, parts: &[String]) -> Result<NodeId, WireError> {
+    let (name, dir) = parts
+        .split_last()
+        .ok_or(WireError::from(ErrorCode::InvalidName))?;
+    let parent = resolve(web, session, dir).map_err(|e| e.0)?;
+    let made = session.call(
+        &web.store,
+        Request::Create {
+            parent: parent.node,
+            name: name.clone(),
+            mode: 0o644,
+            exclusive: false,
+            id: None,
+        },
+    )?;
+    match made {
+        Answer::Attr(a) => Ok(a.node),
+        _ => Err(ErrorCode::Internal.into()),
     }
 }
 
@@ -952,7 +1083,20 @@ pub async fn serve(
         Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     };
     let session = Arc::new(WebSession::for_app(peer.0, ctx, &secret));
-    let handler = web.dav.of(session.session.ctx().map_or(0, |c| c.account));
+    let (handler, locks) = web.dav.of(&session);
+    let lock_of = (req.method().as_str() == "LOCK").then(|| req.uri().clone());
     let answer = handler.handle_guarded(req, user, session).await;
+    // A `LOCK` of an unmapped URL: the empty file it names, and its lease.
+    if let (Some(uri), StatusCode::CREATED) = (lock_of, answer.status()) {
+        let token = answer
+            .headers()
+            .get("lock-token")
+            .and_then(|v| v.to_str().ok())
+            .map(|t| t.trim_matches(['<', '>']).to_string());
+        let path = DavPath::from_uri(&uri).and_then(|mut p| p.set_prefix(PREFIX).map(|_| p));
+        if let (Some(token), Ok(path)) = (token, path) {
+            locks.made_by_lock(path, token).await;
+        }
+    }
     answer.map(Body::new).into_response()
 }

@@ -41,7 +41,7 @@ struct VersionsPage {
 }
 
 /// The history of every name in the folder at `parts`.
-fn history(
+pub(super) fn history(
     web: &Web,
     session: &WebSession,
     parts: &[String],
@@ -219,7 +219,7 @@ pub async fn download_version(
     .await;
     match found {
         Ok((node, size, chunks)) => {
-            let shown = format!("{name}.v{number:02}");
+            let shown = shelf_protocol::names::version_name(&name, number);
             let shown = match name.rsplit_once('.') {
                 // Keep the extension last, so the download opens with the right program.
                 Some((stem, ext)) if !stem.is_empty() => format!("{stem}.v{number:02}.{ext}"),
