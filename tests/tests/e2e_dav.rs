@@ -668,3 +668,59 @@ fn versions_are_reachable_read_only() {
     );
     m.unmount();
 }
+
+/// A `PUT` whose body is cut off part way (the client died) commits nothing: the file it
+/// named keeps its last whole version.
+#[test]
+fn a_put_cut_off_commits_nothing() {
+    let server = Server::start_web(&[("alice", "pw", "user")]);
+    let dev = Device::new();
+    dev.login(&server, "alice", "pw", "laptop");
+    let secret = app_password(&dev, "dav");
+    let dav = Dav::new(&server, "alice", &secret);
+    let tmp = tempfile::tempdir().expect("tmp");
+    let file = tmp.path().join("a.txt");
+    std::fs::write(&file, b"whole\n").expect("write");
+    assert_eq!(dav.put("/files/work/a.txt", &file), 201);
+    // 8 MiB of a promised 32 MiB, then the connection closes.
+    let web = server.web.clone().expect("web");
+    let hostport = web
+        .trim_start_matches("https://")
+        .trim_end_matches('/')
+        .to_string();
+    let script = format!(
+        r#"
+import base64, socket, ssl
+host, port = "{hostport}".rsplit(":", 1)
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+auth = base64.b64encode(b"alice:{secret}").decode()
+for path in ["/dav/files/work/a.txt", "/dav/files/work/new.bin"]:
+    s = ctx.wrap_socket(socket.create_connection((host, int(port))))
+    s.sendall(f"PUT {{path}} HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {{auth}}\r\nContent-Length: {{32 << 20}}\r\n\r\n".encode())
+    for _ in range(8):
+        s.sendall(bytes(1 << 20))
+    s.close()
+"#
+    );
+    let out = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let (status, body) = dav.call("GET", "/files/work/a.txt", &[]);
+    assert!(
+        status == 200 && body == b"whole\n",
+        "a.txt: {status}, {} bytes",
+        body.len()
+    );
+    assert_eq!(dav.call("GET", "/files/work/new.bin", &[]).0, 404);
+    let m = dev.mount();
+    assert_eq!(m.sh("cat files/work/a.txt"), "whole\n");
+    assert!(!m.path.join("files/work/new.bin").exists());
+    m.unmount();
+}

@@ -13,10 +13,11 @@
 //! counts as a failed login of the account and the address.
 
 use super::dav_locks::{AccountLocks, LeasedLs};
+use super::dav_writer::Writer;
 use super::history::history;
 use super::pages::{components, resolve};
 use super::sessions::WebSession;
-use super::upload::{commit, receive, Upload};
+use super::upload::Upload;
 use super::{Peer, Web, WebError};
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -96,7 +97,7 @@ pub struct ShelfFs {
 }
 
 /// A handler answer as the filesystem error WebDAV reports.
-fn fs_error(e: &WireError) -> FsError {
+pub(super) fn fs_error(e: &WireError) -> FsError {
     match e.code {
         ErrorCode::NotFound => FsError::NotFound,
         ErrorCode::Exists | ErrorCode::NotEmpty => FsError::Exists,
@@ -344,21 +345,6 @@ impl std::fmt::Debug for Reader {
     }
 }
 
-/// A file being written: its bytes go through the chunker to the store as they come; the
-/// flush makes the new version.
-struct Writer {
-    web: Weak<Web>,
-    session: Creds,
-    upload: Option<Upload>,
-    attr: Attr,
-}
-
-impl std::fmt::Debug for Writer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Writer")
-    }
-}
-
 impl Reader {
     /// Fetches the chunks covering `from..from + len` (a request's worth at most).
     fn fetch(&mut self, web: &Web, from: u64, len: u64) -> FsResult<()> {
@@ -401,11 +387,7 @@ impl DavFile for Open {
     fn metadata(&mut self) -> FsFuture<'_, Box<dyn DavMetaData>> {
         let attr = match self {
             Open::Read(r) => r.attr.clone(),
-            Open::Write(w) => {
-                let mut a = w.attr.clone();
-                a.size = w.upload.as_ref().map_or(a.size, Upload::received);
-                a
-            }
+            Open::Write(w) => w.attr(),
         };
         let meta: Box<dyn DavMetaData> = Box::new(Meta(attr));
         futures_util::future::ready(Ok(meta)).boxed()
@@ -421,18 +403,7 @@ impl DavFile for Open {
             let Open::Write(w) = self else {
                 return Err(FsError::Forbidden);
             };
-            let (Some(web), Some(mut upload)) = (w.web.upgrade(), w.upload.take()) else {
-                return Err(FsError::GeneralFailure);
-            };
-            let session = w.session.clone();
-            let (upload, result) = tokio::task::spawn_blocking(move || {
-                let r = receive(&web, &session, &mut upload, &buf).map(|_| ());
-                (upload, r)
-            })
-            .await
-            .map_err(|_| FsError::GeneralFailure)?;
-            w.upload = Some(upload);
-            result.map_err(web_error)
+            w.write(buf).await
         }
         .boxed()
     }
@@ -501,7 +472,7 @@ impl DavFile for Open {
             }
             // Writes go in one stream from the start: a new version, not a patch.
             Open::Write(w) => match pos {
-                SeekFrom::Start(n) if Some(n) == w.upload.as_ref().map(Upload::received) => Ok(n),
+                SeekFrom::Start(n) if n == w.received() => Ok(n),
                 _ => Err(FsError::NotImplemented),
             },
         };
@@ -510,18 +481,10 @@ impl DavFile for Open {
 
     fn flush(&mut self) -> FsFuture<'_, ()> {
         async move {
-            let Open::Write(w) = self else {
-                return Ok(());
-            };
-            let (Some(web), Some(mut upload)) = (w.web.upgrade(), w.upload.take()) else {
-                return Ok(()); // already committed
-            };
-            let session = w.session.clone();
-            tokio::task::spawn_blocking(move || commit(&web, &session, &mut upload))
-                .await
-                .map_err(|_| FsError::GeneralFailure)?
-                .map(|_| ())
-                .map_err(web_error)
+            match self {
+                Open::Write(w) => w.finish().await,
+                Open::Read(_) => Ok(()),
+            }
         }
         .boxed()
     }
@@ -604,16 +567,9 @@ impl GuardedFileSystem<Creds> for ShelfFs {
             if options.append {
                 return Err(FsError::NotImplemented);
             }
-            let file: Box<dyn DavFile> = Box::new(Open::Write(Writer {
-                web,
-                session,
-                upload: Some(Upload::stream(
-                    dir.to_vec(),
-                    folder.node,
-                    vec![name.clone()],
-                )),
-                attr,
-            }));
+            let upload = Upload::stream(dir.to_vec(), folder.node, vec![name.clone()]);
+            let file: Box<dyn DavFile> =
+                Box::new(Open::Write(Writer::new(web, session, upload, attr)));
             Ok(file)
         })
     }

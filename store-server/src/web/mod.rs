@@ -27,6 +27,7 @@ pub mod account;
 pub mod admin;
 pub mod dav;
 pub mod dav_locks;
+pub mod dav_writer;
 pub mod download;
 pub mod edit;
 pub mod events;

@@ -87,6 +87,11 @@ impl Upload {
     pub fn received(&self) -> u64 {
         self.received
     }
+
+    /// The folder it goes into: the scope of its chunks.
+    pub fn scope(&self) -> NodeId {
+        self.dir_node
+    }
 }
 
 impl Uploads {
@@ -316,6 +321,16 @@ pub fn receive(
     u: &mut Upload,
     piece: &[u8],
 ) -> Result<u64, WebError> {
+    let mut cut = cut(u, piece)?;
+    store_waiting(web, session, u.dir_node, &mut cut, false)?;
+    // What is less than a request's worth waits for the next piece.
+    u.waiting = cut;
+    Ok(u.received)
+}
+
+/// Cuts the chunks a piece completes: the ones not yet stored, in order (with those an
+/// earlier piece left waiting), for [`store_chunks`].
+pub fn cut(u: &mut Upload, piece: &[u8]) -> Result<Vec<ChunkBody>, WebError> {
     let Upload {
         chunker,
         refs,
@@ -330,9 +345,31 @@ pub fn receive(
         waiting.push(ChunkBody { id: r.id, data });
         Ok::<(), WebError>(())
     })?;
-    store_waiting(web, session, u.dir_node, &mut u.waiting, false)?;
     u.received += piece.len() as u64;
-    Ok(u.received)
+    Ok(std::mem::take(&mut u.waiting))
+}
+
+/// The end of the bytes: the last chunks, not yet stored.
+pub fn cut_rest(u: &mut Upload) -> Result<Vec<ChunkBody>, WebError> {
+    if let Some(chunker) = u.chunker.take() {
+        let (refs, waiting) = (&mut u.refs, &mut u.waiting);
+        chunker.finish(&mut |r, data| {
+            refs.push(r);
+            waiting.push(ChunkBody { id: r.id, data });
+            Ok::<(), WebError>(())
+        })?;
+    }
+    Ok(std::mem::take(&mut u.waiting))
+}
+
+/// Stores chunks [`cut`] from an upload whose folder is `scope` (its node).
+pub fn store_chunks(
+    web: &Web,
+    session: &WebSession,
+    scope: NodeId,
+    mut chunks: Vec<ChunkBody>,
+) -> Result<(), WebError> {
+    store_waiting(web, session, scope, &mut chunks, true)
 }
 
 /// Stores the chunks cut so far, a request's worth at a time (all of them when `all`).
@@ -430,15 +467,8 @@ fn lookup_or_make(
 
 /// Makes missing folders, the file if it is new, and commits the chunk list.
 pub fn commit(web: &Web, session: &WebSession, u: &mut Upload) -> Result<Finished, WebError> {
-    if let Some(chunker) = u.chunker.take() {
-        let (refs, waiting) = (&mut u.refs, &mut u.waiting);
-        chunker.finish(&mut |r, data| {
-            refs.push(r);
-            waiting.push(ChunkBody { id: r.id, data });
-            Ok::<(), WebError>(())
-        })?;
-    }
-    store_waiting(web, session, u.dir_node, &mut u.waiting, true)?;
+    let rest = cut_rest(u)?;
+    store_chunks(web, session, u.dir_node, rest)?;
     let (name, folders) = u
         .path
         .split_last()
