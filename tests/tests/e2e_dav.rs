@@ -202,9 +202,10 @@ fn rclone_copies_a_tree_in_and_out_byte_for_byte() {
     let secret = app_password(&dev, "rclone");
     let tmp = tempfile::tempdir().expect("tmp");
     let tree = tmp.path().join("tree");
-    for d in 0..4 {
+    // 5,000 files in 50 folders, 0 to 10 KiB each.
+    for d in 0..50 {
         std::fs::create_dir_all(tree.join(format!("d{d}"))).expect("mkdir");
-        for f in 0..50u32 {
+        for f in 0..100u32 {
             let body: Vec<u8> = (0..(f * 97 + d * 13) as usize)
                 .map(|i| (i * 31 + f as usize) as u8)
                 .collect();
