@@ -174,6 +174,29 @@ impl Writer {
         }
     }
 
+    /// A body that ended before a piece's worth: cut, stored and committed at once, without
+    /// the pipeline's threads.
+    async fn write_small(&mut self) -> Result<(), FsError> {
+        let (Some(web), Some(mut upload)) = (self.web.upgrade(), self.upload.take()) else {
+            return Err(FsError::GeneralFailure);
+        };
+        let session = self.session.clone();
+        let frames = std::mem::take(&mut self.gathered);
+        let done = tokio::task::spawn_blocking(move || {
+            for frame in frames {
+                let batch = cut(&mut upload, &frame)?;
+                store_chunks(&web, &session, upload.scope(), batch)?;
+            }
+            commit(&web, &session, &mut upload).map(|_| ())
+        })
+        .await;
+        match done {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(super::dav::fs_error(&e.0)),
+            Err(_) => Err(FsError::GeneralFailure),
+        }
+    }
+
     pub async fn write(&mut self, bytes: Bytes) -> Result<(), FsError> {
         if self.finished {
             return Err(FsError::GeneralFailure);
@@ -195,6 +218,9 @@ impl Writer {
             return Ok(());
         }
         self.finished = true;
+        if self.worker.is_none() {
+            return self.write_small().await;
+        }
         if !self.gathered.is_empty() {
             let piece = std::mem::take(&mut self.gathered);
             self.send(Message::Piece(piece)).await?;
