@@ -701,23 +701,7 @@ impl GuardedFileSystem<Creds> for ShelfFs {
         self.run(move |w| {
             let (from, to) = (from?, to?);
             let (source, chunks) = chunks_of(w, &session, &from)?;
-            let (name, dir) = to.split_last().ok_or(FsError::Forbidden)?;
-            let parent = resolve(w, &session, dir).map_err(web_error)?;
-            let made = session
-                .call(
-                    &w.store,
-                    Request::Create {
-                        parent: parent.node,
-                        name: name.clone(),
-                        mode: 0o644,
-                        exclusive: false,
-                        id: None,
-                    },
-                )
-                .map_err(|e| fs_error(&e))?;
-            let Answer::Attr(target) = made else {
-                return Err(FsError::GeneralFailure);
-            };
+            let target = create_file(w, &session, &to).map_err(|e| fs_error(&e))?;
             // The source's chunks, named in the target's commit: stored already, so the
             // store only checks them (across accounts they would be sent again).
             let mut missing = Vec::new();
@@ -891,8 +875,8 @@ impl ShelfFs {
     }
 }
 
-/// Makes the empty file at `parts` (a `LOCK` of an unmapped URL); its node.
-pub fn make_empty(web: &Web, session: &WebSession, parts: &[String]) -> Result<NodeId, WireError> {
+/// The file at `parts`, made empty if nothing is there (as `open` with `O_CREAT`).
+pub fn create_file(web: &Web, session: &WebSession, parts: &[String]) -> Result<Attr, WireError> {
     let (name, dir) = parts
         .split_last()
         .ok_or(WireError::from(ErrorCode::InvalidName))?;
@@ -908,7 +892,7 @@ pub fn make_empty(web: &Web, session: &WebSession, parts: &[String]) -> Result<N
         },
     )?;
     match made {
-        Answer::Attr(a) => Ok(a.node),
+        Answer::Attr(a) => Ok(a),
         _ => Err(ErrorCode::Internal.into()),
     }
 }

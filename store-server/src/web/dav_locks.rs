@@ -156,8 +156,8 @@ impl LeasedLs {
             };
             let node = match me.node_at(&path) {
                 Some(node) => node,
-                None => match super::dav::make_empty(&web, &me.session, &parts) {
-                    Ok(node) => node,
+                None => match super::dav::create_file(&web, &me.session, &parts) {
+                    Ok(attr) => attr.node,
                     Err(e) => {
                         tracing::debug!(error = ?e.code, "a LOCK could not make its file");
                         return;
