@@ -77,7 +77,23 @@ pub const PACK_LIMIT: u64 = 1 << 30;
 /// The current pack is closed for compaction only from this size on.
 const MIN_COMPACT: u64 = 1 << 20;
 const RECORD_MAGIC: [u8; 4] = *b"SPK1";
-const HEADER_LEN: usize = 4 + 8 + 32 + 4;
+/// Bytes of a record's header: `magic ‖ account ‖ id ‖ length`.
+pub const HEADER_LEN: usize = 4 + 8 + 32 + 4;
+
+/// The header of a chunk's record in a pack (local or in object storage).
+pub fn record_header(account: u64, id: &ChunkId, len: u32) -> [u8; HEADER_LEN] {
+    let mut header = [0u8; HEADER_LEN];
+    header[..4].copy_from_slice(&RECORD_MAGIC);
+    header[4..12].copy_from_slice(&account.to_be_bytes());
+    header[12..44].copy_from_slice(&id.0);
+    header[44..].copy_from_slice(&len.to_be_bytes());
+    header
+}
+
+/// Whether `header` is the one of this chunk's record.
+pub fn record_matches(header: &[u8], account: u64, id: &ChunkId, len: u32) -> bool {
+    header.len() >= HEADER_LEN && header[..HEADER_LEN] == record_header(account, id, len)
+}
 /// Start kernel writeback of pack data every this many bytes, so an fsync has little left to do.
 const WRITEBACK_STEP: u64 = 8 << 20;
 
@@ -207,11 +223,7 @@ impl PackStore {
         id: &ChunkId,
         data: &[u8],
     ) -> Result<Location> {
-        let mut header = [0u8; HEADER_LEN];
-        header[..4].copy_from_slice(&RECORD_MAGIC);
-        header[4..12].copy_from_slice(&account.to_be_bytes());
-        header[12..44].copy_from_slice(&id.0);
-        header[44..].copy_from_slice(&(data.len() as u32).to_be_bytes());
+        let header = record_header(account, id, data.len() as u32);
         let record_len = (HEADER_LEN + data.len()) as u64;
         if w.len + record_len > self.pack_limit && w.len > 0 {
             self.rotate_locked(w)?;
@@ -359,11 +371,7 @@ impl ChunkStore for PackStore {
                     e.into()
                 }
             })?;
-        let header_ok = first[..4] == RECORD_MAGIC
-            && first[4..12] == account.to_be_bytes()
-            && first[12..44] == id.0
-            && first[44..48] == loc.len.to_be_bytes();
-        if !header_ok {
+        if !record_matches(&first, account, id, loc.len) {
             return Err(StoreError::Corrupt(format!(
                 "pack record for chunk {id:?} has a wrong header"
             )));

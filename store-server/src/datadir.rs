@@ -3,6 +3,7 @@
 //! ```text
 //! DIR/db/            sled database
 //! DIR/packs/         append-only chunk pack files
+//! DIR/object-store.json  (optional, 0600) the S3 bucket chunk packs go to instead
 //! DIR/tls/cert.pem   self-signed certificate (its SHA-256 fingerprint is what clients pin)
 //! DIR/tls/key.pem    its private key (0600)
 //! DIR/master.key     32 random bytes (0600): wraps every account's data key (the path can
@@ -48,6 +49,10 @@ impl DataDir {
     }
     pub fn packs(&self) -> PathBuf {
         self.root.join("packs")
+    }
+    /// Where chunk bodies go when not in `packs/`: an S3 bucket ([`crate::object_packs`]).
+    pub fn object_store(&self) -> PathBuf {
+        self.root.join("object-store.json")
     }
     pub fn cert(&self) -> PathBuf {
         self.root.join("tls").join("cert.pem")

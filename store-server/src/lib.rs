@@ -10,6 +10,7 @@
 //! * [`tls`] — certificate generation, fingerprints, the TLS-1.3-only server config.
 //! * [`store`] — the sled database: accounts, sessions, nodes, directory entries, versions.
 //! * [`chunkstore`] — content-addressed chunk bodies in pack files.
+//! * [`object_packs`] — the same in S3-compatible object storage (Garage, MinIO, AWS).
 //! * [`crypto`] — encryption at rest: master key, per-account data keys, sealing.
 //! * [`sealed_chunks`] — the chunk store wrapper that seals every body.
 //! * [`authz`] — the one authorisation function every request passes.
@@ -26,6 +27,7 @@ pub mod datadir;
 pub mod error;
 pub mod handler;
 pub mod metrics;
+pub mod object_packs;
 pub mod sealed_chunks;
 pub mod server;
 pub mod store;

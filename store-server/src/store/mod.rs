@@ -272,7 +272,19 @@ impl Store {
     /// Opens (creating if needed) the database and pack store of a data folder.
     pub fn open(dir: &DataDir) -> Result<Store> {
         let db = open_db(dir)?;
-        let chunks: Arc<dyn ChunkStore> = Arc::new(PackStore::open(dir.packs(), &db)?);
+        // Chunk bodies in a bucket when the data folder or the environment names one,
+        // else in local pack files.
+        let s3 = match crate::object_packs::S3Config::from_file(&dir.object_store())? {
+            Some(c) => Some(c),
+            None => crate::object_packs::S3Config::from_env(),
+        };
+        let chunks: Arc<dyn ChunkStore> = match s3 {
+            Some(config) => {
+                tracing::info!(?config, "chunk bodies in object storage");
+                Arc::new(crate::object_packs::ObjectPackStore::open(&config, &db)?)
+            }
+            None => Arc::new(PackStore::open(dir.packs(), &db)?),
+        };
         let mut store = Store::with_parts(db, chunks, dir.master_keys()?)?;
         store.data_root = Some(dir.root.clone());
         Ok(store)
