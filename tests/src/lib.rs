@@ -7,6 +7,7 @@
 //! (as README.md says), which rebuilds `shelf` and `shelf-server` first; `cargo test -p
 //! shelf-tests` alone would drive whatever binaries were built last.
 
+pub mod garage;
 pub mod proxy;
 
 use std::io::{BufRead, BufReader};
