@@ -150,8 +150,8 @@ pub struct ObjectPackStore {
     bucket: Arc<dyn ObjectStore>,
     prefix: String,
     /// The object store client's own runtime, so the store's blocking callers can wait for
-    /// it from any thread.
-    runtime: tokio::runtime::Runtime,
+    /// it from any thread (taken, and shut down without blocking, when the store goes).
+    runtime: Option<tokio::runtime::Runtime>,
     index: sled::Tree,
     pack_size: usize,
     /// Packs younger than this (seconds) are not compacted.
@@ -208,7 +208,7 @@ impl ObjectPackStore {
         Ok(ObjectPackStore {
             bucket,
             prefix: prefix.trim_matches('/').to_string(),
-            runtime,
+            runtime: Some(runtime),
             index: db.open_tree("object_chunk_index")?,
             pack_size,
             min_age: compact_min_age(),
@@ -240,15 +240,26 @@ impl ObjectPackStore {
         }
     }
 
+    /// Starts `work` on the client's runtime.
+    fn spawn<T: Send + 'static>(
+        &self,
+        work: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> Result<tokio::task::JoinHandle<T>> {
+        match &self.runtime {
+            Some(rt) => Ok(rt.spawn(work)),
+            None => Err(StoreError::Io(std::io::Error::other("object store closed"))),
+        }
+    }
+
     /// Runs `work` on the client's runtime and waits for it (from any thread).
     fn wait<T: Send + 'static>(
         &self,
         work: impl std::future::Future<Output = T> + Send + 'static,
     ) -> Result<T> {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        self.runtime.spawn(async move {
+        self.spawn(async move {
             let _ = tx.send(work.await);
-        });
+        })?;
         rx.recv()
             .map_err(|_| StoreError::Io(std::io::Error::other("object store task ended")))
     }
@@ -300,14 +311,17 @@ impl ObjectPackStore {
         self.sending
             .lock_or_recover()
             .insert(full.pack, sending.clone());
-        let bucket = self.bucket.clone();
-        let path = self.path(full.pack);
-        let body = sending.bytes.clone();
-        let upload = self.runtime.spawn(async move {
+        self.upload(full.pack, sending.bytes.clone())
+    }
+
+    /// Starts writing `pack` to the bucket.
+    fn upload(&self, pack: u64, body: Arc<Vec<u8>>) -> Result<()> {
+        let (bucket, path) = (self.bucket.clone(), self.path(pack));
+        let upload = self.spawn(async move {
             let payload = PutPayload::from_bytes(bytes::Bytes::from_owner(SharedBytes(body)));
             bucket.put(&path, payload).await.map_err(object_error)?;
             Ok(())
-        });
+        })?;
         self.uploads.lock_or_recover().push(upload);
         Ok(())
     }
@@ -332,14 +346,7 @@ impl ObjectPackStore {
                 .map(|(p, s)| (*p, s.clone()))
                 .collect();
             for (pack, s) in again {
-                let (bucket, path, body) = (self.bucket.clone(), self.path(pack), s.bytes.clone());
-                let upload = self.runtime.spawn(async move {
-                    let payload =
-                        PutPayload::from_bytes(bytes::Bytes::from_owner(SharedBytes(body)));
-                    bucket.put(&path, payload).await.map_err(object_error)?;
-                    Ok(())
-                });
-                self.uploads.lock_or_recover().push(upload);
+                self.upload(pack, s.bytes.clone())?;
             }
             return Err(e);
         }
@@ -614,6 +621,19 @@ impl ChunkStore for ObjectPackStore {
     }
 }
 
+impl Drop for ObjectPackStore {
+    /// Packs still in memory go to the bucket; then the client's runtime stops without
+    /// blocking (the store may go away inside the server's own runtime).
+    fn drop(&mut self) {
+        if let Err(e) = self.sync() {
+            tracing::warn!(error = %e, "chunk packs not written at shutdown");
+        }
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
 impl ObjectPackStore {
     /// Whether the chunk is already in the open pack or on its way (the caller holds the
     /// open pack).
@@ -706,7 +726,7 @@ mod tests {
         // Killed before a sync: what was in memory is gone, and the index names only
         // chunks whose packs are in the bucket, so a client sends the rest again.
         db.flush().unwrap();
-        drop(s);
+        std::mem::forget(s); // no drop: a dropped store writes what it holds
         let s = store(&bucket, &db);
         let known = chunks
             .iter()

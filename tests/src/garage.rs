@@ -1,6 +1,6 @@
 //! Garage (the distributed S3-compatible store, crates.io `garage`) as tests run it: one
-//! node on loopback ports in a temporary folder, a bucket and a key made with its own CLI,
-//! stopped by PID. `.ci/run` installs the binary into `~/.cache/shelf-tools/garage`
+//! node, or a cluster of several, on loopback ports in a temporary folder, a bucket and a
+//! key made with its own CLI, stopped by PID. `.ci/run` installs the binary into `~/.cache/shelf-tools/garage`
 //! (`SHELF_GARAGE` names another one).
 
 use std::path::PathBuf;
@@ -31,80 +31,110 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
-/// One Garage node with a bucket `shelf` and a key allowed to use it.
-pub struct Garage {
+/// One node of a cluster: its process, configuration and RPC port.
+struct Node {
     child: Option<Child>,
     config: PathBuf,
+    rpc: u16,
+}
+
+/// A Garage cluster (one node, or several with every object on each) with a bucket
+/// `shelf` and a key allowed to use it; clients talk to the first node's S3 API.
+pub struct Garage {
+    nodes: Vec<Node>,
     pub endpoint: String,
     pub bucket: String,
     pub key_id: String,
     pub secret: String,
-    /// Where the node keeps object data (uncompressed, so tests can look inside).
+    /// Where the first node keeps object data (uncompressed, so tests can look inside).
     pub data_dir: PathBuf,
     _dir: tempfile::TempDir,
 }
 
 impl Garage {
+    /// One node.
     pub fn start() -> Garage {
+        Garage::cluster(1)
+    }
+
+    /// `n` nodes on loopback ports, each holding a copy of every object (replication
+    /// factor `n`), each in its own zone.
+    pub fn cluster(n: usize) -> Garage {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (rpc, s3) = (free_port(), free_port());
         let mut secret = [0u8; 32];
         getrandom_fill(&mut secret);
         let rpc_secret: String = secret.iter().map(|b| format!("{b:02x}")).collect();
-        let config = dir.path().join("garage.toml");
-        let data_dir = dir.path().join("data");
-        std::fs::write(
-            &config,
-            format!(
-                "metadata_dir = \"{meta}\"\ndata_dir = \"{data}\"\ndb_engine = \"sqlite\"\n\
-                 replication_factor = 1\ncompression_level = \"none\"\n\
-                 rpc_bind_addr = \"127.0.0.1:{rpc}\"\nrpc_public_addr = \"127.0.0.1:{rpc}\"\n\
-                 rpc_secret = \"{rpc_secret}\"\n\n[s3_api]\ns3_region = \"garage\"\n\
-                 api_bind_addr = \"127.0.0.1:{s3}\"\nroot_domain = \".s3.garage.localhost\"\n",
-                meta = dir.path().join("meta").display(),
-                data = data_dir.display(),
-            ),
-        )
-        .expect("garage.toml");
-        let log = std::fs::File::create(dir.path().join("garage.log")).expect("log");
-        let mut cmd = Command::new(garage_bin());
-        cmd.arg("-c")
-            .arg(&config)
-            .arg("server")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(log);
-        // SAFETY: prctl only sets this child's parent-death signal.
-        unsafe {
-            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-                Ok(())
+        let mut nodes = Vec::new();
+        let mut endpoint = String::new();
+        for i in 0..n {
+            let (rpc, s3) = (free_port(), free_port());
+            let here = dir.path().join(format!("node{i}"));
+            std::fs::create_dir_all(&here).expect("node folder");
+            let config = here.join("garage.toml");
+            std::fs::write(
+                &config,
+                format!(
+                    "metadata_dir = \"{meta}\"\ndata_dir = \"{data}\"\ndb_engine = \"sqlite\"\n\
+                     replication_factor = {n}\ncompression_level = \"none\"\n\
+                     rpc_bind_addr = \"127.0.0.1:{rpc}\"\nrpc_public_addr = \"127.0.0.1:{rpc}\"\n\
+                     rpc_secret = \"{rpc_secret}\"\n\n[s3_api]\ns3_region = \"garage\"\n\
+                     api_bind_addr = \"127.0.0.1:{s3}\"\nroot_domain = \".s3.garage.localhost\"\n",
+                    meta = here.join("meta").display(),
+                    data = here.join("data").display(),
+                ),
+            )
+            .expect("garage.toml");
+            if i == 0 {
+                endpoint = format!("http://127.0.0.1:{s3}");
+            }
+            let log = std::fs::File::create(here.join("garage.log")).expect("log");
+            let mut cmd = Command::new(garage_bin());
+            cmd.arg("-c")
+                .arg(&config)
+                .arg("server")
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(log);
+            // SAFETY: prctl only sets this child's parent-death signal.
+            unsafe {
+                std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                    Ok(())
+                });
+            }
+            let child = cmd.spawn().expect("start garage");
+            nodes.push(Node {
+                child: Some(child),
+                config,
+                rpc,
             });
         }
-        let child = cmd.spawn().expect("start garage");
         let mut g = Garage {
-            child: Some(child),
-            config,
-            endpoint: format!("http://127.0.0.1:{s3}"),
+            nodes,
+            endpoint,
             bucket: "shelf".into(),
             key_id: String::new(),
             secret: String::new(),
-            data_dir,
+            data_dir: dir.path().join("node0/data"),
             _dir: dir,
         };
-        let start = Instant::now();
-        let id = loop {
-            let out = g.cli(&["node", "id", "-q"]);
-            if out.0 {
-                break out.1.trim().chars().take(16).collect::<String>();
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "garage did not start"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        };
-        g.ok(&["layout", "assign", "-z", "dc1", "-c", "1G", &id]);
+        let ids: Vec<String> = (0..n).map(|i| g.node_id(i)).collect();
+        for (i, id) in ids.iter().enumerate().skip(1) {
+            let peer = format!("{id}@127.0.0.1:{}", g.nodes[i].rpc);
+            g.ok(&["node", "connect", &peer]);
+        }
+        for (i, id) in ids.iter().enumerate() {
+            let short: String = id.chars().take(16).collect();
+            g.ok(&[
+                "layout",
+                "assign",
+                "-z",
+                &format!("dc{i}"),
+                "-c",
+                "1G",
+                &short,
+            ]);
+        }
         g.ok(&["layout", "apply", "--version", "1"]);
         g.ok(&["bucket", "create", "shelf"]);
         let key = g.ok(&["key", "create", "shelf-key"]);
@@ -128,11 +158,41 @@ impl Garage {
         g
     }
 
+    /// The full id of node `i`, once it answers.
+    fn node_id(&self, i: usize) -> String {
+        let start = Instant::now();
+        loop {
+            let out = Command::new(garage_bin())
+                .arg("-c")
+                .arg(&self.nodes[i].config)
+                .args(["node", "id", "-q"])
+                .output()
+                .expect("garage");
+            if out.status.success() {
+                let id = String::from_utf8_lossy(&out.stdout);
+                return id.trim().split('@').next().unwrap_or_default().to_string();
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "garage did not start"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Kills node `i` (SIGKILL, by PID).
+    pub fn kill_node(&mut self, i: usize) {
+        if let Some(mut child) = self.nodes[i].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// `(success, stdout)` of a garage CLI command against this node.
     fn cli(&self, args: &[&str]) -> (bool, String) {
         let out = Command::new(garage_bin())
             .arg("-c")
-            .arg(&self.config)
+            .arg(&self.nodes[0].config)
             .args(args)
             .output()
             .expect("garage");
@@ -186,9 +246,8 @@ fn getrandom_fill(buf: &mut [u8]) {
 
 impl Drop for Garage {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+        for i in 0..self.nodes.len() {
+            self.kill_node(i);
         }
     }
 }

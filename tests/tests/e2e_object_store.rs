@@ -73,3 +73,68 @@ fn a_store_on_garage_keeps_every_byte_across_a_killed_server() {
     assert_eq!(digests(&mb, "files/work"), written, "every byte, read cold");
     mb.unmount();
 }
+
+/// Three Garage nodes, each holding every object: one is killed (SIGKILL) while a 1 GiB
+/// file is being written through a mount, the write still completes (`dd conv=fsync`),
+/// and a second device reads every byte.
+#[test]
+fn a_garage_node_killed_during_a_large_upload_loses_nothing() {
+    let mut garage = Garage::cluster(3);
+    let env = garage.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let server = Server::start_with_env(&[("ann", "pw", "user")], &env);
+    let (a, b) = (Device::new(), Device::new());
+    a.login(&server, "ann", "pw", "laptop");
+    b.login(&server, "ann", "pw", "desktop");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let src = tmp.path().join("big.bin");
+    let sha = |path: &std::path::Path| {
+        let out = std::process::Command::new("sha256sum")
+            .arg(path)
+            .output()
+            .expect("sha256sum");
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let made = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "head -c 1073741824 /dev/urandom > {}",
+            src.display()
+        ))
+        .status()
+        .expect("sh");
+    assert!(made.success());
+    let want = sha(&src);
+    let ma = a.mount();
+    let mut dd = std::process::Command::new("dd")
+        .arg(format!("if={}", src.display()))
+        .arg(format!(
+            "of={}",
+            ma.path.join("files/work/big.bin").display()
+        ))
+        .args(["bs=1M", "conv=fsync", "status=none"])
+        .spawn()
+        .expect("dd");
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        dd.try_wait().expect("dd").is_none(),
+        "the upload is still under way when the node dies"
+    );
+    garage.kill_node(2);
+    assert!(dd.wait().expect("dd ends").success(), "the write completes");
+    std::fs::remove_file(&src).expect("rm");
+    ma.unmount();
+
+    let mb = b.mount();
+    let there = mb.path.join("files/work/big.bin");
+    assert!(wait_until(Duration::from_secs(10), || std::fs::metadata(
+        &there
+    )
+    .is_ok_and(|m| m.len() == 1 << 30)));
+    assert_eq!(sha(&there), want, "every byte, from the two nodes left");
+    mb.unmount();
+}
