@@ -8,7 +8,8 @@
 //! default) or when [`ChunkStore::sync`] asks for what was written so far. Pack names are
 //! random, so several servers on one bucket never write the same name, and a retried
 //! `PUT` writes the same bytes again (idempotent). A chunk is read with one ranged `GET`
-//! of its record, kept in a read cache in memory.
+//! of its record and up to 8 MiB of the records after it (a file's next chunks), kept in a
+//! read cache in memory.
 //!
 //! Crash order: a chunk enters the index (a sled tree) only once its pack is in the
 //! bucket, so a durable index never names a chunk that was not stored; until then it is
@@ -32,7 +33,9 @@ use std::sync::{Arc, Mutex};
 /// Packs are written once they hold this many bytes.
 pub const PACK_SIZE: usize = 32 << 20;
 /// Chunk records kept in the read cache.
-const CACHE_RECORDS: usize = 512;
+const CACHE_RECORDS: usize = 1024;
+/// Bytes of a pack one read fetches: the record asked for and those after it.
+const READ_AHEAD: u64 = 8 << 20;
 
 /// Packs written less than this long ago are not compacted (`SHELF_COMPACT_MIN_AGE_SECS`,
 /// default an hour): another server's chunks in them may not be in the index yet.
@@ -162,6 +165,8 @@ pub struct ObjectPackStore {
     /// Uploads under way.
     uploads: Mutex<Vec<tokio::task::JoinHandle<Result<()>>>>,
     cache: Mutex<lru::LruCache<(u64, u64), Record>>,
+    /// Lengths of packs read from.
+    pack_lens: Mutex<HashMap<u64, u64>>,
     usage: Mutex<HashMap<u64, (u64, u64)>>,
 }
 
@@ -218,6 +223,7 @@ impl ObjectPackStore {
             }),
             sending: Mutex::default(),
             uploads: Mutex::default(),
+            pack_lens: Mutex::default(),
             cache: Mutex::new(lru::LruCache::new(
                 NonZeroUsize::new(CACHE_RECORDS).unwrap_or(NonZeroUsize::MIN),
             )),
@@ -371,17 +377,49 @@ impl ObjectPackStore {
         if let Some(r) = self.cache.lock_or_recover().get(&(loc.pack, loc.offset)) {
             return Ok(r.clone());
         }
+        // The records after it in the pack come in the same read (a file's chunks were
+        // written one after another), up to READ_AHEAD bytes and the pack's end.
+        let end = loc.offset + (HEADER_LEN as u64) + u64::from(loc.len);
+        let size = self.pack_len(loc.pack)?;
+        let until = (loc.offset + READ_AHEAD).min(size).max(end);
         let bucket = self.bucket.clone();
         let path = self.path(loc.pack);
-        let range = loc.offset..loc.offset + (HEADER_LEN as u64) + u64::from(loc.len);
-        let bytes = self
+        let range = loc.offset..until;
+        let window = self
             .wait(async move { bucket.get_range(&path, range).await })?
             .map_err(object_error)?;
-        let record = Arc::new(bytes.to_vec());
-        self.cache
-            .lock_or_recover()
-            .put((loc.pack, loc.offset), record.clone());
-        Ok(record)
+        let mut cache = self.cache.lock_or_recover();
+        let mut at = 0usize;
+        let mut first = None;
+        while let Some(header) = window.get(at..at + HEADER_LEN) {
+            let len = u32::from_be_bytes([header[44], header[45], header[46], header[47]]);
+            let Some(record) = window.get(at..at + HEADER_LEN + len as usize) else {
+                break;
+            };
+            let record = Arc::new(record.to_vec());
+            cache.put((loc.pack, loc.offset + at as u64), record.clone());
+            first.get_or_insert(record);
+            at += HEADER_LEN + len as usize;
+        }
+        first.ok_or_else(|| StoreError::Corrupt(format!("pack {:x} is cut short", loc.pack)))
+    }
+
+    /// A pack's length (asked of the bucket once, then remembered).
+    fn pack_len(&self, pack: u64) -> Result<u64> {
+        if let Some(n) = self.pack_lens.lock_or_recover().get(&pack) {
+            return Ok(*n);
+        }
+        let bucket = self.bucket.clone();
+        let path = self.path(pack);
+        let meta = self
+            .wait(async move { bucket.head(&path).await })?
+            .map_err(object_error)?;
+        let mut lens = self.pack_lens.lock_or_recover();
+        if lens.len() >= 65536 {
+            lens.clear();
+        }
+        lens.insert(pack, meta.size);
+        Ok(meta.size)
     }
 
     /// Every pack in the bucket: its size and when it was written (Unix seconds).
