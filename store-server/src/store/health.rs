@@ -183,7 +183,19 @@ mod tests {
         assert_eq!(h.last_scrub, Some(run));
         assert_eq!(h.last_prune, None);
         drop(store);
-        let store = Store::open(&dir).unwrap();
+        // sled lets go of its lock file when its own flusher thread has ended, a moment
+        // after the last handle is dropped.
+        let started = std::time::Instant::now();
+        let store = loop {
+            match Store::open(&dir) {
+                Ok(s) => break s,
+                Err(e) if started.elapsed() < std::time::Duration::from_secs(10) => {
+                    let _ = e;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(e) => panic!("reopen: {e}"),
+            }
+        };
         assert!(
             store.last_job(Job::Scrub).unwrap().is_some(),
             "kept across a restart"
