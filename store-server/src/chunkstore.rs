@@ -120,18 +120,63 @@ pub struct PackStore {
     /// Packs rotate at this size ([`PACK_LIMIT`]; tests use small packs).
     pack_limit: u64,
     index: sled::Tree,
-    /// Per-account byte totals, computed from the index at first use and kept up to date in
-    /// memory (a per-chunk database update would cost more than the chunk write itself).
-    usage: Mutex<HashMap<u64, (u64, u64)>>,
+    usage: Usage,
     writer: Mutex<Writer>,
     readers: RwLock<HashMap<u32, Arc<File>>>,
 }
 
-fn index_key(account: u64, id: &ChunkId) -> [u8; 40] {
+/// A chunk index's key: account, then chunk id (so an account's chunks are one prefix).
+pub fn index_key(account: u64, id: &ChunkId) -> [u8; 40] {
     let mut k = [0u8; 40];
     k[..8].copy_from_slice(&account.to_be_bytes());
     k[8..].copy_from_slice(&id.0);
     k
+}
+
+/// The account and chunk id of an [`index_key`].
+pub fn split_index_key(key: &[u8]) -> Result<(u64, ChunkId)> {
+    let bad = || StoreError::Corrupt("chunk index key".into());
+    let account = <[u8; 8]>::try_from(key.get(..8).ok_or_else(bad)?).map_err(|_| bad())?;
+    let id = <[u8; 32]>::try_from(key.get(8..).ok_or_else(bad)?).map_err(|_| bad())?;
+    Ok((u64::from_be_bytes(account), ChunkId(id)))
+}
+
+/// Per-account byte and chunk totals, computed from an index at first use and kept up to
+/// date in memory (a per-chunk database update would cost more than the chunk write itself).
+#[derive(Default)]
+pub struct Usage(Mutex<HashMap<u64, (u64, u64)>>);
+
+impl Usage {
+    /// The account's totals; `count` computes them the first time.
+    pub fn of(
+        &self,
+        account: u64,
+        count: impl FnOnce() -> Result<(u64, u64)>,
+    ) -> Result<(u64, u64)> {
+        let mut usage = self.0.lock_or_recover();
+        if let Some(n) = usage.get(&account) {
+            return Ok(*n);
+        }
+        let n = count()?;
+        usage.insert(account, n);
+        Ok(n)
+    }
+
+    /// A chunk of `len` bytes came.
+    pub fn added(&self, account: u64, len: u64) {
+        if let Some((bytes, count)) = self.0.lock_or_recover().get_mut(&account) {
+            *bytes += len;
+            *count += 1;
+        }
+    }
+
+    /// A chunk of `len` bytes went.
+    pub fn removed(&self, account: u64, len: u64) {
+        if let Some((bytes, count)) = self.0.lock_or_recover().get_mut(&account) {
+            *bytes = bytes.saturating_sub(len);
+            *count = count.saturating_sub(1);
+        }
+    }
 }
 
 /// Appends header and body with vectored writes (no copy into one record buffer).
@@ -185,7 +230,7 @@ impl PackStore {
             dir,
             pack_limit: PACK_LIMIT,
             index: db.open_tree("chunk_index")?,
-            usage: Mutex::new(HashMap::new()),
+            usage: Usage::default(),
             writer: Mutex::new(Writer {
                 pack,
                 file,
@@ -340,10 +385,7 @@ impl ChunkStore for PackStore {
         let loc = self.append_locked(&mut w, account, id, data)?;
         self.index.insert(key, postcard::to_stdvec(&loc)?)?;
         drop(w);
-        if let Some((bytes, count)) = self.usage.lock_or_recover().get_mut(&account) {
-            *bytes += data.len() as u64;
-            *count += 1;
-        }
+        self.usage.added(account, data.len() as u64);
         Ok(true)
     }
 
@@ -393,19 +435,14 @@ impl ChunkStore for PackStore {
     }
 
     fn usage(&self, account: u64) -> Result<(u64, u64)> {
-        let mut usage = self.usage.lock_or_recover();
-        if let Some(n) = usage.get(&account) {
-            return Ok(*n);
-        }
-        let (mut total, mut count) = (0u64, 0u64);
-        for item in self.index.scan_prefix(account.to_be_bytes()) {
-            let (_, v) = item?;
-            let loc: Location = postcard::from_bytes(&v)?;
-            total += u64::from(loc.len);
-            count += 1;
-        }
-        usage.insert(account, (total, count));
-        Ok((total, count))
+        self.usage.of(account, || {
+            let (mut total, mut count) = (0u64, 0u64);
+            for (_, len) in self.ids(account)? {
+                total += u64::from(len);
+                count += 1;
+            }
+            Ok((total, count))
+        })
     }
 
     fn ids(&self, account: u64) -> Result<Vec<(ChunkId, u32)>> {
@@ -413,9 +450,7 @@ impl ChunkStore for PackStore {
         for item in self.index.scan_prefix(account.to_be_bytes()) {
             let (k, v) = item?;
             let loc: Location = postcard::from_bytes(&v)?;
-            let id = <[u8; 32]>::try_from(&k[8..])
-                .map_err(|_| StoreError::Corrupt("chunk index key".into()))?;
-            out.push((ChunkId(id), loc.len));
+            out.push((split_index_key(&k)?.1, loc.len));
         }
         Ok(out)
     }
@@ -425,10 +460,7 @@ impl ChunkStore for PackStore {
             return Ok(None);
         };
         let loc: Location = postcard::from_bytes(&raw)?;
-        if let Some((bytes, count)) = self.usage.lock_or_recover().get_mut(&account) {
-            *bytes = bytes.saturating_sub(u64::from(loc.len));
-            *count = count.saturating_sub(1);
-        }
+        self.usage.removed(account, u64::from(loc.len));
         Ok(Some(loc.len))
     }
 
@@ -472,13 +504,7 @@ impl ChunkStore for PackStore {
                 continue; // mostly live: leave it
             }
             for (key, loc) in records {
-                let account = <[u8; 8]>::try_from(&key[..8])
-                    .map(u64::from_be_bytes)
-                    .map_err(|_| StoreError::Corrupt("chunk index key".into()))?;
-                let id = ChunkId(
-                    <[u8; 32]>::try_from(&key[8..])
-                        .map_err(|_| StoreError::Corrupt("chunk index key".into()))?,
-                );
+                let (account, id) = split_index_key(&key)?;
                 let body = self.get(account, &id)?;
                 let mut w = self.writer.lock_or_recover();
                 let moved = self.append_locked(&mut w, account, &id, &body)?;

@@ -704,8 +704,7 @@ impl GuardedFileSystem<Creds> for ShelfFs {
             let target = create_file(w, &session, &to).map_err(|e| fs_error(&e))?;
             // The source's chunks, named in the target's commit: stored already, so the
             // store only checks them (across accounts they would be sent again).
-            let mut missing = Vec::new();
-            if let Answer::Missing(m) = session
+            let have = session
                 .call(
                     &w.store,
                     Request::HaveChunks {
@@ -713,11 +712,8 @@ impl GuardedFileSystem<Creds> for ShelfFs {
                         ids: chunks.iter().map(|c| c.id).collect(),
                     },
                 )
-                .map_err(|e| fs_error(&e))?
-            {
-                missing = m;
-            }
-            if !missing.is_empty() {
+                .map_err(|e| fs_error(&e))?;
+            if matches!(&have, Answer::Missing(m) if !m.is_empty()) {
                 return Err(FsError::NotImplemented);
             }
             session
