@@ -18,7 +18,10 @@
 //! into new ones, then deletes them. The bucket only ever holds sealed bodies: the
 //! [`crate::sealed_chunks::SealedChunks`] wrapper seals before this store sees a byte.
 
-use crate::chunkstore::{record_header, record_matches, ChunkStore, DiskUse, HEADER_LEN};
+use crate::chunkstore::{
+    index_key, record_header, record_matches, split_index_key, ChunkStore, DiskUse, Usage,
+    HEADER_LEN,
+};
 use crate::error::{Result, StoreError};
 use futures_util::StreamExt;
 use object_store::path::Path as ObjectPath;
@@ -163,27 +166,13 @@ pub struct ObjectPackStore {
     /// Packs written to the bucket's client but not confirmed, by pack.
     sending: Mutex<HashMap<u64, Arc<Sending>>>,
     /// Uploads under way.
-    uploads: Mutex<Vec<tokio::task::JoinHandle<Result<()>>>>,
+    uploads: Mutex<Vec<(u64, tokio::task::JoinHandle<Result<()>>)>>,
+    /// Held while uploads are waited for ([`ObjectPackStore::finish_uploads`]).
+    syncing: Mutex<()>,
     cache: Mutex<lru::LruCache<(u64, u64), Record>>,
     /// Lengths of packs read from.
     pack_lens: Mutex<HashMap<u64, u64>>,
-    usage: Mutex<HashMap<u64, (u64, u64)>>,
-}
-
-fn index_key(account: u64, id: &ChunkId) -> [u8; 40] {
-    let mut k = [0u8; 40];
-    k[..8].copy_from_slice(&account.to_be_bytes());
-    k[8..].copy_from_slice(&id.0);
-    k
-}
-
-fn split_key(key: &[u8]) -> Result<(u64, ChunkId)> {
-    let account = <[u8; 8]>::try_from(&key[..8])
-        .map(u64::from_be_bytes)
-        .map_err(|_| StoreError::Corrupt("chunk index key".into()))?;
-    let id = <[u8; 32]>::try_from(&key[8..])
-        .map_err(|_| StoreError::Corrupt("chunk index key".into()))?;
-    Ok((account, ChunkId(id)))
+    usage: Usage,
 }
 
 fn random_pack() -> Result<u64> {
@@ -223,11 +212,12 @@ impl ObjectPackStore {
             }),
             sending: Mutex::default(),
             uploads: Mutex::default(),
+            syncing: Mutex::default(),
             pack_lens: Mutex::default(),
             cache: Mutex::new(lru::LruCache::new(
                 NonZeroUsize::new(CACHE_RECORDS).unwrap_or(NonZeroUsize::MIN),
             )),
-            usage: Mutex::default(),
+            usage: Usage::default(),
         })
     }
 
@@ -328,48 +318,40 @@ impl ObjectPackStore {
             bucket.put(&path, payload).await.map_err(object_error)?;
             Ok(())
         })?;
-        self.uploads.lock_or_recover().push(upload);
+        self.uploads.lock_or_recover().push((pack, upload));
         Ok(())
     }
 
-    /// Waits for every upload under way; a written pack's chunks enter the index.
+    /// Waits for every upload under way; a written pack's chunks enter the index, a pack
+    /// that failed is sent again (and its error returned). One caller at a time: a second
+    /// one waits, then finds the packs the first was waiting for written or sent again.
     fn finish_uploads(&self) -> Result<()> {
+        let _one_at_a_time = self.syncing.lock_or_recover();
         let uploads = std::mem::take(&mut *self.uploads.lock_or_recover());
         let mut failed = None;
-        for upload in uploads {
-            match self.wait(upload)? {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => failed = Some(e),
-                Err(e) => failed = Some(StoreError::Io(std::io::Error::other(e))),
+        for (pack, upload) in uploads {
+            let outcome = self
+                .wait(upload)?
+                .unwrap_or_else(|e| Err(StoreError::Io(std::io::Error::other(e))));
+            let Some(sent) = self.sending.lock_or_recover().get(&pack).cloned() else {
+                continue;
+            };
+            match outcome {
+                Ok(()) => {
+                    // Into the index first, then out of memory: a chunk is always in one.
+                    for (key, loc) in &sent.records {
+                        self.index.insert(key, postcard::to_stdvec(loc)?)?;
+                    }
+                    self.sending.lock_or_recover().remove(&pack);
+                }
+                // It stays in memory and goes again; the next sync waits for it.
+                Err(e) => {
+                    self.upload(pack, sent.bytes.clone())?;
+                    failed = Some(e);
+                }
             }
         }
-        if let Some(e) = failed {
-            // The packs stay in memory: the next sync sends them again.
-            let again: Vec<(u64, Arc<Sending>)> = self
-                .sending
-                .lock_or_recover()
-                .iter()
-                .map(|(p, s)| (*p, s.clone()))
-                .collect();
-            for (pack, s) in again {
-                self.upload(pack, s.bytes.clone())?;
-            }
-            return Err(e);
-        }
-        // Into the index first, then out of memory: a chunk is always in one of the two.
-        let sent: Vec<(u64, Arc<Sending>)> = self
-            .sending
-            .lock_or_recover()
-            .iter()
-            .map(|(p, s)| (*p, s.clone()))
-            .collect();
-        for (pack, s) in sent {
-            for (key, loc) in &s.records {
-                self.index.insert(key, postcard::to_stdvec(loc)?)?;
-            }
-            self.sending.lock_or_recover().remove(&pack);
-        }
-        Ok(())
+        failed.map_or(Ok(()), Err)
     }
 
     /// The record at `loc`, from the cache or with one ranged read.
@@ -457,7 +439,8 @@ impl AsRef<[u8]> for SharedBytes {
 
 impl ChunkStore for ObjectPackStore {
     fn contains(&self, account: u64, id: &ChunkId) -> Result<bool> {
-        Ok(self.locate(&index_key(account, id))?.is_some())
+        let open = self.open.lock_or_recover();
+        self.locate_unlocked(&open, &index_key(account, id))
     }
 
     fn put(&self, account: u64, id: &ChunkId, data: &[u8]) -> Result<bool> {
@@ -483,10 +466,7 @@ impl ChunkStore for ObjectPackStore {
             self.send_open(&mut open)?;
         }
         drop(open);
-        if let Some((bytes, count)) = self.usage.lock_or_recover().get_mut(&account) {
-            *bytes += data.len() as u64;
-            *count += 1;
-        }
+        self.usage.added(account, data.len() as u64);
         Ok(true)
     }
 
@@ -524,17 +504,14 @@ impl ChunkStore for ObjectPackStore {
     }
 
     fn usage(&self, account: u64) -> Result<(u64, u64)> {
-        let mut usage = self.usage.lock_or_recover();
-        if let Some(n) = usage.get(&account) {
-            return Ok(*n);
-        }
-        let (mut total, mut count) = (0u64, 0u64);
-        for (_, len) in self.ids(account)? {
-            total += u64::from(len);
-            count += 1;
-        }
-        usage.insert(account, (total, count));
-        Ok((total, count))
+        self.usage.of(account, || {
+            let (mut total, mut count) = (0u64, 0u64);
+            for (_, len) in self.ids(account)? {
+                total += u64::from(len);
+                count += 1;
+            }
+            Ok((total, count))
+        })
     }
 
     fn ids(&self, account: u64) -> Result<Vec<(ChunkId, u32)>> {
@@ -542,7 +519,7 @@ impl ChunkStore for ObjectPackStore {
         for item in self.index.scan_prefix(account.to_be_bytes()) {
             let (k, v) = item?;
             let loc: Location = postcard::from_bytes(&v)?;
-            out.push((split_key(&k)?.1, loc.len));
+            out.push((split_index_key(&k)?.1, loc.len));
         }
         let open = self.open.lock_or_recover();
         let sending = self.sending.lock_or_recover();
@@ -554,7 +531,7 @@ impl ChunkStore for ObjectPackStore {
         // listed twice then, which only its caller's set removes.)
         for (k, loc) in waiting {
             if k[..8] == account.to_be_bytes() {
-                out.push((split_key(k)?.1, loc.len));
+                out.push((split_index_key(k)?.1, loc.len));
             }
         }
         Ok(out)
@@ -567,10 +544,7 @@ impl ChunkStore for ObjectPackStore {
             return Ok(None);
         };
         let loc: Location = postcard::from_bytes(&raw)?;
-        if let Some((bytes, count)) = self.usage.lock_or_recover().get_mut(&account) {
-            *bytes = bytes.saturating_sub(u64::from(loc.len));
-            *count = count.saturating_sub(1);
-        }
+        self.usage.removed(account, u64::from(loc.len));
         Ok(Some(loc.len))
     }
 
@@ -604,7 +578,7 @@ impl ChunkStore for ObjectPackStore {
                 continue;
             }
             for (key, loc) in records {
-                let (account, id) = split_key(&key)?;
+                let (account, id) = split_index_key(&key)?;
                 let record = self.read_record(loc)?;
                 let mut open = self.open.lock_or_recover();
                 let offset = open.bytes.len() as u64;
