@@ -1,7 +1,7 @@
 //! Garage (the distributed S3-compatible store, crates.io `garage`) as tests run it: one
 //! node, or a cluster of several, on loopback ports in a temporary folder, a bucket and a
-//! key made with its own CLI, stopped by PID. `.ci/run` installs the binary into `~/.cache/shelf-tools/garage`
-//! (`SHELF_GARAGE` names another one).
+//! key made with its own CLI, stopped by PID. `scripts/test-deps` builds the binary into
+//! `~/.cache/shelf-tools/garage` (`SHELF_GARAGE` names another one).
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -18,7 +18,7 @@ pub fn garage_bin() -> PathBuf {
     let p = home.join(".cache/shelf-tools/garage/bin/garage");
     assert!(
         p.exists(),
-        "{} missing: `cargo install garage --locked --root ~/.cache/shelf-tools/garage` (.ci/run does)",
+        "{} missing: run `scripts/test-deps` (it builds garage there)",
         p.display()
     );
     p

@@ -34,7 +34,7 @@ fn free_port() -> u16 {
 fn start_driver() -> Driver {
     assert!(
         std::path::Path::new("/usr/bin/chromedriver").exists(),
-        "the browser tests need Debian's chromium and chromium-driver (apt install chromium chromium-driver; .ci/run does)"
+        "the browser tests need Debian's chromium and chromium-driver (apt install chromium chromium-driver; scripts/test-deps does)"
     );
     let port = free_port();
     let child = Command::new("/usr/bin/chromedriver")

@@ -281,7 +281,7 @@ fn the_litmus_suite_passes() {
         .env("TESTS", "basic copymove props locks http")
         .current_dir(tempfile::tempdir().expect("tmp").path())
         .output()
-        .expect("litmus (apt install litmus; .ci/run does)");
+        .expect("litmus (apt install litmus; scripts/test-deps does)");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let summaries: Vec<&str> = text.lines().filter(|l| l.contains("summary for")).collect();
     assert_eq!(summaries.len(), 5, "{text}");
@@ -330,7 +330,7 @@ impl DavfsMount {
             .arg("-o")
             .arg(format!("conf={}", conf.display()))
             .output()
-            .expect("mount.davfs (apt install davfs2; .ci/run does)");
+            .expect("mount.davfs (apt install davfs2; scripts/test-deps does)");
         assert!(
             out.status.success(),
             "{}",
