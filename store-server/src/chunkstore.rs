@@ -119,7 +119,7 @@ pub struct PackStore {
     dir: PathBuf,
     /// Packs rotate at this size ([`PACK_LIMIT`]; tests use small packs).
     pack_limit: u64,
-    index: sled::Tree,
+    index: crate::kv::Tree,
     usage: Usage,
     writer: Mutex<Writer>,
     readers: RwLock<HashMap<u32, Arc<File>>>,
@@ -202,7 +202,7 @@ fn pack_path(dir: &std::path::Path, pack: u32) -> PathBuf {
 }
 
 impl PackStore {
-    pub fn open(dir: PathBuf, db: &sled::Db) -> Result<PackStore> {
+    pub fn open(dir: PathBuf, db: &crate::kv::Db) -> Result<PackStore> {
         std::fs::create_dir_all(&dir)?;
         let mut last = 0u32;
         for entry in std::fs::read_dir(&dir)? {
@@ -466,7 +466,7 @@ impl ChunkStore for PackStore {
 
     fn compact(&self) -> Result<u64> {
         // Live records per pack.
-        let mut live: HashMap<u32, Vec<(sled::IVec, Location)>> = HashMap::new();
+        let mut live: HashMap<u32, Vec<(crate::kv::IVec, Location)>> = HashMap::new();
         for item in self.index.iter() {
             let (k, v) = item?;
             let loc: Location = postcard::from_bytes(&v)?;
@@ -544,7 +544,7 @@ mod tests {
     #[test]
     fn put_get_dedup_and_isolation() {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::Config::new().temporary(true).open().unwrap();
+        let db = crate::kv::Db::temporary().unwrap();
         let store = PackStore::open(dir.path().join("packs"), &db).unwrap();
         let a = b"hello chunk".to_vec();
         assert!(store.put(1, &id(&a), &a).unwrap());
@@ -569,7 +569,7 @@ mod tests {
     #[test]
     fn survives_reopen_and_detects_truncated_pack() {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::Config::new().temporary(true).open().unwrap();
+        let db = crate::kv::Db::temporary().unwrap();
         let data = vec![42u8; 10_000];
         {
             let store = PackStore::open(dir.path().join("packs"), &db).unwrap();
@@ -591,7 +591,7 @@ mod tests {
     #[test]
     fn compaction_frees_dead_packs_and_keeps_live_chunks() {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::Config::new().temporary(true).open().unwrap();
+        let db = crate::kv::Db::temporary().unwrap();
         let store = PackStore::open(dir.path().join("packs"), &db)
             .unwrap()
             .with_pack_limit(1000);
@@ -644,7 +644,7 @@ mod tests {
     fn compaction_interrupted_before_the_delete_loses_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let packs = dir.path().join("packs");
-        let db = sled::Config::new().temporary(true).open().unwrap();
+        let db = crate::kv::Db::temporary().unwrap();
         let store = PackStore::open(packs.clone(), &db)
             .unwrap()
             .with_pack_limit(1000);

@@ -43,7 +43,7 @@ pub enum CryptoError {
     )]
     UnknownMaster { account: u64, id: String },
     #[error("key database: {0}")]
-    Db(#[from] sled::Error),
+    Db(#[from] crate::kv::KvError),
     #[error("key record: {0}")]
     Record(#[from] postcard::Error),
 }
@@ -235,13 +235,13 @@ fn wrap_aad(account: u64) -> Vec<u8> {
 pub struct Keyring {
     /// The current master key first; older ones may follow after a rotation.
     masters: RwLock<Vec<Arc<MasterKey>>>,
-    tree: sled::Tree,
+    tree: crate::kv::Tree,
     cache: RwLock<HashMap<u64, Arc<DataKey>>>,
 }
 
 impl Keyring {
     /// `masters[0]` wraps new data keys; any of them may unwrap existing ones.
-    pub fn new(db: &sled::Db, masters: Vec<MasterKey>) -> Result<Keyring> {
+    pub fn new(db: &crate::kv::Db, masters: Vec<MasterKey>) -> Result<Keyring> {
         if masters.is_empty() {
             return Err(CryptoError::MasterKey("no master key".into()));
         }
@@ -422,8 +422,8 @@ impl Keyring {
 mod tests {
     use super::*;
 
-    fn ring(masters: Vec<MasterKey>) -> (Keyring, sled::Db) {
-        let db = sled::Config::new().temporary(true).open().unwrap();
+    fn ring(masters: Vec<MasterKey>) -> (Keyring, crate::kv::Db) {
+        let db = crate::kv::Db::temporary().unwrap();
         (Keyring::new(&db, masters).unwrap(), db)
     }
 
@@ -455,7 +455,7 @@ mod tests {
     #[test]
     fn rotation_rewraps_and_the_old_master_key_is_no_longer_needed() {
         let (old, old_raw) = MasterKey::generate().unwrap();
-        let db = sled::Config::new().temporary(true).open().unwrap();
+        let db = crate::kv::Db::temporary().unwrap();
         let a = aad(b"x", 1, b"");
         let sealed = {
             let keys = Keyring::new(&db, vec![old]).unwrap();

@@ -54,6 +54,10 @@ impl DataDir {
     pub fn object_store(&self) -> PathBuf {
         self.root.join("object-store.json")
     }
+    /// Where the metadata goes when not in `db/`: a PostgreSQL database ([`crate::kv::pg`]).
+    pub fn postgres(&self) -> PathBuf {
+        self.root.join("postgres.json")
+    }
     pub fn cert(&self) -> PathBuf {
         self.root.join("tls").join("cert.pem")
     }

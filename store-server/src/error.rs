@@ -11,7 +11,7 @@ pub enum StoreError {
     #[error("{0:?}")]
     Refused(ErrorCode),
     #[error("database error: {0}")]
-    Db(#[from] sled::Error),
+    Db(#[from] crate::kv::KvError),
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
     #[error("corrupt record: {0}")]
@@ -29,6 +29,12 @@ impl From<ErrorCode> for StoreError {
     }
 }
 
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> StoreError {
+        StoreError::Db(e.into())
+    }
+}
+
 impl From<postcard::Error> for StoreError {
     fn from(e: postcard::Error) -> StoreError {
         StoreError::Corrupt(e.to_string())
@@ -39,6 +45,9 @@ impl StoreError {
     pub fn to_wire(&self) -> WireError {
         match self {
             StoreError::Refused(code) => WireError::from(*code),
+            StoreError::Db(e) if e.io().and_then(|e| e.raw_os_error()) == Some(libc::ENOSPC) => {
+                WireError::from(ErrorCode::NoSpace)
+            }
             StoreError::Io(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
                 WireError::from(ErrorCode::NoSpace)
             }

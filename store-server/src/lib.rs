@@ -26,6 +26,7 @@ pub mod crypto;
 pub mod datadir;
 pub mod error;
 pub mod handler;
+pub mod kv;
 pub mod metrics;
 pub mod object_packs;
 pub mod sealed_chunks;

@@ -158,7 +158,7 @@ pub struct ObjectPackStore {
     /// The object store client's own runtime, so the store's blocking callers can wait for
     /// it from any thread (taken, and shut down without blocking, when the store goes).
     runtime: Option<tokio::runtime::Runtime>,
-    index: sled::Tree,
+    index: crate::kv::Tree,
     pack_size: usize,
     /// Packs younger than this (seconds) are not compacted.
     min_age: i64,
@@ -184,12 +184,12 @@ fn random_pack() -> Result<u64> {
 
 impl ObjectPackStore {
     /// The store over the bucket `config` names, its index in `db`.
-    pub fn open(config: &S3Config, db: &sled::Db) -> Result<ObjectPackStore> {
+    pub fn open(config: &S3Config, db: &crate::kv::Db) -> Result<ObjectPackStore> {
         ObjectPackStore::over(config.connect()?, &config.prefix, db)
     }
 
     /// The store over any object store (tests use a local folder as the bucket).
-    pub fn over(bucket: Arc<dyn ObjectStore>, prefix: &str, db: &sled::Db) -> Result<Self> {
+    pub fn over(bucket: Arc<dyn ObjectStore>, prefix: &str, db: &crate::kv::Db) -> Result<Self> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("object-store")
@@ -550,7 +550,7 @@ impl ChunkStore for ObjectPackStore {
 
     fn compact(&self) -> Result<u64> {
         self.sync()?;
-        let mut live: HashMap<u64, Vec<(sled::IVec, Location)>> = HashMap::new();
+        let mut live: HashMap<u64, Vec<(crate::kv::IVec, Location)>> = HashMap::new();
         for item in self.index.iter() {
             let (k, v) = item?;
             let loc: Location = postcard::from_bytes(&v)?;
@@ -671,7 +671,7 @@ mod tests {
         ChunkId(*blake3::hash(data).as_bytes())
     }
 
-    fn store(bucket: &Arc<InMemory>, db: &sled::Db) -> ObjectPackStore {
+    fn store(bucket: &Arc<InMemory>, db: &crate::kv::Db) -> ObjectPackStore {
         ObjectPackStore::over(bucket.clone(), "test", db)
             .unwrap()
             .with_pack_size(64 << 10)
@@ -687,7 +687,7 @@ mod tests {
     #[test]
     fn chunks_are_readable_before_and_after_their_pack_is_written() {
         let tmp = tempfile::tempdir().unwrap();
-        let db = sled::open(tmp.path().join("db")).unwrap();
+        let db = crate::kv::Db::from(sled::open(tmp.path().join("db")).unwrap());
         let bucket = Arc::new(InMemory::new());
         let s = store(&bucket, &db);
         let (a, b) = (b"first chunk".to_vec(), vec![7u8; 5000]);
@@ -723,7 +723,7 @@ mod tests {
     #[test]
     fn a_full_pack_is_written_at_once_and_a_killed_server_leaves_no_dangling_index() {
         let tmp = tempfile::tempdir().unwrap();
-        let db = sled::open(tmp.path().join("db")).unwrap();
+        let db = crate::kv::Db::from(sled::open(tmp.path().join("db")).unwrap());
         let bucket = Arc::new(InMemory::new());
         let s = store(&bucket, &db);
         let chunks: Vec<Vec<u8>> = (0..40u8).map(|i| vec![i; 4000]).collect();
@@ -753,7 +753,7 @@ mod tests {
     #[test]
     fn compaction_rewrites_small_and_mostly_dead_packs() {
         let tmp = tempfile::tempdir().unwrap();
-        let db = sled::open(tmp.path().join("db")).unwrap();
+        let db = crate::kv::Db::from(sled::open(tmp.path().join("db")).unwrap());
         let bucket = Arc::new(InMemory::new());
         let s = store(&bucket, &db);
         let chunks: Vec<Vec<u8>> = (0..10u8).map(|i| vec![i; 3000]).collect();

@@ -114,7 +114,7 @@ mod tests {
     #[test]
     fn a_sealed_body_moved_to_another_account_or_id_does_not_open() {
         let tmp = tempfile::tempdir().unwrap();
-        let db = sled::Config::new().temporary(true).open().unwrap();
+        let db = crate::kv::Db::temporary().unwrap();
         let packs: Arc<dyn ChunkStore> =
             Arc::new(PackStore::open(tmp.path().join("packs"), &db).unwrap());
         let keys = Arc::new(Keyring::new(&db, vec![MasterKey::generate().unwrap().0]).unwrap());

@@ -144,11 +144,11 @@ impl Store {
             let place = self.name_value(account_id, *child, *parent, name)?;
             encoded_dirents.push((key, value, *child, place));
         }
-        use sled::Transactional;
-        (&self.accounts, &self.nodes, &self.dirents, &self.names)
-            .transaction(|(accounts, tnodes, tdirents, tnames)| {
+        let trees = [&self.accounts, &self.nodes, &self.dirents, &self.names];
+        self.db
+            .transaction(trees, |[accounts, tnodes, tdirents, tnames]| {
                 if accounts.get(name)?.is_some() {
-                    return sled::transaction::abort(StoreError::from(ErrorCode::Exists));
+                    return crate::kv::abort(StoreError::from(ErrorCode::Exists));
                 }
                 accounts.insert(name, account_bytes.clone())?;
                 for (id, bytes) in &encoded_nodes {

@@ -201,7 +201,7 @@ mod tests {
 
     fn store() -> (Store, tempfile::TempDir) {
         let tmp = tempfile::tempdir().unwrap();
-        let db = sled::Config::new().temporary(true).open().unwrap();
+        let db = crate::kv::Db::temporary().unwrap();
         let chunks = Arc::new(PackStore::open(tmp.path().join("packs"), &db).unwrap());
         (Store::with_chunk_store(db, chunks).unwrap(), tmp)
     }

@@ -1,4 +1,4 @@
-//! One sled transaction for a batch of namespace changes.
+//! One transaction for a batch of namespace changes.
 //!
 //! sled writes its log buffer out (and waits for the disk) twice at the start of every
 //! transaction, so a device's batch of 1,000 creates and attribute changes cost 2,000 waits
@@ -10,18 +10,18 @@
 //! what it committed.
 
 use super::{Store, StoreError};
-use sled::transaction::{ConflictableTransactionError, TransactionalTree};
+use crate::kv::{ConflictableTransactionError, TxTree};
 use std::cell::{Cell, RefCell};
 
 /// The trees a namespace change may touch: nodes, dirents, lineage, graves, names,
 /// versions.
 pub(crate) type NsTrees = (
-    TransactionalTree,
-    TransactionalTree,
-    TransactionalTree,
-    TransactionalTree,
-    TransactionalTree,
-    TransactionalTree,
+    TxTree,
+    TxTree,
+    TxTree,
+    TxTree,
+    TxTree,
+    TxTree,
 );
 
 type TxResult<T, E = StoreError> = std::result::Result<T, ConflictableTransactionError<E>>;
@@ -73,21 +73,29 @@ impl Drop for Scope {
 }
 
 impl Store {
-    /// A sled transaction over the namespace trees.
+    /// A transaction over the namespace trees.
     fn ns_transaction<T, E>(
         &self,
         f: impl Fn(&NsTrees) -> TxResult<T, E>,
-    ) -> sled::transaction::TransactionResult<T, E> {
-        use sled::Transactional;
-        (
+    ) -> crate::kv::TransactionResult<T, E> {
+        let trees = [
             &self.nodes,
             &self.dirents,
             &self.lineage,
             &self.graves,
             &self.names,
             &self.versions,
-        )
-            .transaction(f)
+        ];
+        self.db.transaction(trees, |[n, d, l, g, na, v]| {
+            f(&(
+                n.clone(),
+                d.clone(),
+                l.clone(),
+                g.clone(),
+                na.clone(),
+                v.clone(),
+            ))
+        })
     }
 
     /// Runs `f` on the namespace trees: inside the current batch's transaction, or in a
@@ -193,9 +201,9 @@ impl Store {
                 });
                 Ok(results)
             }
-            Err(sled::transaction::TransactionError::Abort(failed)) => Err(failed),
+            Err(crate::kv::TransactionError::Abort(failed)) => Err(failed),
             // Nothing was committed: report it as the first change's failure.
-            Err(sled::transaction::TransactionError::Storage(e)) => Err((0, StoreError::Db(e))),
+            Err(crate::kv::TransactionError::Storage(e)) => Err((0, StoreError::Db(e))),
         }
     }
 }

@@ -317,7 +317,7 @@ impl Store {
     }
 
     /// The account's feed entries (not its low-water mark), oldest first.
-    fn account_feed(&self, account: u64) -> sled::Iter {
+    fn account_feed(&self, account: u64) -> crate::kv::Iter {
         self.feed
             .range(feed_key(account, 1)..=feed_key(account, u64::MAX))
     }
@@ -336,7 +336,7 @@ impl Store {
         if len <= KEEP + TRIM_SLACK {
             return Ok(()); // another thread trimmed it meanwhile
         }
-        let mut batch = sled::Batch::default();
+        let mut batch = crate::kv::Batch::default();
         let mut mark = None;
         let mut dropped = 0;
         for item in self.account_feed(account) {
@@ -404,7 +404,7 @@ mod tests {
 
     /// An in-memory store with one account, signed in.
     fn store_with_user() -> (Store, crate::store::Ctx, tempfile::TempDir) {
-        let db = sled::Config::new().temporary(true).open().unwrap();
+        let db = crate::kv::Db::temporary().unwrap();
         let tmp = tempfile::tempdir().unwrap();
         let chunks = std::sync::Arc::new(
             crate::chunkstore::PackStore::open(tmp.path().join("packs"), &db).unwrap(),

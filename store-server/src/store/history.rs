@@ -18,7 +18,7 @@ use crate::authz::{authorize, Action};
 use crate::error::{Result, StoreError};
 use serde::{Deserialize, Serialize};
 use shelf_protocol::{Attr, ChunkRef, ErrorCode, NodeId, NodeKind, Timestamp, VersionInfo};
-use sled::transaction::TransactionalTree;
+use crate::kv::TxTree;
 use std::collections::BTreeSet;
 
 /// Entries one `ListVersions` answer may carry (well inside the frame limit).
@@ -53,11 +53,11 @@ pub(crate) struct HistoryTx<'a> {
     pub store: &'a Store,
     /// The account owning the folders involved: its key seals names and graves.
     pub owner: u64,
-    pub nodes: &'a TransactionalTree,
-    pub lineage: &'a TransactionalTree,
-    pub graves: &'a TransactionalTree,
+    pub nodes: &'a TxTree,
+    pub lineage: &'a TxTree,
+    pub graves: &'a TxTree,
     /// `names` tree: node → its parent and name (the last one, for deleted files).
-    pub names: &'a TransactionalTree,
+    pub names: &'a TxTree,
     /// The device making the change.
     pub device: &'a str,
 }
@@ -355,7 +355,7 @@ mod tests {
 
     fn fixture_with_clock(clock: crate::store::Clock) -> Fixture {
         let tmp = tempfile::tempdir().unwrap();
-        let db = sled::Config::new().temporary(true).open().unwrap();
+        let db = crate::kv::Db::temporary().unwrap();
         let chunks = Arc::new(PackStore::open(tmp.path().join("packs"), &db).unwrap());
         let mut store = Store::with_chunk_store(db, chunks).unwrap();
         store.clock = clock;

@@ -35,7 +35,7 @@ fn set_other_names(rec: &mut NodeRec, names: &[(NodeId, String)]) -> TxResult<()
         rec.xattrs.remove(LINKS);
     } else {
         let bytes = postcard::to_stdvec(names).map_err(|e| {
-            sled::transaction::ConflictableTransactionError::Abort(crate::StoreError::Corrupt(
+            crate::kv::ConflictableTransactionError::Abort(crate::StoreError::Corrupt(
                 e.to_string(),
             ))
         })?;
@@ -119,9 +119,9 @@ impl Store {
         if self.shared_scope(ctx, node)? || self.shared_scope(ctx, new_parent)? {
             return Err(ErrorCode::CrossDevice.into());
         }
-        use sled::Transactional;
-        let attr = (&self.nodes, &self.dirents)
-            .transaction(|(nodes, dirents)| {
+        let attr = self
+            .db
+            .transaction([&self.nodes, &self.dirents], |[nodes, dirents]| {
                 let mut dir = self.tx_node(ctx, nodes, new_parent, Action::Write)?;
                 if dir.kind != NodeKind::Dir {
                     return abort(ErrorCode::NotDir);

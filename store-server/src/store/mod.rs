@@ -173,28 +173,28 @@ pub struct VersionRec {
 }
 
 pub struct Store {
-    pub db: sled::Db,
-    pub accounts: sled::Tree,
-    pub sessions: sled::Tree,
-    pub nodes: sled::Tree,
-    pub dirents: sled::Tree,
-    pub versions: sled::Tree,
-    pub lineage: sled::Tree,
-    pub graves: sled::Tree,
+    pub db: crate::kv::Db,
+    pub accounts: crate::kv::Tree,
+    pub sessions: crate::kv::Tree,
+    pub nodes: crate::kv::Tree,
+    pub dirents: crate::kv::Tree,
+    pub versions: crate::kv::Tree,
+    pub lineage: crate::kv::Tree,
+    pub graves: crate::kv::Tree,
     /// node → parent ‖ name: where a node lives (or last lived), for paths in events.
-    pub names: sled::Tree,
+    pub names: crate::kv::Tree,
     /// Chunk bodies, sealed on the way in and opened on the way out.
     pub chunks: Arc<dyn ChunkStore>,
     /// Every account's data key (encryption at rest).
     pub keys: Arc<Keyring>,
     /// Per-account retention policies ([`retention::Retention`]).
-    pub retention: sled::Tree,
+    pub retention: crate::kv::Tree,
     /// Per-account preferences (the conflict policy).
-    pub prefs: sled::Tree,
+    pub prefs: crate::kv::Tree,
     /// The change feed ([`feed`]) and its live subscribers.
-    pub feed: sled::Tree,
+    pub feed: crate::kv::Tree,
     /// The audit log ([`audit`]).
-    pub audit: sled::Tree,
+    pub audit: crate::kv::Tree,
     /// Chunk ids of file histories, for share recipients' chunk requests.
     #[allow(clippy::type_complexity)]
     pub history_chunks: std::sync::Mutex<
@@ -208,18 +208,18 @@ pub struct Store {
     pub share_index:
         std::sync::RwLock<std::collections::HashMap<NodeId, Vec<(u64, crate::authz::Access)>>>,
     /// Shares ([`shares`]) and their index by recipient.
-    pub shares: sled::Tree,
-    pub shares_in: sled::Tree,
+    pub shares: crate::kv::Tree,
+    pub shares_in: crate::kv::Tree,
     /// Public links ([`public_links`]) and their index by token.
-    pub public_links: sled::Tree,
-    pub public_link_tokens: sled::Tree,
+    pub public_links: crate::kv::Tree,
+    pub public_link_tokens: crate::kv::Tree,
     /// Photo thumbnails for the web app ([`thumbnails`]).
-    pub thumbs: sled::Tree,
+    pub thumbs: crate::kv::Tree,
     /// App passwords ([`app_passwords`]) by the hash of their secret, and by name.
-    pub app_passwords: sled::Tree,
-    pub app_password_names: sled::Tree,
+    pub app_passwords: crate::kv::Tree,
+    pub app_password_names: crate::kv::Tree,
     /// Failed logins per account (user name → [`guard::LoginState`]).
-    pub logins: sled::Tree,
+    pub logins: crate::kv::Tree,
     /// Failed logins per network address (in memory).
     pub addr_guard: guard::AddressGuard,
     /// How long a lock after failed logins lasts (seconds).
@@ -307,14 +307,14 @@ impl Store {
         (db, stored)
     }
 
-    pub fn with_chunk_store(db: sled::Db, chunks: Arc<dyn ChunkStore>) -> Result<Store> {
+    pub fn with_chunk_store(db: crate::kv::Db, chunks: Arc<dyn ChunkStore>) -> Result<Store> {
         Store::with_parts(db, chunks, vec![MasterKey::generate()?.0])
     }
 
     /// A store over `db`, whose chunk bodies `chunks` keeps sealed, with data keys wrapped
     /// by `masters[0]` (any of `masters` may unwrap existing ones).
     pub fn with_parts(
-        db: sled::Db,
+        db: crate::kv::Db,
         chunks: Arc<dyn ChunkStore>,
         masters: Vec<MasterKey>,
     ) -> Result<Store> {
@@ -442,7 +442,7 @@ impl Store {
         self.flushes.flush(|| {
             self.chunks.sync().map_err(io)?;
             self.db.flush().map_err(|e| match e {
-                sled::Error::Io(e) => e,
+                crate::kv::KvError::Sled(sled::Error::Io(e)) => e,
                 other => std::io::Error::other(other.to_string()),
             })?;
             Ok(())
@@ -452,8 +452,26 @@ impl Store {
 }
 
 /// Opens the sled database of a data folder (one process at a time).
-pub fn open_db(dir: &DataDir) -> Result<sled::Db> {
-    sled::Config::new()
+pub fn open_db(dir: &DataDir) -> Result<crate::kv::Db> {
+    if let Some(config) = postgres_config(dir)? {
+        tracing::info!(?config, "metadata on PostgreSQL");
+        return Ok(crate::kv::Db::Pg(crate::kv::pg::PgKv::connect(&config)?));
+    }
+    open_sled(dir)
+}
+
+/// The PostgreSQL database the data folder (`postgres.json`) or the environment
+/// (`SHELF_POSTGRES_URL`) names, if any.
+pub fn postgres_config(dir: &DataDir) -> Result<Option<crate::kv::pg::PgConfig>> {
+    Ok(match crate::kv::pg::PgConfig::from_file(&dir.postgres())? {
+        Some(c) => Some(c),
+        None => crate::kv::pg::PgConfig::from_env(),
+    })
+}
+
+/// Opens the data folder's sled database (one process at a time).
+pub fn open_sled(dir: &DataDir) -> Result<crate::kv::Db> {
+    let db = sled::Config::new()
         .path(dir.db())
         // The server's own flusher syncs packs first, then sled (see `ChunkStore`).
         .flush_every_ms(None)
@@ -467,7 +485,8 @@ pub fn open_db(dir: &DataDir) -> Result<sled::Db> {
                 )))
             }
             other => other.into(),
-        })
+        })?;
+    Ok(crate::kv::Db::Sled(db))
 }
 
 pub(crate) fn node_key(id: NodeId) -> [u8; 8] {

@@ -13,7 +13,7 @@ use shelf_protocol::{
     Attr, ChangeKind, ChunkRef, DirEntry, ErrorCode, Expect, NodeId, NodeKind, RenameMode,
     ServerStatus, Timestamp, XattrMode, CLIENT_NODE_IDS, SHARED_OWNER_DIRS,
 };
-use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+use crate::kv::{ConflictableTransactionError, TransactionError, TxTree};
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
@@ -94,7 +94,7 @@ impl Store {
     pub(crate) fn tx_node(
         &self,
         ctx: &Ctx,
-        nodes: &TransactionalTree,
+        nodes: &TxTree,
         id: NodeId,
         action: Action,
     ) -> TxResult<NodeRec> {
@@ -113,7 +113,7 @@ impl Store {
 
     pub(crate) fn tx_put(
         &self,
-        nodes: &TransactionalTree,
+        nodes: &TxTree,
         id: NodeId,
         rec: &NodeRec,
     ) -> TxResult<()> {
@@ -124,7 +124,7 @@ impl Store {
     fn tx_dir(
         &self,
         ctx: &Ctx,
-        nodes: &TransactionalTree,
+        nodes: &TxTree,
         id: NodeId,
         action: Action,
     ) -> TxResult<NodeRec> {
@@ -409,7 +409,7 @@ impl Store {
     fn own_versions_since(
         &self,
         ctx: &Ctx,
-        (nodes, versions): (&TransactionalTree, &TransactionalTree),
+        (nodes, versions): (&TxTree, &TxTree),
         node: NodeId,
         seen: u64,
     ) -> TxResult<u64> {

@@ -412,7 +412,7 @@ mod tests {
 
     fn store_at(clock: Arc<AtomicI64>) -> (Store, tempfile::TempDir) {
         let tmp = tempfile::tempdir().unwrap();
-        let db = sled::Config::new().temporary(true).open().unwrap();
+        let db = crate::kv::Db::temporary().unwrap();
         let chunks = Arc::new(PackStore::open(tmp.path().join("packs"), &db).unwrap());
         let mut store = Store::with_chunk_store(db, chunks).unwrap();
         store.clock = Arc::new(move || Timestamp {

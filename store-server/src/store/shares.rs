@@ -40,7 +40,7 @@ impl ChunkScope {
 }
 
 /// Reads a node record (raw), in or outside a transaction.
-type NodeReader<'a> = dyn Fn(NodeId) -> Result<Option<sled::IVec>> + 'a;
+type NodeReader<'a> = dyn Fn(NodeId) -> Result<Option<crate::kv::IVec>> + 'a;
 
 /// History chunk sets kept for recipients' chunk requests.
 const MAX_CACHED_HISTORIES: usize = 64;
@@ -86,7 +86,7 @@ impl Store {
         ctx: &Ctx,
         id: NodeId,
         rec: &NodeRec,
-        nodes: &sled::transaction::TransactionalTree,
+        nodes: &crate::kv::TxTree,
     ) -> Target {
         self.target_with(ctx, id, rec, &|n| {
             nodes

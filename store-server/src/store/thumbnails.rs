@@ -73,7 +73,7 @@ mod tests {
     #[test]
     fn thumbnails_are_sealed_kept_per_version_and_go_with_the_account() {
         let tmp = tempfile::tempdir().unwrap();
-        let db = sled::Config::new().temporary(true).open().unwrap();
+        let db = crate::kv::Db::temporary().unwrap();
         let chunks = Arc::new(PackStore::open(tmp.path().join("packs"), &db).unwrap());
         let store = Store::with_chunk_store(db, chunks).unwrap();
         store.add_user("ann", "pw", Role::User).unwrap();
