@@ -8,6 +8,7 @@
 //! shelf-tests` alone would drive whatever binaries were built last.
 
 pub mod garage;
+pub mod postgres;
 pub mod proxy;
 
 use std::io::{BufRead, BufReader};

@@ -391,7 +391,7 @@ impl PgKv {
         let floor = i64::try_from(floor).map_err(|_| KvError::PgSetup("id too large".into()))?;
         self.with_conn(|c| {
             c.query(
-                "SELECT setval('shelf_ids', GREATEST($1 + 1, (SELECT last_value FROM shelf_ids)))",
+                "SELECT setval('shelf_ids', GREATEST($1::bigint + 1, (SELECT last_value FROM shelf_ids)))",
                 &[&floor],
             )
         })?;
