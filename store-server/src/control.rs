@@ -65,6 +65,8 @@ pub enum AdminCommand {
         set: Option<ConflictPolicy>,
     },
     RotateMasterKey,
+    /// Is a server there? (It answers with its metadata engine.)
+    Ping,
 }
 
 /// What a command printed and how it ended.
@@ -126,6 +128,7 @@ pub fn execute(store: &Store, dir: &DataDir, cmd: AdminCommand, by: &str) -> Out
 fn run(store: &Store, dir: &DataDir, cmd: AdminCommand, by: &str) -> Result<Outcome, String> {
     let fail = |e: crate::StoreError| e.to_string();
     let text = match cmd {
+        AdminCommand::Ping => format!("running, metadata on {}\n", store.db.engine()),
         AdminCommand::UserAdd {
             name,
             role,
@@ -462,6 +465,7 @@ fn command_name(cmd: &AdminCommand) -> &'static str {
         AdminCommand::Retention { .. } => "retention",
         AdminCommand::Conflicts { .. } => "conflicts",
         AdminCommand::RotateMasterKey => "rotate-master-key",
+        AdminCommand::Ping => "ping",
     }
 }
 

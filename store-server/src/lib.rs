@@ -28,6 +28,7 @@ pub mod error;
 pub mod handler;
 pub mod kv;
 pub mod metrics;
+pub mod migrate;
 pub mod object_packs;
 pub mod sealed_chunks;
 pub mod server;

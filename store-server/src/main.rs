@@ -81,6 +81,29 @@ enum Command {
         #[arg(long, default_value_t = 50)]
         last: usize,
     },
+    /// Copy the store's metadata (accounts, files, versions, shares, feed, chunk index,
+    /// wrapped keys) between sled in the data folder and a PostgreSQL database, record for
+    /// record, checked by a digest of every record. Stop the server first. Chunk bodies
+    /// stay where they are (pack files or the bucket).
+    ///
+    ///   shelf-server migrate --data /srv/shelf --to postgres --url 'host=db user=shelf dbname=shelf'
+    ///   shelf-server migrate --data /srv/shelf --to sled
+    ///
+    /// To PostgreSQL: the database must be empty; DATA/postgres.json then names it (the
+    /// server uses it from its next start) and the sled folder is kept as DATA/db.migrated.
+    /// To sled: DATA/db must not exist or be empty; DATA/postgres.json is set aside.
+    #[command(verbatim_doc_comment)]
+    Migrate {
+        #[arg(long)]
+        data: PathBuf,
+        /// The engine to copy to.
+        #[arg(long, value_enum)]
+        to: Engine,
+        /// The PostgreSQL connection string (libpq style or postgresql://…); by default
+        /// the one DATA/postgres.json names.
+        #[arg(long, env = "SHELF_POSTGRES_URL", hide_env_values = true)]
+        url: Option<String>,
+    },
     /// Print the certificate fingerprint of a data folder.
     Fingerprint {
         #[arg(long)]
@@ -132,6 +155,13 @@ enum Command {
         #[arg(long)]
         deleted_days: Option<u32>,
     },
+}
+
+/// Where a store's metadata lives.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Engine {
+    Sled,
+    Postgres,
 }
 
 #[derive(Subcommand)]
@@ -228,6 +258,86 @@ fn admin(
     Ok(())
 }
 
+/// `shelf-server migrate`: copies the metadata, then points the data folder at the copy.
+fn migrate(data: &std::path::Path, to: Engine, url: Option<String>) -> anyhow::Result<()> {
+    use shelf_server::kv::pg::{PgConfig, PgKv};
+    use shelf_server::kv::Db;
+    use shelf_server::store::{open_sled, postgres_config};
+    let dir = DataDir::new(data);
+    if !dir.is_initialised() {
+        anyhow::bail!("{} is not a Shelf data folder", data.display());
+    }
+    if control::send(data, &AdminCommand::Ping).ok().flatten().is_some() {
+        anyhow::bail!(
+            "a server is running on {}: stop it first (the copy must not miss its changes)",
+            data.display()
+        );
+    }
+    let config = match url {
+        Some(url) => Some(PgConfig { url }),
+        None => postgres_config(&dir)?,
+    };
+    let pg = || -> anyhow::Result<Db> {
+        let config = config.as_ref().context(
+            "which PostgreSQL database? Give --url (or SHELF_POSTGRES_URL, or DATA/postgres.json)",
+        )?;
+        Ok(Db::Pg(PgKv::connect(config).with_context(|| {
+            format!("cannot connect to PostgreSQL ({config:?})")
+        })?))
+    };
+    let (from, into) = match to {
+        Engine::Postgres => {
+            if dir.postgres().exists() {
+                anyhow::bail!(
+                    "{} already names a PostgreSQL database: the store is on PostgreSQL",
+                    dir.postgres().display()
+                );
+            }
+            (open_sled(&dir)?, pg()?)
+        }
+        Engine::Sled => (pg()?, open_sled(&dir)?),
+    };
+    let total = shelf_server::migrate::count(&from)?;
+    let bar = indicatif::ProgressBar::new(total).with_style(
+        indicatif::ProgressStyle::with_template(
+            "copying {bar:40} {pos}/{len} records ({per_sec}, {eta} left)",
+        )?,
+    );
+    let digest = shelf_server::migrate::copy(&from, &into, |n| bar.set_position(n))?;
+    bar.finish_and_clear();
+    drop((from, into));
+    println!("copied {digest}");
+    println!("both databases hold the same records");
+    match to {
+        Engine::Postgres => {
+            let text = serde_json::to_vec_pretty(&serde_json::json!({
+                "url": config.map(|c| c.url).unwrap_or_default()
+            }))?;
+            shelf_server::datadir::write_private(&dir.postgres(), &text)?;
+            let kept = data.join("db.migrated");
+            std::fs::rename(dir.db(), &kept)
+                .with_context(|| format!("setting the sled database aside as {}", kept.display()))?;
+            println!(
+                "{} names the database; the server uses it from its next start",
+                dir.postgres().display()
+            );
+            println!("the sled database is kept as {} (delete it once you are content)", kept.display());
+        }
+        Engine::Sled => {
+            if dir.postgres().exists() {
+                let kept = data.join("postgres.json.migrated");
+                std::fs::rename(dir.postgres(), &kept)?;
+                println!("{} set aside as {}", dir.postgres().display(), kept.display());
+            }
+            if std::env::var_os("SHELF_POSTGRES_URL").is_some() {
+                println!("note: while SHELF_POSTGRES_URL is set, the server still uses PostgreSQL");
+            }
+            println!("the server uses {} from its next start", dir.db().display());
+        }
+    }
+    Ok(())
+}
+
 fn open_initialised(
     data: &std::path::Path,
     master_key: &Option<PathBuf>,
@@ -282,6 +392,7 @@ fn run() -> anyhow::Result<()> {
         Command::Scrub { data } => {
             admin(&data, &cli.master_key, AdminCommand::Scrub)?;
         }
+        Command::Migrate { data, to, url } => migrate(&data, to, url)?,
         Command::Fingerprint { data } => {
             println!(
                 "{}",

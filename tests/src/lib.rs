@@ -81,6 +81,7 @@ impl Server {
         let out = Command::new(server_bin())
             .args(["init", "--data"])
             .arg(&data)
+            .envs(env.iter().copied())
             .output()
             .expect("shelf-server init");
         assert!(
@@ -97,6 +98,7 @@ impl Server {
                 .args(["user", "add", name, "--role", role, "--data"])
                 .arg(&data)
                 .env("SHELF_PASSWORD", password)
+                .envs(env.iter().copied())
                 .output()
                 .expect("shelf-server user add");
             assert!(
@@ -260,6 +262,26 @@ impl Server {
         };
         remote.set_token(Some(token));
         (remote, root)
+    }
+
+    /// Runs `shelf-server ARGS --data DATA` (an admin command) with the server's
+    /// environment; returns its output.
+    pub fn admin(&self, args: &[&str]) -> std::process::Output {
+        Command::new(server_bin())
+            .args(args)
+            .arg("--data")
+            .arg(&self.data)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .output()
+            .expect("shelf-server")
+    }
+
+    /// Replaces the server's extra environment (for its next start).
+    pub fn set_env(&mut self, env: &[(&str, &str)]) {
+        self.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
     }
 
     pub fn start_again(&mut self) {
