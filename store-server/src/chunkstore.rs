@@ -374,11 +374,9 @@ impl ChunkStore for PackStore {
 
     fn put(&self, account: u64, id: &ChunkId, data: &[u8]) -> Result<bool> {
         let key = index_key(account, id);
-        if self.index.contains_key(key)? {
-            return Ok(false);
-        }
+        // Callers ask first (the handler for quota, SealedChunks before sealing); two
+        // uploads of the same chunk may still race: the second one sees the first's entry.
         let mut w = self.writer.lock_or_recover();
-        // Two uploads of the same chunk may race; the second one sees the first's entry.
         if self.index.contains_key(key)? {
             return Ok(false);
         }

@@ -54,7 +54,14 @@ pub struct Session {
     door: Door,
     /// Files a link's visitor made in this session (the only ones it may commit to).
     made: Mutex<std::collections::HashSet<NodeId>>,
+    /// When a device session was last found valid, at which [`Store::session_epoch`], and
+    /// what it may do then.
+    checked: Mutex<Option<(std::time::Instant, u64, Ctx)>>,
 }
+
+/// How long a device session found valid stands without looking again (sessions revoked
+/// on another server of the store end within this; on this one, at once).
+const SESSION_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Session {
     pub fn for_peer(peer: std::net::IpAddr) -> Session {
@@ -65,6 +72,7 @@ impl Session {
             agent: Mutex::default(),
             door: Door::Device,
             made: Mutex::default(),
+            checked: Mutex::default(),
         }
     }
 
@@ -77,6 +85,7 @@ impl Session {
             agent: Mutex::default(),
             door: Door::Link,
             made: Mutex::default(),
+            checked: Mutex::default(),
         }
     }
 
@@ -89,6 +98,7 @@ impl Session {
             agent: Mutex::default(),
             door: Door::App,
             made: Mutex::default(),
+            checked: Mutex::default(),
         }
     }
 
@@ -122,6 +132,20 @@ impl Session {
     fn set(&self, value: Option<(Ctx, String)>) {
         *self.state.lock_or_recover() = value;
     }
+    /// The context of this device session's token, looked up again when something that
+    /// may end sessions happened since the last look, or a second passed.
+    pub fn resumed(&self, store: &Store, token: &str) -> Result<Ctx, StoreError> {
+        let epoch = store.session_epoch();
+        if let Some((at, seen, ctx)) = &*self.checked.lock_or_recover() {
+            if *seen == epoch && at.elapsed() < SESSION_RECHECK {
+                return Ok(ctx.clone());
+            }
+        }
+        let ctx = store.resume(token)?;
+        *self.checked.lock_or_recover() = Some((std::time::Instant::now(), epoch, ctx.clone()));
+        Ok(ctx)
+    }
+
     /// A number standing for this session (its token), for lock leases.
     pub fn key(&self) -> u64 {
         let token = self.token().unwrap_or_default();
@@ -449,7 +473,7 @@ fn signed_in(store: &Store, session: &Session) -> Result<Ctx, StoreError> {
         return Err(ErrorCode::AuthRequired.into());
     };
     let resumed = match session.door {
-        Door::Device => store.resume(&token),
+        Door::Device => session.resumed(store, &token),
         Door::Link => store.resume_link(&token),
         Door::App => store.resume_app_password(&token),
     };

@@ -267,7 +267,11 @@ fn migrate(data: &std::path::Path, to: Engine, url: Option<String>) -> anyhow::R
     if !dir.is_initialised() {
         anyhow::bail!("{} is not a Shelf data folder", data.display());
     }
-    if control::send(data, &AdminCommand::Ping).ok().flatten().is_some() {
+    if control::send(data, &AdminCommand::Ping)
+        .ok()
+        .flatten()
+        .is_some()
+    {
         anyhow::bail!(
             "a server is running on {}: stop it first (the copy must not miss its changes)",
             data.display()
@@ -298,11 +302,10 @@ fn migrate(data: &std::path::Path, to: Engine, url: Option<String>) -> anyhow::R
         Engine::Sled => (pg()?, open_sled(&dir)?),
     };
     let total = shelf_server::migrate::count(&from)?;
-    let bar = indicatif::ProgressBar::new(total).with_style(
-        indicatif::ProgressStyle::with_template(
+    let bar =
+        indicatif::ProgressBar::new(total).with_style(indicatif::ProgressStyle::with_template(
             "copying {bar:40} {pos}/{len} records ({per_sec}, {eta} left)",
-        )?,
-    );
+        )?);
     let digest = shelf_server::migrate::copy(&from, &into, |n| bar.set_position(n))?;
     bar.finish_and_clear();
     drop((from, into));
@@ -315,19 +318,27 @@ fn migrate(data: &std::path::Path, to: Engine, url: Option<String>) -> anyhow::R
             }))?;
             shelf_server::datadir::write_private(&dir.postgres(), &text)?;
             let kept = data.join("db.migrated");
-            std::fs::rename(dir.db(), &kept)
-                .with_context(|| format!("setting the sled database aside as {}", kept.display()))?;
+            std::fs::rename(dir.db(), &kept).with_context(|| {
+                format!("setting the sled database aside as {}", kept.display())
+            })?;
             println!(
                 "{} names the database; the server uses it from its next start",
                 dir.postgres().display()
             );
-            println!("the sled database is kept as {} (delete it once you are content)", kept.display());
+            println!(
+                "the sled database is kept as {} (delete it once you are content)",
+                kept.display()
+            );
         }
         Engine::Sled => {
             if dir.postgres().exists() {
                 let kept = data.join("postgres.json.migrated");
                 std::fs::rename(dir.postgres(), &kept)?;
-                println!("{} set aside as {}", dir.postgres().display(), kept.display());
+                println!(
+                    "{} set aside as {}",
+                    dir.postgres().display(),
+                    kept.display()
+                );
             }
             if std::env::var_os("SHELF_POSTGRES_URL").is_some() {
                 println!("note: while SHELF_POSTGRES_URL is set, the server still uses PostgreSQL");

@@ -142,7 +142,10 @@ mod tests {
         for i in 0u32..12_000 {
             t.insert(i.to_be_bytes(), i.to_le_bytes().to_vec()).unwrap();
         }
-        a.open_tree("feed").unwrap().insert(b"k", &b"v"[..]).unwrap();
+        a.open_tree("feed")
+            .unwrap()
+            .insert(b"k", &b"v"[..])
+            .unwrap();
         a.open_tree("empty").unwrap();
         let top = (0..50).map(|_| a.generate_id().unwrap()).max().unwrap();
         let seen = std::cell::Cell::new(0);
@@ -153,7 +156,10 @@ mod tests {
         assert_eq!(digest(&a).unwrap(), digest(&b).unwrap());
         assert!(b.generate_id().unwrap() > top);
         // One changed value changes the digest.
-        b.open_tree("feed").unwrap().insert(b"k", &b"w"[..]).unwrap();
+        b.open_tree("feed")
+            .unwrap()
+            .insert(b"k", &b"w"[..])
+            .unwrap();
         assert_ne!(digest(&a).unwrap(), digest(&b).unwrap());
         // And a second copy into a database that holds records is refused.
         assert!(matches!(

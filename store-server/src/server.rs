@@ -231,8 +231,12 @@ async fn connection(
                             let _ = old.send(true);
                         }
                         let valid = {
-                            let (store, token) = (store.clone(), session.token());
-                            move || token.as_deref().is_some_and(|t| store.session_valid(t))
+                            let (store, session) = (store.clone(), session.clone());
+                            move || {
+                                session
+                                    .token()
+                                    .is_some_and(|t| session.resumed(&store, &t).is_ok())
+                            }
                         };
                         tokio::spawn(forward_events(
                             sub.backlog,

@@ -427,7 +427,7 @@ fn requests(t: Tree, tag: &str, body_of: &[u8]) -> Vec<(&'static str, Kind, Requ
 
 fn store() -> (Store, tempfile::TempDir) {
     let tmp = tempfile::tempdir().expect("tmp");
-    let db = sled::Config::new().temporary(true).open().expect("db");
+    let db = shelf_server::kv::Db::temporary().expect("db");
     let chunks = Arc::new(PackStore::open(tmp.path().join("packs"), &db).expect("packs"));
     (Store::with_chunk_store(db, chunks).expect("store"), tmp)
 }

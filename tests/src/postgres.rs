@@ -61,9 +61,14 @@ impl Postgres {
         assert!(chown.success(), "chown the folder to postgres");
         let data = dir.path().join("data");
         let mut init = as_postgres("initdb");
-        init.arg("-D")
-            .arg(&data)
-            .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"]);
+        init.arg("-D").arg(&data).args([
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        ]);
         run(init, "initdb");
         let port = free_port();
         let mut start = as_postgres("pg_ctl");
@@ -111,7 +116,15 @@ impl Postgres {
             "shelf"
         };
         let out = Command::new(Path::new(BIN).join("psql"))
-            .args(["-h", "127.0.0.1", "-U", "postgres", "-At", "-v", "ON_ERROR_STOP=1"])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-At",
+                "-v",
+                "ON_ERROR_STOP=1",
+            ])
             .args(["-p", &self.port.to_string(), "-d", db, "-c", sql])
             .output()
             .expect("psql");

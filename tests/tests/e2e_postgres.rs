@@ -120,9 +120,15 @@ fn migrate_moves_a_store_to_postgresql_and_back() {
     let moved = server.admin(&["migrate", "--to", "postgres", "--url", &url]);
     let text = out_text(&moved);
     assert!(moved.status.success(), "{text}");
-    assert!(text.contains("both databases hold the same records"), "{text}");
+    assert!(
+        text.contains("both databases hold the same records"),
+        "{text}"
+    );
     let config = server.data.join("postgres.json");
-    let mode = std::fs::metadata(&config).expect("postgres.json").permissions().mode();
+    let mode = std::fs::metadata(&config)
+        .expect("postgres.json")
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600, "the connection string is private");
     assert!(server.data.join("db.migrated").exists() && !server.data.join("db").exists());
     let again = server.admin(&["migrate", "--to", "postgres", "--url", &url]);
@@ -136,7 +142,9 @@ fn migrate_moves_a_store_to_postgresql_and_back() {
         wait_until(Duration::from_secs(20), || tree_digest(&there) == before),
         "the copy serves the same tree"
     );
-    assert!(mb.sh("ls files/work/src/d4/.versions/").contains("f4.txt.v01"));
+    assert!(mb
+        .sh("ls files/work/src/d4/.versions/")
+        .contains("f4.txt.v01"));
     mb.sh("echo new > files/work/new.txt && echo v3 >> files/work/src/d4/f4.txt && rm -r files/work/src/d5");
     let after = tree_digest(&there);
     mb.unmount();
@@ -150,7 +158,10 @@ fn migrate_moves_a_store_to_postgresql_and_back() {
     let back = server.admin(&["migrate", "--to", "sled"]);
     let text = out_text(&back);
     assert!(back.status.success(), "{text}");
-    assert!(text.contains("both databases hold the same records"), "{text}");
+    assert!(
+        text.contains("both databases hold the same records"),
+        "{text}"
+    );
     assert!(!config.exists() && server.data.join("postgres.json.migrated").exists());
     server.start_again();
     let ma = a.mount();
@@ -159,6 +170,8 @@ fn migrate_moves_a_store_to_postgresql_and_back() {
         wait_until(Duration::from_secs(20), || tree_digest(&here) == after),
         "back on sled with the changes made on PostgreSQL"
     );
-    assert!(ma.sh("ls files/work/src/d4/.versions/").contains("f4.txt.v02"));
+    assert!(ma
+        .sh("ls files/work/src/d4/.versions/")
+        .contains("f4.txt.v02"));
     ma.unmount();
 }

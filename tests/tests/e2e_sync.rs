@@ -2,6 +2,7 @@
 //! change, and the other device's kernel caches are invalidated at once.
 
 use shelf_tests::*;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -269,6 +270,44 @@ fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     let _ = dead_holder.wait();
     assert!(freed, "the dead device's lease expired");
     drop(ma);
+    mb.unmount();
+}
+
+/// Leases are records in the store's database: a lock held on one device still excludes
+/// another after the server was restarted, and goes when its holder lets it go.
+#[test]
+fn a_lock_outlives_a_server_restart() {
+    let mut server = Server::start(&[("lu", "pw", "user")]);
+    let (a, b) = (Device::new(), Device::new());
+    a.login(&server, "lu", "pw", "laptop");
+    b.login(&server, "lu", "pw", "desktop");
+    let ma = a.mount();
+    let mb = b.mount();
+    ma.sh("printf x > files/lockfile && sync files/lockfile");
+    let mut holder = std::process::Command::new("flock")
+        .arg(ma.path.join("files/lockfile"))
+        .args(["-c", "echo held; sleep 600"])
+        .stdout(std::process::Stdio::piped())
+        // Its own process group: the shell's sleep holds the descriptor too.
+        .process_group(0)
+        .spawn()
+        .expect("flock on A");
+    held(&mut holder);
+    server.restart();
+    // B is connected again (it lists the folder), and the lock still holds.
+    assert!(wait_until(Duration::from_secs(15), || mb
+        .path
+        .join("files/lockfile")
+        .exists()));
+    assert!(!try_flock(&mb), "A's lock outlived the restart");
+    // SAFETY: kill(2) on the process group of the holder this test started.
+    unsafe { libc::kill(-(holder.id() as i32), libc::SIGKILL) };
+    let _ = holder.wait();
+    assert!(
+        wait_until(Duration::from_secs(10), || try_flock(&mb)),
+        "released, B may lock"
+    );
+    ma.unmount();
     mb.unmount();
 }
 

@@ -34,7 +34,10 @@ fn single_keys_read_back_what_was_written_and_return_the_old_value() {
         assert_eq!(t.remove(b"a").expect("remove"), None);
         // Empty values and binary keys are values like any other.
         t.insert([0u8, 0xff, 0], &b""[..]).expect("insert");
-        assert_eq!(t.get([0u8, 0xff, 0]).expect("get").as_deref(), Some(&b""[..]));
+        assert_eq!(
+            t.get([0u8, 0xff, 0]).expect("get").as_deref(),
+            Some(&b""[..])
+        );
         // Another tree of the same database is another key space.
         let other = db.open_tree("others").expect("tree");
         assert_eq!(other.get([0u8, 0xff, 0]).expect("get"), None);
@@ -52,7 +55,12 @@ fn scans_are_in_bytewise_key_order_from_either_end_across_many_pages() {
             k.extend_from_slice(&i.to_be_bytes());
             batch.insert(k, i.to_le_bytes().to_vec());
         }
-        for k in [vec![6u8, 0xff, 0xff], vec![8u8], vec![7u8], vec![0xffu8, 0xff]] {
+        for k in [
+            vec![6u8, 0xff, 0xff],
+            vec![8u8],
+            vec![7u8],
+            vec![0xffu8, 0xff],
+        ] {
             batch.insert(k, b"x".to_vec());
         }
         t.apply_batch(batch).expect("batch");
@@ -60,7 +68,11 @@ fn scans_are_in_bytewise_key_order_from_either_end_across_many_pages() {
         assert_eq!(under.len(), 10_001, "the prefix itself and its 10,000 keys");
         assert!(under.windows(2).all(|w| w[0] < w[1]), "ascending bytewise");
         let back: Vec<Vec<u8>> = keys(t.scan_prefix([7u8])).into_iter().rev().collect();
-        assert_eq!(keys(t.scan_prefix([7u8]).rev()), back, "the same, from the end");
+        assert_eq!(
+            keys(t.scan_prefix([7u8]).rev()),
+            back,
+            "the same, from the end"
+        );
         assert_eq!(keys(t.scan_prefix([0xffu8])), vec![vec![0xffu8, 0xff]]);
         // Ranges: inclusive and exclusive ends.
         let lo = [7u8, 0, 0, 0, 10];
@@ -146,7 +158,11 @@ fn transactions_commit_everything_or_nothing_and_see_their_own_writes() {
             kv::abort::<(), _>("no".to_string())
         });
         assert!(matches!(out, Err(TransactionError::Abort(s)) if s == "no"));
-        assert_eq!(a.get(b"k").expect("get").as_deref(), Some(&b"1"[..]), "nothing written");
+        assert_eq!(
+            a.get(b"k").expect("get").as_deref(),
+            Some(&b"1"[..]),
+            "nothing written"
+        );
         assert_eq!(b.get(b"new").expect("get"), None);
     });
 }
@@ -179,10 +195,7 @@ fn concurrent_transactions_are_serializable() {
         let n = t.get(b"n").expect("get").expect("counter");
         assert_eq!(u32::from_be_bytes(n.as_ref().try_into().expect("4")), 400);
         // Every committed increment saw a different count.
-        let mut counts: Vec<Vec<u8>> = log
-            .iter()
-            .map(|r| r.expect("row").1.to_vec())
-            .collect();
+        let mut counts: Vec<Vec<u8>> = log.iter().map(|r| r.expect("row").1.to_vec()).collect();
         counts.sort();
         counts.dedup();
         assert_eq!(counts.len(), 400);

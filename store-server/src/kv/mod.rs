@@ -236,12 +236,13 @@ impl Tree {
     ) -> Result<std::result::Result<(), CompareAndSwapError>> {
         let new = new.map(Into::into);
         match self {
-            Tree::Sled(t) => Ok(t
-                .compare_and_swap(key, old, new)?
-                .map_err(|e| CompareAndSwapError {
-                    current: e.current,
-                    proposed: e.proposed,
-                })),
+            Tree::Sled(t) => {
+                Ok(t.compare_and_swap(key, old, new)?
+                    .map_err(|e| CompareAndSwapError {
+                        current: e.current,
+                        proposed: e.proposed,
+                    }))
+            }
             Tree::Pg(t) => t.compare_and_swap(key.as_ref(), old.as_ref().map(|o| o.as_ref()), new),
         }
     }
@@ -463,11 +464,17 @@ mod tests {
     fn prefix_ranges_end_after_the_last_key_with_the_prefix() {
         assert_eq!(
             prefix_range(b"ab"),
-            (Bound::Included(b"ab".to_vec()), Bound::Excluded(b"ac".to_vec()))
+            (
+                Bound::Included(b"ab".to_vec()),
+                Bound::Excluded(b"ac".to_vec())
+            )
         );
         assert_eq!(
             prefix_range(&[1, 0xff, 0xff]),
-            (Bound::Included(vec![1, 0xff, 0xff]), Bound::Excluded(vec![2]))
+            (
+                Bound::Included(vec![1, 0xff, 0xff]),
+                Bound::Excluded(vec![2])
+            )
         );
         assert_eq!(
             prefix_range(&[0xff]),

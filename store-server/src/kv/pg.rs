@@ -16,10 +16,10 @@
 //! works the same from a server's blocking threads and from a command-line tool.
 
 use super::{
-    Batch, CompareAndSwapError, ConflictableTransactionError, KvError, Result, TransactionError,
-    TransactionResult, Tree, TxResult, TxTree, UnabortableTransactionError, IVec,
+    Batch, CompareAndSwapError, ConflictableTransactionError, IVec, KvError, Result,
+    TransactionError, TransactionResult, Tree, TxResult, TxTree, UnabortableTransactionError,
 };
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::Bound;
 use std::rc::Rc;
@@ -62,9 +62,9 @@ impl PgConfig {
     /// `DATA/postgres.json` (`{"url": "…"}`), if there is one.
     pub fn from_file(path: &std::path::Path) -> std::io::Result<Option<PgConfig>> {
         match std::fs::read(path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-                std::io::Error::other(format!("{}: {e}", path.display()))
-            }),
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| std::io::Error::other(format!("{}: {e}", path.display()))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }
@@ -113,33 +113,73 @@ impl Conn {
         Ok(block_on(self.client.batch_execute(sql))?)
     }
 
-    /// Writes `changes` (key → new value, `None` to remove) to `table`.
-    fn write(&mut self, table: &str, changes: &BTreeMap<Vec<u8>, Option<IVec>>) -> Result<()> {
-        let (mut keys, mut values, mut gone) = (Vec::new(), Vec::new(), Vec::new());
-        for (k, v) in changes {
-            match v {
-                Some(v) => {
-                    keys.push(k.as_slice());
-                    values.push(v.as_ref());
+    /// Writes `changes` (table → key → new value, `None` to remove) and commits, all in
+    /// one round trip: the statements are sent back to back (tokio-postgres pipelines
+    /// requests polled together), after `BEGIN` too if `begin`. Any failure fails it all
+    /// (a statement that fails aborts the transaction, and the `COMMIT` behind it then
+    /// only rolls back).
+    fn write_and_commit(&mut self, begin: Option<&str>, changes: &Changes<'_>) -> Result<()> {
+        let mut plans: Vec<Plan<'_>> = Vec::new();
+        for (table, changes) in changes {
+            let (mut keys, mut values, mut gone) = (Vec::new(), Vec::new(), Vec::new());
+            for (k, v) in *changes {
+                match v {
+                    Some(v) => {
+                        keys.push(k.as_slice());
+                        values.push(v.as_ref());
+                    }
+                    None => gone.push(k.as_slice()),
                 }
-                None => gone.push(k.as_slice()),
             }
-        }
-        if !keys.is_empty() {
-            self.execute(
-                &format!(
+            if !keys.is_empty() {
+                let st = self.statement(&format!(
                     "INSERT INTO {table} (key, value) SELECT * FROM unnest($1::bytea[], $2::bytea[]) \
                      ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"
-                ),
-                &[&keys, &values],
-            )?;
+                ))?;
+                plans.push((st, keys, Some(values)));
+            }
+            if !gone.is_empty() {
+                let st = self.statement(&format!("DELETE FROM {table} WHERE key = ANY($1)"))?;
+                plans.push((st, gone, None));
+            }
         }
-        if !gone.is_empty() {
-            self.execute(&format!("DELETE FROM {table} WHERE key = ANY($1)"), &[&gone])?;
+        let client = &self.client;
+        let begun = async {
+            match begin {
+                Some(sql) => client.batch_execute(sql).await,
+                None => Ok(()),
+            }
+        };
+        let writes =
+            futures_util::future::join_all(plans.iter().map(|(st, keys, values)| async move {
+                match values {
+                    Some(values) => client.execute(st, &[keys, values]).await,
+                    None => client.execute(st, &[keys]).await,
+                }
+            }));
+        let (begun, written, committed) = block_on(futures_util::future::join3(
+            begun,
+            writes,
+            client.batch_execute("COMMIT"),
+        ));
+        begun?;
+        for w in written {
+            w?;
         }
+        committed?;
         Ok(())
     }
 }
+
+/// One write statement of a commit: the statement, its keys, and the values (an upsert)
+/// or none (a delete).
+type Plan<'a> = (Statement, Vec<&'a [u8]>, Option<Vec<&'a [u8]>>);
+
+/// What a transaction has read and written, by (table, key).
+type SeenMap = HashMap<(Arc<str>, Vec<u8>), Seen>;
+
+/// A transaction's writes: table → key → new value (`None`: remove).
+type Changes<'a> = BTreeMap<&'a str, &'a BTreeMap<Vec<u8>, Option<IVec>>>;
 
 /// Whether PostgreSQL gave up on a transaction because of another one (try again).
 fn is_conflict(e: &KvError) -> bool {
@@ -201,7 +241,9 @@ fn table_of(name: &str) -> Result<String> {
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
     {
-        return Err(KvError::PgSetup(format!("tree name {name:?} is not a plain word")));
+        return Err(KvError::PgSetup(format!(
+            "tree name {name:?} is not a plain word"
+        )));
     }
     Ok(format!("kv_{name}"))
 }
@@ -234,7 +276,10 @@ impl PgKv {
         })
         .or_else(|e| {
             // Two servers creating it at once: the other one won.
-            if kv.with_conn(|c| c.query("SELECT 1 FROM shelf_ids", &[])).is_ok() {
+            if kv
+                .with_conn(|c| c.query("SELECT 1 FROM shelf_ids", &[]))
+                .is_ok()
+            {
                 Ok(())
             } else {
                 Err(e)
@@ -311,23 +356,6 @@ impl PgKv {
         let out = f(&mut conn);
         self.give_back(conn);
         out
-    }
-
-    /// Runs `f` in a transaction of its own (READ COMMITTED: single statements' atomicity).
-    fn in_transaction<T>(&self, f: impl FnOnce(&mut Conn) -> Result<T>) -> Result<T> {
-        self.with_conn(|c| {
-            c.batch("BEGIN")?;
-            match f(c) {
-                Ok(v) => {
-                    c.batch("COMMIT")?;
-                    Ok(v)
-                }
-                Err(e) => {
-                    let _ = c.batch("ROLLBACK");
-                    Err(e)
-                }
-            }
-        })
     }
 
     pub fn open_tree(self: &Arc<Self>, name: &str) -> Result<PgTree> {
@@ -409,16 +437,13 @@ impl PgKv {
     /// the disk waits for all the log written before it.
     pub(super) fn flush(&self) -> Result<()> {
         self.with_conn(|c| {
-            c.batch(
-                "BEGIN; SET LOCAL synchronous_commit TO on; SELECT txid_current(); COMMIT",
-            )
+            c.batch("BEGIN; SET LOCAL synchronous_commit TO on; SELECT txid_current(); COMMIT")
         })
     }
 
     pub(super) fn size_on_disk(&self) -> Result<u64> {
-        let rows = self.with_conn(|c| {
-            c.query("SELECT pg_database_size(current_database())", &[])
-        })?;
+        let rows =
+            self.with_conn(|c| c.query("SELECT pg_database_size(current_database())", &[]))?;
         Ok(rows.first().map(|r| r.get::<_, i64>(0)).unwrap_or(0) as u64)
     }
 
@@ -444,6 +469,7 @@ impl PgKv {
             let state = Rc::new(TxState {
                 conn: RefCell::new(Some(conn)),
                 seen: RefCell::default(),
+                begun: Cell::new(false),
             });
             let views: [TxTree; N] = std::array::from_fn(|i| {
                 TxTree::Pg(PgTxTree {
@@ -451,13 +477,10 @@ impl PgKv {
                     table: tables[i].clone(),
                 })
             });
-            let begun = state.with(|c| c.batch("BEGIN ISOLATION LEVEL SERIALIZABLE"));
-            let result = match begun {
-                Ok(()) => f(&views),
-                Err(e) => Err(ConflictableTransactionError::Storage(e)),
-            };
+            let result = f(&views);
             drop(views);
             let seen = state.seen.take();
+            let begun = state.begun.get();
             let kept = state.conn.borrow_mut().take();
             let Some(kept) = kept else {
                 // Cannot happen (the state gives its connection back only here).
@@ -467,32 +490,33 @@ impl PgKv {
                 )));
             };
             conn = kept;
-            let ended: std::result::Result<(), Option<KvError>> = match result {
-                Ok(value) => match commit(&mut conn, &seen) {
+            let failed = match result {
+                Ok(value) => match commit(&mut conn, begun, &seen) {
                     Ok(()) => break Ok(value),
-                    Err(e) => Err(e),
+                    Err(e) => Some(e),
                 },
                 Err(ConflictableTransactionError::Abort(e)) => {
-                    let _ = conn.batch("ROLLBACK");
+                    if begun {
+                        let _ = conn.batch("ROLLBACK");
+                    }
                     break Err(TransactionError::Abort(e));
                 }
-                Err(ConflictableTransactionError::Conflict) => Err(None),
-                Err(ConflictableTransactionError::Storage(e)) => Err(Some(e)),
+                Err(ConflictableTransactionError::Conflict) => None,
+                Err(ConflictableTransactionError::Storage(e)) => Some(e),
             };
-            if let Err(e) = ended {
-                let _ = conn.batch("ROLLBACK");
-                match e {
-                    Some(e) if !is_conflict(&e) => break Err(TransactionError::Storage(e)),
-                    _ if attempt >= MAX_ATTEMPTS => {
-                        break Err(TransactionError::Storage(KvError::PgSetup(format!(
-                            "a transaction met a conflict {attempt} times in a row"
-                        ))))
-                    }
-                    _ => {
-                        // Let the other transaction finish before trying again.
-                        let wait = 100 * u64::from(attempt.min(50));
-                        std::thread::sleep(std::time::Duration::from_micros(wait));
-                    }
+            // Ends whatever is left of the transaction (a no-op warning if none is).
+            let _ = conn.batch("ROLLBACK");
+            match failed {
+                Some(e) if !is_conflict(&e) => break Err(TransactionError::Storage(e)),
+                _ if attempt >= MAX_ATTEMPTS => {
+                    break Err(TransactionError::Storage(KvError::PgSetup(format!(
+                        "a transaction met a conflict {attempt} times in a row"
+                    ))))
+                }
+                _ => {
+                    // Let the other transaction finish before trying again.
+                    let wait = 100 * u64::from(attempt.min(50));
+                    std::thread::sleep(std::time::Duration::from_micros(wait));
                 }
             }
         };
@@ -501,8 +525,10 @@ impl PgKv {
     }
 }
 
-/// Writes a transaction's changes and commits.
-fn commit(conn: &mut Conn, seen: &HashMap<(Arc<str>, Vec<u8>), Seen>) -> Result<(), Option<KvError>> {
+const BEGIN: &str = "BEGIN ISOLATION LEVEL SERIALIZABLE";
+
+/// Writes a transaction's changes and commits (beginning it first if nothing was read).
+fn commit(conn: &mut Conn, begun: bool, seen: &SeenMap) -> Result<()> {
     let mut by_table: BTreeMap<&str, BTreeMap<Vec<u8>, Option<IVec>>> = BTreeMap::new();
     for ((table, key), s) in seen {
         if s.dirty {
@@ -512,10 +538,11 @@ fn commit(conn: &mut Conn, seen: &HashMap<(Arc<str>, Vec<u8>), Seen>) -> Result<
                 .insert(key.clone(), s.value.clone());
         }
     }
-    for (table, changes) in &by_table {
-        conn.write(table, changes).map_err(Some)?;
+    if by_table.is_empty() && !begun {
+        return Ok(()); // it neither read nor wrote
     }
-    conn.batch("COMMIT").map_err(Some)
+    let changes: Changes<'_> = by_table.iter().map(|(t, c)| (*t, c)).collect();
+    conn.write_and_commit((!begun).then_some(BEGIN), &changes)
 }
 
 /// What a transaction read or wrote of one key.
@@ -528,15 +555,29 @@ struct Seen {
 /// A running transaction: its connection and what it has read and written.
 struct TxState {
     conn: RefCell<Option<Conn>>,
-    seen: RefCell<HashMap<(Arc<str>, Vec<u8>), Seen>>,
+    seen: RefCell<SeenMap>,
+    /// `BEGIN` was sent (with the first read).
+    begun: Cell<bool>,
 }
 
 impl TxState {
-    fn with<T>(&self, f: impl FnOnce(&mut Conn) -> Result<T>) -> Result<T> {
-        match self.conn.borrow_mut().as_mut() {
-            Some(c) => f(c),
-            None => Err(KvError::PgSetup("the transaction has ended".into())),
+    /// Reads one value, sending `BEGIN` along with the first read.
+    fn read(&self, sql: &str, key: &[u8]) -> Result<Vec<Row>> {
+        let mut conn = self.conn.borrow_mut();
+        let Some(c) = conn.as_mut() else {
+            return Err(KvError::PgSetup("the transaction has ended".into()));
+        };
+        let st = c.statement(sql)?;
+        if self.begun.get() {
+            return Ok(block_on(c.client.query(&st, &[&key]))?);
         }
+        self.begun.set(true);
+        let (begun, rows) = block_on(futures_util::future::join(
+            c.client.batch_execute(BEGIN),
+            c.client.query(&st, &[&key]),
+        ));
+        begun?;
+        Ok(rows?)
     }
 }
 
@@ -554,10 +595,7 @@ impl PgTxTree {
             return Ok(s.value.clone());
         }
         let sql = format!("SELECT value FROM {} WHERE key = $1", self.table);
-        let rows = self
-            .state
-            .with(|c| c.query(&sql, &[&key]))
-            .map_err(unabortable)?;
+        let rows = self.state.read(&sql, key).map_err(unabortable)?;
         let value = rows.first().map(|r| IVec::from(r.get::<_, &[u8]>(0)));
         self.state.seen.borrow_mut().insert(
             id,
@@ -570,10 +608,10 @@ impl PgTxTree {
     }
 
     pub(super) fn put(&self, key: &[u8], value: Option<IVec>) {
-        self.state
-            .seen
-            .borrow_mut()
-            .insert((self.table.clone(), key.to_vec()), Seen { value, dirty: true });
+        self.state.seen.borrow_mut().insert(
+            (self.table.clone(), key.to_vec()),
+            Seen { value, dirty: true },
+        );
     }
 }
 
@@ -607,7 +645,9 @@ impl PgTree {
                     ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value) \
              SELECT value FROM old"
         );
-        Ok(value_of(&self.kv.with_conn(|c| c.query(&sql, &[&key, &value]))?))
+        Ok(value_of(
+            &self.kv.with_conn(|c| c.query(&sql, &[&key, &value]))?,
+        ))
     }
 
     pub(super) fn remove(&self, key: &[u8]) -> Result<Option<IVec>> {
@@ -656,7 +696,10 @@ impl PgTree {
         for (k, v) in batch.ops {
             changes.insert(k.to_vec(), v);
         }
-        self.kv.in_transaction(|c| c.write(&self.table, &changes))
+        let one: Changes<'_> = [(&*self.table, &changes)].into_iter().collect();
+        // The COMMIT behind the writes ends the transaction even when one failed.
+        self.kv
+            .with_conn(|c| c.write_and_commit(Some("BEGIN"), &one))
     }
 
     pub(super) fn len(&self) -> Result<usize> {
@@ -738,7 +781,11 @@ impl PgIter {
             sql += " WHERE ";
             sql += &conds.join(" AND ");
         }
-        sql += if forward { " ORDER BY key" } else { " ORDER BY key DESC" };
+        sql += if forward {
+            " ORDER BY key"
+        } else {
+            " ORDER BY key DESC"
+        };
         params.push(&self.page);
         sql += &format!(" LIMIT ${}", params.len());
         let rows = self.tree.kv.with_conn(|c| c.query(&sql, &params))?;

@@ -152,11 +152,11 @@ impl Store {
                 }
                 accounts.insert(name, account_bytes.clone())?;
                 for (id, bytes) in &encoded_nodes {
-                    tnodes.insert(&super::node_key(*id), bytes.clone())?;
+                    tnodes.insert(super::node_key(*id), bytes.clone())?;
                 }
                 for (key, value, child, place) in &encoded_dirents {
                     tdirents.insert(key.clone(), value.clone())?;
-                    tnames.insert(&super::node_key(*child), place.clone())?;
+                    tnames.insert(super::node_key(*child), place.clone())?;
                 }
                 Ok(())
             })
@@ -302,6 +302,7 @@ impl Store {
         for k in &doomed {
             self.sessions.remove(k)?;
         }
+        self.sessions_changed();
         self.db.flush()?;
         self.audit(
             ctx.account,
@@ -315,6 +316,7 @@ impl Store {
 
     pub fn logout(&self, token: &str) -> Result<()> {
         self.sessions.remove(token_key(token))?;
+        self.sessions_changed();
         Ok(())
     }
 }

@@ -35,6 +35,7 @@ impl Store {
         for k in &doomed {
             self.sessions.remove(k)?;
         }
+        self.sessions_changed();
         Ok(doomed.len())
     }
 
@@ -62,6 +63,7 @@ impl Store {
         let old = rec.role;
         rec.role = role;
         self.put_account(&rec)?;
+        self.sessions_changed();
         self.db.flush()?;
         self.audit(
             rec.id,
@@ -90,6 +92,7 @@ impl Store {
         let id = rec.id;
         // No more logins or requests first.
         self.accounts.remove(name.as_bytes())?;
+        self.sessions_changed();
         self.end_sessions(name)?;
         self.logins.remove(name)?;
         let mut owned = Vec::new();

@@ -15,14 +15,7 @@ use std::cell::{Cell, RefCell};
 
 /// The trees a namespace change may touch: nodes, dirents, lineage, graves, names,
 /// versions.
-pub(crate) type NsTrees = (
-    TxTree,
-    TxTree,
-    TxTree,
-    TxTree,
-    TxTree,
-    TxTree,
-);
+pub(crate) type NsTrees = (TxTree, TxTree, TxTree, TxTree, TxTree, TxTree);
 
 type TxResult<T, E = StoreError> = std::result::Result<T, ConflictableTransactionError<E>>;
 

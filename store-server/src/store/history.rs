@@ -16,9 +16,9 @@ use super::sealed::{dirent_child, node_owner};
 use super::{check_format, decode, node_key, Ctx, NodeRec, Store, VersionRec, FORMAT};
 use crate::authz::{authorize, Action};
 use crate::error::{Result, StoreError};
+use crate::kv::TxTree;
 use serde::{Deserialize, Serialize};
 use shelf_protocol::{Attr, ChunkRef, ErrorCode, NodeId, NodeKind, Timestamp, VersionInfo};
-use crate::kv::TxTree;
 use std::collections::BTreeSet;
 
 /// Entries one `ListVersions` answer may carry (well inside the frame limit).
@@ -95,7 +95,7 @@ impl HistoryTx<'_> {
             from,
             base: self.top(from)?,
         };
-        self.lineage.insert(&node_key(heir), encode(&rec)?)?;
+        self.lineage.insert(node_key(heir), encode(&rec)?)?;
         Ok(true)
     }
 
@@ -136,8 +136,8 @@ impl HistoryTx<'_> {
     /// Forgets the lineage and name of a node that is removed for good (no history).
     pub fn forget(&self, node: NodeId) -> TxResult<()> {
         super::places::note_changed(node);
-        self.lineage.remove(&node_key(node))?;
-        self.names.remove(&node_key(node))?;
+        self.lineage.remove(node_key(node))?;
+        self.names.remove(node_key(node))?;
         Ok(())
     }
 
@@ -145,7 +145,7 @@ impl HistoryTx<'_> {
     pub fn set_name(&self, node: NodeId, parent: NodeId, name: &str) -> TxResult<()> {
         super::places::note_changed(node);
         self.names.insert(
-            &node_key(node),
+            node_key(node),
             tx(self.store.name_value(self.owner, node, parent, name))?,
         )?;
         Ok(())

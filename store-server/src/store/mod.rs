@@ -19,6 +19,8 @@
 //! | `logins`    | user name                   | [`guard::LoginState`]: failures in a row, locked until |
 //! | `shares`    | node ‖ recipient            | [`shares::ShareRec`] |
 //! | `shares_in` | recipient ‖ node            | owner (index of what is shared with an account) |
+//! | `leases`    | node id (BE)                | the file's lock leases ([`locks`]) |
+//! | `lease_holders` | session ‖ node id (BE)  | (empty: which files a session holds leases on) |
 //!
 //! Everything that could reveal content or names is sealed with the account's data key
 //! ([`sealed`]); names are found by keyed-hash tokens.
@@ -233,8 +235,9 @@ pub struct Store {
     pub subscribers: feed::Subscribers,
     /// Where nodes are, cached ([`places`]).
     pub places: places::Places,
-    /// Lock leases (in memory).
-    pub locks: locks::Locks,
+    /// Lock leases ([`locks`]) by file, and by session.
+    pub leases: crate::kv::Tree,
+    pub lease_holders: crate::kv::Tree,
     /// What time it is: commits and deletions are stamped with it, pruning measures ages
     /// by it. Tests set their own.
     pub clock: Clock,
@@ -247,6 +250,10 @@ pub struct Store {
     flushes: group_commit::GroupCommit,
     /// When this store was opened (the server's uptime).
     pub started: std::time::Instant,
+    /// Counts changes that may end sessions or change what they may do (revocations,
+    /// logouts, passwords, roles, deleted accounts) made by this server: a connection's
+    /// checked session stands until it changes or a second passes ([`Store::session_epoch`]).
+    session_epoch: std::sync::atomic::AtomicU64,
 }
 
 thread_local! {
@@ -353,7 +360,8 @@ impl Store {
             prefs: db.open_tree("prefs")?,
             subscribers: feed::Subscribers::default(),
             places: places::Places::default(),
-            locks: locks::Locks::default(),
+            leases: db.open_tree("leases")?,
+            lease_holders: db.open_tree("lease_holders")?,
             clock: Arc::new(Timestamp::now),
             gc_lock: std::sync::RwLock::new(()),
             chunks,
@@ -361,6 +369,7 @@ impl Store {
             data_root: None,
             flushes: Default::default(),
             started: std::time::Instant::now(),
+            session_epoch: Default::default(),
         };
         store.load_share_index()?;
         store.load_link_grants()?;
@@ -404,6 +413,19 @@ impl Store {
             Ok(Some(b)) => self.open_node(node, &b).is_ok_and(|r| r.parent == node),
             _ => false,
         }
+    }
+
+    /// See the `session_epoch` field: a connection that checked its session at this epoch
+    /// less than a second ago need not check again.
+    pub fn session_epoch(&self) -> u64 {
+        self.session_epoch
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Something that may end sessions or change their rights happened here.
+    pub(crate) fn sessions_changed(&self) {
+        self.session_epoch
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 
     /// The current time by the store's clock.

@@ -8,12 +8,12 @@ use super::sealed::{dirent_child, node_owner};
 use super::{check_format, decode, node_key, version_key, Ctx, NodeRec, Store, VersionRec, FORMAT};
 use crate::authz::{authorize, Action};
 use crate::error::{Result, StoreError};
+use crate::kv::{ConflictableTransactionError, TransactionError, TxTree};
 use shelf_protocol::names::{validate_name, validate_symlink_target};
 use shelf_protocol::{
     Attr, ChangeKind, ChunkRef, DirEntry, ErrorCode, Expect, NodeId, NodeKind, RenameMode,
     ServerStatus, Timestamp, XattrMode, CLIENT_NODE_IDS, SHARED_OWNER_DIRS,
 };
-use crate::kv::{ConflictableTransactionError, TransactionError, TxTree};
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
@@ -111,23 +111,12 @@ impl Store {
         Ok(rec)
     }
 
-    pub(crate) fn tx_put(
-        &self,
-        nodes: &TxTree,
-        id: NodeId,
-        rec: &NodeRec,
-    ) -> TxResult<()> {
-        nodes.insert(&node_key(id), tx(self.seal_node(id, rec))?)?;
+    pub(crate) fn tx_put(&self, nodes: &TxTree, id: NodeId, rec: &NodeRec) -> TxResult<()> {
+        nodes.insert(node_key(id), tx(self.seal_node(id, rec))?)?;
         Ok(())
     }
 
-    fn tx_dir(
-        &self,
-        ctx: &Ctx,
-        nodes: &TxTree,
-        id: NodeId,
-        action: Action,
-    ) -> TxResult<NodeRec> {
+    fn tx_dir(&self, ctx: &Ctx, nodes: &TxTree, id: NodeId, action: Action) -> TxResult<NodeRec> {
         let rec = self.tx_node(ctx, nodes, id, action)?;
         if rec.kind != NodeKind::Dir {
             return abort(ErrorCode::NotDir);
@@ -527,7 +516,7 @@ impl Store {
             }
             Ok(())
         } else {
-            history.nodes.remove(&node_key(id))?;
+            history.nodes.remove(node_key(id))?;
             history.forget(id)
         }
     }
@@ -949,7 +938,7 @@ impl Store {
             // The content changed when it was written (its mtime), not when the upload
             // landed: the client already showed that ctime, and tar compares it.
             rec.ctime = rec.ctime.max(mtime);
-            versions.insert(&version_key(id, rec.version), body.clone())?;
+            versions.insert(version_key(id, rec.version), body.clone())?;
             self.tx_put(nodes, id, &rec)?;
             Ok((rec.attr(id), rec.parent, rec.deleted.is_some()))
         })
