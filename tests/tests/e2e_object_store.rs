@@ -19,7 +19,7 @@ fn digests(m: &Mount, dir: &str) -> String {
 fn a_store_on_garage_keeps_every_byte_across_a_killed_server() {
     let garage = Garage::start();
     let env = garage.env();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let env = env_refs(&env);
     let mut server = Server::start_with_env(&[("ann", "pw", "user")], &env);
     let (a, b) = (Device::new(), Device::new());
     a.login(&server, "ann", "pw", "laptop");
@@ -81,7 +81,7 @@ fn a_store_on_garage_keeps_every_byte_across_a_killed_server() {
 fn a_garage_node_killed_during_a_large_upload_loses_nothing() {
     let mut garage = Garage::cluster(3);
     let env = garage.env();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let env = env_refs(&env);
     let server = Server::start_with_env(&[("ann", "pw", "user")], &env);
     let (a, b) = (Device::new(), Device::new());
     a.login(&server, "ann", "pw", "laptop");

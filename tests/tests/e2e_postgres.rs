@@ -31,7 +31,7 @@ fn out_text(o: &std::process::Output) -> String {
 fn a_store_on_postgresql_serves_two_devices_and_survives_a_killed_server() {
     let pg = Postgres::start();
     let env = pg.env();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let env = env_refs(&env);
     let mut server = Server::start_with_env(&[("ann", "pw", "user")], &env);
     let (a, b) = (Device::new(), Device::new());
     a.login(&server, "ann", "pw", "laptop");
