@@ -33,3 +33,50 @@ impl<T> RwLockOrRecover<T> for RwLock<T> {
         self.write().unwrap_or_else(PoisonError::into_inner)
     }
 }
+
+/// The one backoff between retries: doubling from `min` up to `max`, back to `min` after
+/// a success.
+#[derive(Clone, Copy, Debug)]
+pub struct Backoff {
+    min: std::time::Duration,
+    max: std::time::Duration,
+    next: std::time::Duration,
+}
+
+impl Backoff {
+    pub fn new(min: std::time::Duration, max: std::time::Duration) -> Backoff {
+        Backoff {
+            min,
+            max,
+            next: min,
+        }
+    }
+
+    /// How long to wait before the next try (each call doubles the one after).
+    pub fn next_wait(&mut self) -> std::time::Duration {
+        let wait = self.next;
+        self.next = (self.next * 2).min(self.max);
+        wait
+    }
+
+    /// It worked: the next failure waits `min` again.
+    pub fn reset(&mut self) {
+        self.next = self.min;
+    }
+}
+
+#[cfg(test)]
+mod backoff_tests {
+    use super::Backoff;
+    use std::time::Duration;
+
+    #[test]
+    fn doubles_up_to_its_ceiling_and_starts_over_after_a_success() {
+        let ms = Duration::from_millis;
+        let mut b = Backoff::new(ms(100), ms(500));
+        let waits: Vec<Duration> = (0..5).map(|_| b.next_wait()).collect();
+        assert_eq!(waits, [ms(100), ms(200), ms(400), ms(500), ms(500)]);
+        b.reset();
+        assert_eq!(b.next_wait(), ms(100));
+    }
+}

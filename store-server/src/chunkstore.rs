@@ -143,38 +143,73 @@ pub fn split_index_key(key: &[u8]) -> Result<(u64, ChunkId)> {
 
 /// Per-account byte and chunk totals, computed from an index at first use and kept up to
 /// date in memory (a per-chunk database update would cost more than the chunk write itself).
+/// On a database other servers share, their uploads are not seen here: totals are then
+/// counted again from the shared index once they are [`SHARED_RECOUNT`] old, so quotas hold
+/// across servers within that time.
 #[derive(Default)]
-pub struct Usage(Mutex<HashMap<u64, (u64, u64)>>);
+pub struct Usage {
+    totals: Mutex<HashMap<u64, Totals>>,
+    /// How old totals may get before they are counted again (`None`: never).
+    recount: Option<std::time::Duration>,
+}
+
+/// An account's totals and when they were counted.
+struct Totals {
+    bytes: u64,
+    count: u64,
+    counted: std::time::Instant,
+}
+
+/// How old usage totals get on a shared database before they are counted again.
+pub const SHARED_RECOUNT: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Usage {
-    /// The account's totals; `count` computes them the first time.
+    /// Totals for an index in `db`.
+    pub fn for_db(db: &crate::kv::Db) -> Usage {
+        Usage {
+            totals: Mutex::default(),
+            recount: db.is_shared().then_some(SHARED_RECOUNT),
+        }
+    }
+
+    /// The account's totals; `count` computes them the first time (and, on a shared
+    /// database, when they are old).
     pub fn of(
         &self,
         account: u64,
         count: impl FnOnce() -> Result<(u64, u64)>,
     ) -> Result<(u64, u64)> {
-        let mut usage = self.0.lock_or_recover();
-        if let Some(n) = usage.get(&account) {
-            return Ok(*n);
+        let mut usage = self.totals.lock_or_recover();
+        if let Some(t) = usage.get(&account) {
+            if self.recount.is_none_or(|r| t.counted.elapsed() < r) {
+                return Ok((t.bytes, t.count));
+            }
         }
-        let n = count()?;
-        usage.insert(account, n);
-        Ok(n)
+        let (bytes, count) = count()?;
+        usage.insert(
+            account,
+            Totals {
+                bytes,
+                count,
+                counted: std::time::Instant::now(),
+            },
+        );
+        Ok((bytes, count))
     }
 
     /// A chunk of `len` bytes came.
     pub fn added(&self, account: u64, len: u64) {
-        if let Some((bytes, count)) = self.0.lock_or_recover().get_mut(&account) {
-            *bytes += len;
-            *count += 1;
+        if let Some(t) = self.totals.lock_or_recover().get_mut(&account) {
+            t.bytes += len;
+            t.count += 1;
         }
     }
 
     /// A chunk of `len` bytes went.
     pub fn removed(&self, account: u64, len: u64) {
-        if let Some((bytes, count)) = self.0.lock_or_recover().get_mut(&account) {
-            *bytes = bytes.saturating_sub(len);
-            *count = count.saturating_sub(1);
+        if let Some(t) = self.totals.lock_or_recover().get_mut(&account) {
+            t.bytes = t.bytes.saturating_sub(len);
+            t.count = t.count.saturating_sub(1);
         }
     }
 }
@@ -230,7 +265,7 @@ impl PackStore {
             dir,
             pack_limit: PACK_LIMIT,
             index: db.open_tree("chunk_index")?,
-            usage: Usage::default(),
+            usage: Usage::for_db(db),
             writer: Mutex::new(Writer {
                 pack,
                 file,

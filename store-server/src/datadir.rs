@@ -10,7 +10,12 @@
 //!                    be set with --master-key / SHELF_MASTER_KEY, e.g. to keep it on
 //!                    another disk than the data)
 //! DIR/master.key.new the next master key while a rotation is under way
+//! DIR/postgres.json  (optional, 0600) the PostgreSQL database the metadata is in instead
 //! ```
+//!
+//! Several servers of one store (metadata on PostgreSQL, chunks in a bucket) each have a
+//! data folder of their own, made with `init --join` ([`DataDir::join`]): the same
+//! certificate, master key and settings; nothing else in it is shared.
 
 use crate::crypto::{CryptoError, Keyring, MasterKey};
 use std::io::Write;
@@ -155,6 +160,59 @@ impl DataDir {
             }
             let (_, raw) = MasterKey::generate()?;
             write_private(&self.master_key(), &raw)?;
+        }
+        crate::tls::fingerprint_of_file(&self.cert())
+    }
+}
+
+impl DataDir {
+    /// Makes this folder a data folder for one more server of the store `existing` serves:
+    /// the same certificate (clients pin one fingerprint, whichever server answers behind
+    /// a balancer), the same master key, and the same database and bucket settings. Only
+    /// a store whose metadata is on PostgreSQL and whose chunks are in a bucket can have
+    /// several servers. Returns the fingerprint.
+    pub fn join(&self, existing: &DataDir) -> anyhow::Result<String> {
+        if !existing.is_initialised() {
+            anyhow::bail!("{} is not a data folder", existing.root.display());
+        }
+        if self.is_initialised() {
+            anyhow::bail!("{} is already initialised", self.root.display());
+        }
+        let shared_db = crate::store::postgres_config(existing)?.is_some();
+        let shared_chunks = crate::object_packs::S3Config::from_file(&existing.object_store())?
+            .is_some()
+            || crate::object_packs::S3Config::from_env().is_some();
+        if !shared_db || !shared_chunks {
+            anyhow::bail!(
+                "{} keeps its {} on its own disk: several servers need the metadata on \
+                 PostgreSQL (`shelf-server migrate --to postgres`) and the chunks in an S3 \
+                 bucket (object-store.json)",
+                existing.root.display(),
+                match (shared_db, shared_chunks) {
+                    (false, false) => "metadata and chunks",
+                    (false, true) => "metadata",
+                    _ => "chunks",
+                }
+            );
+        }
+        std::fs::create_dir_all(self.root.join("tls"))?;
+        std::fs::write(self.cert(), std::fs::read(existing.cert())?)?;
+        write_private(&self.key(), &std::fs::read(existing.key())?)?;
+        if !self.master_key().exists() {
+            let key = std::fs::read(existing.master_key())?;
+            if let Some(parent) = self.master_key().parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            write_private(&self.master_key(), &key)?;
+        }
+        MasterKey::load(&self.master_key())?;
+        for (from, to) in [
+            (existing.postgres(), self.postgres()),
+            (existing.object_store(), self.object_store()),
+        ] {
+            if from.exists() {
+                write_private(&to, &std::fs::read(&from)?)?;
+            }
         }
         crate::tls::fingerprint_of_file(&self.cert())
     }

@@ -21,6 +21,9 @@ pub enum StoreError {
     /// Encryption at rest: a value failed authentication (integrity) or a key is missing.
     #[error("{0}")]
     Crypto(#[from] crate::crypto::CryptoError),
+    /// A job one server at a time runs (prune, scrub) is running on another server.
+    #[error("another server of this store is running {0} now")]
+    JobElsewhere(&'static str),
 }
 
 impl From<ErrorCode> for StoreError {
@@ -60,6 +63,7 @@ impl StoreError {
             StoreError::Db(_) | StoreError::Io(_) | StoreError::Hash(_) | StoreError::Crypto(_) => {
                 WireError::from(ErrorCode::Internal)
             }
+            StoreError::JobElsewhere(_) => WireError::new(ErrorCode::WouldBlock, self.to_string()),
         }
     }
 

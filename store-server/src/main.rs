@@ -41,6 +41,11 @@ enum Command {
         /// Extra host names for the certificate (the fingerprint is what clients check).
         #[arg(long = "hostname")]
         hostnames: Vec<String>,
+        /// Make it the data folder of one more server of the store this data folder
+        /// serves (same certificate, master key, PostgreSQL and bucket; the store must
+        /// keep its metadata on PostgreSQL and its chunks in a bucket).
+        #[arg(long, value_name = "EXISTING_DATA", conflicts_with = "hostnames")]
+        join: Option<PathBuf>,
     },
     /// Serve in the foreground until SIGINT or SIGTERM.
     Run {
@@ -387,10 +392,16 @@ fn run() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     match cli.command {
-        Command::Init { data, hostnames } => {
-            let fp = DataDir::new(&data)
-                .with_master_key(cli.master_key.clone())
-                .init(&hostnames)?;
+        Command::Init {
+            data,
+            hostnames,
+            join,
+        } => {
+            let dir = DataDir::new(&data).with_master_key(cli.master_key.clone());
+            let fp = match join {
+                Some(existing) => dir.join(&DataDir::new(existing))?,
+                None => dir.init(&hostnames)?,
+            };
             println!("initialised {}", data.display());
             println!("fingerprint {fp}");
         }
@@ -564,6 +575,8 @@ fn run() -> anyhow::Result<()> {
                     let _ = tx.send(true);
                 });
                 let store = Arc::new(store);
+                // Other servers on the same PostgreSQL: their feed entries and cache changes.
+                store.hear_other_servers()?;
                 let control = tokio::spawn(control::serve(control, store.clone(), rx.clone()));
                 let web = web_listener.map(|l| {
                     tokio::spawn(shelf_server::web::serve(

@@ -217,7 +217,7 @@ impl ObjectPackStore {
             cache: Mutex::new(lru::LruCache::new(
                 NonZeroUsize::new(CACHE_RECORDS).unwrap_or(NonZeroUsize::MIN),
             )),
-            usage: Usage::default(),
+            usage: Usage::for_db(db),
         })
     }
 

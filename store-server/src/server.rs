@@ -116,6 +116,9 @@ fn spawn_pruner(
                     bytes = r.bytes_freed,
                     "retention ran"
                 ),
+                Ok(Err(e @ crate::error::StoreError::JobElsewhere(_))) => {
+                    tracing::info!(reason = %e, "retention skipped")
+                }
                 Ok(Err(e)) => tracing::error!(error = %e, "retention failed"),
                 Err(e) => tracing::error!(error = %e, "retention panicked"),
             }

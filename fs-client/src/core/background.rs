@@ -78,11 +78,12 @@ impl FsCore {
         while std::env::var_os("SHELF_TEST_HOLD_UPLOADS").is_some() && !self.queue.is_stopping() {
             std::thread::sleep(Duration::from_millis(100));
         }
-        let mut backoff = Duration::from_millis(200);
+        let mut backoff =
+            shelf_protocol::sync::Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
         while let Some(node) = self.queue.pop() {
             match self.upload(node, false) {
                 Ok(()) => {
-                    backoff = Duration::from_millis(200);
+                    backoff.reset();
                     self.note_upload(node, None);
                 }
                 Err(e) if super::refused::permanent_refusal(&e).is_some() => {
@@ -97,9 +98,9 @@ impl FsCore {
                     // Any other failure leaves the file journaled to be tried again (it may
                     // be temporary, like a full server or a session being resumed);
                     // `shelf status` raises an alert if it keeps failing.
-                    tracing::warn!(node, error = %e, retry_in = ?backoff, "upload failed; it stays journaled");
-                    self.queue.pause(backoff);
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    let wait = backoff.next_wait();
+                    tracing::warn!(node, error = %e, retry_in = ?wait, "upload failed; it stays journaled");
+                    self.queue.pause(wait);
                     self.queue.push(node);
                 }
             }

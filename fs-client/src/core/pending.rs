@@ -1029,7 +1029,7 @@ impl FsCore {
     /// Sends queued changes in order, up to [`BATCH`] per round trip, with backoff while
     /// the server cannot be reached.
     pub(crate) fn replay_loop(&self) {
-        let mut backoff = BACKOFF_MIN;
+        let mut backoff = shelf_protocol::sync::Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
         loop {
             {
                 let mut g = self.pending.lock();
@@ -1067,12 +1067,12 @@ impl FsCore {
             self.pending
                 .tried(!matches!(&result, Err(e) if e.is_transient()));
             match result {
-                Ok(()) => backoff = BACKOFF_MIN,
+                Ok(()) => backoff.reset(),
                 Err(e) => {
-                    tracing::info!(error = %e, waiting = self.pending.len(), retry_in = ?backoff, "namespace changes wait for the server");
+                    let wait = backoff.next_wait();
+                    tracing::info!(error = %e, waiting = self.pending.len(), retry_in = ?wait, "namespace changes wait for the server");
                     // New changes do not cut the wait short; stopping and a waiting fsync do.
-                    self.pending.pause(backoff, || false);
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    self.pending.pause(wait, || false);
                 }
             }
         }

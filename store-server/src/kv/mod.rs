@@ -134,6 +134,39 @@ impl Db {
         }
     }
 
+    /// Whether other servers may share this database (PostgreSQL): caches of its records
+    /// then hear of their changes only through [`Db::listen`].
+    pub fn is_shared(&self) -> bool {
+        matches!(self, Db::Pg(_))
+    }
+
+    /// Tells every server listening on this database (none for sled, which one process
+    /// holds) `payload` on `channel`.
+    pub fn notify(&self, channel: &str, payload: &str) -> Result<()> {
+        match self {
+            Db::Sled(_) => Ok(()),
+            Db::Pg(pg) => pg.notify(channel, payload),
+        }
+    }
+
+    /// Calls `on` for what is sent on `channels` (by [`Db::notify`] or
+    /// [`TxTree::notify`]), from a thread of the engine's (it must not block). Nothing is
+    /// ever heard on sled.
+    pub fn listen(&self, channels: &[&str], on: Box<dyn Fn(Notice) + Send + Sync>) {
+        if let Db::Pg(pg) = self {
+            pg.listen(channels, on);
+        }
+    }
+
+    /// The database-wide lock `name`, if no other server holds it: one server at a time
+    /// runs the job it guards. With sled (one process) it is always free.
+    pub fn try_job_lock(&self, name: &str) -> Result<Option<JobLock>> {
+        match self {
+            Db::Sled(_) => Ok(Some(JobLock(None))),
+            Db::Pg(pg) => Ok(pg.try_job_lock(name)?.map(|l| JobLock(Some(l)))),
+        }
+    }
+
     /// Runs `f` over `trees` in one serializable transaction, again after a conflict,
     /// until it commits or aborts.
     pub fn transaction<const N: usize, T, E>(
@@ -147,6 +180,11 @@ impl Db {
         }
     }
 }
+
+pub use pg::Notice;
+
+/// Held while a job runs that one server at a time may run ([`Db::try_job_lock`]).
+pub struct JobLock(#[allow(dead_code)] Option<pg::PgJobLock>);
 
 /// One tree of a [`Db`].
 #[derive(Clone)]
@@ -384,6 +422,14 @@ impl TxTree {
                 t.put(key.as_ref(), Some(value.into()));
                 Ok(())
             }
+        }
+    }
+
+    /// Sends `payload` on `channel` to the database's listeners if (and when) the
+    /// transaction commits (see [`Db::listen`]; nothing on sled).
+    pub fn notify(&self, channel: &str, payload: &str) {
+        if let TxTree::Pg(t) = self {
+            t.notify(channel, payload);
         }
     }
 

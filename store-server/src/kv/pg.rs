@@ -118,7 +118,12 @@ impl Conn {
     /// requests polled together), after `BEGIN` too if `begin`. Any failure fails it all
     /// (a statement that fails aborts the transaction, and the `COMMIT` behind it then
     /// only rolls back).
-    fn write_and_commit(&mut self, begin: Option<&str>, changes: &Changes<'_>) -> Result<()> {
+    fn write_and_commit(
+        &mut self,
+        begin: Option<&str>,
+        changes: &Changes<'_>,
+        notices: &[(String, String)],
+    ) -> Result<()> {
         let mut plans: Vec<Plan<'_>> = Vec::new();
         for (table, changes) in changes {
             let (mut keys, mut values, mut gone) = (Vec::new(), Vec::new(), Vec::new());
@@ -143,6 +148,11 @@ impl Conn {
                 plans.push((st, gone, None));
             }
         }
+        let notify = if notices.is_empty() {
+            None
+        } else {
+            Some(self.statement("SELECT pg_notify($1, $2)")?)
+        };
         let client = &self.client;
         let begun = async {
             match begin {
@@ -157,14 +167,28 @@ impl Conn {
                     None => client.execute(st, &[keys]).await,
                 }
             }));
-        let (begun, written, committed) = block_on(futures_util::future::join3(
+        // Notifications are delivered when (and only if) the transaction commits.
+        let told = futures_util::future::join_all(notices.iter().map(|(channel, payload)| {
+            let st = notify.clone();
+            async move {
+                match st {
+                    Some(st) => client.execute(&st, &[channel, payload]).await.map(|_| ()),
+                    None => Ok(()),
+                }
+            }
+        }));
+        let (begun, written, told, committed) = block_on(futures_util::future::join4(
             begun,
             writes,
+            told,
             client.batch_execute("COMMIT"),
         ));
         begun?;
         for w in written {
             w?;
+        }
+        for t in told {
+            t?;
         }
         committed?;
         Ok(())
@@ -194,6 +218,27 @@ fn unabortable(e: KvError) -> UnabortableTransactionError {
         UnabortableTransactionError::Conflict
     } else {
         UnabortableTransactionError::Storage(e)
+    }
+}
+
+/// What a listener hears ([`PgKv::listen`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// Listening (again): anything sent while it was not is lost.
+    Listening,
+    Message { channel: String, payload: String },
+}
+
+/// A database-wide job lock ([`PgKv::try_job_lock`]); closing its connection releases it.
+pub struct PgJobLock {
+    kv: Arc<PgKv>,
+    conn: Option<Conn>,
+}
+
+impl Drop for PgJobLock {
+    fn drop(&mut self) {
+        drop(self.conn.take());
+        self.kv.forget_one();
     }
 }
 
@@ -441,6 +486,91 @@ impl PgKv {
         })
     }
 
+    /// Sends `payload` on `channel` to every server listening on this database.
+    pub(super) fn notify(&self, channel: &str, payload: &str) -> Result<()> {
+        self.with_conn(|c| c.query("SELECT pg_notify($1, $2)", &[&channel, &payload]))?;
+        Ok(())
+    }
+
+    /// Listens on `channels` on a connection of its own, calling `on` for each notification
+    /// and with [`Notice::Listening`] each time it (re)connects — notifications sent while
+    /// it was away are lost, so a listener then catches up from the database. `on` runs on
+    /// the driver's thread and must not block.
+    pub(super) fn listen(&self, channels: &[&str], on: Box<dyn Fn(Notice) + Send + Sync>) {
+        let Some(rt) = self.runtime.as_ref() else {
+            return;
+        };
+        let config = self.config.clone();
+        let sql: String = channels.iter().map(|c| format!("LISTEN {c};")).collect();
+        rt.spawn(async move {
+            let mut backoff = shelf_protocol::sync::Backoff::new(
+                std::time::Duration::from_millis(100),
+                std::time::Duration::from_secs(5),
+            );
+            loop {
+                match config.connect(NoTls).await {
+                    Ok((client, mut connection)) => {
+                        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+                        let driver = tokio::spawn(async move {
+                            loop {
+                                match futures_util::future::poll_fn(|cx| connection.poll_message(cx))
+                                    .await
+                                {
+                                    Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => {
+                                        let _ = tx.send(Notice::Message {
+                                            channel: n.channel().to_string(),
+                                            payload: n.payload().to_string(),
+                                        });
+                                    }
+                                    Some(Ok(_)) => {}
+                                    Some(Err(e)) => {
+                                        tracing::warn!(error = %e, "PostgreSQL listener connection failed");
+                                        return;
+                                    }
+                                    None => return,
+                                }
+                            }
+                        });
+                        match client.batch_execute(&sql).await {
+                            Ok(()) => {
+                                backoff.reset();
+                                on(Notice::Listening);
+                                while let Some(notice) = rx.recv().await {
+                                    on(notice);
+                                }
+                            }
+                            Err(e) => tracing::warn!(error = %e, "cannot LISTEN on PostgreSQL"),
+                        }
+                        driver.abort();
+                    }
+                    Err(e) => tracing::warn!(error = %e, "PostgreSQL listener cannot connect"),
+                }
+                tokio::time::sleep(backoff.next_wait()).await;
+            }
+        });
+    }
+
+    /// Takes the database-wide lock `name` if no other server holds it: held by a
+    /// connection of its own until the guard is dropped (or the server dies).
+    pub(super) fn try_job_lock(self: &Arc<Self>, name: &str) -> Result<Option<PgJobLock>> {
+        let mut conn = self.connect_one()?;
+        self.pool.lock().unwrap_or_else(|p| p.into_inner()).open += 1;
+        let got = conn
+            .query("SELECT pg_try_advisory_lock(hashtext($1))", &[&name])
+            .map(|rows| rows.first().is_some_and(|r| r.get::<_, bool>(0)));
+        match got {
+            Ok(true) => Ok(Some(PgJobLock {
+                kv: self.clone(),
+                conn: Some(conn),
+            })),
+            other => {
+                drop(conn);
+                self.forget_one();
+                other.map(|_| None)
+            }
+        }
+    }
+
     pub(super) fn size_on_disk(&self) -> Result<u64> {
         let rows =
             self.with_conn(|c| c.query("SELECT pg_database_size(current_database())", &[]))?;
@@ -469,6 +599,7 @@ impl PgKv {
             let state = Rc::new(TxState {
                 conn: RefCell::new(Some(conn)),
                 seen: RefCell::default(),
+                notices: RefCell::default(),
                 begun: Cell::new(false),
             });
             let views: [TxTree; N] = std::array::from_fn(|i| {
@@ -480,6 +611,7 @@ impl PgKv {
             let result = f(&views);
             drop(views);
             let seen = state.seen.take();
+            let notices = state.notices.take();
             let begun = state.begun.get();
             let kept = state.conn.borrow_mut().take();
             let Some(kept) = kept else {
@@ -491,7 +623,7 @@ impl PgKv {
             };
             conn = kept;
             let failed = match result {
-                Ok(value) => match commit(&mut conn, begun, &seen) {
+                Ok(value) => match commit(&mut conn, begun, &seen, &notices) {
                     Ok(()) => break Ok(value),
                     Err(e) => Some(e),
                 },
@@ -528,7 +660,12 @@ impl PgKv {
 const BEGIN: &str = "BEGIN ISOLATION LEVEL SERIALIZABLE";
 
 /// Writes a transaction's changes and commits (beginning it first if nothing was read).
-fn commit(conn: &mut Conn, begun: bool, seen: &SeenMap) -> Result<()> {
+fn commit(
+    conn: &mut Conn,
+    begun: bool,
+    seen: &SeenMap,
+    notices: &[(String, String)],
+) -> Result<()> {
     let mut by_table: BTreeMap<&str, BTreeMap<Vec<u8>, Option<IVec>>> = BTreeMap::new();
     for ((table, key), s) in seen {
         if s.dirty {
@@ -538,11 +675,11 @@ fn commit(conn: &mut Conn, begun: bool, seen: &SeenMap) -> Result<()> {
                 .insert(key.clone(), s.value.clone());
         }
     }
-    if by_table.is_empty() && !begun {
+    if by_table.is_empty() && !begun && notices.is_empty() {
         return Ok(()); // it neither read nor wrote
     }
     let changes: Changes<'_> = by_table.iter().map(|(t, c)| (*t, c)).collect();
-    conn.write_and_commit((!begun).then_some(BEGIN), &changes)
+    conn.write_and_commit((!begun).then_some(BEGIN), &changes, notices)
 }
 
 /// What a transaction read or wrote of one key.
@@ -556,6 +693,8 @@ struct Seen {
 struct TxState {
     conn: RefCell<Option<Conn>>,
     seen: RefCell<SeenMap>,
+    /// Notifications to send as it commits: (channel, payload).
+    notices: RefCell<Vec<(String, String)>>,
     /// `BEGIN` was sent (with the first read).
     begun: Cell<bool>,
 }
@@ -605,6 +744,13 @@ impl PgTxTree {
             },
         );
         Ok(value)
+    }
+
+    pub(super) fn notify(&self, channel: &str, payload: &str) {
+        self.state
+            .notices
+            .borrow_mut()
+            .push((channel.to_string(), payload.to_string()));
     }
 
     pub(super) fn put(&self, key: &[u8], value: Option<IVec>) {
@@ -699,7 +845,7 @@ impl PgTree {
         let one: Changes<'_> = [(&*self.table, &changes)].into_iter().collect();
         // The COMMIT behind the writes ends the transaction even when one failed.
         self.kv
-            .with_conn(|c| c.write_and_commit(Some("BEGIN"), &one))
+            .with_conn(|c| c.write_and_commit(Some("BEGIN"), &one, &[]))
     }
 
     pub(super) fn len(&self) -> Result<usize> {

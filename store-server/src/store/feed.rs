@@ -6,12 +6,18 @@
 //! its last change ‖ how many it holds (4 bytes), value the sealed [`FeedEntry`]. Entries
 //! of one change written before bundling have a 16-byte key and a sealed [`Change`].
 //!
-//! Positions (`seq`) come from sled's id generator and are drawn when an entry is written,
-//! under one lock with the write, so an account's feed is in position order as readers see
-//! it (a reader never sees a position before an earlier one is written). The feed keeps the
-//! newest [`KEEP`] changes per account (give or take an entry); a device asking for
+//! Positions (`seq`) count up per account, in the order entries commit: an entry is
+//! written in one transaction with the account's head (`feed_heads`: account → last
+//! position), so on a store shared by several servers two entries never get one position
+//! and a reader never sees a position before an earlier one is written. The feed keeps
+//! the newest [`KEEP`] changes per account (give or take an entry); a device asking for
 //! changes after a dropped position is told to revalidate (`trimmed`). Changes are recorded
 //! right after the transaction that made them.
+//!
+//! Live pushing: each server remembers, per account with subscribers here, the last
+//! position it pushed, and pushes every position once, in order — its own entries as it
+//! writes them, other servers' when the database tells it they were written
+//! ([`Store::heard_feed`], from [`super::cluster`]), reading what it missed from the feed.
 
 use super::{Ctx, Store};
 use crate::error::Result;
@@ -43,16 +49,25 @@ struct FeedEntry {
     changes: Vec<Change>,
 }
 
+/// An account's live subscribers on this server.
+struct Live {
+    tx: broadcast::Sender<Change>,
+    /// The last position pushed to them.
+    pushed: u64,
+}
+
 /// Live subscribers, per account, and how many changes each account's feed holds.
 #[derive(Default)]
 pub struct Subscribers {
-    by_account: Mutex<HashMap<u64, broadcast::Sender<Change>>>,
+    by_account: Mutex<HashMap<u64, Live>>,
+    /// Accounts whose head record exists (their first entry this run read no fallback).
+    headed: Mutex<std::collections::HashSet<u64>>,
     /// Changes in each account's feed, counted once per server run and then kept up to
     /// date (a count of the tree on every trim cost a scan of 10,000 records).
     lengths: Mutex<HashMap<u64, u64>>,
     /// One trim at a time.
     trimming: Mutex<()>,
-    /// Held while positions are drawn and their entry written and announced.
+    /// Held while positions are drawn and their entry written and pushed.
     writing: Mutex<()>,
 }
 
@@ -62,7 +77,7 @@ impl Subscribers {
         self.by_account
             .lock_or_recover()
             .values()
-            .map(|tx| tx.receiver_count())
+            .map(|live| live.tx.receiver_count())
             .sum()
     }
 }
@@ -255,9 +270,9 @@ impl Store {
         self.write_feed_entry(account, vec![change])
     }
 
-    /// Writes `changes` as one entry of the account's feed, with fresh positions, and
-    /// announces them.
-    fn write_feed_entry(&self, account: u64, mut changes: Vec<Change>) -> Result<()> {
+    /// Writes `changes` as one entry of the account's feed, at the next positions, tells
+    /// the other servers of the store, and pushes them to this server's subscribers.
+    fn write_feed_entry(&self, account: u64, changes: Vec<Change>) -> Result<()> {
         let Ok(count) = u32::try_from(changes.len()) else {
             return Err(crate::store::StoreError::Corrupt(
                 "feed entry too large".into(),
@@ -266,29 +281,112 @@ impl Store {
         if count == 0 {
             return Ok(());
         }
-        {
-            let _order = self.subscribers.writing.lock_or_recover();
-            for c in &mut changes {
-                c.seq = self.db.generate_id()? + 1;
+        // Moves and removals change places other servers may have cached.
+        let renames = changes
+            .iter()
+            .any(|c| matches!(c.kind, ChangeKind::Moved { .. } | ChangeKind::Removed));
+        let _order = self.subscribers.writing.lock_or_recover();
+        // The account's head before any was recorded: the newest position in its feed.
+        let fallback = if self.subscribers.headed.lock_or_recover().contains(&account) {
+            0
+        } else {
+            self.changes_since(account, None)?.2
+        };
+        let written = self.db.transaction([&self.feed, &self.feed_heads], |[feed, heads]| {
+            let head = match heads.get(account.to_be_bytes())? {
+                Some(v) => u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8])),
+                None => fallback,
+            };
+            let mut numbered = changes.clone();
+            for (i, c) in numbered.iter_mut().enumerate() {
+                c.seq = head + 1 + i as u64;
             }
-            let last = changes.last().map_or(0, |c| c.seq);
+            let last = head + u64::from(count);
             let key = entry_key(account, last, count);
             let entry = FeedEntry {
                 format: super::FORMAT,
-                changes,
+                changes: numbered,
             };
-            let sealed = self.seal_rec(account, b"feed", &key, &entry)?;
-            self.feed.insert(key, sealed)?;
-            if let Some(tx) = self.subscribers.by_account.lock_or_recover().get(&account) {
-                for c in entry.changes {
-                    let _ = tx.send(c);
-                }
-            }
-        }
+            let sealed = self
+                .seal_rec(account, b"feed", &key, &entry)
+                .map_err(crate::kv::ConflictableTransactionError::Abort)?;
+            feed.insert(key, sealed)?;
+            heads.insert(account.to_be_bytes(), last.to_be_bytes().to_vec())?;
+            feed.notify(
+                super::cluster::FEED,
+                &super::cluster::feed_notice(account, last, renames, self.server_id),
+            );
+            Ok(entry.changes)
+        });
+        let written = match written {
+            Ok(w) => w,
+            Err(crate::kv::TransactionError::Abort(e)) => return Err(e),
+            Err(crate::kv::TransactionError::Storage(e)) => return Err(e.into()),
+        };
+        self.subscribers.headed.lock_or_recover().insert(account);
+        let last = written.last().map_or(0, |c| c.seq);
+        self.push_live(account, last, Some(written))?;
+        drop(_order);
         if self.feed_grew(account, u64::from(count))? > KEEP + TRIM_SLACK {
             self.trim_feed(account)?;
         }
         Ok(())
+    }
+
+    /// Pushes the account's changes up to position `upto` to its subscribers on this
+    /// server, each once and in order: `fresh` (an entry just written here) when it follows
+    /// what they were last pushed, else what they missed, read from the feed.
+    fn push_live(&self, account: u64, upto: u64, fresh: Option<Vec<Change>>) -> Result<()> {
+        let mut subs = self.subscribers.by_account.lock_or_recover();
+        let Some(live) = subs.get_mut(&account) else {
+            return Ok(());
+        };
+        if live.tx.receiver_count() == 0 {
+            subs.remove(&account);
+            return Ok(());
+        }
+        if live.pushed >= upto {
+            return Ok(());
+        }
+        let follows = fresh
+            .as_ref()
+            .and_then(|f| f.first())
+            .is_some_and(|c| c.seq == live.pushed + 1);
+        let changes = match fresh {
+            Some(f) if follows => f,
+            _ => {
+                let (missed, trimmed, _) = self.changes_since(account, Some(live.pushed))?;
+                if trimmed {
+                    let _ = live.tx.send(Change::resync(live.pushed));
+                }
+                missed
+            }
+        };
+        for c in changes {
+            if c.seq > live.pushed {
+                live.pushed = c.seq;
+                let _ = live.tx.send(c);
+            }
+        }
+        Ok(())
+    }
+
+    /// Another server wrote the account's feed up to `upto`: pushes what this server's
+    /// subscribers have not had.
+    pub(crate) fn heard_feed(&self, account: u64, upto: u64) {
+        if let Err(e) = self.push_live(account, upto, None) {
+            tracing::warn!(account, error = %e, "cannot read changes another server made");
+        }
+    }
+
+    /// The accounts with subscribers on this server.
+    pub(crate) fn subscribed_accounts(&self) -> Vec<u64> {
+        self.subscribers
+            .by_account
+            .lock_or_recover()
+            .keys()
+            .copied()
+            .collect()
     }
 
     /// The changes of the entry filed under `key`, oldest first.
@@ -359,11 +457,24 @@ impl Store {
     }
 
     /// Subscribes to an account's live changes.
+    /// Changes written before this call reach the subscriber through
+    /// [`Store::changes_since`], which it reads next (the connection skips repeats).
     pub fn subscribe(&self, account: u64) -> broadcast::Receiver<Change> {
         let mut subs = self.subscribers.by_account.lock_or_recover();
-        subs.entry(account)
-            .or_insert_with(|| broadcast::channel(LIVE_BUFFER).0)
-            .subscribe()
+        if let Some(live) = subs.get(&account) {
+            return live.tx.subscribe();
+        }
+        // Pushing starts after the newest change now in the feed.
+        let pushed = match self.changes_since(account, None) {
+            Ok((_, _, head)) => head,
+            Err(e) => {
+                tracing::warn!(account, error = %e, "cannot read the feed's head");
+                0
+            }
+        };
+        let (tx, rx) = broadcast::channel(LIVE_BUFFER);
+        subs.insert(account, Live { tx, pushed });
+        rx
     }
 
     /// The account's changes after `after`, oldest first, whether some were already
@@ -447,7 +558,7 @@ mod tests {
         let entries = |store: &Store| store.account_feed(ctx.account).count();
         let before = entries(&store);
         // An entry written before bundling (one change under a 16-byte key) stays readable.
-        let old_seq = store.db.generate_id().unwrap() + 1;
+        let old_seq = store.changes_since(ctx.account, None).unwrap().2 + 1;
         let old = Change {
             seq: old_seq,
             kind: ChangeKind::Attr,
@@ -461,6 +572,10 @@ mod tests {
         let key = feed_key(ctx.account, old_seq);
         let sealed = store.seal_rec(ctx.account, b"feed", &key, &old).unwrap();
         store.feed.insert(key, sealed).unwrap();
+        store
+            .feed_heads
+            .insert(ctx.account.to_be_bytes(), old_seq.to_be_bytes().to_vec())
+            .unwrap();
         store.bundling_feed(|| {
             for node in 100..110 {
                 store.publish(&ctx, ChangeKind::Attr, node, 0, "");
@@ -476,9 +591,11 @@ mod tests {
         // From the middle of the entry: only what comes after.
         let (rest, _, _) = store.changes_since(ctx.account, Some(all[4].seq)).unwrap();
         assert_eq!(rest, all[5..].to_vec());
-        // Live subscribers get each change, with its position.
-        let pushed: Vec<u64> = (0..10).map(|_| live.try_recv().unwrap().seq).collect();
-        assert_eq!(pushed, all[1..].iter().map(|c| c.seq).collect::<Vec<_>>());
+        // Live subscribers get each change once, with its position, in order (the entry
+        // written behind the feed's back too, read from the feed as a gap).
+        let pushed: Vec<u64> = (0..11).map(|_| live.try_recv().unwrap().seq).collect();
+        assert_eq!(pushed, all.iter().map(|c| c.seq).collect::<Vec<_>>());
+        assert!(live.try_recv().is_err());
     }
 
     #[test]

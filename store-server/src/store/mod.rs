@@ -14,6 +14,7 @@
 //! | `retention` | account id (BE)             | [`retention::Retention`] (absent: the default) |
 //! | `prefs`     | account id (BE) ‖ key       | per-account preferences ([`conflicts::ConflictPolicy`], [`quota`]) |
 //! | `feed`      | account id (BE) ‖ seq (BE)  | sealed [`shelf_protocol::Change`] ([`feed`]) |
+//! | `feed_heads` | account id (BE)            | the last position of the account's feed |
 //! | `keys`      | account id (BE)             | the account's data key, wrapped ([`crate::crypto`]) |
 //! | `audit`     | seq (BE)                    | account ‖ sealed [`audit::AuditRec`] (append-only) |
 //! | `logins`    | user name                   | [`guard::LoginState`]: failures in a row, locked until |
@@ -34,6 +35,7 @@ pub mod app_passwords;
 pub mod audit;
 pub mod batch_tx;
 pub mod categories;
+pub mod cluster;
 pub mod conflicts;
 pub mod feed;
 pub mod group_commit;
@@ -195,6 +197,10 @@ pub struct Store {
     pub prefs: crate::kv::Tree,
     /// The change feed ([`feed`]) and its live subscribers.
     pub feed: crate::kv::Tree,
+    /// Each account's last feed position.
+    pub feed_heads: crate::kv::Tree,
+    /// This server's random name among the servers of a shared store ([`cluster`]).
+    pub server_id: u64,
     /// The audit log ([`audit`]).
     pub audit: crate::kv::Tree,
     /// Chunk ids of file histories, for share recipients' chunk requests.
@@ -341,6 +347,12 @@ impl Store {
             names: db.open_tree("names")?,
             retention: db.open_tree("retention")?,
             feed: db.open_tree("feed")?,
+            feed_heads: db.open_tree("feed_heads")?,
+            server_id: {
+                let mut id = [0u8; 8];
+                crate::crypto::random(&mut id)?;
+                u64::from_le_bytes(id)
+            },
             audit: db.open_tree("audit")?,
             failed_chunks: Default::default(),
             quota_alerted: Default::default(),
@@ -371,8 +383,7 @@ impl Store {
             started: std::time::Instant::now(),
             session_epoch: Default::default(),
         };
-        store.load_share_index()?;
-        store.load_link_grants()?;
+        store.reload_grants()?;
         Ok(store)
     }
 
@@ -422,8 +433,15 @@ impl Store {
             .load(std::sync::atomic::Ordering::Acquire)
     }
 
-    /// Something that may end sessions or change their rights happened here.
+    /// Something that may end sessions or change their rights happened here (the other
+    /// servers of a shared store are told too).
     pub(crate) fn sessions_changed(&self) {
+        self.sessions_changed_elsewhere();
+        self.tell_servers(cluster::CacheChange::Sessions);
+    }
+
+    /// Another server changed sessions: connections here check theirs again.
+    pub(crate) fn sessions_changed_elsewhere(&self) {
         self.session_epoch
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
@@ -444,6 +462,15 @@ impl Store {
         let out = f();
         REQUEST_TIME.set(before);
         out
+    }
+
+    /// The database-wide lock of job `name` (prune with its collection and compaction,
+    /// scrub): refused while another server of the store runs it.
+    pub fn job_lock(&self, name: &'static str) -> Result<crate::kv::JobLock> {
+        match self.db.try_job_lock(&format!("shelf-job-{name}"))? {
+            Some(lock) => Ok(lock),
+            None => Err(StoreError::JobElsewhere(name)),
+        }
     }
 
     /// A fresh node id, never reused.

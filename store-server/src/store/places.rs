@@ -96,7 +96,7 @@ impl Places {
         }
     }
 
-    /// Drops everything (an account deleted).
+    /// Drops everything (an account deleted, or another server moved or removed names).
     pub fn clear(&self) {
         let mut inner = self.inner.lock_or_recover();
         inner.generation += 1;

@@ -294,15 +294,16 @@ impl Store {
         Ok(())
     }
 
-    /// Puts every link's grant in the share index (at open).
-    pub(crate) fn load_link_grants(&self) -> Result<()> {
+    /// Every link's grant — node, the link's principal, access — for the share index.
+    pub(crate) fn link_grants(&self) -> Result<Vec<(NodeId, u64, crate::authz::Access)>> {
+        let mut out = Vec::new();
         for item in self.public_links.iter() {
             let (k, v) = item?;
             let owner = u64::from_be_bytes(k[..8].try_into().unwrap_or_default());
             let link: LinkRec = self.open_rec(owner, b"link", &k, &v)?;
-            self.index_share(link.node, principal(link.id), Some(grant_of(link.access)));
+            out.push((link.node, principal(link.id), grant_of(link.access)));
         }
-        Ok(())
+        Ok(out)
     }
 
     fn find_link(&self, token: &str) -> Result<LinkRec> {

@@ -150,8 +150,10 @@ impl Store {
     }
 
     /// Applies every account's policy at time `now` to every history, then collects the
-    /// chunks nothing refers to.
+    /// chunks nothing refers to. One server of a shared store at a time: refused while
+    /// another one prunes.
     pub fn prune(&self, now: Timestamp) -> Result<PruneReport> {
+        let _alone = self.job_lock("prune")?;
         let started = std::time::Instant::now();
         let report = self.prune_all(now)?;
         if let Ok(disk) = self.chunks.disk() {

@@ -18,7 +18,9 @@ pub struct ScrubReport {
 
 impl Store {
     /// Checks every chunk; failures are reported and raised as integrity alerts.
+    /// One server of a shared store at a time: refused while another one scrubs.
     pub fn scrub(&self) -> Result<ScrubReport> {
+        let _alone = self.job_lock("scrub")?;
         let (at, started) = (self.now(), std::time::Instant::now());
         let report = self.scrub_all()?;
         self.record_job(

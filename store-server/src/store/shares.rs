@@ -20,6 +20,7 @@ use super::{decode, node_key, Ctx, NodeRec, Store, FORMAT};
 use crate::authz::{Access, Target};
 use crate::error::{Result, StoreError};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use shelf_protocol::sync::{LockOrRecover, RwLockOrRecover};
 use shelf_protocol::{
     Attr, ChangeKind, ChunkId, DirEntry, ErrorCode, NodeId, NodeKind, ShareInfo, Timestamp,
@@ -538,25 +539,42 @@ impl Store {
         Ok(())
     }
 
-    /// Sets (or with `None` removes) a grant in the in-memory index.
+    /// Sets (or with `None` removes) a grant in the in-memory index, and tells the other
+    /// servers of the store to read theirs again.
     pub(crate) fn index_share(&self, node: NodeId, recipient: u64, access: Option<Access>) {
-        let mut index = self.share_index.write_or_recover();
-        let grants = index.entry(node).or_default();
-        grants.retain(|(r, _)| *r != recipient);
-        if let Some(a) = access {
-            grants.push((recipient, a));
-        }
-        if grants.is_empty() {
-            index.remove(&node);
-        }
+        set_grant(&mut self.share_index.write_or_recover(), node, recipient, access);
+        self.tell_servers(super::cluster::CacheChange::Grants);
     }
 
-    /// Loads the in-memory index of grants from the `shares` tree (at open).
-    pub(crate) fn load_share_index(&self) -> Result<()> {
+    /// Reads the index of grants again from the `shares` and `public_links` trees (at open,
+    /// and when another server changed them).
+    pub(crate) fn reload_grants(&self) -> Result<()> {
+        let mut index = HashMap::new();
         for item in self.shares.iter() {
             let s: ShareRec = decode(&item?.1)?;
-            self.index_share(s.node, s.recipient, Some(s.access));
+            set_grant(&mut index, s.node, s.recipient, Some(s.access));
         }
+        for (node, principal, access) in self.link_grants()? {
+            set_grant(&mut index, node, principal, Some(access));
+        }
+        *self.share_index.write_or_recover() = index;
         Ok(())
+    }
+}
+
+/// Sets (or with `None` removes) `recipient`'s grant on `node` in `index`.
+fn set_grant(
+    index: &mut HashMap<NodeId, Vec<(u64, Access)>>,
+    node: NodeId,
+    recipient: u64,
+    access: Option<Access>,
+) {
+    let grants = index.entry(node).or_default();
+    grants.retain(|(r, _)| *r != recipient);
+    if let Some(a) = access {
+        grants.push((recipient, a));
+    }
+    if grants.is_empty() {
+        index.remove(&node);
     }
 }
