@@ -8,6 +8,7 @@
 //! shelf-tests` alone would drive whatever binaries were built last.
 
 pub mod garage;
+pub mod haproxy;
 pub mod postgres;
 pub mod proxy;
 
@@ -73,6 +74,42 @@ impl Server {
     /// [`Server::start`] with the web app on a free loopback port too (`--web`).
     pub fn start_web(users: &[(&str, &str, &str)]) -> Server {
         Server::start_full(users, &[], true)
+    }
+
+    /// One more server of this server's store (`init --join`): its own data folder and
+    /// port, the same certificate, master key, database and bucket (and environment).
+    pub fn join(&self) -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        let out = Command::new(server_bin())
+            .args(["init", "--data"])
+            .arg(&data)
+            .arg("--join")
+            .arg(&self.data)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .output()
+            .expect("shelf-server init --join");
+        assert!(
+            out.status.success(),
+            "init --join: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let fingerprint = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("fingerprint ").map(str::to_string))
+            .expect("init prints the fingerprint");
+        assert_eq!(fingerprint, self.fingerprint, "the same certificate");
+        let mut s = Server {
+            child: None,
+            addr: "127.0.0.1:0".into(),
+            fingerprint,
+            data,
+            web: None,
+            env: self.env.clone(),
+            _dir: dir,
+        };
+        s.run();
+        s
     }
 
     fn start_full(users: &[(&str, &str, &str)], env: &[(&str, &str)], web: bool) -> Server {

@@ -429,3 +429,48 @@ fn a_process_waiting_for_a_lock_holds_up_nothing() {
     }
     m.unmount();
 }
+
+/// Both devices overwrite one file at the same moment and fsync it: the server keeps one
+/// edit as the file and the other as a conflicted copy, each once. (The device whose
+/// commit lost held the file open for its fsync; it used to send the same content again
+/// as the file's newest version, hiding the other edit in `.versions/`.)
+#[test]
+fn edits_made_at_once_on_two_devices_keep_each_once() {
+    let server = Server::start(&[("di", "pw", "user")]);
+    let (a, b) = (Device::new(), Device::new());
+    a.login(&server, "di", "pw", "laptop");
+    b.login(&server, "di", "pw", "desktop");
+    let (ma, mb) = (a.mount(), b.mount());
+    for round in 0..3 {
+        let f = format!("files/plan{round}.txt");
+        ma.sh(&format!("printf 'base\\n' > {f} && sync {f}"));
+        assert!(wait_until(Duration::from_secs(10), || {
+            std::fs::read_to_string(mb.path.join(&f)).is_ok_and(|t| t == "base\n")
+        }));
+        let edit = |m: &Mount, who: &'static str| {
+            let (dir, f) = (m.path.clone(), f.clone());
+            std::thread::spawn(move || {
+                sh_in(&dir, &format!("printf 'from {who}\\n' > {f} && sync {f}"))
+            })
+        };
+        let (ta, tb) = (edit(&ma, "laptop"), edit(&mb, "desktop"));
+        ta.join().expect("edit on A");
+        tb.join().expect("edit on B");
+        let state = |m: &Mount| {
+            m.sh(&format!(
+                "cd files && for f in plan{round}*; do echo \"$(cat \"$f\")\"; done | sort; \
+                 ls .versions | grep -c '^plan{round}.txt.v'"
+            ))
+        };
+        let want = "from desktop\nfrom laptop\n2\n";
+        for m in [&ma, &mb] {
+            assert!(
+                wait_until(Duration::from_secs(10), || state(m) == want),
+                "round {round}: each edit once (the file and a conflicted copy), two versions of the file: {}",
+                state(m)
+            );
+        }
+    }
+    ma.unmount();
+    mb.unmount();
+}

@@ -422,9 +422,23 @@ impl FsCore {
         let st = self.file_state(node);
         let mut inner = st.lock();
         let untouched = inner.staging.as_ref().is_some_and(|s| s.gen == gen);
-        if untouched && inner.open_handles == 0 {
-            if let Some(s) = inner.staging.take() {
-                s.discard(&self.staging_files);
+        if untouched {
+            // This content is the copy now. Still open (an fsync's handle, a reader): it
+            // stays for those handles as a clean copy of its old base, which the next open
+            // finds stale; it must not be sent again as the file's newest version (that
+            // would hide the other device's edit behind the same content twice).
+            match inner.open_handles {
+                0 => {
+                    if let Some(s) = inner.staging.take() {
+                        s.discard(&self.staging_files);
+                    }
+                }
+                _ => {
+                    if let Some(s) = inner.staging.as_mut() {
+                        s.committed_gen = s.gen;
+                        s.journaled_gen = s.gen;
+                    }
+                }
             }
             drop(inner);
             if let Err(e) = self.journal.remove(node) {
