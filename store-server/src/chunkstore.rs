@@ -41,6 +41,12 @@ pub trait ChunkStore: Send + Sync {
     fn get_split(&self, account: u64, id: &ChunkId, head: &mut [u8]) -> Result<Vec<u8>>;
     /// Makes every body written so far durable.
     fn sync(&self) -> Result<()>;
+    /// Makes every body written so far readable by the other servers of the store, and by
+    /// this one after it is killed (pack files: already so, in the page cache; a bucket:
+    /// the pack being filled in memory is sent).
+    fn share_written(&self) -> Result<()> {
+        Ok(())
+    }
     /// Bytes of chunk bodies stored for the account, and how many chunks.
     fn usage(&self, account: u64) -> Result<(u64, u64)>;
     /// Bytes of chunk bodies stored for the account.

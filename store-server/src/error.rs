@@ -24,6 +24,9 @@ pub enum StoreError {
     /// A job one server at a time runs (prune, scrub) is running on another server.
     #[error("another server of this store is running {0} now")]
     JobElsewhere(&'static str),
+    /// Another server of the store did not pause its commits for a garbage collection.
+    #[error("the other servers of this store did not pause their commits in time; garbage collection skipped")]
+    ServersBusy,
 }
 
 impl From<ErrorCode> for StoreError {
@@ -63,7 +66,9 @@ impl StoreError {
             StoreError::Db(_) | StoreError::Io(_) | StoreError::Hash(_) | StoreError::Crypto(_) => {
                 WireError::from(ErrorCode::Internal)
             }
-            StoreError::JobElsewhere(_) => WireError::new(ErrorCode::WouldBlock, self.to_string()),
+            StoreError::JobElsewhere(_) | StoreError::ServersBusy => {
+                WireError::new(ErrorCode::WouldBlock, self.to_string())
+            }
         }
     }
 

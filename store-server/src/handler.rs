@@ -357,6 +357,14 @@ fn batch_segment(
         }
     }
     let n = cut.as_ref().map_or(reqs.len(), |(i, _)| *i);
+    let inline = reqs[..n]
+        .iter()
+        .any(|s| matches!(&s.req, Request::Commit { inline, .. } if !inline.is_empty()));
+    if inline {
+        if let Err(e) = chunks_readable_elsewhere(store) {
+            return (Vec::new(), Some(e));
+        }
+    }
     // Nodes the store numbers itself (the client numbers those it makes).
     let new_nodes = reqs[..n]
         .iter()
@@ -389,6 +397,18 @@ fn batch_segment(
         })
     });
     (applied, failure.or(cut.map(|(_, e)| e)))
+}
+
+/// On a store other servers share (metadata on PostgreSQL), a committed version is seen
+/// by them at once and outlives this server: the chunks it names must be where they can
+/// read them first, so chunks still in this server's memory go to the bucket before the
+/// transaction. (With sled, the sync before the answer covers it: a killed server loses
+/// an unflushed commit together with its chunks.)
+fn chunks_readable_elsewhere(store: &Store) -> Result<(), StoreError> {
+    if store.db.is_shared() {
+        store.chunks.share_written()?;
+    }
+    Ok(())
 }
 
 /// A batched commit's part outside the batch's transaction: its inline chunks stored, and
@@ -825,6 +845,9 @@ fn apply_authorized(
             // Every commit is made durable before the answer (see `handle`); `durable`
             // stays in the protocol for the client's own bookkeeping.
             let _ = durable;
+            if !inline.is_empty() {
+                chunks_readable_elsewhere(store)?;
+            }
             let committed = store.commit_resolving(ctx, node, base_version, chunks, mtime)?;
             match committed {
                 Committed::Done(attr) => Response::Attr(attr),

@@ -503,6 +503,10 @@ impl ChunkStore for ObjectPackStore {
         self.finish_uploads()
     }
 
+    fn share_written(&self) -> Result<()> {
+        self.sync()
+    }
+
     fn usage(&self, account: u64) -> Result<(u64, u64)> {
         self.usage.of(account, || {
             let (mut total, mut count) = (0u64, 0u64);

@@ -74,6 +74,10 @@ impl ChunkStore for SealedChunks {
         self.inner.sync()
     }
 
+    fn share_written(&self) -> Result<()> {
+        self.inner.share_written()
+    }
+
     /// Plaintext bytes (what the account stored), not counting the seals.
     fn usage(&self, account: u64) -> Result<(u64, u64)> {
         let (bytes, count) = self.inner.usage(account)?;

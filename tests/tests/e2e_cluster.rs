@@ -49,7 +49,8 @@ fn three_servers_behind_haproxy_serve_two_devices_as_one_store() {
     let a_on = in_use(&servers);
     let mb = b.mount();
     assert!(
-        wait_until(Duration::from_secs(5), || in_use(&servers).len() > a_on.len()),
+        wait_until(Duration::from_secs(5), || in_use(&servers).len()
+            > a_on.len()),
         "B's mount is on a server A's is not on (A on {a_on:?}, now {:?})",
         in_use(&servers)
     );
@@ -80,10 +81,16 @@ fn three_servers_behind_haproxy_serve_two_devices_as_one_store() {
     }));
     let (pa, pb) = (ma.path.clone(), mb.path.clone());
     let ta = std::thread::spawn(move || {
-        sh_in(&pa, "printf 'from laptop\\n' > files/plan.txt && sync files/plan.txt")
+        sh_in(
+            &pa,
+            "printf 'from laptop\\n' > files/plan.txt && sync files/plan.txt",
+        )
     });
     let tb = std::thread::spawn(move || {
-        sh_in(&pb, "printf 'from desktop\\n' > files/plan.txt && sync files/plan.txt")
+        sh_in(
+            &pb,
+            "printf 'from desktop\\n' > files/plan.txt && sync files/plan.txt",
+        )
     });
     ta.join().expect("edit on A");
     tb.join().expect("edit on B");
@@ -142,4 +149,3 @@ fn three_servers_behind_haproxy_serve_two_devices_as_one_store() {
     mb.unmount();
     drop(lb);
 }
-

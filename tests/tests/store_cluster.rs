@@ -135,7 +135,9 @@ fn changes_made_on_either_server_reach_subscribers_on_both_once_and_in_order() {
     std::thread::sleep(Duration::from_millis(300));
     b.create_node(&on_b, a0, "later", folder("x"))
         .expect("mkdir in the renamed folder on b");
-    let (recent, _, _) = a.changes_since(on_a.account, Some(start + 200)).expect("feed");
+    let (recent, _, _) = a
+        .changes_since(on_a.account, Some(start + 200))
+        .expect("feed");
     assert_eq!(
         recent.last().map(|c| c.path.as_str()),
         Some("files/renamed/later"),
@@ -179,4 +181,38 @@ fn a_share_made_on_one_server_opens_on_the_other_and_jobs_run_on_one_at_a_time()
     }
     drop(held);
     b.prune(b.now()).expect("b prunes once a is done");
+}
+
+/// A garbage collection on one server waits for a commit under way on the other (which
+/// has checked its chunks and is about to name them), and that server's next commit waits
+/// for the collection.
+#[test]
+fn garbage_collection_waits_for_commits_on_every_server() {
+    let pg = Postgres::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (a, b) = (server(&pg, dir.path(), "a"), server(&pg, dir.path(), "b"));
+    a.add_user("ann", "pw", Role::User).expect("ann");
+    let in_use = b.chunks_in_use().expect("b commits");
+    let started = Instant::now();
+    let collector = {
+        let a = a.clone();
+        std::thread::spawn(move || {
+            a.collect_garbage().expect("collect");
+            Instant::now()
+        })
+    };
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        !collector.is_finished(),
+        "the collection waits while a commit is under way on the other server"
+    );
+    let released = Instant::now();
+    drop(in_use);
+    let done = collector.join().expect("collector");
+    assert!(done >= released, "it ran only after the commit ended");
+    assert!(done - started < Duration::from_secs(30));
+    // Both servers commit again afterwards.
+    assert!(wait_until(Duration::from_secs(5), || {
+        b.gc_lock.try_read().is_ok() && a.gc_lock.try_read().is_ok()
+    }));
 }

@@ -167,6 +167,20 @@ impl Db {
         }
     }
 
+    /// Waits (at most `timeout`; `None`: as long as it takes) for the database-wide lock
+    /// `name`, shared or alone; `None` if the time ran out. Always free with sled.
+    pub fn lock(
+        &self,
+        name: &str,
+        shared: bool,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<Option<JobLock>> {
+        match self {
+            Db::Sled(_) => Ok(Some(JobLock(None))),
+            Db::Pg(pg) => Ok(pg.lock(name, shared, timeout)?.map(|l| JobLock(Some(l)))),
+        }
+    }
+
     /// Runs `f` over `trees` in one serializable transaction, again after a conflict,
     /// until it commits or aborts.
     pub fn transaction<const N: usize, T, E>(

@@ -226,7 +226,10 @@ fn unabortable(e: KvError) -> UnabortableTransactionError {
 pub enum Notice {
     /// Listening (again): anything sent while it was not is lost.
     Listening,
-    Message { channel: String, payload: String },
+    Message {
+        channel: String,
+        payload: String,
+    },
 }
 
 /// A database-wide job lock ([`PgKv::try_job_lock`]); closing its connection releases it.
@@ -548,6 +551,39 @@ impl PgKv {
                 tokio::time::sleep(backoff.next_wait()).await;
             }
         });
+    }
+
+    /// Waits for the database-wide lock `name`, shared with other shared holders or
+    /// alone, for at most `timeout` (`None`: as long as it takes). `None` if the time ran
+    /// out. Held by a connection of its own until the guard is dropped (or the server dies).
+    pub(super) fn lock(
+        self: &Arc<Self>,
+        name: &str,
+        shared: bool,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<Option<PgJobLock>> {
+        let conn = self.connect_one()?;
+        self.pool.lock().unwrap_or_else(|p| p.into_inner()).open += 1;
+        // Dropped on failure, which closes the connection and counts it out.
+        let mut hold = PgJobLock {
+            kv: self.clone(),
+            conn: Some(conn),
+        };
+        let Some(conn) = hold.conn.as_mut() else {
+            return Ok(None);
+        };
+        if let Some(t) = timeout {
+            conn.batch(&format!("SET lock_timeout = {}", t.as_millis().max(1)))?;
+        }
+        let sql = match shared {
+            true => "SELECT pg_advisory_lock_shared(hashtext($1))",
+            false => "SELECT pg_advisory_lock(hashtext($1))",
+        };
+        match conn.query(sql, &[&name]) {
+            Ok(_) => Ok(Some(hold)),
+            Err(KvError::Pg(e)) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Takes the database-wide lock `name` if no other server holds it: held by a

@@ -10,10 +10,27 @@
 //! (notices sent meanwhile are lost), the server catches up from the database: every
 //! subscribed account's feed, the grants, and an empty places cache. With sled (one
 //! process) nothing is ever heard and none of this runs.
+//!
+//! Garbage collection must not drop a chunk a commit on any server has checked and is
+//! about to name. Each server holds the *gate* (a database-wide lock) shared while it may
+//! commit; a collection takes the *turnstile* alone, tells every server, and waits for the
+//! gate alone: each server waits for its own commits to end (its `gc_lock`), lets go of
+//! the gate, and queues at the turnstile, so its commits wait until the collection is over
+//! ([`Store::pause_other_servers`]).
 
 use super::Store;
-use crate::kv::Notice;
+use crate::error::{Result, StoreError};
+use crate::kv::{JobLock, Notice};
+use shelf_protocol::sync::{LockOrRecover, RwLockOrRecover};
 use std::sync::Arc;
+use std::time::Duration;
+
+/// Held shared by every server that may commit; alone by a garbage collection.
+const GC_GATE: &str = "shelf-gc-gate";
+/// Taken alone by a collection before it asks; servers come back to the gate through it.
+const GC_TURNSTILE: &str = "shelf-gc-turnstile";
+/// How long a collection waits for every server to step aside before it gives up.
+const GC_WAIT: Duration = Duration::from_secs(60);
 
 /// The channel of feed entries: `ACCOUNT UPTO RENAMES SERVER`.
 pub const FEED: &str = "shelf_feed";
@@ -33,6 +50,8 @@ pub enum CacheChange {
     Grants,
     /// Sessions ended or their rights changed: connections check theirs again now.
     Sessions,
+    /// A garbage collection waits for every server's commits to pause.
+    Gc,
 }
 
 impl CacheChange {
@@ -40,6 +59,7 @@ impl CacheChange {
         match self {
             CacheChange::Grants => "grants",
             CacheChange::Sessions => "sessions",
+            CacheChange::Gc => "gc",
         }
     }
 
@@ -47,6 +67,7 @@ impl CacheChange {
         match w {
             "grants" => Some(CacheChange::Grants),
             "sessions" => Some(CacheChange::Sessions),
+            "gc" => Some(CacheChange::Gc),
             _ => None,
         }
     }
@@ -111,6 +132,7 @@ impl Store {
         if !self.db.is_shared() {
             return Ok(());
         }
+        self.enter_gc_gate().map_err(std::io::Error::other)?;
         let (tx, rx) = std::sync::mpsc::channel::<Notice>();
         self.db.listen(
             &[FEED, CACHE],
@@ -130,10 +152,12 @@ impl Store {
         Ok(())
     }
 
-    fn heard(&self, notice: Notice) {
+    fn heard(self: &Arc<Self>, notice: Notice) {
         match notice {
             Notice::Listening => {
                 tracing::info!("listening to the other servers of the store");
+                // The gate's connection may have gone with the listener's.
+                self.step_aside_for_gc();
                 self.places.clear();
                 if let Err(e) = self.reload_grants() {
                     tracing::warn!(error = %e, "cannot read the grants again");
@@ -169,8 +193,89 @@ impl Store {
                     what: CacheChange::Sessions,
                     ..
                 }) => self.sessions_changed_elsewhere(),
+                Some(Heard::Cache {
+                    what: CacheChange::Gc,
+                    ..
+                }) => self.step_aside_for_gc(),
                 None => tracing::debug!(channel, payload, "unknown notice"),
             },
+        }
+    }
+}
+
+impl Store {
+    /// Holds the gate shared (this server may commit), coming in through the turnstile so
+    /// as never to get ahead of a collection that waits for it.
+    fn enter_gc_gate(&self) -> Result<()> {
+        let turnstile = self.db.lock(GC_TURNSTILE, true, None)?;
+        let gate = self.db.lock(GC_GATE, true, None)?;
+        drop(turnstile);
+        *self.gc_gate.lock_or_recover() = gate;
+        Ok(())
+    }
+
+    /// Another server wants to collect garbage (or the gate's connection may be gone): on
+    /// a thread of its own, waits for this server's commits to end, lets go of the gate and
+    /// takes it again once the collection is over; this server's commits wait meanwhile.
+    fn step_aside_for_gc(self: &Arc<Self>) {
+        let store = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("shelf-gc-gate".into())
+            .spawn(move || {
+                let _no_commits = store.gc_lock.write_or_recover();
+                store.gc_gate.lock_or_recover().take();
+                if let Err(e) = store.enter_gc_gate() {
+                    tracing::error!(error = %e, "cannot take the garbage-collection gate again");
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot step aside for a garbage collection");
+        }
+    }
+
+    /// Pauses the commits of every other server of a shared store (nothing to do with
+    /// sled) until the guard is dropped. Call it holding `gc_lock` alone. Refused if a
+    /// server did not step aside within a minute.
+    pub(crate) fn pause_other_servers(&self) -> Result<GcPause<'_>> {
+        if !self.db.is_shared() {
+            return Ok(GcPause {
+                store: self,
+                held: None,
+            });
+        }
+        let Some(turnstile) = self.db.lock(GC_TURNSTILE, false, Some(GC_WAIT))? else {
+            return Err(StoreError::ServersBusy);
+        };
+        self.gc_gate.lock_or_recover().take();
+        self.tell_servers(CacheChange::Gc);
+        match self.db.lock(GC_GATE, false, Some(GC_WAIT))? {
+            Some(gate) => Ok(GcPause {
+                store: self,
+                held: Some((turnstile, gate)),
+            }),
+            None => {
+                drop(turnstile);
+                self.enter_gc_gate()?;
+                Err(StoreError::ServersBusy)
+            }
+        }
+    }
+}
+
+/// Other servers' commits are paused while it lives ([`Store::pause_other_servers`]).
+pub(crate) struct GcPause<'a> {
+    store: &'a Store,
+    held: Option<(JobLock, JobLock)>,
+}
+
+impl Drop for GcPause<'_> {
+    fn drop(&mut self) {
+        if let Some((turnstile, gate)) = self.held.take() {
+            drop(gate);
+            drop(turnstile);
+            if let Err(e) = self.store.enter_gc_gate() {
+                tracing::error!(error = %e, "cannot take the garbage-collection gate again");
+            }
         }
     }
 }

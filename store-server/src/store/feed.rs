@@ -292,32 +292,34 @@ impl Store {
         } else {
             self.changes_since(account, None)?.2
         };
-        let written = self.db.transaction([&self.feed, &self.feed_heads], |[feed, heads]| {
-            let head = match heads.get(account.to_be_bytes())? {
-                Some(v) => u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8])),
-                None => fallback,
-            };
-            let mut numbered = changes.clone();
-            for (i, c) in numbered.iter_mut().enumerate() {
-                c.seq = head + 1 + i as u64;
-            }
-            let last = head + u64::from(count);
-            let key = entry_key(account, last, count);
-            let entry = FeedEntry {
-                format: super::FORMAT,
-                changes: numbered,
-            };
-            let sealed = self
-                .seal_rec(account, b"feed", &key, &entry)
-                .map_err(crate::kv::ConflictableTransactionError::Abort)?;
-            feed.insert(key, sealed)?;
-            heads.insert(account.to_be_bytes(), last.to_be_bytes().to_vec())?;
-            feed.notify(
-                super::cluster::FEED,
-                &super::cluster::feed_notice(account, last, renames, self.server_id),
-            );
-            Ok(entry.changes)
-        });
+        let written = self
+            .db
+            .transaction([&self.feed, &self.feed_heads], |[feed, heads]| {
+                let head = match heads.get(account.to_be_bytes())? {
+                    Some(v) => u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8])),
+                    None => fallback,
+                };
+                let mut numbered = changes.clone();
+                for (i, c) in numbered.iter_mut().enumerate() {
+                    c.seq = head + 1 + i as u64;
+                }
+                let last = head + u64::from(count);
+                let key = entry_key(account, last, count);
+                let entry = FeedEntry {
+                    format: super::FORMAT,
+                    changes: numbered,
+                };
+                let sealed = self
+                    .seal_rec(account, b"feed", &key, &entry)
+                    .map_err(crate::kv::ConflictableTransactionError::Abort)?;
+                feed.insert(key, sealed)?;
+                heads.insert(account.to_be_bytes(), last.to_be_bytes().to_vec())?;
+                feed.notify(
+                    super::cluster::FEED,
+                    &super::cluster::feed_notice(account, last, renames, self.server_id),
+                );
+                Ok(entry.changes)
+            });
         let written = match written {
             Ok(w) => w,
             Err(crate::kv::TransactionError::Abort(e)) => return Err(e),

@@ -250,6 +250,8 @@ pub struct Store {
     /// Commits and chunk uploads hold it shared; the garbage collector holds it alone, so
     /// a chunk is never collected between a commit's check and its write.
     pub gc_lock: std::sync::RwLock<()>,
+    /// This server's shared hold on the store-wide garbage-collection gate ([`cluster`]).
+    gc_gate: std::sync::Mutex<Option<crate::kv::JobLock>>,
     /// The data folder, for free-space figures (None for an in-memory store).
     pub data_root: Option<std::path::PathBuf>,
     /// Concurrent changes share one flush ([`Store::sync`]).
@@ -376,6 +378,7 @@ impl Store {
             lease_holders: db.open_tree("lease_holders")?,
             clock: Arc::new(Timestamp::now),
             gc_lock: std::sync::RwLock::new(()),
+            gc_gate: Default::default(),
             chunks,
             db,
             data_root: None,

@@ -267,6 +267,8 @@ impl Store {
             .gc_lock
             .write()
             .map_err(|_| StoreError::Corrupt("the GC lock was poisoned".into()))?;
+        // And no commit on another server of the store either.
+        let _others = self.pause_other_servers()?;
         let mut referenced: HashMap<u64, HashSet<ChunkId>> = HashMap::new();
         let mut owners: HashMap<NodeId, u64> = HashMap::new();
         for item in self.nodes.iter() {

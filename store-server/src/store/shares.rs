@@ -20,12 +20,12 @@ use super::{decode, node_key, Ctx, NodeRec, Store, FORMAT};
 use crate::authz::{Access, Target};
 use crate::error::{Result, StoreError};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 use shelf_protocol::sync::{LockOrRecover, RwLockOrRecover};
 use shelf_protocol::{
     Attr, ChangeKind, ChunkId, DirEntry, ErrorCode, NodeId, NodeKind, ShareInfo, Timestamp,
     SHARED_OWNER_DIRS,
 };
+use std::collections::HashMap;
 
 /// Which account's chunks a chunk request for a file uses, and — for a share recipient —
 /// which of them it may learn about: those of the file's own history.
@@ -542,7 +542,12 @@ impl Store {
     /// Sets (or with `None` removes) a grant in the in-memory index, and tells the other
     /// servers of the store to read theirs again.
     pub(crate) fn index_share(&self, node: NodeId, recipient: u64, access: Option<Access>) {
-        set_grant(&mut self.share_index.write_or_recover(), node, recipient, access);
+        set_grant(
+            &mut self.share_index.write_or_recover(),
+            node,
+            recipient,
+            access,
+        );
         self.tell_servers(super::cluster::CacheChange::Grants);
     }
 
