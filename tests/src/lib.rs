@@ -20,11 +20,12 @@ use std::time::{Duration, Instant};
 /// The directory holding the built `shelf` and `shelf-server` binaries.
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
-    // target/debug/deps/e2e-xxxx → target/debug
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .to_path_buf()
+    // target/debug/deps/e2e-xxxx → target/debug; target/release/shelf-load → target/release
+    let dir = exe.parent().expect("target dir");
+    match dir.file_name() {
+        Some(name) if name == "deps" => dir.parent().expect("target dir").to_path_buf(),
+        _ => dir.to_path_buf(),
+    }
 }
 
 pub fn shelf_bin() -> PathBuf {
@@ -220,6 +221,11 @@ impl Server {
             Ok(f) => Stdio::from(f),
             Err(_) => Stdio::inherit(),
         }
+    }
+
+    /// The server process's id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Everything the server logged so far.

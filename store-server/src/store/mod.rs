@@ -523,12 +523,26 @@ pub fn postgres_config(dir: &DataDir) -> Result<Option<crate::kv::pg::PgConfig>>
 
 /// Opens the data folder's sled database (one process at a time).
 pub fn open_sled(dir: &DataDir) -> Result<crate::kv::Db> {
-    let db = sled::Config::new()
-        .path(dir.db())
-        // The server's own flusher syncs packs first, then sled (see `ChunkStore`).
-        .flush_every_ms(None)
-        .cache_capacity(256 << 20)
-        .open()
+    let open = || {
+        sled::Config::new()
+            .path(dir.db())
+            // The server's own flusher syncs packs first, then sled (see `ChunkStore`).
+            .flush_every_ms(None)
+            .cache_capacity(256 << 20)
+            .open()
+    };
+    let held = |r: &sled::Result<sled::Db>| matches!(r, Err(sled::Error::Io(io)) if io.kind() == std::io::ErrorKind::WouldBlock);
+    // A handle this process just dropped may hold the lock for a moment longer (sled's
+    // own threads let go of it as they finish): wait up to a second before saying so.
+    let mut opened = open();
+    for _ in 0..20 {
+        if !held(&opened) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        opened = open();
+    }
+    let db = opened
         .map_err(|e| match e {
             sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => {
                 StoreError::Io(std::io::Error::other(format!(
