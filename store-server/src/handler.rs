@@ -406,7 +406,7 @@ fn batch_segment(
 /// an unflushed commit together with its chunks.)
 fn chunks_readable_elsewhere(store: &Store) -> Result<(), StoreError> {
     if store.db.is_shared() {
-        store.chunks.share_written()?;
+        store.share_chunks()?;
     }
     Ok(())
 }

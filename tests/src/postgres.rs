@@ -70,21 +70,35 @@ impl Postgres {
             "--no-sync",
         ]);
         run(init, "initdb");
-        let port = free_port();
-        let mut start = as_postgres("pg_ctl");
-        start
-            .arg("-D")
-            .arg(&data)
-            .arg("-l")
-            .arg(dir.path().join("log"))
-            .arg("-o")
-            .arg(format!(
-                "-p {port} -c listen_addresses=127.0.0.1 -k {} -c max_connections=200",
-                dir.path().display()
-            ))
-            .args(["-w", "start"])
-            .stdout(Stdio::null());
-        run(start, "pg_ctl start");
+        // A free port can be taken by another test between the check and the start (tests
+        // run in parallel): a failed start tries another port, and reports its log.
+        let log = dir.path().join("log");
+        let mut port = 0;
+        for attempt in 1..=3 {
+            port = free_port();
+            let mut start = as_postgres("pg_ctl");
+            start
+                .arg("-D")
+                .arg(&data)
+                .arg("-l")
+                .arg(&log)
+                .arg("-o")
+                .arg(format!(
+                    "-p {port} -c listen_addresses=127.0.0.1 -k {} -c max_connections=200",
+                    dir.path().display()
+                ))
+                .args(["-w", "start"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            if start.status().is_ok_and(|s| s.success()) {
+                break;
+            }
+            assert!(
+                attempt < 3,
+                "pg_ctl start failed 3 times; its log:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
         let pg = Postgres {
             port,
             data,

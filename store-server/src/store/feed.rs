@@ -67,8 +67,9 @@ pub struct Subscribers {
     lengths: Mutex<HashMap<u64, u64>>,
     /// One trim at a time.
     trimming: Mutex<()>,
-    /// Held while positions are drawn and their entry written and pushed.
-    writing: Mutex<()>,
+    /// Held while an account's positions are drawn and its entry written and pushed (one
+    /// of these per group of accounts: other accounts' entries go on meanwhile).
+    writing: [Mutex<()>; 16],
 }
 
 impl Subscribers {
@@ -285,7 +286,7 @@ impl Store {
         let renames = changes
             .iter()
             .any(|c| matches!(c.kind, ChangeKind::Moved { .. } | ChangeKind::Removed));
-        let _order = self.subscribers.writing.lock_or_recover();
+        let _order = self.subscribers.writing[(account % 16) as usize].lock_or_recover();
         // The account's head before any was recorded: the newest position in its feed.
         let fallback = if self.subscribers.headed.lock_or_recover().contains(&account) {
             0

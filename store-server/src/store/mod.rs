@@ -256,6 +256,9 @@ pub struct Store {
     pub data_root: Option<std::path::PathBuf>,
     /// Concurrent changes share one flush ([`Store::sync`]).
     flushes: group_commit::GroupCommit,
+    /// Concurrent commits on a shared store share one upload of the pack being filled
+    /// ([`Store::share_chunks`]).
+    chunk_shares: group_commit::GroupCommit,
     /// When this store was opened (the server's uptime).
     pub started: std::time::Instant,
     /// Counts changes that may end sessions or change what they may do (revocations,
@@ -383,6 +386,7 @@ impl Store {
             db,
             data_root: None,
             flushes: Default::default(),
+            chunk_shares: Default::default(),
             started: std::time::Instant::now(),
             session_epoch: Default::default(),
         };
@@ -498,6 +502,20 @@ impl Store {
                 other => std::io::Error::other(other.to_string()),
             })?;
             Ok(())
+        })?;
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Makes every chunk body stored so far readable by the other servers of the store
+    /// ([`ChunkStore::share_written`]); concurrent callers share one upload.
+    pub fn share_chunks(&self) -> Result<()> {
+        self.chunk_shares.flush(|| {
+            self.chunks.share_written().map_err(|e| match e {
+                StoreError::Io(e) => e,
+                other => std::io::Error::other(other.to_string()),
+            })
         })?;
         Ok(())
     }

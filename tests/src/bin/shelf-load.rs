@@ -468,6 +468,62 @@ async fn run(
         "{} server(s), {} busy devices of {accounts} accounts for {} s, {} idle feeds; mix (per 100) list {} stat {} create {} small {} large {} read {}",
         args.servers, args.devices, args.seconds, args.idle, MIX[0], MIX[1], MIX[2], MIX[3], MIX[4], MIX[5]
     );
+    if args.idle > 0 {
+        // On a quiet store, before the busy devices: memory per held feed.
+        let before: u64 = pids.iter().map(|p| rss_kib(*p)).sum();
+        let mut idle = Vec::new();
+        for _ in 0..args.idle {
+            let mut c = Conn::open(addr, fingerprint).await?;
+            c.call(Request::Resume {
+                token: token.clone(),
+            })
+            .await?;
+            c.call(Request::Subscribe { after: None }).await?;
+            idle.push(c);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let after: u64 = pids.iter().map(|p| rss_kib(*p)).sum();
+        // One change; when does each feed hear it?
+        let sent = Instant::now();
+        let waits: Vec<_> = idle
+            .into_iter()
+            .map(|mut c| {
+                tokio::spawn(async move {
+                    tokio::time::timeout(Duration::from_secs(10), c.event())
+                        .await
+                        .ok()
+                        .and_then(Result::ok)
+                        .map(|()| sent.elapsed().as_micros() as u64)
+                })
+            })
+            .collect();
+        first
+            .call(Request::Mkdir {
+                parent: files,
+                name: "announced".into(),
+                mode: 0o755,
+                id: None,
+            })
+            .await?;
+        let mut heard = Vec::new();
+        for w in waits {
+            if let Some(us) = w.await? {
+                heard.push(us);
+            }
+        }
+        heard.sort_unstable();
+        println!(
+            "idle feeds: {} held, server memory {:.1} KiB per connection ({} -> {} MiB); one change reached {} of them: p50 {:.1} ms, p99 {:.1} ms, last {:.1} ms",
+            args.idle,
+            after.saturating_sub(before) as f64 / args.idle as f64,
+            before / 1024,
+            after / 1024,
+            heard.len(),
+            percentile(&heard, 0.5) as f64 / 1000.0,
+            percentile(&heard, 0.99) as f64 / 1000.0,
+            heard.last().copied().unwrap_or(0) as f64 / 1000.0
+        );
+    }
     // Every device sets up its folder first (20 small files each), then all run.
     let mut setups = Vec::new();
     for i in 0..args.devices {
@@ -530,60 +586,5 @@ async fn run(
         total as f64 / secs
     );
 
-    if args.idle > 0 {
-        let before: u64 = pids.iter().map(|p| rss_kib(*p)).sum();
-        let mut idle = Vec::new();
-        for _ in 0..args.idle {
-            let mut c = Conn::open(addr, fingerprint).await?;
-            c.call(Request::Resume {
-                token: token.clone(),
-            })
-            .await?;
-            c.call(Request::Subscribe { after: None }).await?;
-            idle.push(c);
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let after: u64 = pids.iter().map(|p| rss_kib(*p)).sum();
-        // One change; when does each feed hear it?
-        let sent = Instant::now();
-        let waits: Vec<_> = idle
-            .into_iter()
-            .map(|mut c| {
-                tokio::spawn(async move {
-                    tokio::time::timeout(Duration::from_secs(10), c.event())
-                        .await
-                        .ok()
-                        .and_then(Result::ok)
-                        .map(|()| sent.elapsed().as_micros() as u64)
-                })
-            })
-            .collect();
-        first
-            .call(Request::Mkdir {
-                parent: files,
-                name: "announced".into(),
-                mode: 0o755,
-                id: None,
-            })
-            .await?;
-        let mut heard = Vec::new();
-        for w in waits {
-            if let Some(us) = w.await? {
-                heard.push(us);
-            }
-        }
-        heard.sort_unstable();
-        println!(
-            "idle feeds: {} held, server memory {:.1} KiB per connection ({} -> {} MiB); one change reached {} of them: p50 {:.1} ms, p99 {:.1} ms, last {:.1} ms",
-            args.idle,
-            after.saturating_sub(before) as f64 / args.idle as f64,
-            before / 1024,
-            after / 1024,
-            heard.len(),
-            percentile(&heard, 0.5) as f64 / 1000.0,
-            percentile(&heard, 0.99) as f64 / 1000.0,
-            heard.last().copied().unwrap_or(0) as f64 / 1000.0
-        );
-    }
     Ok(())
 }
