@@ -581,6 +581,30 @@ mod tests {
     }
 
     #[test]
+    fn usage_is_counted_once_alone_and_again_when_old_on_a_shared_database() {
+        let counted = std::cell::Cell::new(0u64);
+        let count = || {
+            counted.set(counted.get() + 1);
+            Ok((100 * counted.get(), counted.get()))
+        };
+        // Alone (sled): counted once, then kept up to date in memory.
+        let alone = Usage::default();
+        assert_eq!(alone.of(1, count).unwrap(), (100, 1));
+        alone.added(1, 50);
+        assert_eq!(alone.of(1, count).unwrap(), (150, 2));
+        assert_eq!(counted.get(), 1, "not counted again");
+        // Shared: what other servers stored shows once the count is old.
+        let shared = Usage {
+            totals: Mutex::default(),
+            recount: Some(std::time::Duration::from_millis(50)),
+        };
+        assert_eq!(shared.of(1, count).unwrap(), (200, 2));
+        assert_eq!(shared.of(1, count).unwrap(), (200, 2), "fresh: kept");
+        std::thread::sleep(std::time::Duration::from_millis(80));
+        assert_eq!(shared.of(1, count).unwrap(), (300, 3), "old: counted again");
+    }
+
+    #[test]
     fn put_get_dedup_and_isolation() {
         let dir = tempfile::tempdir().unwrap();
         let db = crate::kv::Db::temporary().unwrap();
